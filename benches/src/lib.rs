@@ -1,0 +1,68 @@
+//! Shared helpers for the benchmarks: deterministic inputs, timing, and the output checks that
+//! every benchmark runs against a reference before it times anything.
+
+/// Deterministic pseudo-random floats in [-1, 1) (SplitMix64), so runs are comparable.
+pub fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = s;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            ((z >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// Best-of-`reps` wall time in seconds of `f`, after one warm-up call, with at least
+/// `min_secs` of total measuring (more repetitions for fast calls).
+pub fn best_time(min_secs: f64, reps: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let start = std::time::Instant::now();
+    let mut best = f64::MAX;
+    let mut n = 0;
+    while n < reps || start.elapsed().as_secs_f64() < min_secs {
+        let t = std::time::Instant::now();
+        f();
+        best = best.min(t.elapsed().as_secs_f64());
+        n += 1;
+        if n > 10_000 {
+            break;
+        }
+    }
+    best
+}
+
+/// Times several contenders round-robin: each round calls every function once, and each
+/// contender's best time over all rounds is returned. Interleaving matters on a shared machine:
+/// slow phases (a neighbour's burst) then hit every contender alike instead of one of them.
+pub fn race(min_secs: f64, min_rounds: usize, fns: &mut [&mut dyn FnMut()]) -> Vec<f64> {
+    for f in fns.iter_mut() {
+        f();
+    }
+    let mut best = vec![f64::MAX; fns.len()];
+    let start = std::time::Instant::now();
+    let mut round = 0;
+    while round < min_rounds || (start.elapsed().as_secs_f64() < min_secs && round < 100_000) {
+        for (i, f) in fns.iter_mut().enumerate() {
+            let t = std::time::Instant::now();
+            f();
+            best[i] = best[i].min(t.elapsed().as_secs_f64());
+        }
+        round += 1;
+    }
+    best
+}
+
+/// Max |x - y| / (1 + |y|) over two slices: the check used before timing a GEMM.
+pub fn max_rel_err(x: &[f32], y: &[f32]) -> f64 {
+    assert_eq!(x.len(), y.len());
+    x.iter().zip(y).map(|(&a, &b)| ((a - b).abs() / (1.0 + b.abs())) as f64).fold(0.0, f64::max)
+}
+
+/// A rayon pool with exactly `n` threads.
+pub fn pool(n: usize) -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new().num_threads(n).build().expect("rayon pool")
+}

@@ -1,0 +1,597 @@
+//! f32 GEMM: `C = alpha * A B + beta * C`, BLIS-style.
+//!
+//! ```text
+//! A is (m,k), B is (k,n), C is (m,n); each given by a pointer and a row and column stride,
+//! so a transposed or strided operand is just other strides: no copy is ever made of it.
+//!
+//! for jc in 0..n step NC            B panel  (KC x NC) packed once, lives in L3
+//!   for pc in 0..k step KC
+//!     pack B[pc.., jc..] -> Bp       as NR-wide column slivers, k-major, zero-padded
+//!     for ic in 0..m step MC         A block  (MC x KC) packed, lives in L2
+//!       pack A[ic.., pc..] -> Ap     as MR-tall row slivers, k-major, zero-padded
+//!       for jr in 0..nc step NR      one B sliver (KC x NR) stays in L1 ...
+//!         for ir in 0..mc step MR    ... while every A sliver streams past it
+//!           microkernel: an MR x NR tile of C held in registers for the whole KC loop
+//! ```
+//! The microkernel broadcasts one A value per row and multiplies it by the NR/LANES vectors of
+//! the B sliver: MR x NR/LANES independent FMA chains, enough to hide the FMA latency
+//! (AVX2: 6 x 16 = 12 ymm accumulators; AVX-512: 12 x 32 = 24 zmm accumulators).
+//!
+//! Threads: the problem is cut into disjoint blocks of C (along n when it is wide, else along m)
+//! and each rayon task runs the whole blocked algorithm on its block with its own packing
+//! buffers: no synchronisation at all, at the price of packing the shared operand twice,
+//! which is O(mk + kn) against O(mnk) of work.
+
+use crate::simd::{dispatch, Isa, Simd, SimdKernel};
+use std::cell::RefCell;
+
+/// A read-only strided matrix view: element (i, j) is at `ptr + i*rs + j*cs`.
+#[derive(Clone, Copy, Debug)]
+pub struct MatRef<'a, T = f32> {
+    pub data: &'a [T],
+    pub rows: usize,
+    pub cols: usize,
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl<'a, T> MatRef<'a, T> {
+    /// A row-major (rows, cols) matrix.
+    pub fn row_major(data: &'a [T], rows: usize, cols: usize) -> Self {
+        MatRef { data, rows, cols, rs: cols, cs: 1 }
+    }
+    /// The transpose, as a view (swaps the strides).
+    pub fn t(self) -> Self {
+        MatRef { data: self.data, rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs }
+    }
+    /// Whether every element this view can address lies inside `data`.
+    pub fn in_bounds(&self) -> bool {
+        self.rows == 0
+            || self.cols == 0
+            || (self.rows - 1)
+                .checked_mul(self.rs)
+                .and_then(|a| (self.cols - 1).checked_mul(self.cs).and_then(|b| a.checked_add(b)))
+                .is_some_and(|last| last < self.data.len())
+    }
+}
+
+/// A mutable strided matrix view. Distinct (i, j) must address distinct elements.
+#[derive(Debug)]
+pub struct MatMut<'a> {
+    pub data: &'a mut [f32],
+    pub rows: usize,
+    pub cols: usize,
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl<'a> MatMut<'a> {
+    pub fn row_major(data: &'a mut [f32], rows: usize, cols: usize) -> Self {
+        MatMut { data, rows, cols, rs: cols, cs: 1 }
+    }
+    fn as_ref(&self) -> MatRef<'_> {
+        MatRef { data: self.data, rows: self.rows, cols: self.cols, rs: self.rs, cs: self.cs }
+    }
+}
+
+/// GEMM argument errors (shapes, bounds, aliasing strides).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GemmError(pub String);
+
+impl std::fmt::Display for GemmError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "gemm: {}", self.0)
+    }
+}
+impl std::error::Error for GemmError {}
+
+pub(crate) fn check_args<TA, TB>(a: &MatRef<TA>, b: &MatRef<TB>, c: &MatMut) -> Result<(), GemmError> {
+    if a.cols != b.rows || a.rows != c.rows || b.cols != c.cols {
+        return Err(GemmError(format!(
+            "A is ({}, {}), B is ({}, {}), C is ({}, {}): need A (m,k), B (k,n), C (m,n)",
+            a.rows, a.cols, b.rows, b.cols, c.rows, c.cols
+        )));
+    }
+    if !a.in_bounds() || !b.in_bounds() || !c.as_ref().in_bounds() {
+        return Err(GemmError("a view's strides reach past the end of its slice".into()));
+    }
+    if c.rows > 1 && c.cols > 1 && (c.rs == 0 || c.cs == 0 || (c.rs < c.cols && c.cs < c.rows)) {
+        // Not a full aliasing check, but rejects the layouts where rows or columns overlap
+        // (a broadcast output, or strides that interleave); row- and column-major always pass.
+        if !(c.cs >= 1 && c.rs >= c.cols * c.cs) && !(c.rs >= 1 && c.cs >= c.rows * c.rs) {
+            return Err(GemmError(format!("output strides ({}, {}) make elements alias", c.rs, c.cs)));
+        }
+    }
+    Ok(())
+}
+
+/// `C = alpha * A B + beta * C` on all rayon threads of the current pool.
+/// When `beta == 0`, C is not read (it may hold NaN). Errors on mismatched shapes or bounds.
+pub fn gemm(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: MatMut) -> Result<(), GemmError> {
+    gemm_with(Isa::best(), rayon::current_num_threads(), alpha, a, b, beta, c)
+}
+
+/// [`gemm`] with an explicit ISA and thread count (tests use it to cover every path).
+pub fn gemm_with(
+    isa: Isa,
+    threads: usize,
+    alpha: f32,
+    a: MatRef,
+    b: MatRef,
+    beta: f32,
+    c: MatMut,
+) -> Result<(), GemmError> {
+    check_args(&a, &b, &c)?;
+    let (m, n, k) = (c.rows, c.cols, a.cols);
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    let job = Job {
+        m,
+        n,
+        k,
+        alpha,
+        beta,
+        a: a.data.as_ptr(),
+        ars: a.rs,
+        acs: a.cs,
+        b: b.data.as_ptr(),
+        brs: b.rs,
+        bcs: b.cs,
+        c: c.data.as_mut_ptr(),
+        crs: c.rs,
+        ccs: c.cs,
+    };
+    // SAFETY: check_args proved every (i, j) the job addresses is inside the slices, and the
+    // output layout does not alias; `c` is borrowed mutably for the whole call.
+    unsafe { run_threaded(isa, threads, job) };
+    Ok(())
+}
+
+/// Raw description of one GEMM (or one block of it). Pointers stay valid for the call.
+#[derive(Clone, Copy)]
+pub(crate) struct Job {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub alpha: f32,
+    pub beta: f32,
+    pub a: *const f32,
+    pub ars: usize,
+    pub acs: usize,
+    pub b: *const f32,
+    pub brs: usize,
+    pub bcs: usize,
+    pub c: *mut f32,
+    pub crs: usize,
+    pub ccs: usize,
+}
+// SAFETY: a Job is only sent to threads that write disjoint blocks of C (see `split`), and the
+// inputs are only read.
+unsafe impl Send for Job {}
+unsafe impl Sync for Job {}
+
+impl Job {
+    /// The sub-problem C[i0..i0+m, j0..j0+n].
+    fn block(&self, i0: usize, m: usize, j0: usize, n: usize) -> Job {
+        // SAFETY (of the pointer arithmetic): i0 < self.m and j0 < self.n, so these stay in the
+        // allocations the original bounds check covered.
+        unsafe {
+            Job {
+                m,
+                n,
+                a: self.a.add(i0 * self.ars),
+                b: self.b.add(j0 * self.bcs),
+                c: self.c.add(i0 * self.crs + j0 * self.ccs),
+                ..*self
+            }
+        }
+    }
+}
+
+/// Below this many multiply-adds a GEMM runs on one thread (fork/join costs a few microseconds).
+const PARALLEL_MIN_FLOPS: usize = 1 << 20;
+
+/// Splits the job into disjoint C blocks, one per thread, and runs them.
+///
+/// # Safety
+/// The job's pointers must be valid for every element it addresses, C must not alias A or B.
+pub(crate) unsafe fn run_threaded(isa: Isa, threads: usize, job: Job) {
+    let (mr, nr) = tile(isa);
+    let threads = threads.max(1);
+    let work = job.m * job.n * job.k.max(1);
+    if threads == 1 || work < PARALLEL_MIN_FLOPS {
+        run_serial(isa, job);
+        return;
+    }
+    // Cut along the dimension with more tiles; keep each cut a multiple of the tile size.
+    let tiles_m = job.m.div_ceil(mr);
+    let tiles_n = job.n.div_ceil(nr);
+    let blocks: Vec<Job> = if tiles_n >= tiles_m || tiles_n >= 2 * threads {
+        split(tiles_n, threads).map(|(t0, t1)| (t0 * nr, (t1 * nr).min(job.n))).map(|(j0, j1)| job.block(0, job.m, j0, j1 - j0)).collect()
+    } else {
+        split(tiles_m, threads).map(|(t0, t1)| (t0 * mr, (t1 * mr).min(job.m))).map(|(i0, i1)| job.block(i0, i1 - i0, 0, job.n)).collect()
+    };
+    use rayon::prelude::*;
+    blocks.into_par_iter().for_each(|b| {
+        // SAFETY: blocks address disjoint parts of C and the caller's guarantees cover them.
+        unsafe { run_serial(isa, b) }
+    });
+}
+
+/// `parts` contiguous ranges covering 0..n as evenly as possible (empty ranges dropped).
+fn split(n: usize, parts: usize) -> impl Iterator<Item = (usize, usize)> {
+    let parts = parts.min(n).max(1);
+    (0..parts).map(move |p| (p * n / parts, (p + 1) * n / parts)).filter(|(a, b)| a < b)
+}
+
+/// Register tile (MR, NR) of each ISA's microkernel.
+pub(crate) fn tile(isa: Isa) -> (usize, usize) {
+    match isa {
+        Isa::Avx512 => (12, 32),
+        Isa::Avx2 => (6, 16),
+        Isa::Portable => (4, 8),
+    }
+}
+
+/// Cache blocking. KC x NR floats of B (16 KiB with AVX2) sit in L1 with an A sliver;
+/// MC x KC of A (240 KiB) in L2; KC x NC of B in L3.
+const KC: usize = 256;
+const MC: usize = 240;
+const NC: usize = 3072;
+
+/// Single-threaded blocked GEMM on `job`.
+unsafe fn run_serial(isa: Isa, job: Job) {
+    struct K<'a> {
+        job: Job,
+        ap: &'a mut [f32],
+        bp: &'a mut [f32],
+    }
+    impl SimdKernel for K<'_> {
+        type Output = ();
+        // Must inline into the `#[target_feature]` trampoline, or the intrinsics below would be
+        // compiled as calls (see simd.rs). The same holds for every kernel in the engine.
+        #[inline(always)]
+        fn run<S: Simd>(self, s: S) {
+            // SAFETY: forwarded from run_serial's contract; buffers sized by run_serial.
+            unsafe {
+                // Keep in sync with `tile`.
+                match S::ISA {
+                    Isa::Avx512 => blocked::<S, 12, 2>(s, self.job, self.ap, self.bp),
+                    Isa::Avx2 => blocked::<S, 6, 2>(s, self.job, self.ap, self.bp),
+                    Isa::Portable => blocked::<S, 4, 1>(s, self.job, self.ap, self.bp),
+                }
+            }
+        }
+    }
+    if job.k == 0 {
+        scale_c(job, job.beta);
+        return;
+    }
+    let (mr, nr) = tile(isa);
+    let kc = KC.min(job.k);
+    PACK.with(|bufs| {
+        let mut bufs = bufs.borrow_mut();
+        let (abuf, bbuf) = &mut *bufs;
+        let bp = bbuf.get(kc * NC.min(job.n).next_multiple_of(nr));
+        let ap = abuf.get(kc * MC.min(job.m).next_multiple_of(mr));
+        dispatch(isa, K { job, ap, bp })
+    })
+}
+
+thread_local! {
+    /// Per-thread packing buffers, reused across calls (no allocation on the hot path).
+    static PACK: RefCell<(AlignedBuf, AlignedBuf)> = RefCell::new((AlignedBuf::new(), AlignedBuf::new()));
+}
+
+/// A growable f32 buffer whose start is 64-byte aligned.
+pub(crate) struct AlignedBuf {
+    v: Vec<f32>,
+}
+
+impl AlignedBuf {
+    pub(crate) fn new() -> Self {
+        AlignedBuf { v: Vec::new() }
+    }
+    /// A 64-byte-aligned slice of at least `n` floats (contents unspecified).
+    pub(crate) fn get(&mut self, n: usize) -> &mut [f32] {
+        if self.v.len() < n + 16 {
+            self.v = vec![0.0; n + 16];
+        }
+        let off = self.v.as_ptr().align_offset(64).min(16);
+        &mut self.v[off..off + n]
+    }
+}
+
+/// The blocked loops for one ISA and tile shape MR x (NV * LANES). `ap` and `bp` are packing
+/// buffers of at least `min(KC,k) * round_up(min(MC,m), MR)` and `min(KC,k) * round_up(min(NC,n), NR)`.
+#[inline(always)]
+unsafe fn blocked<S: Simd, const MR: usize, const NV: usize>(s: S, job: Job, ap: &mut [f32], bp: &mut [f32]) {
+    let nr = NV * S::LANES;
+    let Job { m, n, k, alpha, beta, .. } = job;
+    for jc in (0..n).step_by(NC) {
+        let nc = NC.min(n - jc);
+        for pc in (0..k).step_by(KC) {
+            let kc = KC.min(k - pc);
+            pack_b::<S, NV>(s, bp, job.b.add(pc * job.brs + jc * job.bcs), job.brs, job.bcs, kc, nc);
+            let beta_eff = if pc == 0 { beta } else { 1.0 };
+            for ic in (0..m).step_by(MC) {
+                let mc = MC.min(m - ic);
+                pack_a(ap, job.a.add(ic * job.ars + pc * job.acs), job.ars, job.acs, mc, kc, MR);
+                for jr in (0..nc).step_by(nr) {
+                    let nr_eff = nr.min(nc - jr);
+                    let bsliver = bp.as_ptr().add(jr * kc);
+                    for ir in (0..mc).step_by(MR) {
+                        let mr_eff = MR.min(mc - ir);
+                        let asliver = ap.as_ptr().add(ir * kc);
+                        let cptr = job.c.add((ic + ir) * job.crs + (jc + jr) * job.ccs);
+                        microkernel::<S, MR, NV>(
+                            s, kc, asliver, bsliver, cptr, job.crs, job.ccs, alpha, beta_eff, mr_eff, nr_eff,
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `C *= beta` (the k = 0 case), with `beta == 0` writing zeros without reading.
+unsafe fn scale_c(job: Job, beta: f32) {
+    for i in 0..job.m {
+        for j in 0..job.n {
+            let p = job.c.add(i * job.crs + j * job.ccs);
+            *p = if beta == 0.0 { 0.0 } else { beta * *p };
+        }
+    }
+}
+
+/// Packs B[0..kc, 0..nc] (strides rs, cs) into slivers of `NV * LANES` columns: sliver s holds
+/// `kc` rows of nr floats, `dst[s*kc*nr + p*nr + j] = B[p, s*nr + j]`, zero past column nc.
+#[inline(always)]
+unsafe fn pack_b<S: Simd, const NV: usize>(s: S, dst: &mut [f32], b: *const f32, rs: usize, cs: usize, kc: usize, nc: usize) {
+    let l = S::LANES;
+    let nr = NV * l;
+    let d = dst.as_mut_ptr();
+    let full = nc / nr;
+    if cs == 1 {
+        // Row-major B: read each row of the panel once, front to back (prefetcher-friendly),
+        // and drop NR-float pieces of it into the slivers with vector copies.
+        for p in 0..kc {
+            let src = b.add(p * rs);
+            for si in 0..full {
+                let o = d.add(si * kc * nr + p * nr);
+                for v in 0..NV {
+                    s.store(o.add(v * l), s.load(src.add(si * nr + v * l)));
+                }
+            }
+        }
+    } else {
+        // Transposed or strided B: walk each source column (contiguous when rs == 1).
+        for si in 0..full {
+            let sl = d.add(si * kc * nr);
+            for j in 0..nr {
+                let src = b.add((si * nr + j) * cs);
+                for p in 0..kc {
+                    *sl.add(p * nr + j) = *src.add(p * rs);
+                }
+            }
+        }
+    }
+    // The last, partial sliver: scalar, zero-padded.
+    if full * nr < nc {
+        let j0 = full * nr;
+        let sl = d.add(full * kc * nr);
+        for p in 0..kc {
+            for j in 0..nr {
+                *sl.add(p * nr + j) = if j0 + j < nc { *b.add(p * rs + (j0 + j) * cs) } else { 0.0 };
+            }
+        }
+    }
+}
+
+/// Packs A[0..mc, 0..kc] (strides rs, cs) into slivers of `mr` rows: sliver s holds `kc`
+/// columns of `mr` floats, `dst[s*kc*mr + p*mr + i] = A[s*mr + i, p]`, zero past row mc.
+#[inline(always)]
+unsafe fn pack_a(dst: &mut [f32], a: *const f32, rs: usize, cs: usize, mc: usize, kc: usize, mr: usize) {
+    let d = dst.as_mut_ptr();
+    for (si, i0) in (0..mc).step_by(mr).enumerate() {
+        let h = mr.min(mc - i0);
+        let sl = d.add(si * kc * mr);
+        if rs == 1 {
+            // Column-major (transposed) A: each sliver column is a contiguous copy.
+            for p in 0..kc {
+                std::ptr::copy_nonoverlapping(a.add(i0 + p * cs), sl.add(p * mr), h);
+                std::ptr::write_bytes(sl.add(p * mr + h), 0, mr - h);
+            }
+        } else {
+            for i in 0..mr {
+                if i < h {
+                    let src = a.add((i0 + i) * rs);
+                    for p in 0..kc {
+                        *sl.add(p * mr + i) = *src.add(p * cs);
+                    }
+                } else {
+                    for p in 0..kc {
+                        *sl.add(p * mr + i) = 0.0;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The register-tiled inner kernel: C[0..mr_eff, 0..nr_eff] = alpha * Ap Bp + beta * C.
+///
+/// `a` is an MR-row sliver (kc x MR, k-major), `b` an NR-column sliver (kc x NR, k-major).
+/// The MR x NV accumulators are locals of a fixed-size array, which LLVM keeps in registers.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn microkernel<S: Simd, const MR: usize, const NV: usize>(
+    s: S,
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    rsc: usize,
+    csc: usize,
+    alpha: f32,
+    beta: f32,
+    mr_eff: usize,
+    nr_eff: usize,
+) {
+    let l = S::LANES;
+    let nr = NV * l;
+    // Ask for the C tile now: it is needed only after the k loop, which hides the miss.
+    for i in 0..mr_eff {
+        prefetch(c.add(i * rsc));
+        prefetch(c.add(i * rsc + (nr_eff - 1) * csc));
+    }
+    let mut acc = [[s.zero(); NV]; MR];
+    let (mut ap, mut bp) = (a, b);
+    for _ in 0..kc {
+        let mut bv = [s.zero(); NV];
+        for (v, bvv) in bv.iter_mut().enumerate() {
+            *bvv = s.load(bp.add(v * l));
+        }
+        for (i, row) in acc.iter_mut().enumerate() {
+            let ai = s.splat(*ap.add(i));
+            for v in 0..NV {
+                row[v] = s.fma(ai, bv[v], row[v]);
+            }
+        }
+        ap = ap.add(MR);
+        bp = bp.add(nr);
+    }
+    let va = s.splat(alpha);
+    if mr_eff == MR && nr_eff == nr && csc == 1 {
+        // Full tile, contiguous rows: vector read-modify-write of C.
+        let vb = s.splat(beta);
+        for (i, row) in acc.iter().enumerate() {
+            let cr = c.add(i * rsc);
+            for (v, &acc_v) in row.iter().enumerate() {
+                let out = if beta == 0.0 {
+                    s.mul(va, acc_v)
+                } else {
+                    s.fma(vb, s.load(cr.add(v * l)), s.mul(va, acc_v))
+                };
+                s.store(cr.add(v * l), out);
+            }
+        }
+    } else {
+        // Edge tile or strided C: spill the tile, then update element by element.
+        let mut tmp = [0.0f32; 12 * 32];
+        for (i, row) in acc.iter().enumerate() {
+            for (v, &acc_v) in row.iter().enumerate() {
+                s.store(tmp.as_mut_ptr().add(i * nr + v * l), s.mul(va, acc_v));
+            }
+        }
+        for i in 0..mr_eff {
+            for j in 0..nr_eff {
+                let p = c.add(i * rsc + j * csc);
+                let t = tmp[i * nr + j];
+                *p = if beta == 0.0 { t } else { beta * *p + t };
+            }
+        }
+    }
+}
+
+/// A prefetch hint for the cache line holding `p` (no-op off x86-64).
+#[inline(always)]
+fn prefetch(p: *const f32) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetch is a hint; it never faults, whatever the address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p as *const i8)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// Batched GEMM: for each `i < batch`, `C_i = alpha A_i B_i + beta C_i`, where operand `X_i`
+/// starts `i * X.batch_stride` elements into its slice (a stride of 0 broadcasts it).
+/// Batches run in parallel when there are enough of them, otherwise each GEMM is threaded.
+pub fn gemm_batched(
+    batch: usize,
+    alpha: f32,
+    a: MatRef,
+    a_bs: usize,
+    b: MatRef,
+    b_bs: usize,
+    beta: f32,
+    c: MatMut,
+    c_bs: usize,
+) -> Result<(), GemmError> {
+    gemm_batched_with(Isa::best(), rayon::current_num_threads(), batch, alpha, a, a_bs, b, b_bs, beta, c, c_bs)
+}
+
+/// [`gemm_batched`] with an explicit ISA and thread count.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_batched_with(
+    isa: Isa,
+    threads: usize,
+    batch: usize,
+    alpha: f32,
+    a: MatRef,
+    a_bs: usize,
+    b: MatRef,
+    b_bs: usize,
+    beta: f32,
+    c: MatMut,
+    c_bs: usize,
+) -> Result<(), GemmError> {
+    if batch == 0 {
+        return Ok(());
+    }
+    // Bounds: the last batch's view must fit; check it through a shifted view.
+    let last = batch - 1;
+    let shifted = |len: usize, bs: usize| last.checked_mul(bs).filter(|&o| o <= len);
+    let (Some(ao), Some(bo), Some(co)) = (shifted(a.data.len(), a_bs), shifted(b.data.len(), b_bs), shifted(c.data.len(), c_bs)) else {
+        return Err(GemmError(format!("batch of {batch} with batch strides ({a_bs}, {b_bs}, {c_bs}) reaches past a slice")));
+    };
+    check_args(&a, &b, &c)?;
+    let (ca, cb) = (MatRef { data: &a.data[ao..], ..a }, MatRef { data: &b.data[bo..], ..b });
+    let cc = MatMut { data: &mut c.data[co..], rows: c.rows, cols: c.cols, rs: c.rs, cs: c.cs };
+    check_args(&ca, &cb, &cc)?;
+    if batch > 1 && c_bs == 0 {
+        return Err(GemmError("batched output with batch stride 0 would alias".into()));
+    }
+    let (m, n, k) = (c.rows, c.cols, a.cols);
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if c_bs < m.saturating_sub(1) * c.rs + n.saturating_sub(1) * c.cs + 1 && batch > 1 {
+        return Err(GemmError(format!("output batch stride {c_bs} overlaps a ({m}, {n}) output")));
+    }
+    let base = Job {
+        m,
+        n,
+        k,
+        alpha,
+        beta,
+        a: a.data.as_ptr(),
+        ars: a.rs,
+        acs: a.cs,
+        b: b.data.as_ptr(),
+        brs: b.rs,
+        bcs: b.cs,
+        c: c.data.as_mut_ptr(),
+        crs: c.rs,
+        ccs: c.cs,
+    };
+    // SAFETY: the first and last batch views were bounds-checked above and the views in
+    // between lie between them; outputs of different batches do not overlap (c_bs check).
+    unsafe {
+        // Captures the whole Job (which is Sync), not its raw-pointer fields one by one.
+        let base = &base;
+        let job_i = move |i: usize| Job { a: base.a.add(i * a_bs), b: base.b.add(i * b_bs), c: base.c.add(i * c_bs), ..*base };
+        if threads > 1 && batch >= threads {
+            use rayon::prelude::*;
+            (0..batch).into_par_iter().for_each(|i| run_serial(isa, job_i(i)));
+        } else {
+            for i in 0..batch {
+                run_threaded(isa, threads, job_i(i));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,648 @@
+//! Run-time ISA dispatch and the small SIMD vocabulary every CPU kernel is written in.
+//!
+//! A kernel is written once, generic over [`Simd`], and instantiated three times:
+//! [`Avx512`] (16 lanes), [`Avx2`] (8 lanes, with FMA) and [`Portable`] (8 lanes through the `wide`
+//! crate, which compiles to whatever the build target has). [`dispatch`] picks the widest
+//! instantiation the CPU supports, once per call, at run time.
+//!
+//! Why a token type: an `Avx2` value can only be made after `is_x86_feature_detected!` said yes,
+//! so any function holding one may execute AVX2 instructions. That is what makes the `unsafe`
+//! blocks inside the impls below sound.
+//!
+//! Why `#[inline(always)]` everywhere: the kernels only become AVX code once they are inlined into
+//! the `#[target_feature]` trampolines at the bottom of this file (`run_avx2`, `run_avx512`).
+//! LLVM inlines the whole chain (kernel -> trait method -> intrinsic) into the trampoline, so the
+//! loop body compiles to straight vector instructions with no calls.
+
+use std::sync::OnceLock;
+
+/// Instruction sets the engine has kernels for, narrowest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Isa {
+    /// `wide`-based code, no run-time CPU requirement beyond the build target.
+    Portable,
+    /// AVX2 + FMA, 256-bit vectors.
+    Avx2,
+    /// AVX-512 F/BW/VL/DQ + FMA, 512-bit vectors.
+    Avx512,
+}
+
+impl Isa {
+    /// Every ISA this CPU can execute, narrowest first (always includes `Portable`).
+    pub fn available() -> Vec<Isa> {
+        let mut v = vec![Isa::Portable];
+        if Avx2::detect().is_some() {
+            v.push(Isa::Avx2);
+        }
+        if Avx512::detect().is_some() {
+            v.push(Isa::Avx512);
+        }
+        v
+    }
+
+    /// The widest ISA this CPU supports, detected once. `ENGINE_ISA=portable|avx2|avx512` in the
+    /// environment caps it (used to benchmark and debug the narrower paths).
+    pub fn best() -> Isa {
+        static BEST: OnceLock<Isa> = OnceLock::new();
+        *BEST.get_or_init(|| {
+            let widest = *Isa::available().last().unwrap();
+            match std::env::var("ENGINE_ISA").ok().as_deref() {
+                Some("portable") => Isa::Portable,
+                Some("avx2") => widest.min(Isa::Avx2),
+                _ => widest,
+            }
+        })
+    }
+
+    /// Whether the CPU also has AVX512-BF16 (`vdpbf16ps`), which the bf16 GEMM uses when present.
+    pub fn has_avx512_bf16() -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            Avx512::detect().is_some() && is_x86_feature_detected!("avx512bf16")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    }
+}
+
+/// A kernel body written once for every [`Simd`] instantiation.
+///
+/// Implementations must mark `run` `#[inline(always)]` and must not call closures or
+/// non-inlined functions on the hot path: only code inlined into the `#[target_feature]`
+/// trampoline is compiled with the wider instruction set.
+pub trait SimdKernel {
+    type Output;
+    fn run<S: Simd>(self, s: S) -> Self::Output;
+}
+
+/// Runs `k` with the instantiation for `isa`. Panics if the CPU lacks `isa` (callers pass
+/// [`Isa::best()`] or an entry of [`Isa::available()`]).
+#[inline]
+pub fn dispatch<K: SimdKernel>(isa: Isa, k: K) -> K::Output {
+    match isa {
+        Isa::Portable => k.run(Portable),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => {
+            let s = Avx2::detect().expect("dispatch: CPU has no AVX2+FMA");
+            // SAFETY: the token exists, so the CPU has AVX2 and FMA.
+            unsafe { run_avx2(s, k) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => {
+            let s = Avx512::detect().expect("dispatch: CPU has no AVX-512");
+            // SAFETY: the token exists, so the CPU has AVX-512F/BW/VL/DQ and FMA.
+            unsafe { run_avx512(s, k) }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => k.run(Portable),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn run_avx2<K: SimdKernel>(s: Avx2, k: K) -> K::Output {
+    k.run(s)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+unsafe fn run_avx512<K: SimdKernel>(s: Avx512, k: K) -> K::Output {
+    k.run(s)
+}
+
+/// The vector vocabulary. `F` is a vector of `LANES` f32, `I` the matching vector of i32.
+///
+/// Pointer methods are `unsafe`: the caller guarantees `LANES` readable/writable floats
+/// (or `n` for the `_partial` forms). Everything else is safe because the token proves the ISA.
+pub trait Simd: Copy + Send + Sync + 'static {
+    /// Which [`Isa`] this instantiation is.
+    const ISA: Isa;
+    const LANES: usize;
+    type F: Copy;
+    type I: Copy;
+
+    fn splat(self, x: f32) -> Self::F;
+    fn zero(self) -> Self::F {
+        self.splat(0.0)
+    }
+    /// # Safety
+    /// `p` points to `LANES` readable f32 (no alignment needed).
+    unsafe fn load(self, p: *const f32) -> Self::F;
+    /// # Safety
+    /// `p` points to `LANES` writable f32 (no alignment needed).
+    unsafe fn store(self, p: *mut f32, v: Self::F);
+    /// Loads `n < LANES` floats, the other lanes are `fill`.
+    /// # Safety
+    /// `p` points to `n` readable f32.
+    #[inline(always)]
+    unsafe fn load_partial(self, p: *const f32, n: usize, fill: f32) -> Self::F {
+        let mut buf = [fill; 16];
+        std::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), n);
+        self.load(buf.as_ptr())
+    }
+    /// Stores the first `n < LANES` lanes.
+    /// # Safety
+    /// `p` points to `n` writable f32.
+    #[inline(always)]
+    unsafe fn store_partial(self, p: *mut f32, v: Self::F, n: usize) {
+        let mut buf = [0.0f32; 16];
+        self.store(buf.as_mut_ptr(), v);
+        std::ptr::copy_nonoverlapping(buf.as_ptr(), p, n);
+    }
+
+    fn add(self, a: Self::F, b: Self::F) -> Self::F;
+    fn sub(self, a: Self::F, b: Self::F) -> Self::F;
+    fn mul(self, a: Self::F, b: Self::F) -> Self::F;
+    fn div(self, a: Self::F, b: Self::F) -> Self::F;
+    /// `a * b + c`, fused where the ISA has FMA.
+    fn fma(self, a: Self::F, b: Self::F, c: Self::F) -> Self::F;
+    /// Lane-wise maximum; if `b` is NaN the result is NaN (NaNs in the data propagate).
+    fn max(self, a: Self::F, b: Self::F) -> Self::F;
+    /// Lane-wise minimum; if `b` is NaN the result is NaN.
+    fn min(self, a: Self::F, b: Self::F) -> Self::F;
+    fn abs(self, a: Self::F) -> Self::F;
+    /// Lane-wise `if a < b { t } else { f }`.
+    fn select_lt(self, a: Self::F, b: Self::F, t: Self::F, f: Self::F) -> Self::F;
+    /// Round to nearest (ties to even) and convert to i32.
+    fn round_to_i32(self, a: Self::F) -> Self::I;
+    fn i32_to_f32(self, a: Self::I) -> Self::F;
+    /// `2^n` for integer lanes `n` in the normal exponent range [-126, 127].
+    fn pow2i(self, n: Self::I) -> Self::F;
+    fn reduce_sum(self, a: Self::F) -> f32;
+    fn reduce_max(self, a: Self::F) -> f32;
+
+    /// `exp(x)`, max relative error about 2 ulp on the normal range; 0 below -87.3, +inf above 88.7,
+    /// NaN propagates. Cody-Waite range reduction `x = n ln2 + r`, then a degree-6 polynomial
+    /// for `e^r` on [-ln2/2, ln2/2] (Cephes `expf` coefficients), then scale by `2^n`.
+    #[inline(always)]
+    fn exp(self, x: Self::F) -> Self::F {
+        let lo = self.splat(-87.33654);
+        let hi = self.splat(88.72283);
+        let xc = self.min(hi, self.max(lo, x));
+        let n = self.round_to_i32(self.mul(xc, self.splat(std::f32::consts::LOG2_E)));
+        let nf = self.i32_to_f32(n);
+        let r = self.fma(nf, self.splat(-0.693_359_4), xc);
+        let r = self.fma(nf, self.splat(2.121_944_4e-4), r);
+        let mut p = self.splat(1.987_569_1e-4);
+        p = self.fma(p, r, self.splat(1.398_2e-3));
+        p = self.fma(p, r, self.splat(8.333_452e-3));
+        p = self.fma(p, r, self.splat(4.166_579_6e-2));
+        p = self.fma(p, r, self.splat(1.666_666_5e-1));
+        p = self.fma(p, r, self.splat(0.5));
+        let r2 = self.mul(r, r);
+        let p = self.fma(p, r2, self.add(r, self.splat(1.0)));
+        // n can reach 128 at the top of the range: split the scale as 2^(n-1) * 2.
+        let one = self.splat(1.0);
+        let y = self.mul(self.mul(p, self.pow2i(self.sub_i32(n, 1))), self.add(one, one));
+        let y = self.select_lt(x, lo, self.zero(), y);
+        self.select_lt(hi, x, self.splat(f32::INFINITY), y)
+    }
+
+    /// `n - k` on integer lanes.
+    fn sub_i32(self, n: Self::I, k: i32) -> Self::I;
+
+    /// `erf(x)`: Abramowitz & Stegun 7.1.26, max absolute error 1.5e-7 (the same formula
+    /// PyTorch's vectorised CPU `erf` uses).
+    #[inline(always)]
+    fn erf(self, x: Self::F) -> Self::F {
+        let ax = self.abs(x);
+        let one = self.splat(1.0);
+        let t = self.div(one, self.fma(self.splat(0.327_591_1), ax, one));
+        let mut p = self.splat(1.061_405_4);
+        p = self.fma(p, t, self.splat(-1.453_152_1));
+        p = self.fma(p, t, self.splat(1.421_413_8));
+        p = self.fma(p, t, self.splat(-0.284_496_72));
+        p = self.fma(p, t, self.splat(0.254_829_6));
+        p = self.mul(p, t);
+        let e = self.exp(self.mul(self.sub(self.zero(), ax), ax));
+        let y = self.sub(one, self.mul(p, e));
+        // erf is odd.
+        self.select_lt(x, self.zero(), self.sub(self.zero(), y), y)
+    }
+
+    /// `tanh(x)` as `sign(x) (1 - e) / (1 + e)`, `e = exp(-2|x|)`; absolute error below 1e-7.
+    #[inline(always)]
+    fn tanh(self, x: Self::F) -> Self::F {
+        let one = self.splat(1.0);
+        let e = self.exp(self.mul(self.splat(-2.0), self.abs(x)));
+        let y = self.div(self.sub(one, e), self.add(one, e));
+        self.select_lt(x, self.zero(), self.sub(self.zero(), y), y)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Portable: `wide::f32x8`. Compiles to SSE2 on a baseline x86-64 build, NEON on aarch64, etc.
+// ---------------------------------------------------------------------------------------------
+
+/// Token for the portable path (always available).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Portable;
+
+impl Simd for Portable {
+    const ISA: Isa = Isa::Portable;
+    const LANES: usize = 8;
+    type F = wide::f32x8;
+    type I = wide::i32x8;
+
+    #[inline(always)]
+    fn splat(self, x: f32) -> Self::F {
+        wide::f32x8::splat(x)
+    }
+    #[inline(always)]
+    unsafe fn load(self, p: *const f32) -> Self::F {
+        wide::f32x8::from(std::ptr::read_unaligned(p as *const [f32; 8]))
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32, v: Self::F) {
+        std::ptr::write_unaligned(p as *mut [f32; 8], v.to_array())
+    }
+    #[inline(always)]
+    fn add(self, a: Self::F, b: Self::F) -> Self::F {
+        a + b
+    }
+    #[inline(always)]
+    fn sub(self, a: Self::F, b: Self::F) -> Self::F {
+        a - b
+    }
+    #[inline(always)]
+    fn mul(self, a: Self::F, b: Self::F) -> Self::F {
+        a * b
+    }
+    #[inline(always)]
+    fn div(self, a: Self::F, b: Self::F) -> Self::F {
+        a / b
+    }
+    #[inline(always)]
+    fn fma(self, a: Self::F, b: Self::F, c: Self::F) -> Self::F {
+        a.mul_add(b, c)
+    }
+    #[inline(always)]
+    fn max(self, a: Self::F, b: Self::F) -> Self::F {
+        // NaN in b must win, like `maxps a, b` with b as the second operand.
+        b.is_nan().blend(b, a.fast_max(b))
+    }
+    #[inline(always)]
+    fn min(self, a: Self::F, b: Self::F) -> Self::F {
+        b.is_nan().blend(b, a.fast_min(b))
+    }
+    #[inline(always)]
+    fn abs(self, a: Self::F) -> Self::F {
+        a.abs()
+    }
+    #[inline(always)]
+    fn select_lt(self, a: Self::F, b: Self::F, t: Self::F, f: Self::F) -> Self::F {
+        use wide::CmpLt;
+        a.cmp_lt(b).blend(t, f)
+    }
+    #[inline(always)]
+    fn round_to_i32(self, a: Self::F) -> Self::I {
+        a.round_int()
+    }
+    #[inline(always)]
+    fn i32_to_f32(self, a: Self::I) -> Self::F {
+        a.round_float()
+    }
+    #[inline(always)]
+    fn pow2i(self, n: Self::I) -> Self::F {
+        let bits: wide::i32x8 = (n + wide::i32x8::splat(127)) << 23;
+        bytemuck::cast(bits)
+    }
+    #[inline(always)]
+    fn sub_i32(self, n: Self::I, k: i32) -> Self::I {
+        n - wide::i32x8::splat(k)
+    }
+    #[inline(always)]
+    fn reduce_sum(self, a: Self::F) -> f32 {
+        a.reduce_add()
+    }
+    #[inline(always)]
+    fn reduce_max(self, a: Self::F) -> f32 {
+        let v = a.to_array();
+        v.iter().copied().fold(f32::NEG_INFINITY, f32::max)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// AVX2 + FMA
+// ---------------------------------------------------------------------------------------------
+
+/// Token proving AVX2 and FMA are available.
+#[derive(Clone, Copy, Debug)]
+pub struct Avx2(());
+
+impl Avx2 {
+    pub fn detect() -> Option<Self> {
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            return Some(Avx2(()));
+        }
+        None
+    }
+}
+
+/// Token proving AVX-512 F/BW/VL/DQ (and FMA) are available.
+#[derive(Clone, Copy, Debug)]
+pub struct Avx512(());
+
+impl Avx512 {
+    pub fn detect() -> Option<Self> {
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("avx512dq")
+            && is_x86_feature_detected!("fma")
+        {
+            return Some(Avx512(()));
+        }
+        None
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::*;
+    use std::arch::x86_64::*;
+
+    // SAFETY (whole impl): every method takes an `Avx2` token, which only `Avx2::detect` makes
+    // after checking the CPU has AVX2 and FMA; pointer methods document their own contract.
+    impl Simd for Avx2 {
+        const ISA: Isa = Isa::Avx2;
+        const LANES: usize = 8;
+        type F = __m256;
+        type I = __m256i;
+
+        #[inline(always)]
+        fn splat(self, x: f32) -> __m256 {
+            unsafe { _mm256_set1_ps(x) }
+        }
+        #[inline(always)]
+        unsafe fn load(self, p: *const f32) -> __m256 {
+            _mm256_loadu_ps(p)
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f32, v: __m256) {
+            _mm256_storeu_ps(p, v)
+        }
+        #[inline(always)]
+        fn add(self, a: __m256, b: __m256) -> __m256 {
+            unsafe { _mm256_add_ps(a, b) }
+        }
+        #[inline(always)]
+        fn sub(self, a: __m256, b: __m256) -> __m256 {
+            unsafe { _mm256_sub_ps(a, b) }
+        }
+        #[inline(always)]
+        fn mul(self, a: __m256, b: __m256) -> __m256 {
+            unsafe { _mm256_mul_ps(a, b) }
+        }
+        #[inline(always)]
+        fn div(self, a: __m256, b: __m256) -> __m256 {
+            unsafe { _mm256_div_ps(a, b) }
+        }
+        #[inline(always)]
+        fn fma(self, a: __m256, b: __m256, c: __m256) -> __m256 {
+            unsafe { _mm256_fmadd_ps(a, b, c) }
+        }
+        #[inline(always)]
+        fn max(self, a: __m256, b: __m256) -> __m256 {
+            unsafe { _mm256_max_ps(a, b) }
+        }
+        #[inline(always)]
+        fn min(self, a: __m256, b: __m256) -> __m256 {
+            unsafe { _mm256_min_ps(a, b) }
+        }
+        #[inline(always)]
+        fn abs(self, a: __m256) -> __m256 {
+            unsafe { _mm256_andnot_ps(_mm256_set1_ps(-0.0), a) }
+        }
+        #[inline(always)]
+        fn select_lt(self, a: __m256, b: __m256, t: __m256, f: __m256) -> __m256 {
+            unsafe { _mm256_blendv_ps(f, t, _mm256_cmp_ps::<_CMP_LT_OQ>(a, b)) }
+        }
+        #[inline(always)]
+        fn round_to_i32(self, a: __m256) -> __m256i {
+            unsafe { _mm256_cvtps_epi32(a) }
+        }
+        #[inline(always)]
+        fn i32_to_f32(self, a: __m256i) -> __m256 {
+            unsafe { _mm256_cvtepi32_ps(a) }
+        }
+        #[inline(always)]
+        fn pow2i(self, n: __m256i) -> __m256 {
+            unsafe {
+                _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(
+                    n,
+                    _mm256_set1_epi32(127),
+                )))
+            }
+        }
+        #[inline(always)]
+        fn sub_i32(self, n: __m256i, k: i32) -> __m256i {
+            unsafe { _mm256_sub_epi32(n, _mm256_set1_epi32(k)) }
+        }
+        #[inline(always)]
+        fn reduce_sum(self, a: __m256) -> f32 {
+            unsafe {
+                let s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps::<1>(a));
+                let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+                let s = _mm_add_ss(s, _mm_shuffle_ps::<1>(s, s));
+                _mm_cvtss_f32(s)
+            }
+        }
+        #[inline(always)]
+        fn reduce_max(self, a: __m256) -> f32 {
+            unsafe {
+                let s = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps::<1>(a));
+                let s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+                let s = _mm_max_ss(s, _mm_shuffle_ps::<1>(s, s));
+                _mm_cvtss_f32(s)
+            }
+        }
+    }
+
+    // SAFETY (whole impl): every method takes an `Avx512` token, which only `Avx512::detect`
+    // makes after checking the CPU has AVX-512 F/BW/VL/DQ and FMA.
+    impl Simd for Avx512 {
+        const ISA: Isa = Isa::Avx512;
+        const LANES: usize = 16;
+        type F = __m512;
+        type I = __m512i;
+
+        #[inline(always)]
+        fn splat(self, x: f32) -> __m512 {
+            unsafe { _mm512_set1_ps(x) }
+        }
+        #[inline(always)]
+        unsafe fn load(self, p: *const f32) -> __m512 {
+            _mm512_loadu_ps(p)
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f32, v: __m512) {
+            _mm512_storeu_ps(p, v)
+        }
+        #[inline(always)]
+        unsafe fn load_partial(self, p: *const f32, n: usize, fill: f32) -> __m512 {
+            let m: __mmask16 = ((1u32 << n) - 1) as u16;
+            _mm512_mask_loadu_ps(_mm512_set1_ps(fill), m, p)
+        }
+        #[inline(always)]
+        unsafe fn store_partial(self, p: *mut f32, v: __m512, n: usize) {
+            let m: __mmask16 = ((1u32 << n) - 1) as u16;
+            _mm512_mask_storeu_ps(p, m, v)
+        }
+        #[inline(always)]
+        fn add(self, a: __m512, b: __m512) -> __m512 {
+            unsafe { _mm512_add_ps(a, b) }
+        }
+        #[inline(always)]
+        fn sub(self, a: __m512, b: __m512) -> __m512 {
+            unsafe { _mm512_sub_ps(a, b) }
+        }
+        #[inline(always)]
+        fn mul(self, a: __m512, b: __m512) -> __m512 {
+            unsafe { _mm512_mul_ps(a, b) }
+        }
+        #[inline(always)]
+        fn div(self, a: __m512, b: __m512) -> __m512 {
+            unsafe { _mm512_div_ps(a, b) }
+        }
+        #[inline(always)]
+        fn fma(self, a: __m512, b: __m512, c: __m512) -> __m512 {
+            unsafe { _mm512_fmadd_ps(a, b, c) }
+        }
+        #[inline(always)]
+        fn max(self, a: __m512, b: __m512) -> __m512 {
+            unsafe { _mm512_max_ps(a, b) }
+        }
+        #[inline(always)]
+        fn min(self, a: __m512, b: __m512) -> __m512 {
+            unsafe { _mm512_min_ps(a, b) }
+        }
+        #[inline(always)]
+        fn abs(self, a: __m512) -> __m512 {
+            unsafe { _mm512_abs_ps(a) }
+        }
+        #[inline(always)]
+        fn select_lt(self, a: __m512, b: __m512, t: __m512, f: __m512) -> __m512 {
+            unsafe { _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_LT_OQ>(a, b), f, t) }
+        }
+        #[inline(always)]
+        fn round_to_i32(self, a: __m512) -> __m512i {
+            unsafe { _mm512_cvtps_epi32(a) }
+        }
+        #[inline(always)]
+        fn i32_to_f32(self, a: __m512i) -> __m512 {
+            unsafe { _mm512_cvtepi32_ps(a) }
+        }
+        #[inline(always)]
+        fn pow2i(self, n: __m512i) -> __m512 {
+            unsafe {
+                _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_add_epi32(
+                    n,
+                    _mm512_set1_epi32(127),
+                )))
+            }
+        }
+        #[inline(always)]
+        fn sub_i32(self, n: __m512i, k: i32) -> __m512i {
+            unsafe { _mm512_sub_epi32(n, _mm512_set1_epi32(k)) }
+        }
+        #[inline(always)]
+        fn reduce_sum(self, a: __m512) -> f32 {
+            unsafe { _mm512_reduce_add_ps(a) }
+        }
+        #[inline(always)]
+        fn reduce_max(self, a: __m512) -> f32 {
+            unsafe { _mm512_reduce_max_ps(a) }
+        }
+    }
+}
+
+/// Applies `f` to a slice `LANES` floats at a time with a masked tail: the shape of every
+/// elementwise kernel. `f` maps one vector to one vector.
+#[inline(always)]
+pub fn map_inplace<S: Simd>(s: S, x: &mut [f32], f: impl Fn(S::F) -> S::F) {
+    let n = x.len();
+    let l = S::LANES;
+    let p = x.as_mut_ptr();
+    let mut i = 0;
+    // SAFETY: i + l <= n inside the loop, and the tail touches n - i < l floats.
+    unsafe {
+        while i + l <= n {
+            s.store(p.add(i), f(s.load(p.add(i))));
+            i += l;
+        }
+        if i < n {
+            let v = s.load_partial(p.add(i), n - i, 0.0);
+            s.store_partial(p.add(i), f(v), n - i);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct ExpErf<'a>(&'a [f32]);
+    impl SimdKernel for ExpErf<'_> {
+        type Output = (Vec<f32>, Vec<f32>, Vec<f32>);
+        #[inline(always)]
+        fn run<S: Simd>(self, s: S) -> Self::Output {
+            let mut e = self.0.to_vec();
+            map_inplace(s, &mut e, |v| s.exp(v));
+            let mut r = self.0.to_vec();
+            map_inplace(s, &mut r, |v| s.erf(v));
+            let mut t = self.0.to_vec();
+            map_inplace(s, &mut t, |v| s.tanh(v));
+            (e, r, t)
+        }
+    }
+
+    #[test]
+    fn exp_erf_tanh_match_f64_on_every_isa() {
+        let xs: Vec<f32> = (-20000..=20000)
+            .map(|i| i as f32 * 0.0047)
+            .chain([
+                -1e4,
+                -100.0,
+                -87.5,
+                88.0,
+                88.7,
+                89.0,
+                1e4,
+                0.0,
+                -0.0,
+                f32::NEG_INFINITY,
+                f32::INFINITY,
+            ])
+            .collect();
+        for isa in Isa::available() {
+            let (e, r, t) = dispatch(isa, ExpErf(&xs));
+            for (i, &x) in xs.iter().enumerate() {
+                let want = (x as f64).exp();
+                let got = e[i] as f64;
+                if want < 1.0e-38 {
+                    assert!(got.abs() < 1.2e-38, "{isa:?} exp({x}) = {got}");
+                } else if want > f32::MAX as f64 {
+                    assert_eq!(got, f64::INFINITY, "{isa:?} exp({x})");
+                } else {
+                    assert!(((got - want) / want).abs() < 4e-7, "{isa:?} exp({x}) = {got}, want {want}");
+                }
+                let want = erf_f64(x as f64);
+                assert!((r[i] as f64 - want).abs() < 3e-7, "{isa:?} erf({x}) = {}, want {want}", r[i]);
+                let want = (x as f64).tanh();
+                assert!((t[i] as f64 - want).abs() < 3e-7, "{isa:?} tanh({x}) = {}, want {want}", t[i]);
+            }
+            let (e, _, _) = dispatch(isa, ExpErf(&[f32::NAN; 3]));
+            assert!(e.iter().all(|v| v.is_nan()), "{isa:?}: exp(NaN) must be NaN");
+        }
+    }
+
+    /// erf in f64 by its Taylor series (small |x|) or continued fraction for erfc (large |x|).
+    pub(crate) fn erf_f64(x: f64) -> f64 {
+        crate::reference::erf(x)
+    }
+}
