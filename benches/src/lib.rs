@@ -59,10 +59,16 @@ pub fn race(min_secs: f64, min_rounds: usize, fns: &mut [&mut dyn FnMut()]) -> V
 /// Max |x - y| / (1 + |y|) over two slices: the check used before timing a GEMM.
 pub fn max_rel_err(x: &[f32], y: &[f32]) -> f64 {
     assert_eq!(x.len(), y.len());
-    x.iter().zip(y).map(|(&a, &b)| ((a - b).abs() / (1.0 + b.abs())) as f64).fold(0.0, f64::max)
+    x.iter()
+        .zip(y)
+        .map(|(&a, &b)| ((a - b).abs() / (1.0 + b.abs())) as f64)
+        .fold(0.0, f64::max)
 }
 
 /// A rayon pool with exactly `n` threads.
 pub fn pool(n: usize) -> rayon::ThreadPool {
-    rayon::ThreadPoolBuilder::new().num_threads(n).build().expect("rayon pool")
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build()
+        .expect("rayon pool")
 }

@@ -38,11 +38,23 @@ pub struct MatRef<'a, T = f32> {
 impl<'a, T> MatRef<'a, T> {
     /// A row-major (rows, cols) matrix.
     pub fn row_major(data: &'a [T], rows: usize, cols: usize) -> Self {
-        MatRef { data, rows, cols, rs: cols, cs: 1 }
+        MatRef {
+            data,
+            rows,
+            cols,
+            rs: cols,
+            cs: 1,
+        }
     }
     /// The transpose, as a view (swaps the strides).
     pub fn t(self) -> Self {
-        MatRef { data: self.data, rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs }
+        MatRef {
+            data: self.data,
+            rows: self.cols,
+            cols: self.rows,
+            rs: self.cs,
+            cs: self.rs,
+        }
     }
     /// Whether every element this view can address lies inside `data`.
     pub fn in_bounds(&self) -> bool {
@@ -50,7 +62,11 @@ impl<'a, T> MatRef<'a, T> {
             || self.cols == 0
             || (self.rows - 1)
                 .checked_mul(self.rs)
-                .and_then(|a| (self.cols - 1).checked_mul(self.cs).and_then(|b| a.checked_add(b)))
+                .and_then(|a| {
+                    (self.cols - 1)
+                        .checked_mul(self.cs)
+                        .and_then(|b| a.checked_add(b))
+                })
                 .is_some_and(|last| last < self.data.len())
     }
 }
@@ -67,10 +83,22 @@ pub struct MatMut<'a> {
 
 impl<'a> MatMut<'a> {
     pub fn row_major(data: &'a mut [f32], rows: usize, cols: usize) -> Self {
-        MatMut { data, rows, cols, rs: cols, cs: 1 }
+        MatMut {
+            data,
+            rows,
+            cols,
+            rs: cols,
+            cs: 1,
+        }
     }
     fn as_ref(&self) -> MatRef<'_> {
-        MatRef { data: self.data, rows: self.rows, cols: self.cols, rs: self.rs, cs: self.cs }
+        MatRef {
+            data: self.data,
+            rows: self.rows,
+            cols: self.cols,
+            rs: self.rs,
+            cs: self.cs,
+        }
     }
 }
 
@@ -85,7 +113,11 @@ impl std::fmt::Display for GemmError {
 }
 impl std::error::Error for GemmError {}
 
-pub(crate) fn check_args<TA, TB>(a: &MatRef<TA>, b: &MatRef<TB>, c: &MatMut) -> Result<(), GemmError> {
+pub(crate) fn check_args<TA, TB>(
+    a: &MatRef<TA>,
+    b: &MatRef<TB>,
+    c: &MatMut,
+) -> Result<(), GemmError> {
     if a.cols != b.rows || a.rows != c.rows || b.cols != c.cols {
         return Err(GemmError(format!(
             "A is ({}, {}), B is ({}, {}), C is ({}, {}): need A (m,k), B (k,n), C (m,n)",
@@ -93,13 +125,18 @@ pub(crate) fn check_args<TA, TB>(a: &MatRef<TA>, b: &MatRef<TB>, c: &MatMut) -> 
         )));
     }
     if !a.in_bounds() || !b.in_bounds() || !c.as_ref().in_bounds() {
-        return Err(GemmError("a view's strides reach past the end of its slice".into()));
+        return Err(GemmError(
+            "a view's strides reach past the end of its slice".into(),
+        ));
     }
     if c.rows > 1 && c.cols > 1 && (c.rs == 0 || c.cs == 0 || (c.rs < c.cols && c.cs < c.rows)) {
         // Not a full aliasing check, but rejects the layouts where rows or columns overlap
         // (a broadcast output, or strides that interleave); row- and column-major always pass.
         if !(c.cs >= 1 && c.rs >= c.cols * c.cs) && !(c.rs >= 1 && c.cs >= c.rows * c.rs) {
-            return Err(GemmError(format!("output strides ({}, {}) make elements alias", c.rs, c.cs)));
+            return Err(GemmError(format!(
+                "output strides ({}, {}) make elements alias",
+                c.rs, c.cs
+            )));
         }
     }
     Ok(())
@@ -108,7 +145,15 @@ pub(crate) fn check_args<TA, TB>(a: &MatRef<TA>, b: &MatRef<TB>, c: &MatMut) -> 
 /// `C = alpha * A B + beta * C` on all rayon threads of the current pool.
 /// When `beta == 0`, C is not read (it may hold NaN). Errors on mismatched shapes or bounds.
 pub fn gemm(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: MatMut) -> Result<(), GemmError> {
-    gemm_with(Isa::best(), rayon::current_num_threads(), alpha, a, b, beta, c)
+    gemm_with(
+        Isa::best(),
+        rayon::current_num_threads(),
+        alpha,
+        a,
+        b,
+        beta,
+        c,
+    )
 }
 
 /// [`gemm`] with an explicit ISA and thread count (tests use it to cover every path).
@@ -173,7 +218,7 @@ unsafe impl Sync for Job {}
 
 impl Job {
     /// The sub-problem C[i0..i0+m, j0..j0+n].
-    fn block(&self, i0: usize, m: usize, j0: usize, n: usize) -> Job {
+    pub(crate) fn block(&self, i0: usize, m: usize, j0: usize, n: usize) -> Job {
         // SAFETY (of the pointer arithmetic): i0 < self.m and j0 < self.n, so these stay in the
         // allocations the original bounds check covered.
         unsafe {
@@ -197,32 +242,50 @@ const PARALLEL_MIN_FLOPS: usize = 1 << 20;
 /// # Safety
 /// The job's pointers must be valid for every element it addresses, C must not alias A or B.
 pub(crate) unsafe fn run_threaded(isa: Isa, threads: usize, job: Job) {
-    let (mr, nr) = tile(isa);
+    run_threaded_with(isa, threads, job, tile(isa), run_serial)
+}
+
+/// [`run_threaded`] for any serial runner with register tile `(mr, nr)` (the bf16 GEMM reuses it).
+pub(crate) unsafe fn run_threaded_with(
+    isa: Isa,
+    threads: usize,
+    job: Job,
+    (mr, nr): (usize, usize),
+    serial: unsafe fn(Isa, Job),
+) {
     let threads = threads.max(1);
     let work = job.m * job.n * job.k.max(1);
     if threads == 1 || work < PARALLEL_MIN_FLOPS {
-        run_serial(isa, job);
+        serial(isa, job);
         return;
     }
     // Cut along the dimension with more tiles; keep each cut a multiple of the tile size.
     let tiles_m = job.m.div_ceil(mr);
     let tiles_n = job.n.div_ceil(nr);
     let blocks: Vec<Job> = if tiles_n >= tiles_m || tiles_n >= 2 * threads {
-        split(tiles_n, threads).map(|(t0, t1)| (t0 * nr, (t1 * nr).min(job.n))).map(|(j0, j1)| job.block(0, job.m, j0, j1 - j0)).collect()
+        split(tiles_n, threads)
+            .map(|(t0, t1)| (t0 * nr, (t1 * nr).min(job.n)))
+            .map(|(j0, j1)| job.block(0, job.m, j0, j1 - j0))
+            .collect()
     } else {
-        split(tiles_m, threads).map(|(t0, t1)| (t0 * mr, (t1 * mr).min(job.m))).map(|(i0, i1)| job.block(i0, i1 - i0, 0, job.n)).collect()
+        split(tiles_m, threads)
+            .map(|(t0, t1)| (t0 * mr, (t1 * mr).min(job.m)))
+            .map(|(i0, i1)| job.block(i0, i1 - i0, 0, job.n))
+            .collect()
     };
     use rayon::prelude::*;
     blocks.into_par_iter().for_each(|b| {
         // SAFETY: blocks address disjoint parts of C and the caller's guarantees cover them.
-        unsafe { run_serial(isa, b) }
+        unsafe { serial(isa, b) }
     });
 }
 
 /// `parts` contiguous ranges covering 0..n as evenly as possible (empty ranges dropped).
 fn split(n: usize, parts: usize) -> impl Iterator<Item = (usize, usize)> {
     let parts = parts.min(n).max(1);
-    (0..parts).map(move |p| (p * n / parts, (p + 1) * n / parts)).filter(|(a, b)| a < b)
+    (0..parts)
+        .map(move |p| (p * n / parts, (p + 1) * n / parts))
+        .filter(|(a, b)| a < b)
 }
 
 /// Register tile (MR, NR) of each ISA's microkernel.
@@ -306,18 +369,46 @@ impl AlignedBuf {
 /// The blocked loops for one ISA and tile shape MR x (NV * LANES). `ap` and `bp` are packing
 /// buffers of at least `min(KC,k) * round_up(min(MC,m), MR)` and `min(KC,k) * round_up(min(NC,n), NR)`.
 #[inline(always)]
-unsafe fn blocked<S: Simd, const MR: usize, const NV: usize>(s: S, job: Job, ap: &mut [f32], bp: &mut [f32]) {
+unsafe fn blocked<S: Simd, const MR: usize, const NV: usize>(
+    s: S,
+    job: Job,
+    ap: &mut [f32],
+    bp: &mut [f32],
+) {
     let nr = NV * S::LANES;
-    let Job { m, n, k, alpha, beta, .. } = job;
+    let Job {
+        m,
+        n,
+        k,
+        alpha,
+        beta,
+        ..
+    } = job;
     for jc in (0..n).step_by(NC) {
         let nc = NC.min(n - jc);
         for pc in (0..k).step_by(KC) {
             let kc = KC.min(k - pc);
-            pack_b::<S, NV>(s, bp, job.b.add(pc * job.brs + jc * job.bcs), job.brs, job.bcs, kc, nc);
+            pack_b::<S, NV>(
+                s,
+                bp,
+                job.b.add(pc * job.brs + jc * job.bcs),
+                job.brs,
+                job.bcs,
+                kc,
+                nc,
+            );
             let beta_eff = if pc == 0 { beta } else { 1.0 };
             for ic in (0..m).step_by(MC) {
                 let mc = MC.min(m - ic);
-                pack_a(ap, job.a.add(ic * job.ars + pc * job.acs), job.ars, job.acs, mc, kc, MR);
+                pack_a(
+                    ap,
+                    job.a.add(ic * job.ars + pc * job.acs),
+                    job.ars,
+                    job.acs,
+                    mc,
+                    kc,
+                    MR,
+                );
                 for jr in (0..nc).step_by(nr) {
                     let nr_eff = nr.min(nc - jr);
                     let bsliver = bp.as_ptr().add(jr * kc);
@@ -326,7 +417,8 @@ unsafe fn blocked<S: Simd, const MR: usize, const NV: usize>(s: S, job: Job, ap:
                         let asliver = ap.as_ptr().add(ir * kc);
                         let cptr = job.c.add((ic + ir) * job.crs + (jc + jr) * job.ccs);
                         microkernel::<S, MR, NV>(
-                            s, kc, asliver, bsliver, cptr, job.crs, job.ccs, alpha, beta_eff, mr_eff, nr_eff,
+                            s, kc, asliver, bsliver, cptr, job.crs, job.ccs, alpha, beta_eff,
+                            mr_eff, nr_eff,
                         );
                     }
                 }
@@ -336,7 +428,7 @@ unsafe fn blocked<S: Simd, const MR: usize, const NV: usize>(s: S, job: Job, ap:
 }
 
 /// `C *= beta` (the k = 0 case), with `beta == 0` writing zeros without reading.
-unsafe fn scale_c(job: Job, beta: f32) {
+pub(crate) unsafe fn scale_c(job: Job, beta: f32) {
     for i in 0..job.m {
         for j in 0..job.n {
             let p = job.c.add(i * job.crs + j * job.ccs);
@@ -348,7 +440,15 @@ unsafe fn scale_c(job: Job, beta: f32) {
 /// Packs B[0..kc, 0..nc] (strides rs, cs) into slivers of `NV * LANES` columns: sliver s holds
 /// `kc` rows of nr floats, `dst[s*kc*nr + p*nr + j] = B[p, s*nr + j]`, zero past column nc.
 #[inline(always)]
-unsafe fn pack_b<S: Simd, const NV: usize>(s: S, dst: &mut [f32], b: *const f32, rs: usize, cs: usize, kc: usize, nc: usize) {
+unsafe fn pack_b<S: Simd, const NV: usize>(
+    s: S,
+    dst: &mut [f32],
+    b: *const f32,
+    rs: usize,
+    cs: usize,
+    kc: usize,
+    nc: usize,
+) {
     let l = S::LANES;
     let nr = NV * l;
     let d = dst.as_mut_ptr();
@@ -383,7 +483,11 @@ unsafe fn pack_b<S: Simd, const NV: usize>(s: S, dst: &mut [f32], b: *const f32,
         let sl = d.add(full * kc * nr);
         for p in 0..kc {
             for j in 0..nr {
-                *sl.add(p * nr + j) = if j0 + j < nc { *b.add(p * rs + (j0 + j) * cs) } else { 0.0 };
+                *sl.add(p * nr + j) = if j0 + j < nc {
+                    *b.add(p * rs + (j0 + j) * cs)
+                } else {
+                    0.0
+                };
             }
         }
     }
@@ -392,7 +496,15 @@ unsafe fn pack_b<S: Simd, const NV: usize>(s: S, dst: &mut [f32], b: *const f32,
 /// Packs A[0..mc, 0..kc] (strides rs, cs) into slivers of `mr` rows: sliver s holds `kc`
 /// columns of `mr` floats, `dst[s*kc*mr + p*mr + i] = A[s*mr + i, p]`, zero past row mc.
 #[inline(always)]
-unsafe fn pack_a(dst: &mut [f32], a: *const f32, rs: usize, cs: usize, mc: usize, kc: usize, mr: usize) {
+unsafe fn pack_a(
+    dst: &mut [f32],
+    a: *const f32,
+    rs: usize,
+    cs: usize,
+    mc: usize,
+    kc: usize,
+    mr: usize,
+) {
     let d = dst.as_mut_ptr();
     for (si, i0) in (0..mc).step_by(mr).enumerate() {
         let h = mr.min(mc - i0);
@@ -448,17 +560,17 @@ unsafe fn microkernel<S: Simd, const MR: usize, const NV: usize>(
     }
     let mut acc = [[s.zero(); NV]; MR];
     let (mut ap, mut bp) = (a, b);
-    for _ in 0..kc {
-        let mut bv = [s.zero(); NV];
-        for (v, bvv) in bv.iter_mut().enumerate() {
-            *bvv = s.load(bp.add(v * l));
-        }
-        for (i, row) in acc.iter_mut().enumerate() {
-            let ai = s.splat(*ap.add(i));
-            for v in 0..NV {
-                row[v] = s.fma(ai, bv[v], row[v]);
-            }
-        }
+    // Unrolled by 4: fewer loop-counter instructions between the FMAs.
+    for _ in 0..kc / 4 {
+        rank1::<S, MR, NV>(s, &mut acc, ap, bp);
+        rank1::<S, MR, NV>(s, &mut acc, ap.add(MR), bp.add(nr));
+        rank1::<S, MR, NV>(s, &mut acc, ap.add(2 * MR), bp.add(2 * nr));
+        rank1::<S, MR, NV>(s, &mut acc, ap.add(3 * MR), bp.add(3 * nr));
+        ap = ap.add(4 * MR);
+        bp = bp.add(4 * nr);
+    }
+    for _ in 0..kc % 4 {
+        rank1::<S, MR, NV>(s, &mut acc, ap, bp);
         ap = ap.add(MR);
         bp = bp.add(nr);
     }
@@ -495,9 +607,30 @@ unsafe fn microkernel<S: Simd, const MR: usize, const NV: usize>(
     }
 }
 
+/// One rank-1 update of the register tile: NV loads of B, MR broadcasts of A, MR * NV FMAs.
+/// (A function, not a closure: closures are not `#[inline(always)]` and would lose the ISA.)
+#[inline(always)]
+unsafe fn rank1<S: Simd, const MR: usize, const NV: usize>(
+    s: S,
+    acc: &mut [[S::F; NV]; MR],
+    ap: *const f32,
+    bp: *const f32,
+) {
+    let mut bv = [s.zero(); NV];
+    for (v, bvv) in bv.iter_mut().enumerate() {
+        *bvv = s.load(bp.add(v * S::LANES));
+    }
+    for (i, row) in acc.iter_mut().enumerate() {
+        let ai = s.splat(*ap.add(i));
+        for v in 0..NV {
+            row[v] = s.fma(ai, bv[v], row[v]);
+        }
+    }
+}
+
 /// A prefetch hint for the cache line holding `p` (no-op off x86-64).
 #[inline(always)]
-fn prefetch(p: *const f32) {
+pub(crate) fn prefetch(p: *const f32) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: prefetch is a hint; it never faults, whatever the address.
     unsafe {
@@ -521,7 +654,19 @@ pub fn gemm_batched(
     c: MatMut,
     c_bs: usize,
 ) -> Result<(), GemmError> {
-    gemm_batched_with(Isa::best(), rayon::current_num_threads(), batch, alpha, a, a_bs, b, b_bs, beta, c, c_bs)
+    gemm_batched_with(
+        Isa::best(),
+        rayon::current_num_threads(),
+        batch,
+        alpha,
+        a,
+        a_bs,
+        b,
+        b_bs,
+        beta,
+        c,
+        c_bs,
+    )
 }
 
 /// [`gemm_batched`] with an explicit ISA and thread count.
@@ -545,22 +690,47 @@ pub fn gemm_batched_with(
     // Bounds: the last batch's view must fit; check it through a shifted view.
     let last = batch - 1;
     let shifted = |len: usize, bs: usize| last.checked_mul(bs).filter(|&o| o <= len);
-    let (Some(ao), Some(bo), Some(co)) = (shifted(a.data.len(), a_bs), shifted(b.data.len(), b_bs), shifted(c.data.len(), c_bs)) else {
-        return Err(GemmError(format!("batch of {batch} with batch strides ({a_bs}, {b_bs}, {c_bs}) reaches past a slice")));
+    let (Some(ao), Some(bo), Some(co)) = (
+        shifted(a.data.len(), a_bs),
+        shifted(b.data.len(), b_bs),
+        shifted(c.data.len(), c_bs),
+    ) else {
+        return Err(GemmError(format!(
+            "batch of {batch} with batch strides ({a_bs}, {b_bs}, {c_bs}) reaches past a slice"
+        )));
     };
     check_args(&a, &b, &c)?;
-    let (ca, cb) = (MatRef { data: &a.data[ao..], ..a }, MatRef { data: &b.data[bo..], ..b });
-    let cc = MatMut { data: &mut c.data[co..], rows: c.rows, cols: c.cols, rs: c.rs, cs: c.cs };
+    let (ca, cb) = (
+        MatRef {
+            data: &a.data[ao..],
+            ..a
+        },
+        MatRef {
+            data: &b.data[bo..],
+            ..b
+        },
+    );
+    let cc = MatMut {
+        data: &mut c.data[co..],
+        rows: c.rows,
+        cols: c.cols,
+        rs: c.rs,
+        cs: c.cs,
+    };
     check_args(&ca, &cb, &cc)?;
     if batch > 1 && c_bs == 0 {
-        return Err(GemmError("batched output with batch stride 0 would alias".into()));
+        return Err(GemmError(
+            "batched output with batch stride 0 would alias".into(),
+        ));
     }
     let (m, n, k) = (c.rows, c.cols, a.cols);
     if m == 0 || n == 0 {
         return Ok(());
     }
     if c_bs < m.saturating_sub(1) * c.rs + n.saturating_sub(1) * c.cs + 1 && batch > 1 {
-        return Err(GemmError(format!("output batch stride {c_bs} overlaps a ({m}, {n}) output")));
+        return Err(GemmError(format!(
+            "output batch stride {c_bs} overlaps a ({m}, {n}) output"
+        )));
     }
     let base = Job {
         m,
@@ -583,10 +753,17 @@ pub fn gemm_batched_with(
     unsafe {
         // Captures the whole Job (which is Sync), not its raw-pointer fields one by one.
         let base = &base;
-        let job_i = move |i: usize| Job { a: base.a.add(i * a_bs), b: base.b.add(i * b_bs), c: base.c.add(i * c_bs), ..*base };
+        let job_i = move |i: usize| Job {
+            a: base.a.add(i * a_bs),
+            b: base.b.add(i * b_bs),
+            c: base.c.add(i * c_bs),
+            ..*base
+        };
         if threads > 1 && batch >= threads {
             use rayon::prelude::*;
-            (0..batch).into_par_iter().for_each(|i| run_serial(isa, job_i(i)));
+            (0..batch)
+                .into_par_iter()
+                .for_each(|i| run_serial(isa, job_i(i)));
         } else {
             for i in 0..batch {
                 run_threaded(isa, threads, job_i(i));

@@ -3,14 +3,28 @@
 //! Written for clarity, not speed: plain loops over row-major slices, accumulation in f64.
 
 /// `C = alpha * op(A) op(B) + beta * C`, A is (m,k), B is (k,n), C is (m,n), all row-major.
-pub fn gemm(m: usize, n: usize, k: usize, alpha: f64, a: &[f64], b: &[f64], beta: f64, c: &mut [f64]) {
+pub fn gemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f64,
+    a: &[f64],
+    b: &[f64],
+    beta: f64,
+    c: &mut [f64],
+) {
     for i in 0..m {
         for j in 0..n {
             let mut s = 0.0;
             for p in 0..k {
                 s += a[i * k + p] * b[p * n + j];
             }
-            c[i * n + j] = alpha * s + if beta == 0.0 { 0.0 } else { beta * c[i * n + j] };
+            c[i * n + j] = alpha * s
+                + if beta == 0.0 {
+                    0.0
+                } else {
+                    beta * c[i * n + j]
+                };
         }
     }
 }
@@ -32,7 +46,14 @@ pub fn softmax(x: &[f64], rows: usize, cols: usize, mask: Option<&[f64]>) -> Vec
 }
 
 /// Layer normalisation over each row: `(x - mean) / sqrt(var + eps) * gamma + beta`.
-pub fn layernorm(x: &[f64], rows: usize, cols: usize, gamma: &[f64], beta: &[f64], eps: f64) -> Vec<f64> {
+pub fn layernorm(
+    x: &[f64],
+    rows: usize,
+    cols: usize,
+    gamma: &[f64],
+    beta: &[f64],
+    eps: f64,
+) -> Vec<f64> {
     let mut out = vec![0.0; rows * cols];
     for r in 0..rows {
         let row = &x[r * cols..(r + 1) * cols];
@@ -59,7 +80,13 @@ pub fn gelu_tanh(x: f64) -> f64 {
 
 /// Mean cross-entropy of `logits` (rows, classes) against `targets`, skipping `ignore`.
 /// Returns (mean loss, number of counted rows). A batch with no counted row has loss 0.
-pub fn cross_entropy(logits: &[f64], rows: usize, classes: usize, targets: &[i64], ignore: i64) -> (f64, usize) {
+pub fn cross_entropy(
+    logits: &[f64],
+    rows: usize,
+    classes: usize,
+    targets: &[i64],
+    ignore: i64,
+) -> (f64, usize) {
     let mut total = 0.0;
     let mut count = 0;
     for r in 0..rows {
@@ -72,7 +99,14 @@ pub fn cross_entropy(logits: &[f64], rows: usize, classes: usize, targets: &[i64
         total += lse - row[targets[r] as usize];
         count += 1;
     }
-    (if count == 0 { 0.0 } else { total / count as f64 }, count)
+    (
+        if count == 0 {
+            0.0
+        } else {
+            total / count as f64
+        },
+        count,
+    )
 }
 
 /// The error function to full f64 precision: Taylor series for |x| < 3, continued fraction
@@ -109,7 +143,13 @@ mod tests {
     #[test]
     fn erf_known_values() {
         // Values from tables (A&S 7.1) to 1e-9 and the limits.
-        for (x, want) in [(0.0, 0.0), (0.5, 0.520499877813), (1.0, 0.842700792950), (2.0, 0.995322265019), (3.5, 0.999999256901)] {
+        for (x, want) in [
+            (0.0, 0.0),
+            (0.5, 0.520499877813),
+            (1.0, 0.842700792950),
+            (2.0, 0.995322265019),
+            (3.5, 0.999999256901),
+        ] {
             assert!((super::erf(x) - want).abs() < 1e-11, "erf({x})");
             assert!((super::erf(-x) + want).abs() < 1e-11);
         }

@@ -21,15 +21,29 @@ const SHAPES: &[(usize, usize, usize)] = &[
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let json_out = args.iter().position(|a| a == "--json").map(|i| args[i + 1].clone());
-    let only: Option<usize> = args.iter().position(|a| a == "--shape").map(|i| args[i + 1].parse().unwrap());
+    let json_out = args
+        .iter()
+        .position(|a| a == "--json")
+        .map(|i| args[i + 1].clone());
+    let only: Option<usize> = args
+        .iter()
+        .position(|a| a == "--shape")
+        .map(|i| args[i + 1].parse().unwrap());
     // matrixmultiply sizes its pool once per process from MATMUL_NUM_THREADS, so a process
     // measures one thread count: `--threads N` (default 1); the script runs both.
-    let threads: usize = args.iter().position(|a| a == "--threads").map_or(1, |i| args[i + 1].parse().unwrap());
+    let threads: usize = args
+        .iter()
+        .position(|a| a == "--threads")
+        .map_or(1, |i| args[i + 1].parse().unwrap());
     std::env::set_var("MATMUL_NUM_THREADS", threads.to_string());
     let isa = Isa::best();
-    println!("engine ISA: {isa:?}; GFLOP/s, best of several runs; M x K x N, row-major A (M,K), B (K,N)");
-    println!("{:>18} {:>3} {:>9} {:>9} {:>9}", "shape", "thr", "ours", "gemm", "mmul");
+    println!(
+        "engine ISA: {isa:?}; GFLOP/s, best of several runs; M x K x N, row-major A (M,K), B (K,N)"
+    );
+    println!(
+        "{:>18} {:>3} {:>9} {:>9} {:>9}",
+        "shape", "thr", "ours", "gemm", "mmul"
+    );
     let mut rows = Vec::new();
     for (si, &(m, k, n)) in SHAPES.iter().enumerate() {
         if only.is_some_and(|o| o != si) {
@@ -45,17 +59,62 @@ fn main() {
             let mut c_gemm = vec![0f32; m * n];
             let mut c_mm = vec![0f32; m * n];
             let run_ours = |c: &mut [f32]| {
-                gemm_with(isa, threads, 1.0, MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n), 0.0, MatMut::row_major(c, m, n)).unwrap()
+                gemm_with(
+                    isa,
+                    threads,
+                    1.0,
+                    MatRef::row_major(&a, m, k),
+                    MatRef::row_major(&b, k, n),
+                    0.0,
+                    MatMut::row_major(c, m, n),
+                )
+                .unwrap()
             };
-            let par = if threads == 1 { gemm::Parallelism::None } else { gemm::Parallelism::Rayon(threads) };
+            let par = if threads == 1 {
+                gemm::Parallelism::None
+            } else {
+                gemm::Parallelism::Rayon(threads)
+            };
             let run_gemm = |c: &mut [f32]| unsafe {
                 gemm::gemm(
-                    m, n, k, c.as_mut_ptr(), 1, n as isize, false, a.as_ptr(), 1, k as isize, b.as_ptr(), 1, n as isize,
-                    0.0f32, 1.0f32, false, false, false, par,
+                    m,
+                    n,
+                    k,
+                    c.as_mut_ptr(),
+                    1,
+                    n as isize,
+                    false,
+                    a.as_ptr(),
+                    1,
+                    k as isize,
+                    b.as_ptr(),
+                    1,
+                    n as isize,
+                    0.0f32,
+                    1.0f32,
+                    false,
+                    false,
+                    false,
+                    par,
                 )
             };
             let run_mm = |c: &mut [f32]| unsafe {
-                matrixmultiply::sgemm(m, k, n, 1.0, a.as_ptr(), k as isize, 1, b.as_ptr(), n as isize, 1, 0.0, c.as_mut_ptr(), n as isize, 1)
+                matrixmultiply::sgemm(
+                    m,
+                    k,
+                    n,
+                    1.0,
+                    a.as_ptr(),
+                    k as isize,
+                    1,
+                    b.as_ptr(),
+                    n as isize,
+                    1,
+                    0.0,
+                    c.as_mut_ptr(),
+                    n as isize,
+                    1,
+                )
             };
             p.install(|| {
                 run_ours(&mut c_ours);
@@ -65,22 +124,41 @@ fn main() {
             // Check: ours against f64 on sampled entries, the peers against ours.
             for t in 0..64 {
                 let (i, j) = ((t * 7919) % m, (t * 104_729) % n);
-                let want: f64 = (0..k).map(|p| a[i * k + p] as f64 * b[p * n + j] as f64).sum();
+                let want: f64 = (0..k)
+                    .map(|p| a[i * k + p] as f64 * b[p * n + j] as f64)
+                    .sum();
                 let got = c_ours[i * n + j] as f64;
-                assert!((got - want).abs() < 1e-4 * (k as f64).sqrt() * (1.0 + want.abs()), "ours wrong at ({i},{j}): {got} vs {want}");
+                assert!(
+                    (got - want).abs() < 1e-4 * (k as f64).sqrt() * (1.0 + want.abs()),
+                    "ours wrong at ({i},{j}): {got} vs {want}"
+                );
             }
             assert!(max_rel_err(&c_gemm, &c_ours) < 1e-3, "gemm crate disagrees");
-            assert!(max_rel_err(&c_mm, &c_ours) < 1e-3, "matrixmultiply disagrees");
+            assert!(
+                max_rel_err(&c_mm, &c_ours) < 1e-3,
+                "matrixmultiply disagrees"
+            );
             let times = p.install(|| {
-                race(secs, 5, &mut [
-                    &mut || run_ours(&mut c_ours),
-                    &mut || run_gemm(&mut c_gemm),
-                    &mut || run_mm(&mut c_mm),
-                ])
+                race(
+                    secs,
+                    5,
+                    &mut [
+                        &mut || run_ours(&mut c_ours),
+                        &mut || run_gemm(&mut c_gemm),
+                        &mut || run_mm(&mut c_mm),
+                    ],
+                )
             });
             let (t_ours, t_gemm, t_mm) = (times[0], times[1], times[2]);
             let g = |t: f64| flops / t / 1e9;
-            println!("{:>18} {:>3} {:>9.1} {:>9.1} {:>9.1}", format!("{m}x{k}x{n}"), threads, g(t_ours), g(t_gemm), g(t_mm));
+            println!(
+                "{:>18} {:>3} {:>9.1} {:>9.1} {:>9.1}",
+                format!("{m}x{k}x{n}"),
+                threads,
+                g(t_ours),
+                g(t_gemm),
+                g(t_mm)
+            );
             rows.push(format!(
                 "{{\"m\":{m},\"k\":{k},\"n\":{n},\"threads\":{threads},\"ours\":{:.2},\"gemm\":{:.2},\"matrixmultiply\":{:.2}}}",
                 g(t_ours),

@@ -1,0 +1,83 @@
+//! Row softmax, numerically stable, with an optional additive mask.
+//!
+//! `y[r, :] = exp(z - max z) / sum exp(z - max z)` with `z = x[r, :] + mask[r, :]`.
+//! Three passes over the row, each a vector loop: max, exp-and-sum (written to y), scale.
+//! A row whose every entry is -inf (fully masked) gives zeros rather than NaN.
+
+use crate::rows::{for_rows, load_at, max_of, zip_map, RowOp};
+use crate::simd::{Isa, Simd};
+
+struct Softmax<'a> {
+    x: &'a [f32],
+    cols: usize,
+    /// Mask data and, for each x row, the offset of its mask row in that data (so any
+    /// broadcast costs one lookup per row).
+    mask: Option<(&'a [f32], &'a [usize])>,
+}
+
+impl RowOp for Softmax<'_> {
+    #[inline(always)]
+    fn row<S: Simd>(&self, s: S, r: usize, y: &mut [f32]) {
+        let x = &self.x[r * self.cols..(r + 1) * self.cols];
+        let n = self.cols;
+        // z = x + mask is built in y itself when masked; raw pointers because z may be y.
+        let yp = y.as_mut_ptr();
+        let zp: *const f32 = match self.mask {
+            Some((m, rows)) => {
+                let mr = &m[rows[r]..rows[r] + n];
+                zip_map(s, y, x, |i, v| s.add(v, load_at(s, mr, i)));
+                yp
+            }
+            None => x.as_ptr(),
+        };
+        // SAFETY: zp addresses n floats (x's row or y) and nothing writes y during this read.
+        let max = max_of(s, unsafe { std::slice::from_raw_parts(zp, n) });
+        if max == f32::NEG_INFINITY {
+            // SAFETY: yp addresses y's n floats.
+            unsafe { std::ptr::write_bytes(yp, 0, n) };
+            return;
+        }
+        let vmax = s.splat(max);
+        let mut acc = s.zero();
+        // exp(z - max) into y, summing as we go (masked tail lanes add exp(-inf) = 0).
+        // z may alias y (when masked), which is fine: each lane is read before written.
+        let l = S::LANES;
+        let mut i = 0;
+        // SAFETY: i + l <= n in the loop; the tail handles n - i < l elements.
+        unsafe {
+            while i + l <= n {
+                let e = s.exp(s.sub(s.load(zp.add(i)), vmax));
+                acc = s.add(acc, e);
+                s.store(yp.add(i), e);
+                i += l;
+            }
+            if i < n {
+                let e = s.exp(s.sub(s.load_partial(zp.add(i), n - i, f32::NEG_INFINITY), vmax));
+                acc = s.add(acc, e);
+                s.store_partial(yp.add(i), e, n - i);
+            }
+        }
+        let inv = s.splat(1.0 / s.reduce_sum(acc));
+        // SAFETY: yp addresses y's n floats; no other reference to y is live.
+        crate::simd::map_inplace(s, unsafe { std::slice::from_raw_parts_mut(yp, n) }, |v| {
+            s.mul(v, inv)
+        });
+    }
+}
+
+/// Softmax of each row of `x` (rows, cols) into `out` (rows, cols). `mask`, when given, is
+/// `(data, offsets)`: x row r gets `data[offsets[r]..offsets[r] + cols]` added first.
+pub fn softmax_rows(
+    isa: Isa,
+    x: &[f32],
+    cols: usize,
+    mask: Option<(&[f32], &[usize])>,
+    out: &mut [f32],
+) {
+    assert_eq!(
+        x.len(),
+        out.len(),
+        "softmax_rows: input and output lengths differ"
+    );
+    for_rows(isa, &Softmax { x, cols, mask }, out, cols);
+}
