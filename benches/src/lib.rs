@@ -72,3 +72,13 @@ pub fn pool(n: usize) -> rayon::ThreadPool {
         .build()
         .expect("rayon pool")
 }
+
+/// `out.copy_from_slice(x)`, split over the current rayon pool: the memory roofline the
+/// memory-bound kernels are compared with.
+pub fn parallel_copy(x: &[f32], out: &mut [f32]) {
+    use rayon::prelude::*;
+    let chunk = x.len().div_ceil(rayon::current_num_threads()).max(1);
+    out.par_chunks_mut(chunk)
+        .zip(x.par_chunks(chunk))
+        .for_each(|(o, i)| o.copy_from_slice(i));
+}

@@ -90,23 +90,16 @@ impl SimdKernel for Inner<'_> {
             unsafe {
                 match (self.sa, self.sb) {
                     (1, 1) | (1, 0) | (0, 1) => {
-                        let va = |i| {
-                            if self.sa == 0 {
-                                s.splat(*pa)
-                            } else {
-                                s.load(pa.add(i))
-                            }
-                        };
-                        let vb = |i| {
-                            if self.sb == 0 {
-                                s.splat(*pb)
-                            } else {
-                                s.load(pb.add(i))
-                            }
-                        };
                         let mut i = 0;
                         while i + l <= n {
-                            s.store(po.add(i), op.vec(s, va(i), vb(i)));
+                            s.store(
+                                po.add(i),
+                                op.vec(
+                                    s,
+                                    load_or_splat(s, pa, self.sa, i),
+                                    load_or_splat(s, pb, self.sb, i),
+                                ),
+                            );
                             i += l;
                         }
                         for j in i..n {
@@ -121,6 +114,16 @@ impl SimdKernel for Inner<'_> {
                 }
             }
         }
+    }
+}
+
+/// `p[i..i+LANES]` when `stride` is 1, `p[0]` in every lane when it is 0.
+#[inline(always)]
+unsafe fn load_or_splat<S: Simd>(s: S, p: *const f32, stride: usize, i: usize) -> S::F {
+    if stride == 0 {
+        s.splat(*p)
+    } else {
+        s.load(p.add(i))
     }
 }
 
@@ -231,14 +234,37 @@ impl SimdKernel for UnaryK<'_> {
     #[inline(always)]
     fn run<S: Simd>(self, s: S) {
         match self.op {
-            UnaryOp::Neg => crate::simd::map_inplace(s, self.x, |v| s.sub(s.zero(), v)),
-            UnaryOp::Exp => crate::simd::map_inplace(s, self.x, |v| s.exp(v)),
-            UnaryOp::Tanh => crate::simd::map_inplace(s, self.x, |v| s.tanh(v)),
-            UnaryOp::Relu => crate::simd::map_inplace(s, self.x, |v| s.max(s.zero(), v)),
+            UnaryOp::Neg => crate::simd::map_inplace(
+                s,
+                self.x,
+                #[inline(always)]
+                |v| s.sub(s.zero(), v),
+            ),
+            UnaryOp::Exp => crate::simd::map_inplace(
+                s,
+                self.x,
+                #[inline(always)]
+                |v| s.exp(v),
+            ),
+            UnaryOp::Tanh => crate::simd::map_inplace(
+                s,
+                self.x,
+                #[inline(always)]
+                |v| s.tanh(v),
+            ),
+            UnaryOp::Relu => crate::simd::map_inplace(
+                s,
+                self.x,
+                #[inline(always)]
+                |v| s.max(s.zero(), v),
+            ),
             UnaryOp::Sqrt => self.x.iter_mut().for_each(|v| *v = v.sqrt()),
-            UnaryOp::Affine(a, b) => {
-                crate::simd::map_inplace(s, self.x, |v| s.fma(s.splat(a), v, s.splat(b)))
-            }
+            UnaryOp::Affine(a, b) => crate::simd::map_inplace(
+                s,
+                self.x,
+                #[inline(always)]
+                |v| s.fma(s.splat(a), v, s.splat(b)),
+            ),
         }
     }
 }

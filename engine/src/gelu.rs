@@ -23,15 +23,25 @@ impl SimdKernel for GeluK<'_> {
         let half = s.splat(0.5);
         let one = s.splat(1.0);
         match self.kind {
-            Gelu::Erf => map_inplace(s, self.x, |v| {
-                let e = s.erf(s.mul(v, s.splat(std::f32::consts::FRAC_1_SQRT_2)));
-                s.mul(s.mul(half, v), s.add(one, e))
-            }),
-            Gelu::Tanh => map_inplace(s, self.x, |v| {
-                let k = s.splat(0.797_884_6); // sqrt(2/pi)
-                let inner = s.mul(k, s.fma(s.mul(s.splat(0.044715), s.mul(v, v)), v, v));
-                s.mul(s.mul(half, v), s.add(one, s.tanh(inner)))
-            }),
+            Gelu::Erf => map_inplace(
+                s,
+                self.x,
+                #[inline(always)]
+                |v| {
+                    let e = s.erf(s.mul(v, s.splat(std::f32::consts::FRAC_1_SQRT_2)));
+                    s.mul(s.mul(half, v), s.add(one, e))
+                },
+            ),
+            Gelu::Tanh => map_inplace(
+                s,
+                self.x,
+                #[inline(always)]
+                |v| {
+                    let k = s.splat(0.797_884_6); // sqrt(2/pi)
+                    let inner = s.mul(k, s.fma(s.mul(s.splat(0.044715), s.mul(v, v)), v, v));
+                    s.mul(s.mul(half, v), s.add(one, s.tanh(inner)))
+                },
+            ),
         }
     }
 }

@@ -58,10 +58,16 @@ impl RowOp for LayerNorm<'_> {
             *self.stats.0.add(2 * r + 1) = rstd;
         }
         let vr = s.splat(rstd);
-        crate::rows::zip_map(s, y, x, |i, v| {
-            let xn = s.mul(s.sub(v, vm), vr);
-            s.fma(xn, load_at(s, self.gamma, i), load_at(s, self.beta, i))
-        });
+        crate::rows::zip_map(
+            s,
+            y,
+            x,
+            #[inline(always)]
+            |i, v| {
+                let xn = s.mul(s.sub(v, vm), vr);
+                s.fma(xn, load_at(s, self.gamma, i), load_at(s, self.beta, i))
+            },
+        );
     }
 }
 

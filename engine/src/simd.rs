@@ -69,9 +69,11 @@ impl Isa {
 
 /// A kernel body written once for every [`Simd`] instantiation.
 ///
-/// Implementations must mark `run` `#[inline(always)]` and must not call closures or
-/// non-inlined functions on the hot path: only code inlined into the `#[target_feature]`
-/// trampoline is compiled with the wider instruction set.
+/// Implementations must mark `run` `#[inline(always)]`, and every closure or helper on the hot
+/// path `#[inline(always)]` too (closures accept the attribute): only code inlined into the
+/// `#[target_feature]` trampoline is compiled with the wider instruction set. A forgotten
+/// attribute does not break results, it makes every intrinsic a function call (~50x slower):
+/// the benchmarks catch it.
 pub trait SimdKernel {
     type Output;
     fn run<S: Simd>(self, s: S) -> Self::Output;
@@ -631,11 +633,26 @@ mod tests {
         #[inline(always)]
         fn run<S: Simd>(self, s: S) -> Self::Output {
             let mut e = self.0.to_vec();
-            map_inplace(s, &mut e, |v| s.exp(v));
+            map_inplace(
+                s,
+                &mut e,
+                #[inline(always)]
+                |v| s.exp(v),
+            );
             let mut r = self.0.to_vec();
-            map_inplace(s, &mut r, |v| s.erf(v));
+            map_inplace(
+                s,
+                &mut r,
+                #[inline(always)]
+                |v| s.erf(v),
+            );
             let mut t = self.0.to_vec();
-            map_inplace(s, &mut t, |v| s.tanh(v));
+            map_inplace(
+                s,
+                &mut t,
+                #[inline(always)]
+                |v| s.tanh(v),
+            );
             (e, r, t)
         }
     }

@@ -25,7 +25,13 @@ impl RowOp for Softmax<'_> {
         let zp: *const f32 = match self.mask {
             Some((m, rows)) => {
                 let mr = &m[rows[r]..rows[r] + n];
-                zip_map(s, y, x, |i, v| s.add(v, load_at(s, mr, i)));
+                zip_map(
+                    s,
+                    y,
+                    x,
+                    #[inline(always)]
+                    |i, v| s.add(v, load_at(s, mr, i)),
+                );
                 yp
             }
             None => x.as_ptr(),
@@ -59,9 +65,12 @@ impl RowOp for Softmax<'_> {
         }
         let inv = s.splat(1.0 / s.reduce_sum(acc));
         // SAFETY: yp addresses y's n floats; no other reference to y is live.
-        crate::simd::map_inplace(s, unsafe { std::slice::from_raw_parts_mut(yp, n) }, |v| {
-            s.mul(v, inv)
-        });
+        crate::simd::map_inplace(
+            s,
+            unsafe { std::slice::from_raw_parts_mut(yp, n) },
+            #[inline(always)]
+            |v| s.mul(v, inv),
+        );
     }
 }
 
