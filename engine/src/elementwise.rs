@@ -139,11 +139,11 @@ pub fn binary(
 ) {
     // Merge dimensions: (d, d+1) merge when both operands are "contiguous across" them.
     let mut dims: Vec<(usize, usize, usize)> = Vec::new(); // (size, stride a, stride b)
-    for i in 0..shape.len() {
-        if shape[i] == 1 {
+    for (i, &size) in shape.iter().enumerate() {
+        if size == 1 {
             continue;
         }
-        let cur = (shape[i], a.1[i], b.1[i]);
+        let cur = (size, a.1[i], b.1[i]);
         if let Some(last) = dims.last_mut() {
             if last.1 == cur.1 * cur.0 && last.2 == cur.2 * cur.0 {
                 *last = (last.0 * cur.0, cur.1, cur.2);

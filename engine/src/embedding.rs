@@ -7,7 +7,7 @@ pub fn embedding_gather(
     ids: &[i64],
     out: &mut [f32],
 ) -> Result<(), (usize, i64)> {
-    let vocab = if dim == 0 { 0 } else { table.len() / dim };
+    let vocab = table.len().checked_div(dim).unwrap_or(0);
     assert_eq!(out.len(), ids.len() * dim);
     if let Some((at, &id)) = ids
         .iter()

@@ -132,7 +132,9 @@ pub(crate) fn check_args<TA, TB>(
     if c.rows > 1 && c.cols > 1 && (c.rs == 0 || c.cs == 0 || (c.rs < c.cols && c.cs < c.rows)) {
         // Not a full aliasing check, but rejects the layouts where rows or columns overlap
         // (a broadcast output, or strides that interleave); row- and column-major always pass.
-        if !(c.cs >= 1 && c.rs >= c.cols * c.cs) && !(c.rs >= 1 && c.cs >= c.rows * c.rs) {
+        let row_major_like = c.cs >= 1 && c.rs >= c.cols * c.cs;
+        let col_major_like = c.rs >= 1 && c.cs >= c.rows * c.rs;
+        if !row_major_like && !col_major_like {
             return Err(GemmError(format!(
                 "output strides ({}, {}) make elements alias",
                 c.rs, c.cs

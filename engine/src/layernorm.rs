@@ -91,7 +91,7 @@ pub fn layernorm_rows(
         gamma.len() == cols && beta.len() == cols,
         "layernorm_rows: gamma/beta must have cols entries"
     );
-    let rows = if cols == 0 { 0 } else { x.len() / cols };
+    let rows = x.len().checked_div(cols).unwrap_or(0);
     let mut stats = vec![0.0f32; 2 * rows];
     for_rows(
         isa,

@@ -298,7 +298,7 @@ impl Tensor {
         let mut shape = shape.to_vec();
         let known: usize = shape.iter().filter(|&&d| d != usize::MAX).product();
         let inferred = shape.iter().filter(|&&d| d == usize::MAX).count();
-        if inferred > 1 || (inferred == 1 && (known == 0 || n % known != 0)) {
+        if inferred > 1 || (inferred == 1 && (known == 0 || !n.is_multiple_of(known))) {
             return Err(Error::Arg {
                 op: "reshape",
                 shape: self.shape.clone(),
