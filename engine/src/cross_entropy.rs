@@ -39,6 +39,36 @@ pub fn logsumexp<S: Simd>(s: S, x: &[f32]) -> f32 {
     max + s.reduce_sum(s.add(a0, a1)).ln()
 }
 
+struct LogSoftmax<'a> {
+    x: &'a [f32],
+    cols: usize,
+}
+
+impl crate::rows::RowOp for LogSoftmax<'_> {
+    #[inline(always)]
+    fn row<S: Simd>(&self, s: S, r: usize, y: &mut [f32]) {
+        let x = &self.x[r * self.cols..(r + 1) * self.cols];
+        let lse = s.splat(logsumexp(s, x));
+        crate::rows::zip_map(
+            s,
+            y,
+            x,
+            #[inline(always)]
+            |_, v| s.sub(v, lse),
+        );
+    }
+}
+
+/// `log_softmax` of each row of x (rows, cols): `x - logsumexp(x)`, into `out`.
+pub fn log_softmax_rows(isa: Isa, x: &[f32], cols: usize, out: &mut [f32]) {
+    assert_eq!(
+        x.len(),
+        out.len(),
+        "log_softmax_rows: input and output lengths differ"
+    );
+    crate::rows::for_rows(isa, &LogSoftmax { x, cols }, out, cols);
+}
+
 struct Lse<'a> {
     x: &'a [f32],
     classes: usize,

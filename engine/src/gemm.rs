@@ -390,19 +390,27 @@ unsafe fn blocked<S: Simd, const MR: usize, const NV: usize>(
         let nc = NC.min(n - jc);
         for pc in (0..k).step_by(KC) {
             let kc = KC.min(k - pc);
-            pack_b::<S, NV>(
-                s,
-                bp,
-                job.b.add(pc * job.brs + jc * job.bcs),
-                job.brs,
-                job.bcs,
-                kc,
-                nc,
-            );
+            // When all of M fits one MC block, the packed B panel would be used by a single
+            // block: pack each B sliver just before its microkernel calls instead, into an
+            // L1-sized buffer, rather than writing a KC x NC panel out to L3 and reading it back
+            // (for M = 128 that round trip costs about a tenth of the run).
+            let fused = m <= MC;
+            if !fused {
+                pack_b::<S, NV>(
+                    s,
+                    bp,
+                    job.b.add(pc * job.brs + jc * job.bcs),
+                    job.brs,
+                    job.bcs,
+                    kc,
+                    nc,
+                );
+            }
             let beta_eff = if pc == 0 { beta } else { 1.0 };
             for ic in (0..m).step_by(MC) {
                 let mc = MC.min(m - ic);
-                pack_a(
+                pack_a::<S>(
+                    s,
                     ap,
                     job.a.add(ic * job.ars + pc * job.acs),
                     job.ars,
@@ -413,7 +421,13 @@ unsafe fn blocked<S: Simd, const MR: usize, const NV: usize>(
                 );
                 for jr in (0..nc).step_by(nr) {
                     let nr_eff = nr.min(nc - jr);
-                    let bsliver = bp.as_ptr().add(jr * kc);
+                    let bsliver = if fused {
+                        let src = job.b.add(pc * job.brs + (jc + jr) * job.bcs);
+                        pack_b::<S, NV>(s, bp, src, job.brs, job.bcs, kc, nr_eff);
+                        bp.as_ptr()
+                    } else {
+                        bp.as_ptr().add(jr * kc)
+                    };
                     for ir in (0..mc).step_by(MR) {
                         let mr_eff = MR.min(mc - ir);
                         let asliver = ap.as_ptr().add(ir * kc);
@@ -468,12 +482,27 @@ unsafe fn pack_b<S: Simd, const NV: usize>(
             }
         }
     } else {
-        // Transposed or strided B: walk each source column (contiguous when rs == 1).
+        // Transposed B (rs == 1, e.g. `x @ W^T` with W stored (out, in)): 8 source columns x
+        // 8 k at a time, transposed in registers. Other strides, and the k tail: scalar.
+        let p_vec = if rs == 1 && nr % 8 == 0 {
+            kc - kc % 8
+        } else {
+            0
+        };
         for si in 0..full {
             let sl = d.add(si * kc * nr);
+            for g in (0..nr).step_by(8) {
+                if p_vec == 0 {
+                    break;
+                }
+                let src = b.add((si * nr + g) * cs);
+                for p0 in (0..p_vec).step_by(8) {
+                    s.pack_transposed_x8::<8>(src.add(p0), cs, sl.add(p0 * nr + g), nr);
+                }
+            }
             for j in 0..nr {
                 let src = b.add((si * nr + j) * cs);
-                for p in 0..kc {
+                for p in p_vec..kc {
                     *sl.add(p * nr + j) = *src.add(p * rs);
                 }
             }
@@ -498,7 +527,8 @@ unsafe fn pack_b<S: Simd, const NV: usize>(
 /// Packs A[0..mc, 0..kc] (strides rs, cs) into slivers of `mr` rows: sliver s holds `kc`
 /// columns of `mr` floats, `dst[s*kc*mr + p*mr + i] = A[s*mr + i, p]`, zero past row mc.
 #[inline(always)]
-unsafe fn pack_a(
+unsafe fn pack_a<S: Simd>(
+    s: S,
     dst: &mut [f32],
     a: *const f32,
     rs: usize,
@@ -517,17 +547,32 @@ unsafe fn pack_a(
                 std::ptr::copy_nonoverlapping(a.add(i0 + p * cs), sl.add(p * mr), h);
                 std::ptr::write_bytes(sl.add(p * mr + h), 0, mr - h);
             }
-        } else {
-            for i in 0..mr {
-                if i < h {
-                    let src = a.add((i0 + i) * rs);
-                    for p in 0..kc {
-                        *sl.add(p * mr + i) = *src.add(p * cs);
-                    }
-                } else {
-                    for p in 0..kc {
-                        *sl.add(p * mr + i) = 0.0;
-                    }
+            continue;
+        }
+        let mut p0 = 0;
+        if cs == 1 && h == mr && mr % 6 == 0 {
+            // Row-major A, full sliver: 6-row x 8-column blocks transposed in registers.
+            while p0 + 8 <= kc {
+                for g in (0..mr).step_by(6) {
+                    s.pack_transposed_x8::<6>(
+                        a.add((i0 + g) * rs + p0),
+                        rs,
+                        sl.add(p0 * mr + g),
+                        mr,
+                    );
+                }
+                p0 += 8;
+            }
+        }
+        for i in 0..mr {
+            if i < h {
+                let src = a.add((i0 + i) * rs);
+                for p in p0..kc {
+                    *sl.add(p * mr + i) = *src.add(p * cs);
+                }
+            } else {
+                for p in p0..kc {
+                    *sl.add(p * mr + i) = 0.0;
                 }
             }
         }

@@ -263,6 +263,20 @@ impl Tensor {
         Ok(Tensor::new_like(self.shape(), out))
     }
 
+    /// Log-softmax over the last dimension, same shape (stable: `x - logsumexp(x)`).
+    pub fn log_softmax(&self) -> Result<Tensor> {
+        self.require_f32("log_softmax")?;
+        let cols = *self.shape().last().ok_or_else(|| Error::Arg {
+            op: "log_softmax",
+            shape: vec![],
+            why: "needs at least one dimension".into(),
+        })?;
+        let x = self.contiguous();
+        let mut out = vec![0.0f32; x.numel()];
+        crate::cross_entropy::log_softmax_rows(Isa::best(), x.as_slice().unwrap(), cols, &mut out);
+        Ok(Tensor::new_like(self.shape(), out))
+    }
+
     /// LayerNorm over the last dimension: x (..., d), gamma (d), beta (d) -> (..., d).
     pub fn layernorm(&self, gamma: &Tensor, beta: &Tensor, eps: f32) -> Result<Tensor> {
         self.require_f32("layernorm")?;

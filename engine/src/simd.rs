@@ -214,6 +214,26 @@ pub trait Simd: Copy + Send + Sync + 'static {
     /// `p` points to `LANES` readable u32.
     unsafe fn load_bf16_pairs(self, p: *const u32) -> (Self::F, Self::F);
 
+    /// GEMM packing helper: copies a `ROWS`-row x 8-column block (rows `rs` apart, columns
+    /// contiguous; ROWS is 6 or 8) transposed, column p going to `dst[p*ld .. p*ld + ROWS]`.
+    /// Scalar by default; x86 overrides it with an in-register 8x8 transpose.
+    /// # Safety
+    /// The ROWS x 8 source block is readable; `dst[p*ld + i]` for p < 8, i < ROWS is writable.
+    #[inline(always)]
+    unsafe fn pack_transposed_x8<const ROWS: usize>(
+        self,
+        src: *const f32,
+        rs: usize,
+        dst: *mut f32,
+        ld: usize,
+    ) {
+        for p in 0..8 {
+            for i in 0..ROWS {
+                *dst.add(p * ld + i) = *src.add(i * rs + p);
+            }
+        }
+    }
+
     /// `erf(x)`: Abramowitz & Stegun 7.1.26 (the same formula PyTorch's vectorised CPU `erf`
     /// uses): 1.5e-7 in exact arithmetic, max absolute error about 4e-7 once evaluated in f32.
     #[inline(always)]
@@ -385,6 +405,69 @@ mod x86 {
     use super::*;
     use std::arch::x86_64::*;
 
+    /// The 8x8 transpose of ROWS (6 or 8) rows x 8 columns in registers (missing rows are
+    /// zero): unpack pairs of rows, shuffle pairs of pairs, then swap 128-bit halves. Stores
+    /// exactly ROWS floats per column (6 as 4 + 2), so nothing outside the block is touched.
+    /// # Safety
+    /// AVX2 available (callers hold an Avx2/Avx512 token); pointer contract as
+    /// `Simd::pack_transposed_x8`.
+    #[inline(always)]
+    unsafe fn transpose_x8<const ROWS: usize>(
+        src: *const f32,
+        rs: usize,
+        dst: *mut f32,
+        ld: usize,
+    ) {
+        let r0 = _mm256_loadu_ps(src);
+        let r1 = _mm256_loadu_ps(src.add(rs));
+        let r2 = _mm256_loadu_ps(src.add(2 * rs));
+        let r3 = _mm256_loadu_ps(src.add(3 * rs));
+        let r4 = _mm256_loadu_ps(src.add(4 * rs));
+        let r5 = _mm256_loadu_ps(src.add(5 * rs));
+        let (r6, r7) = if ROWS == 8 {
+            (
+                _mm256_loadu_ps(src.add(6 * rs)),
+                _mm256_loadu_ps(src.add(7 * rs)),
+            )
+        } else {
+            (_mm256_setzero_ps(), _mm256_setzero_ps())
+        };
+        let (t0, t1) = (_mm256_unpacklo_ps(r0, r1), _mm256_unpackhi_ps(r0, r1));
+        let (t2, t3) = (_mm256_unpacklo_ps(r2, r3), _mm256_unpackhi_ps(r2, r3));
+        let (t4, t5) = (_mm256_unpacklo_ps(r4, r5), _mm256_unpackhi_ps(r4, r5));
+        let (t6, t7) = (_mm256_unpacklo_ps(r6, r7), _mm256_unpackhi_ps(r6, r7));
+        let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+        let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+        let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+        let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+        let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+        let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+        let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+        let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+        let cols = [
+            _mm256_permute2f128_ps::<0x20>(u0, u4),
+            _mm256_permute2f128_ps::<0x20>(u1, u5),
+            _mm256_permute2f128_ps::<0x20>(u2, u6),
+            _mm256_permute2f128_ps::<0x20>(u3, u7),
+            _mm256_permute2f128_ps::<0x31>(u0, u4),
+            _mm256_permute2f128_ps::<0x31>(u1, u5),
+            _mm256_permute2f128_ps::<0x31>(u2, u6),
+            _mm256_permute2f128_ps::<0x31>(u3, u7),
+        ];
+        for (p, c) in cols.iter().enumerate() {
+            let d = dst.add(p * ld);
+            if ROWS == 8 {
+                _mm256_storeu_ps(d, *c);
+                continue;
+            }
+            _mm_storeu_ps(d, _mm256_castps256_ps128(*c));
+            _mm_storel_epi64(
+                d.add(4) as *mut __m128i,
+                _mm_castps_si128(_mm256_extractf128_ps::<1>(*c)),
+            );
+        }
+    }
+
     // SAFETY (whole impl): every method takes an `Avx2` token, which only `Avx2::detect` makes
     // after checking the CPU has AVX2 and FMA; pointer methods document their own contract.
     impl Simd for Avx2 {
@@ -461,6 +544,16 @@ mod x86 {
         #[inline(always)]
         fn sub_i32(self, n: __m256i, k: i32) -> __m256i {
             unsafe { _mm256_sub_epi32(n, _mm256_set1_epi32(k)) }
+        }
+        #[inline(always)]
+        unsafe fn pack_transposed_x8<const ROWS: usize>(
+            self,
+            src: *const f32,
+            rs: usize,
+            dst: *mut f32,
+            ld: usize,
+        ) {
+            transpose_x8::<ROWS>(src, rs, dst, ld)
         }
         #[inline(always)]
         unsafe fn load_bf16_pairs(self, p: *const u32) -> (__m256, __m256) {
@@ -579,6 +672,17 @@ mod x86 {
         #[inline(always)]
         fn sub_i32(self, n: __m512i, k: i32) -> __m512i {
             unsafe { _mm512_sub_epi32(n, _mm512_set1_epi32(k)) }
+        }
+        #[inline(always)]
+        unsafe fn pack_transposed_x8<const ROWS: usize>(
+            self,
+            src: *const f32,
+            rs: usize,
+            dst: *mut f32,
+            ld: usize,
+        ) {
+            // AVX-512 implies AVX2: the 256-bit transpose serves both.
+            transpose_x8::<ROWS>(src, rs, dst, ld)
         }
         #[inline(always)]
         unsafe fn load_bf16_pairs(self, p: *const u32) -> (__m512, __m512) {

@@ -433,6 +433,20 @@ proptest! {
     }
 
     #[test]
+    fn log_softmax_matches_f64(rows in awkward(), cols in prop_oneof![Just(1000usize), awkward()], scale in 0.1f32..50.0) {
+        let x: Vec<f32> = rand_vec(rows * cols, 19).iter().map(|v| v * scale).collect();
+        let p = r::softmax(&x.iter().map(|&v| v as f64).collect::<Vec<_>>(), rows, cols, None);
+        for isa in Isa::available() {
+            let mut out = vec![0.0; rows * cols];
+            engine::cross_entropy::log_softmax_rows(isa, &x, cols, &mut out);
+            for (i, (g, w)) in out.iter().zip(&p).enumerate() {
+                let w = w.ln();
+                prop_assert!((*g as f64 - w).abs() < 2e-6 * (1.0 + w.abs()), "{:?} [{}] {} vs {}", isa, i, g, w);
+            }
+        }
+    }
+
+    #[test]
     fn binary_broadcast_matches_scalar(a_dims in proptest::collection::vec(1usize..6, 1..4), b_mask in proptest::collection::vec(any::<bool>(), 4),
                                        transpose_a: bool, op_i in 0usize..6) {
         let op = [BinOp::Add, BinOp::Sub, BinOp::Mul, BinOp::Div, BinOp::Max, BinOp::Min][op_i];

@@ -30,6 +30,9 @@ fn main() {
         .position(|a| a == "--shape")
         .map(|i| args[i + 1].parse().unwrap());
     let quick = args.iter().any(|a| a == "--quick");
+    // --bt: B given transposed (stored (N, K) row-major, used as its transpose), the layout of
+    // a Linear layer's weight in `x @ W^T`.
+    let bt = args.iter().any(|a| a == "--bt");
     // matrixmultiply sizes its pool once per process from MATMUL_NUM_THREADS, so a process
     // measures one thread count: `--threads N` (default 1); the script runs both.
     let threads: usize = args
@@ -39,7 +42,8 @@ fn main() {
     std::env::set_var("MATMUL_NUM_THREADS", threads.to_string());
     let isa = Isa::best();
     println!(
-        "engine ISA: {isa:?}; GFLOP/s, best of several runs; M x K x N, row-major A (M,K), B (K,N)"
+        "engine ISA: {isa:?}; GFLOP/s, best of interleaved runs; M x K x N, A (M,K) row-major, B (K,N) {}",
+        if bt { "transposed (stored (N,K))" } else { "row-major" }
     );
     println!(
         "{:>18} {:>3} {:>9} {:>9} {:>9}",
@@ -52,6 +56,15 @@ fn main() {
         }
         let a = rand_vec(m * k, 1);
         let b = rand_vec(k * n, 2);
+        // (brs, bcs): strides of B (K, N) in b.
+        let (brs, bcs) = if bt { (1, k) } else { (n, 1) };
+        let bview = MatRef {
+            data: &b,
+            rows: k,
+            cols: n,
+            rs: brs,
+            cs: bcs,
+        };
         let flops = 2.0 * (m * n * k) as f64;
         let secs = if quick {
             1.0
@@ -71,7 +84,7 @@ fn main() {
                     threads,
                     1.0,
                     MatRef::row_major(&a, m, k),
-                    MatRef::row_major(&b, k, n),
+                    bview,
                     0.0,
                     MatMut::row_major(c, m, n),
                 )
@@ -95,8 +108,8 @@ fn main() {
                     1,
                     k as isize,
                     b.as_ptr(),
-                    1,
-                    n as isize,
+                    bcs as isize,
+                    brs as isize,
                     0.0f32,
                     1.0f32,
                     false,
@@ -115,8 +128,8 @@ fn main() {
                     k as isize,
                     1,
                     b.as_ptr(),
-                    n as isize,
-                    1,
+                    brs as isize,
+                    bcs as isize,
                     0.0,
                     c.as_mut_ptr(),
                     n as isize,
@@ -132,7 +145,7 @@ fn main() {
             for t in 0..64 {
                 let (i, j) = ((t * 7919) % m, (t * 104_729) % n);
                 let want: f64 = (0..k)
-                    .map(|p| a[i * k + p] as f64 * b[p * n + j] as f64)
+                    .map(|p| a[i * k + p] as f64 * b[p * brs + j * bcs] as f64)
                     .sum();
                 let got = c_ours[i * n + j] as f64;
                 assert!(
