@@ -484,7 +484,7 @@ unsafe fn pack_b<S: Simd, const NV: usize>(
     } else {
         // Transposed B (rs == 1, e.g. `x @ W^T` with W stored (out, in)): 8 source columns x
         // 8 k at a time, transposed in registers. Other strides, and the k tail: scalar.
-        let p_vec = if rs == 1 && nr % 8 == 0 {
+        let p_vec = if rs == 1 && nr.is_multiple_of(8) {
             kc - kc % 8
         } else {
             0
@@ -550,7 +550,7 @@ unsafe fn pack_a<S: Simd>(
             continue;
         }
         let mut p0 = 0;
-        if cs == 1 && h == mr && mr % 6 == 0 {
+        if cs == 1 && h == mr && mr.is_multiple_of(6) {
             // Row-major A, full sliver: 6-row x 8-column blocks transposed in registers.
             while p0 + 8 <= kc {
                 for g in (0..mr).step_by(6) {
