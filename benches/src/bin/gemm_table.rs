@@ -1,9 +1,13 @@
-//! Side-by-side GEMM table: ours against the `gemm` crate (with `x86-v4`) and `matrixmultiply`,
-//! same shapes, same inputs, same process, 1 and 2 threads. Each library's output is checked
-//! against ours (and ours against an f64 reference on a sample of entries) before timing.
+//! Side-by-side GEMM table, all contenders in one process, timed round-robin (each round calls
+//! every library once; each keeps its best time), same inputs, one thread count per process:
+//! ours, the `gemm` crate (with `x86-v4`), `matrixmultiply`, and, when their shared libraries
+//! are given, MKL (`MKL_LIB`, libmkl_rt: the BLAS behind torch.mm on x86) and OpenBLAS
+//! (`OPENBLAS_LIB`, the `scipy-openblas32` build). Every output is checked before timing: ours
+//! against an f64 reference on sampled entries, every peer against ours.
 //!
-//! Run: `cargo run --release -p benches --bin gemm_table [-- --json FILE]`
-//! (scripts/bench_gemm_peers.py adds MKL and OpenBLAS columns from Python in the same run.)
+//! Run through `scripts/bench-gemm` (installs the wheels, runs 1 and 2 threads), or directly:
+//! `gemm_table --threads N [--bt] [--quick] [--shape I] [--markdown]`
+//! `--bt` gives B transposed (stored (N, K)), the layout of `x @ W^T` in a Linear layer.
 use benches::*;
 use engine::gemm::{gemm_with, MatMut, MatRef};
 use engine::simd::Isa;
@@ -19,83 +23,146 @@ const SHAPES: &[(usize, usize, usize)] = &[
     (4096, 768, 768),
 ];
 
+type Cblas = unsafe extern "C" fn(
+    i32,
+    i32,
+    i32,
+    i32,
+    i32,
+    i32,
+    f32,
+    *const f32,
+    i32,
+    *const f32,
+    i32,
+    f32,
+    *mut f32,
+    i32,
+);
+type SetThreads = unsafe extern "C" fn(i32);
+
+/// A CBLAS library loaded at run time: (name, library handle kept alive, sgemm).
+struct Blas {
+    name: &'static str,
+    _lib: libloading::Library,
+    sgemm: Cblas,
+}
+
+fn load_blas(
+    name: &'static str,
+    env: &str,
+    sgemm: &[u8],
+    set_threads: &[u8],
+    threads: usize,
+) -> Option<Blas> {
+    let path = std::env::var(env).ok()?;
+    // SAFETY: loading a BLAS runs its initialisers, which is what it is built for; the symbols
+    // are looked up with their documented C signatures.
+    unsafe {
+        let lib = libloading::Library::new(&path).unwrap_or_else(|e| panic!("{env}={path}: {e}"));
+        let f: Cblas = *lib
+            .get::<Cblas>(sgemm)
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        let t: SetThreads = *lib
+            .get::<SetThreads>(set_threads)
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        t(threads as i32);
+        Some(Blas {
+            name,
+            _lib: lib,
+            sgemm: f,
+        })
+    }
+}
+
+fn arg<T: std::str::FromStr>(args: &[String], flag: &str) -> Option<T> {
+    args.iter()
+        .position(|a| a == flag)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let json_out = args
-        .iter()
-        .position(|a| a == "--json")
-        .map(|i| args[i + 1].clone());
-    let only: Option<usize> = args
-        .iter()
-        .position(|a| a == "--shape")
-        .map(|i| args[i + 1].parse().unwrap());
+    let threads: usize = arg(&args, "--threads").unwrap_or(1);
+    let only: Option<usize> = arg(&args, "--shape");
     let quick = args.iter().any(|a| a == "--quick");
-    // --bt: B given transposed (stored (N, K) row-major, used as its transpose), the layout of
-    // a Linear layer's weight in `x @ W^T`.
     let bt = args.iter().any(|a| a == "--bt");
-    // matrixmultiply sizes its pool once per process from MATMUL_NUM_THREADS, so a process
-    // measures one thread count: `--threads N` (default 1); the script runs both.
-    let threads: usize = args
-        .iter()
-        .position(|a| a == "--threads")
-        .map_or(1, |i| args[i + 1].parse().unwrap());
+    let markdown = args.iter().any(|a| a == "--markdown");
+    // matrixmultiply sizes its pool once per process from this variable: hence one thread
+    // count per process.
     std::env::set_var("MATMUL_NUM_THREADS", threads.to_string());
+    let blas: Vec<Blas> = [
+        load_blas(
+            "MKL",
+            "MKL_LIB",
+            b"cblas_sgemm",
+            b"MKL_Set_Num_Threads",
+            threads,
+        ),
+        load_blas(
+            "OpenBLAS",
+            "OPENBLAS_LIB",
+            b"scipy_cblas_sgemm",
+            b"scipy_openblas_set_num_threads",
+            threads,
+        ),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     let isa = Isa::best();
-    println!(
-        "engine ISA: {isa:?}; GFLOP/s, best of interleaved runs; M x K x N, A (M,K) row-major, B (K,N) {}",
-        if bt { "transposed (stored (N,K))" } else { "row-major" }
-    );
-    println!(
-        "{:>18} {:>3} {:>9} {:>9} {:>9}",
-        "shape", "thr", "ours", "gemm", "mmul"
-    );
-    let mut rows = Vec::new();
+    let mut names = vec!["ours", "gemm crate", "matrixmultiply"];
+    names.extend(blas.iter().map(|b| b.name));
+    if !markdown {
+        println!(
+            "engine ISA: {isa:?}; {threads} thread(s); GFLOP/s; B {}",
+            if bt { "transposed" } else { "row-major" }
+        );
+        println!(
+            "{:>16} {}",
+            "M x K x N",
+            names.iter().map(|n| format!("{n:>15}")).collect::<String>()
+        );
+    }
     for (si, &(m, k, n)) in SHAPES.iter().enumerate() {
         if only.is_some_and(|o| o != si) || (quick && m * n * k > 1 << 28) {
             continue;
         }
         let a = rand_vec(m * k, 1);
         let b = rand_vec(k * n, 2);
-        // (brs, bcs): strides of B (K, N) in b.
+        // Strides of B (K, N) in `b`: row-major, or transposed (b holds B^T, (N, K) row-major).
         let (brs, bcs) = if bt { (1, k) } else { (n, 1) };
-        let bview = MatRef {
-            data: &b,
-            rows: k,
-            cols: n,
-            rs: brs,
-            cs: bcs,
-        };
-        let flops = 2.0 * (m * n * k) as f64;
-        let secs = if quick {
-            1.0
-        } else if m * n * k > 1 << 30 {
-            6.0
+        let p = pool(threads);
+        let mut cs: Vec<Vec<f32>> = (0..names.len()).map(|_| vec![0f32; m * n]).collect();
+        let par = if threads == 1 {
+            gemm::Parallelism::None
         } else {
-            3.0
+            gemm::Parallelism::Rayon(threads)
         };
-        {
-            let p = pool(threads);
-            let mut c_ours = vec![0f32; m * n];
-            let mut c_gemm = vec![0f32; m * n];
-            let mut c_mm = vec![0f32; m * n];
-            let run_ours = |c: &mut [f32]| {
+        let (a, b) = (&a, &b);
+        let mut fns: Vec<Box<dyn FnMut(&mut [f32]) + Send + '_>> = vec![
+            Box::new(move |c: &mut [f32]| {
+                let bv = MatRef {
+                    data: b,
+                    rows: k,
+                    cols: n,
+                    rs: brs,
+                    cs: bcs,
+                };
                 gemm_with(
                     isa,
                     threads,
                     1.0,
-                    MatRef::row_major(&a, m, k),
-                    bview,
+                    MatRef::row_major(a, m, k),
+                    bv,
                     0.0,
                     MatMut::row_major(c, m, n),
                 )
                 .unwrap()
-            };
-            let par = if threads == 1 {
-                gemm::Parallelism::None
-            } else {
-                gemm::Parallelism::Rayon(threads)
-            };
-            let run_gemm = |c: &mut [f32]| unsafe {
+            }),
+            // SAFETY (this and the next two): pointers and strides describe the live buffers.
+            Box::new(move |c: &mut [f32]| unsafe {
                 gemm::gemm(
                     m,
                     n,
@@ -117,8 +184,8 @@ fn main() {
                     false,
                     par,
                 )
-            };
-            let run_mm = |c: &mut [f32]| unsafe {
+            }),
+            Box::new(move |c: &mut [f32]| unsafe {
                 matrixmultiply::sgemm(
                     m,
                     k,
@@ -135,59 +202,97 @@ fn main() {
                     n as isize,
                     1,
                 )
-            };
-            p.install(|| {
-                run_ours(&mut c_ours);
-                run_gemm(&mut c_gemm);
-                run_mm(&mut c_mm);
-            });
-            // Check: ours against f64 on sampled entries, the peers against ours.
-            for t in 0..64 {
-                let (i, j) = ((t * 7919) % m, (t * 104_729) % n);
-                let want: f64 = (0..k)
-                    .map(|p| a[i * k + p] as f64 * b[p * brs + j * bcs] as f64)
-                    .sum();
-                let got = c_ours[i * n + j] as f64;
-                assert!(
-                    (got - want).abs() < 1e-4 * (k as f64).sqrt() * (1.0 + want.abs()),
-                    "ours wrong at ({i},{j}): {got} vs {want}"
-                );
-            }
-            assert!(max_rel_err(&c_gemm, &c_ours) < 1e-3, "gemm crate disagrees");
-            assert!(
-                max_rel_err(&c_mm, &c_ours) < 1e-3,
-                "matrixmultiply disagrees"
-            );
-            let times = p.install(|| {
-                race(
-                    secs,
-                    5,
-                    &mut [
-                        &mut || run_ours(&mut c_ours),
-                        &mut || run_gemm(&mut c_gemm),
-                        &mut || run_mm(&mut c_mm),
-                    ],
+            }),
+        ];
+        for lib in &blas {
+            let f = lib.sgemm;
+            let (tb, ldb) = if bt { (112, k) } else { (111, n) }; // CblasTrans / CblasNoTrans
+            fns.push(Box::new(move |c: &mut [f32]| unsafe {
+                f(
+                    101,
+                    111,
+                    tb,
+                    m as i32,
+                    n as i32,
+                    k as i32,
+                    1.0,
+                    a.as_ptr(),
+                    k as i32,
+                    b.as_ptr(),
+                    ldb as i32,
+                    0.0,
+                    c.as_mut_ptr(),
+                    n as i32,
                 )
-            });
-            let (t_ours, t_gemm, t_mm) = (times[0], times[1], times[2]);
-            let g = |t: f64| flops / t / 1e9;
-            println!(
-                "{:>18} {:>3} {:>9.1} {:>9.1} {:>9.1}",
-                format!("{m}x{k}x{n}"),
-                threads,
-                g(t_ours),
-                g(t_gemm),
-                g(t_mm)
-            );
-            rows.push(format!(
-                "{{\"m\":{m},\"k\":{k},\"n\":{n},\"threads\":{threads},\"ours\":{:.2},\"gemm\":{:.2},\"matrixmultiply\":{:.2}}}",
-                g(t_ours),
-                g(t_gemm),
-                g(t_mm)
-            ));
+            }));
         }
-    }
-    if let Some(path) = json_out {
-        std::fs::write(&path, format!("[{}]\n", rows.join(",\n"))).expect("write json");
+        p.install(|| {
+            for (f, c) in fns.iter_mut().zip(cs.iter_mut()) {
+                f(c);
+            }
+        });
+        for t in 0..64 {
+            let (i, j) = ((t * 7919) % m, (t * 104_729) % n);
+            let want: f64 = (0..k)
+                .map(|q| a[i * k + q] as f64 * b[q * brs + j * bcs] as f64)
+                .sum();
+            let got = cs[0][i * n + j] as f64;
+            assert!(
+                (got - want).abs() < 1e-4 * (k as f64).sqrt() * (1.0 + want.abs()),
+                "ours wrong at ({i},{j}): {got} vs {want}"
+            );
+        }
+        for (name, c) in names.iter().zip(&cs).skip(1) {
+            assert!(
+                max_rel_err(c, &cs[0]) < 1e-3,
+                "{name} disagrees with ours at {m}x{k}x{n}"
+            );
+        }
+        let secs = if quick {
+            1.0
+        } else if m * n * k > 1 << 30 {
+            6.0
+        } else {
+            3.0
+        };
+        let times = p.install(|| {
+            let mut calls: Vec<_> = fns
+                .iter_mut()
+                .zip(cs.iter_mut())
+                .map(|(f, c)| move || f(c))
+                .collect();
+            let mut dyns: Vec<&mut dyn FnMut()> =
+                calls.iter_mut().map(|f| f as &mut dyn FnMut()).collect();
+            race(secs, 5, &mut dyns)
+        });
+        let g: Vec<f64> = times
+            .iter()
+            .map(|t| 2.0 * (m * n * k) as f64 / t / 1e9)
+            .collect();
+        if markdown {
+            let best_peer = g[1..].iter().copied().fold(0.0, f64::max);
+            // The target: at least the best of the gemm crate and MKL.
+            let target = names
+                .iter()
+                .zip(&g)
+                .filter(|(n, _)| **n == "gemm crate" || **n == "MKL")
+                .map(|(_, v)| *v)
+                .fold(0.0, f64::max);
+            println!(
+                "| {m}x{k}x{n} | {threads} | {} | {:.2} | {:.2} |",
+                g.iter()
+                    .map(|v| format!("{v:.1}"))
+                    .collect::<Vec<_>>()
+                    .join(" | "),
+                g[0] / target,
+                g[0] / best_peer
+            );
+        } else {
+            println!(
+                "{:>16} {}",
+                format!("{m}x{k}x{n}"),
+                g.iter().map(|v| format!("{v:>15.1}")).collect::<String>()
+            );
+        }
     }
 }
