@@ -300,9 +300,18 @@ pub(crate) fn tile(isa: Isa) -> (usize, usize) {
 }
 
 /// Cache blocking. KC x NR floats of B (16 KiB with AVX2) sit in L1 with an A sliver;
-/// MC x KC of A (240 KiB) in L2; KC x NC of B in L3.
+/// at most MC x KC of A (264 KiB) in L2; KC x NC of B in L3.
 const KC: usize = 256;
-const MC: usize = 240;
+const MC: usize = 264;
+
+/// Rows per A block: at most MC, and balanced, so that m = 256 is one block of 256 rather
+/// than 240 + 16, and m = 512 two of 258 (multiples of MR) rather than 240 + 240 + 32.
+fn mc_block(m: usize, mr: usize) -> usize {
+    let blocks = m.div_ceil(MC).max(1);
+    m.div_ceil(blocks)
+        .next_multiple_of(mr)
+        .min(MC.next_multiple_of(mr))
+}
 const NC: usize = 3072;
 
 /// Single-threaded blocked GEMM on `job`.
@@ -339,7 +348,7 @@ unsafe fn run_serial(isa: Isa, job: Job) {
         let mut bufs = bufs.borrow_mut();
         let (abuf, bbuf) = &mut *bufs;
         let bp = bbuf.get(kc * NC.min(job.n).next_multiple_of(nr));
-        let ap = abuf.get(kc * MC.min(job.m).next_multiple_of(mr));
+        let ap = abuf.get(kc * mc_block(job.m, mr).min(job.m).next_multiple_of(mr));
         dispatch(isa, K { job, ap, bp })
     })
 }
@@ -369,7 +378,7 @@ impl AlignedBuf {
 }
 
 /// The blocked loops for one ISA and tile shape MR x (NV * LANES). `ap` and `bp` are packing
-/// buffers of at least `min(KC,k) * round_up(min(MC,m), MR)` and `min(KC,k) * round_up(min(NC,n), NR)`.
+/// buffers of at least `min(KC,k) * round_up(min(mc_block,m), MR)` and `min(KC,k) * round_up(min(NC,n), NR)`.
 #[inline(always)]
 unsafe fn blocked<S: Simd, const MR: usize, const NV: usize>(
     s: S,
@@ -394,7 +403,8 @@ unsafe fn blocked<S: Simd, const MR: usize, const NV: usize>(
             // block: pack each B sliver just before its microkernel calls instead, into an
             // L1-sized buffer, rather than writing a KC x NC panel out to L3 and reading it back
             // (for M = 128 that round trip costs about a tenth of the run).
-            let fused = m <= MC;
+            let mcb = mc_block(m, MR);
+            let fused = m <= mcb;
             if !fused {
                 pack_b::<S, NV>(
                     s,
@@ -407,8 +417,8 @@ unsafe fn blocked<S: Simd, const MR: usize, const NV: usize>(
                 );
             }
             let beta_eff = if pc == 0 { beta } else { 1.0 };
-            for ic in (0..m).step_by(MC) {
-                let mc = MC.min(m - ic);
+            for ic in (0..m).step_by(mcb) {
+                let mc = mcb.min(m - ic);
                 pack_a::<S>(
                     s,
                     ap,

@@ -40,6 +40,8 @@ type Cblas = unsafe extern "C" fn(
     i32,
 );
 type SetThreads = unsafe extern "C" fn(i32);
+/// One library's GEMM on the shared inputs, writing the given C.
+type Contender<'a> = Box<dyn FnMut(&mut [f32]) + Send + 'a>;
 
 /// A CBLAS library loaded at run time: (name, library handle kept alive, sgemm).
 struct Blas {
@@ -89,6 +91,9 @@ fn main() {
     let quick = args.iter().any(|a| a == "--quick");
     let bt = args.iter().any(|a| a == "--bt");
     let markdown = args.iter().any(|a| a == "--markdown");
+    // --bf16: only our f32 and bf16 GEMMs, side by side (bf16 is native vdpbf16ps where the CPU
+    // has AVX512-BF16, emulated otherwise).
+    let bf16 = args.iter().any(|a| a == "--bf16");
     // matrixmultiply sizes its pool once per process from this variable: hence one thread
     // count per process.
     std::env::set_var("MATMUL_NUM_THREADS", threads.to_string());
@@ -110,9 +115,14 @@ fn main() {
     ]
     .into_iter()
     .flatten()
+    .filter(|_| !bf16)
     .collect();
     let isa = Isa::best();
-    let mut names = vec!["ours", "gemm crate", "matrixmultiply"];
+    let mut names = if bf16 {
+        vec!["ours", "ours bf16"]
+    } else {
+        vec!["ours", "gemm crate", "matrixmultiply"]
+    };
     names.extend(blas.iter().map(|b| b.name));
     if !markdown {
         println!(
@@ -141,7 +151,7 @@ fn main() {
             gemm::Parallelism::Rayon(threads)
         };
         let (a, b) = (&a, &b);
-        let mut fns: Vec<Box<dyn FnMut(&mut [f32]) + Send + '_>> = vec![
+        let mut fns: Vec<Contender> = vec![
             Box::new(move |c: &mut [f32]| {
                 let bv = MatRef {
                     data: b,
@@ -204,6 +214,28 @@ fn main() {
                 )
             }),
         ];
+        if bf16 {
+            fns.truncate(1);
+            fns.push(Box::new(move |c: &mut [f32]| {
+                let bv = MatRef {
+                    data: b,
+                    rows: k,
+                    cols: n,
+                    rs: brs,
+                    cs: bcs,
+                };
+                engine::gemm_bf16::gemm_bf16_with(
+                    isa,
+                    threads,
+                    1.0,
+                    MatRef::row_major(a, m, k),
+                    bv,
+                    0.0,
+                    MatMut::row_major(c, m, n),
+                )
+                .unwrap()
+            }));
+        }
         for lib in &blas {
             let f = lib.sgemm;
             let (tb, ldb) = if bt { (112, k) } else { (111, n) }; // CblasTrans / CblasNoTrans
@@ -242,7 +274,21 @@ fn main() {
                 "ours wrong at ({i},{j}): {got} vs {want}"
             );
         }
-        for (name, c) in names.iter().zip(&cs).skip(1) {
+        if bf16 {
+            // bf16 operands: compare by relative Frobenius error (the tests bound it at 6e-3).
+            let num: f64 = cs[1]
+                .iter()
+                .zip(&cs[0])
+                .map(|(x, y)| ((x - y) as f64).powi(2))
+                .sum();
+            let den: f64 = cs[0].iter().map(|y| (*y as f64).powi(2)).sum();
+            assert!(
+                (num / den).sqrt() < 6e-3,
+                "bf16 GEMM error {} at {m}x{k}x{n}",
+                (num / den).sqrt()
+            );
+        }
+        for (name, c) in names.iter().zip(&cs).skip(1).filter(|_| !bf16) {
             assert!(
                 max_rel_err(c, &cs[0]) < 1e-3,
                 "{name} disagrees with ours at {m}x{k}x{n}"
@@ -269,7 +315,14 @@ fn main() {
             .iter()
             .map(|t| 2.0 * (m * n * k) as f64 / t / 1e9)
             .collect();
-        if markdown {
+        if markdown && bf16 {
+            println!(
+                "| {m}x{k}x{n} | {threads} | {:.1} | {:.1} | {:.2} |",
+                g[0],
+                g[1],
+                g[1] / g[0]
+            );
+        } else if markdown {
             let best_peer = g[1..].iter().copied().fold(0.0, f64::max);
             // The target: at least the best of the gemm crate and MKL.
             let target = names
