@@ -163,3 +163,65 @@ pub fn cross_entropy_rows(
         count,
     ))
 }
+
+struct CeBackward<'a> {
+    x: &'a [f32],
+    lse: &'a [f32],
+    targets: &'a [i64],
+    ignore: i64,
+    scale: f32,
+    classes: usize,
+}
+
+impl crate::rows::RowOp for CeBackward<'_> {
+    #[inline(always)]
+    fn row<S: Simd>(&self, s: S, r: usize, d: &mut [f32]) {
+        let t = self.targets[r];
+        if t == self.ignore {
+            d.fill(0.0);
+            return;
+        }
+        let x = &self.x[r * self.classes..(r + 1) * self.classes];
+        let (lse, sc) = (s.splat(self.lse[r]), s.splat(self.scale));
+        crate::rows::zip_map(
+            s,
+            d,
+            x,
+            #[inline(always)]
+            |_, v| s.mul(sc, s.exp(s.sub(v, lse))),
+        );
+        d[t as usize] -= self.scale;
+    }
+}
+
+/// Backward of the mean cross-entropy: `dlogits = scale * (softmax(x) - onehot(t))` on counted
+/// rows, 0 on ignored rows; `scale` is dloss / (number of counted rows).
+pub fn cross_entropy_backward_rows(
+    isa: Isa,
+    logits: &[f32],
+    classes: usize,
+    lse: &[f32],
+    targets: &[i64],
+    ignore: i64,
+    scale: f32,
+    dlogits: &mut [f32],
+) {
+    assert_eq!(
+        logits.len(),
+        dlogits.len(),
+        "cross_entropy_backward_rows: lengths differ"
+    );
+    crate::rows::for_rows(
+        isa,
+        &CeBackward {
+            x: logits,
+            lse,
+            targets,
+            ignore,
+            scale,
+            classes,
+        },
+        dlogits,
+        classes,
+    );
+}

@@ -27,3 +27,37 @@ pub fn embedding_gather(
     }
     Ok(())
 }
+
+/// Backward of the gather: `dtable[ids[t], :] += dy[t, :]` (scatter-add) into a zeroed
+/// (vocab, dim) table. Ids were validated by the forward pass. Columns are split across
+/// threads, so repeated ids never race.
+pub fn embedding_backward(ids: &[i64], dy: &[f32], dim: usize, vocab: usize) -> Vec<f32> {
+    let mut dt = vec![0.0f32; vocab * dim];
+    if dim == 0 {
+        return dt;
+    }
+    let threads = rayon::current_num_threads();
+    if threads == 1 || dy.len() < crate::rows::PAR_MIN_ELEMS {
+        for (t, &id) in ids.iter().enumerate() {
+            let row = &mut dt[id as usize * dim..(id as usize + 1) * dim];
+            row.iter_mut()
+                .zip(&dy[t * dim..(t + 1) * dim])
+                .for_each(|(a, b)| *a += b);
+        }
+        return dt;
+    }
+    // Each thread owns a band of columns of every row.
+    let band = dim.div_ceil(threads);
+    let ptr = crate::layernorm::SyncPtr(dt.as_mut_ptr());
+    use rayon::prelude::*;
+    (0..dim.div_ceil(band)).into_par_iter().for_each(|b| {
+        let (j0, j1) = (b * band, ((b + 1) * band).min(dim));
+        for (t, &id) in ids.iter().enumerate() {
+            for j in j0..j1 {
+                // SAFETY: band b writes only columns j0..j1; bands are disjoint; id < vocab.
+                unsafe { *ptr.get().add(id as usize * dim + j) += dy[t * dim + j] };
+            }
+        }
+    });
+    dt
+}

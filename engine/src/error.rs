@@ -36,11 +36,24 @@ pub enum Error {
         size: usize,
         at: usize,
     },
+    /// A NaN or infinity where training needs finite numbers (a loss, a parameter's gradient).
+    NonFinite { what: String, step: u64 },
+    /// A graph whose saved tensors a previous `backward` already consumed.
+    GraphConsumed,
 }
 
 impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            Error::NonFinite { what, step } => {
+                write!(
+                    f,
+                    "step {step}: {what} is not finite (NaN or infinity); not training through it"
+                )
+            }
+            Error::GraphConsumed => {
+                write!(f, "backward: this graph was already consumed by a previous backward (build it again)")
+            }
             Error::Shape { op, lhs, rhs, why } => {
                 write!(f, "{op}: shapes {lhs:?} and {rhs:?} do not fit: {why}")
             }

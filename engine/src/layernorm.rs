@@ -4,7 +4,7 @@
 //! Two passes for the statistics (sum, then sum of squared deviations: no cancellation),
 //! one for the output. Returns per-row mean and rstd, which the backward pass reuses.
 
-use crate::rows::{for_rows, load_at, sum_of, RowOp};
+use crate::rows::{for_rows, load_at, sum_of, zip_map, RowOp};
 use crate::simd::{Isa, Simd};
 
 struct LayerNorm<'a> {
@@ -17,11 +17,19 @@ struct LayerNorm<'a> {
     stats: SyncPtr,
 }
 
+/// A raw pointer shared across rayon tasks that write disjoint elements (each use says why):
+/// here rows writing their own statistics, in embedding.rs column bands of the gradient.
 #[derive(Clone, Copy)]
-struct SyncPtr(*mut f32);
-// SAFETY: rows run on different threads but write disjoint entries (see `stats`).
+pub(crate) struct SyncPtr(pub(crate) *mut f32);
+// SAFETY: only handed to tasks that write disjoint elements.
 unsafe impl Sync for SyncPtr {}
 unsafe impl Send for SyncPtr {}
+impl SyncPtr {
+    /// A method, so closures capture the whole wrapper (which is Sync) rather than its field.
+    pub(crate) fn get(self) -> *mut f32 {
+        self.0
+    }
+}
 
 impl RowOp for LayerNorm<'_> {
     #[inline(always)]
@@ -107,4 +115,108 @@ pub fn layernorm_rows(
         cols,
     );
     stats.chunks_exact(2).map(|p| (p[0], p[1])).unzip()
+}
+
+struct LayerNormBackward<'a> {
+    x: &'a [f32],
+    dy: &'a [f32],
+    gamma: &'a [f32],
+    mean: &'a [f32],
+    rstd: &'a [f32],
+    cols: usize,
+}
+
+impl RowOp for LayerNormBackward<'_> {
+    #[inline(always)]
+    fn row<S: Simd>(&self, s: S, r: usize, dx: &mut [f32]) {
+        let n = self.cols;
+        let (x, dy) = (&self.x[r * n..(r + 1) * n], &self.dy[r * n..(r + 1) * n]);
+        let (vm, vr) = (s.splat(self.mean[r]), s.splat(self.rstd[r]));
+        // g = dy * gamma, xhat = (x - mean) * rstd; dx = rstd * (g - mean(g) - xhat * mean(g * xhat)).
+        // Tail lanes load zeros for dy and gamma, so g = 0 there and both sums stay exact.
+        let l = S::LANES;
+        let (mut sg, mut sgx) = (s.zero(), s.zero());
+        let mut i = 0;
+        while i < n {
+            let g = s.mul(load_at(s, dy, i), load_at(s, self.gamma, i));
+            let xh = s.mul(s.sub(load_at(s, x, i), vm), vr);
+            sg = s.add(sg, g);
+            sgx = s.fma(g, xh, sgx);
+            i += l;
+        }
+        let inv_n = 1.0 / n as f32;
+        let (mg, mgx) = (
+            s.splat(s.reduce_sum(sg) * inv_n),
+            s.splat(s.reduce_sum(sgx) * inv_n),
+        );
+        zip_map(
+            s,
+            dx,
+            x,
+            #[inline(always)]
+            |i, xv| {
+                let g = s.mul(load_at(s, dy, i), load_at(s, self.gamma, i));
+                let xh = s.mul(s.sub(xv, vm), vr);
+                s.mul(vr, s.sub(s.sub(g, mg), s.mul(xh, mgx)))
+            },
+        );
+    }
+}
+
+/// Backward of [`layernorm_rows`]: from x, dy and the saved per-row mean and rstd, writes dx and
+/// returns (dgamma, dbeta) = (sum over rows of dy * xhat, sum over rows of dy).
+#[allow(clippy::too_many_arguments)]
+pub fn layernorm_backward_rows(
+    isa: Isa,
+    x: &[f32],
+    dy: &[f32],
+    cols: usize,
+    gamma: &[f32],
+    mean: &[f32],
+    rstd: &[f32],
+    dx: &mut [f32],
+) -> (Vec<f32>, Vec<f32>) {
+    assert!(
+        x.len() == dy.len() && dy.len() == dx.len(),
+        "layernorm_backward_rows: lengths differ"
+    );
+    for_rows(
+        isa,
+        &LayerNormBackward {
+            x,
+            dy,
+            gamma,
+            mean,
+            rstd,
+            cols,
+        },
+        dx,
+        cols,
+    );
+    // Parameter gradients: column sums over rows, in per-chunk partials (f32, rows in order).
+    use rayon::prelude::*;
+    let rows = x.len().checked_div(cols).unwrap_or(0);
+    let per = rows.div_ceil(rayon::current_num_threads().max(1)).max(64);
+    let (dg, db) = (0..rows.div_ceil(per).max(1))
+        .into_par_iter()
+        .map(|c| {
+            let (mut dg, mut db) = (vec![0.0f32; cols], vec![0.0f32; cols]);
+            for r in c * per..((c + 1) * per).min(rows) {
+                for j in 0..cols {
+                    let g = dy[r * cols + j];
+                    dg[j] += g * (x[r * cols + j] - mean[r]) * rstd[r];
+                    db[j] += g;
+                }
+            }
+            (dg, db)
+        })
+        .reduce(
+            || (vec![0.0; cols], vec![0.0; cols]),
+            |(mut a, mut b), (c, d)| {
+                a.iter_mut().zip(&c).for_each(|(x, y)| *x += y);
+                b.iter_mut().zip(&d).for_each(|(x, y)| *x += y);
+                (a, b)
+            },
+        );
+    (dg, db)
 }

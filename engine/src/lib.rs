@@ -5,7 +5,10 @@
 //! portable code. `reference.rs` holds the naive f64 definitions every kernel is tested against;
 //! `ops.rs` is the [`Tensor`] API over the kernels (shape checks, broadcasting, errors).
 
+pub mod attention;
+pub mod autograd;
 pub mod cross_entropy;
+pub mod dropout;
 pub mod elementwise;
 pub mod embedding;
 pub mod error;
@@ -14,6 +17,7 @@ pub mod gemm;
 pub mod gemm_bf16;
 pub mod layernorm;
 pub mod ops;
+pub mod optim;
 pub mod reduce;
 pub mod reference;
 pub mod rng;
@@ -22,6 +26,7 @@ pub mod simd;
 pub mod softmax;
 pub mod tensor;
 
+pub use autograd::{no_grad, ParamStore, Var};
 pub use elementwise::{BinOp, UnaryOp};
 pub use error::{Error, Result};
 pub use gelu::Gelu;

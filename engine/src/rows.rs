@@ -144,3 +144,31 @@ pub fn load_at<S: Simd>(s: S, x: &[f32], i: usize) -> S::F {
         }
     }
 }
+
+/// `out[i] = f(out[i], x[i])` over vectors, with a masked tail.
+#[inline(always)]
+pub fn zip_map_inplace<S: Simd>(
+    s: S,
+    out: &mut [f32],
+    x: &[f32],
+    mut f: impl FnMut(S::F, S::F) -> S::F,
+) {
+    let l = S::LANES;
+    let n = out.len().min(x.len());
+    let mut i = 0;
+    // SAFETY: i + l <= n in the loop; the tail touches n - i < l elements of both.
+    unsafe {
+        while i + l <= n {
+            let v = f(s.load(out.as_ptr().add(i)), s.load(x.as_ptr().add(i)));
+            s.store(out.as_mut_ptr().add(i), v);
+            i += l;
+        }
+        if i < n {
+            let v = f(
+                s.load_partial(out.as_ptr().add(i), n - i, 0.0),
+                s.load_partial(x.as_ptr().add(i), n - i, 0.0),
+            );
+            s.store_partial(out.as_mut_ptr().add(i), v, n - i);
+        }
+    }
+}

@@ -90,3 +90,43 @@ pub fn softmax_rows(
     );
     for_rows(isa, &Softmax { x, cols, mask }, out, cols);
 }
+
+struct SoftmaxBackward<'a> {
+    y: &'a [f32],
+    dy: &'a [f32],
+    cols: usize,
+}
+
+impl RowOp for SoftmaxBackward<'_> {
+    #[inline(always)]
+    fn row<S: Simd>(&self, s: S, r: usize, dx: &mut [f32]) {
+        let n = self.cols;
+        let (y, dy) = (&self.y[r * n..(r + 1) * n], &self.dy[r * n..(r + 1) * n]);
+        // dot = sum(dy * y), then dx = y * (dy - dot).
+        let l = S::LANES;
+        let mut acc = s.zero();
+        let mut i = 0;
+        while i < n {
+            acc = s.fma(load_at(s, y, i), load_at(s, dy, i), acc);
+            i += l;
+        }
+        let dot = s.splat(s.reduce_sum(acc));
+        zip_map(
+            s,
+            dx,
+            y,
+            #[inline(always)]
+            |i, yv| s.mul(yv, s.sub(load_at(s, dy, i), dot)),
+        );
+    }
+}
+
+/// Backward of row softmax: given y = softmax(x) and dy, `dx = y * (dy - sum(dy * y))` per row.
+/// (The additive mask has no gradient: it is a constant.)
+pub fn softmax_backward_rows(isa: Isa, y: &[f32], dy: &[f32], cols: usize, dx: &mut [f32]) {
+    assert!(
+        y.len() == dy.len() && dy.len() == dx.len(),
+        "softmax_backward_rows: lengths differ"
+    );
+    for_rows(isa, &SoftmaxBackward { y, dy, cols }, dx, cols);
+}
