@@ -82,3 +82,87 @@ pub fn parallel_copy(x: &[f32], out: &mut [f32]) {
         .zip(x.par_chunks(chunk))
         .for_each(|(o, i)| o.copy_from_slice(i));
 }
+
+/// The process's peak resident memory in MiB (VmHWM), where /proc exists.
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// One training step of a BERT encoder layer on the autograd tape, as the train-step benchmarks
+/// run it: forward with dropout, loss = mean(out * r), backward, clipping, AdamW.
+pub struct LayerStep {
+    pub store: engine::ParamStore,
+    pub layer: bert::layer::EncoderLayer,
+    pub x: engine::Var,
+    pub r: engine::Var,
+    pub mask: engine::Tensor,
+    pub opt: engine::optim::AdamW,
+    pub step: u64,
+}
+
+impl LayerStep {
+    /// hidden, heads, intermediate = 4 * hidden; batch x seq tokens; the last quarter of every
+    /// other sequence is padding.
+    pub fn new(hidden: usize, heads: usize, batch: usize, seq: usize) -> Self {
+        use engine::{Tensor, Var};
+        let config = bert::layer::LayerConfig {
+            hidden,
+            heads,
+            intermediate: 4 * hidden,
+            layer_norm_eps: 1e-12,
+            act: engine::Gelu::Erf,
+            dropout: 0.1,
+        };
+        let mut store = engine::ParamStore::new();
+        let layer = bert::layer::EncoderLayer::new(&mut store, "encoder.layer.0.", config, 1)
+            .expect("layer");
+        let x = Var::constant(Tensor::randn(&[batch, seq, hidden], 0.0, 1.0, 2));
+        let r = Var::constant(Tensor::randn(&[batch, seq, hidden], 0.0, 1.0, 3));
+        let mask: Vec<f32> = (0..batch * seq)
+            .map(|i| {
+                if (i / seq) % 2 == 1 && i % seq >= seq * 3 / 4 {
+                    -10000.0
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let mask = Tensor::from_vec(mask, &[batch, 1, 1, seq]).expect("mask");
+        let opt = engine::optim::AdamW::new(engine::optim::AdamWConfig::default());
+        LayerStep {
+            store,
+            layer,
+            x,
+            r,
+            mask,
+            opt,
+            step: 0,
+        }
+    }
+
+    /// Runs one step and returns the loss.
+    pub fn run(&mut self) -> f32 {
+        self.step += 1;
+        self.store.zero_grad();
+        let out = self
+            .layer
+            .forward(&self.x, Some(&self.mask), Some(self.step))
+            .expect("forward");
+        let n = out.value().numel() as f32;
+        let loss = out
+            .mul(&self.r)
+            .expect("mul")
+            .sum_all()
+            .expect("sum")
+            .affine(1.0 / n, 0.0)
+            .expect("scale");
+        let l = loss.item();
+        loss.backward().expect("backward");
+        engine::optim::clip_grad_norm(&self.store, 1.0).expect("clip");
+        self.opt.step(&self.store, 1e-4).expect("adamw");
+        l
+    }
+}

@@ -77,6 +77,9 @@ enum Op {
         dim: usize,
         keepdim: bool,
     },
+    Max {
+        dim: usize,
+    },
     Reshape,
     Permute(Vec<usize>),
     Narrow {
@@ -255,6 +258,15 @@ impl Var {
             self.value().mean(dim, keepdim)?,
             vec![self.clone()],
             Op::Mean { dim: d, keepdim },
+        ))
+    }
+    /// Maximum over `dim`; the gradient goes to the first position holding the maximum.
+    pub fn max(&self, dim: isize, keepdim: bool) -> Result<Var> {
+        let d = self.value().norm_dim("max", dim)?;
+        Ok(Self::from_op(
+            self.value().max(dim, keepdim)?,
+            vec![self.clone()],
+            Op::Max { dim: d },
         ))
     }
     /// Sum of every element, as a scalar.
@@ -605,6 +617,26 @@ fn backward_op(op: &Op, inputs: &[Var], out: &Tensor, g: &Tensor) -> Result<Vec<
                 gx = gx.affine(1.0 / x.shape()[*dim] as f32, 0.0)?;
             }
             vec![Some(gx)]
+        }
+        Op::Max { dim } => {
+            // Route each output's gradient to the first argmax along `dim`.
+            let x = val(0).contiguous();
+            let (shape, d) = (x.shape().to_vec(), *dim);
+            let (outer, axis, inner) = (
+                shape[..d].iter().product::<usize>(),
+                shape[d],
+                shape[d + 1..].iter().product::<usize>(),
+            );
+            let (xv, gv) = (x.to_vec(), g.contiguous().to_vec());
+            let mut dx = vec![0.0f32; xv.len()];
+            for o in 0..outer {
+                for i in 0..inner {
+                    let at = |a: usize| (o * axis + a) * inner + i;
+                    let best = (0..axis).fold(0, |b, a| if xv[at(a)] > xv[at(b)] { a } else { b });
+                    dx[at(best)] = gv[o * inner + i];
+                }
+            }
+            vec![Some(Tensor::from_vec(dx, &shape)?)]
         }
         Op::Reshape => vec![Some(g.reshape(val(0).shape())?)],
         Op::Permute(perm) => {

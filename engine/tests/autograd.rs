@@ -106,6 +106,9 @@ proptest! {
         let x = rnd(&[a, b, c], 7);
         check_grads(std::slice::from_ref(&x), 1e-2, 2e-2, |v| v[0].sum(1, false));
         check_grads(std::slice::from_ref(&x), 1e-2, 2e-2, |v| v[0].mean(-1, true));
+        // max: distinct values spaced far wider than eps, so no perturbation changes the argmax.
+        let spaced = Tensor::from_vec((0..a * b * c).map(|i| ((i * 37) % 101) as f32 * 0.05).collect(), &[a, b, c]).unwrap();
+        check_grads(std::slice::from_ref(&spaced), 1e-3, 2e-2, |v| v[0].max(1, false));
         check_grads(std::slice::from_ref(&x), 1e-2, 2e-2, |v| v[0].permute(&[2, 0, 1])?.reshape(&[c, a * b]));
         check_grads(std::slice::from_ref(&x), 1e-2, 2e-2, |v| v[0].narrow(2, c / 2, c - c / 2));
         check_grads(&[rnd(&[1, b, 1], 8)], 1e-2, 2e-2, |v| v[0].broadcast_to(&[a, b, c]));
@@ -210,6 +213,31 @@ fn gradients_accumulate_over_uses_and_calls() {
     assert!(matches!(y.backward(), Err(Error::GraphConsumed)));
     x.zero_grad();
     assert!(x.grad().is_none());
+}
+
+#[test]
+fn two_half_batches_accumulate_to_one_full_batch() {
+    // A sum-reduced loss over a batch: accumulating the gradients of its two halves equals the
+    // gradient of the whole (what gradient accumulation over micro-batches relies on).
+    let w = Var::param(rnd(&[4, 3], 21));
+    let x = rnd(&[6, 4], 22);
+    let loss = |rows: Tensor| {
+        Var::constant(rows)
+            .matmul(&w)
+            .unwrap()
+            .gelu(Gelu::Tanh)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+    };
+    loss(x.clone()).backward().unwrap();
+    let full = w.grad().unwrap().to_vec();
+    w.zero_grad();
+    loss(x.narrow(0, 0, 3).unwrap()).backward().unwrap();
+    loss(x.narrow(0, 3, 3).unwrap()).backward().unwrap();
+    for (a, b) in w.grad().unwrap().to_vec().iter().zip(&full) {
+        assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+    }
 }
 
 #[test]

@@ -1,0 +1,175 @@
+//! One BERT encoder layer, as HuggingFace's `BertLayer` computes it (modeling_bert.py:
+//! BertSelfAttention, BertSelfOutput, BertIntermediate, BertOutput), on the autograd tape.
+//!
+//! ```text
+//! x (B,S,H), mask additive (B,1,1,S) or None
+//! q,k,v = x W^T + b                     each (B,S,H) -> heads (B,nh,S,hd)
+//! ctx   = softmax(q k^T / sqrt(hd) + mask) v    fused attention op
+//! a     = LayerNorm(ctx Wo^T + bo + x)           "attention.output"
+//! h     = gelu(a Wi^T + bi)                      "intermediate", (B,S,I)
+//! y     = LayerNorm(h Wo2^T + bo2 + a)           "output"
+//! ```
+//! Weights are stored as HF stores them, Linear weights (out, in), and used through a
+//! transposed view (no copy: the GEMM packs the strides). Parameter names are HF's.
+
+use engine::{Gelu, ParamStore, Result, Tensor, Var};
+
+/// Shape of one encoder layer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerConfig {
+    pub hidden: usize,
+    pub heads: usize,
+    pub intermediate: usize,
+    pub layer_norm_eps: f32,
+    pub act: Gelu,
+    /// Dropout on attention probabilities and on the two residual branches (training only).
+    pub dropout: f32,
+}
+
+/// The layer's parameters, by HF name under a prefix (e.g. `encoder.layer.0.`).
+pub struct EncoderLayer {
+    pub config: LayerConfig,
+    q: (Var, Var),
+    k: (Var, Var),
+    v: (Var, Var),
+    attn_out: (Var, Var),
+    attn_ln: (Var, Var),
+    inter: (Var, Var),
+    out: (Var, Var),
+    out_ln: (Var, Var),
+}
+
+/// HF names of a layer's parameters, relative to the layer prefix, with their shapes.
+pub fn param_shapes(c: &LayerConfig) -> Vec<(&'static str, Vec<usize>)> {
+    let (h, i) = (c.hidden, c.intermediate);
+    vec![
+        ("attention.self.query.weight", vec![h, h]),
+        ("attention.self.query.bias", vec![h]),
+        ("attention.self.key.weight", vec![h, h]),
+        ("attention.self.key.bias", vec![h]),
+        ("attention.self.value.weight", vec![h, h]),
+        ("attention.self.value.bias", vec![h]),
+        ("attention.output.dense.weight", vec![h, h]),
+        ("attention.output.dense.bias", vec![h]),
+        ("attention.output.LayerNorm.weight", vec![h]),
+        ("attention.output.LayerNorm.bias", vec![h]),
+        ("intermediate.dense.weight", vec![i, h]),
+        ("intermediate.dense.bias", vec![i]),
+        ("output.dense.weight", vec![h, i]),
+        ("output.dense.bias", vec![h]),
+        ("output.LayerNorm.weight", vec![h]),
+        ("output.LayerNorm.bias", vec![h]),
+    ]
+}
+
+impl EncoderLayer {
+    /// Registers the layer's parameters in `store` under `prefix`, initialised as BERT does:
+    /// weights N(0, 0.02), biases 0, LayerNorm weight 1 and bias 0; `seed` makes it reproducible.
+    pub fn new(
+        store: &mut ParamStore,
+        prefix: &str,
+        config: LayerConfig,
+        seed: u64,
+    ) -> Result<Self> {
+        let mut made = Vec::new();
+        for (k, (name, shape)) in param_shapes(&config).into_iter().enumerate() {
+            let t = if name.contains("LayerNorm.weight") {
+                Tensor::ones(&shape)
+            } else if name.ends_with("bias") {
+                Tensor::zeros(&shape)
+            } else {
+                Tensor::randn(
+                    &shape,
+                    0.0,
+                    0.02,
+                    seed.wrapping_mul(1000).wrapping_add(k as u64),
+                )
+            };
+            made.push(store.insert(&format!("{prefix}{name}"), t)?);
+        }
+        Self::from_vars(config, made)
+    }
+
+    /// Builds the layer over existing parameters of `store` named `prefix` + HF name.
+    pub fn from_store(store: &ParamStore, prefix: &str, config: LayerConfig) -> Result<Self> {
+        let mut vars = Vec::new();
+        for (name, shape) in param_shapes(&config) {
+            let full = format!("{prefix}{name}");
+            let v = store.get(&full).ok_or_else(|| engine::Error::Arg {
+                op: "EncoderLayer",
+                shape: shape.clone(),
+                why: format!("missing parameter '{full}'"),
+            })?;
+            if v.shape() != shape {
+                return Err(engine::Error::Shape {
+                    op: "EncoderLayer",
+                    lhs: v.shape(),
+                    rhs: shape,
+                    why: format!("parameter '{full}' has the wrong shape"),
+                });
+            }
+            vars.push(v.clone());
+        }
+        Self::from_vars(config, vars)
+    }
+
+    fn from_vars(config: LayerConfig, v: Vec<Var>) -> Result<Self> {
+        if config.heads == 0 || !config.hidden.is_multiple_of(config.heads) {
+            return Err(engine::Error::Arg {
+                op: "EncoderLayer",
+                shape: vec![config.hidden, config.heads],
+                why: "hidden size must be a multiple of the head count".into(),
+            });
+        }
+        let p = |i: usize| (v[2 * i].clone(), v[2 * i + 1].clone());
+        Ok(EncoderLayer {
+            q: p(0),
+            k: p(1),
+            v: p(2),
+            attn_out: p(3),
+            attn_ln: p(4),
+            inter: p(5),
+            out: p(6),
+            out_ln: p(7),
+            config,
+        })
+    }
+
+    /// The layer on x (B,S,H). `mask` is additive, broadcastable to (B,nh,S,S). With
+    /// `dropout_seed` Some, dropout is applied (training) with masks derived from that seed.
+    pub fn forward(
+        &self,
+        x: &Var,
+        mask: Option<&Tensor>,
+        dropout_seed: Option<u64>,
+    ) -> Result<Var> {
+        let c = &self.config;
+        let s = x.shape();
+        let (b, sl, h) = (s[0], s[1], s[2]);
+        let (nh, hd) = (c.heads, c.hidden / c.heads);
+        let p = if dropout_seed.is_some() {
+            c.dropout
+        } else {
+            0.0
+        };
+        let seed = dropout_seed.unwrap_or(0);
+        let linear = |x: &Var, (w, bias): &(Var, Var)| -> Result<Var> {
+            x.matmul(&w.transpose(0, 1)?)?.add(bias)
+        };
+        let heads = |t: Var| -> Result<Var> { t.reshape(&[b, sl, nh, hd])?.permute(&[0, 2, 1, 3]) };
+        let q = heads(linear(x, &self.q)?)?;
+        let k = heads(linear(x, &self.k)?)?;
+        let v = heads(linear(x, &self.v)?)?;
+        let ctx = Var::attention(&q, &k, &v, mask, 1.0 / (hd as f32).sqrt(), p, seed)?;
+        let ctx = ctx.permute(&[0, 2, 1, 3])?.reshape(&[b, sl, h])?;
+        let a = linear(&ctx, &self.attn_out)?
+            .dropout(p, seed ^ 0x5151)?
+            .add(x)?;
+        let a = a.layernorm(&self.attn_ln.0, &self.attn_ln.1, c.layer_norm_eps)?;
+        let hmid = linear(&a, &self.inter)?.gelu(c.act)?;
+        let y = linear(&hmid, &self.out)?
+            .dropout(p, seed ^ 0xA2A2)?
+            .add(&a)?;
+        y.layernorm(&self.out_ln.0, &self.out_ln.1, c.layer_norm_eps)
+    }
+}
