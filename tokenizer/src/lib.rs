@@ -1,0 +1,21 @@
+//! BERT's tokenizer, as HuggingFace `tokenizers` implements it (BertNormalizer,
+//! BertPreTokenizer, WordPiece, the `[CLS] A [SEP] B [SEP]` template): text to ids, with offsets
+//! into the original text.
+//!
+//! ```text
+//! raw text ─ split out special tokens ([CLS], [SEP], [MASK], ...: matched in the raw text)
+//!          ─ normalize (clean control chars, pad CJK, NFD + drop accents, lowercase)
+//!            every normalized char remembers the byte span of the original char it came from
+//!          ─ pre-tokenize (split on whitespace, isolate punctuation)
+//!          ─ WordPiece (greedy longest match, "##" continuations, [UNK] for the unmatchable)
+//! ```
+//! Where Google's original `tokenization.py` differs, this follows HF: see `normalizer.rs`.
+
+pub mod encoding;
+pub mod normalizer;
+pub mod vocab;
+pub mod wordpiece;
+
+pub use encoding::{BertTokenizer, Encoding};
+pub use normalizer::NormalizerConfig;
+pub use vocab::{Vocab, VocabError};

@@ -1,0 +1,125 @@
+//! BertNormalizer with alignment: each output char carries the byte span of the input char it
+//! came from, so offsets survive characters being removed, split (NFD) or multiplied
+//! (lowercasing 'İ' gives two chars).
+//!
+//! Differences from Google's `tokenization.py`, where this follows HuggingFace:
+//! - control characters are every general category C* (Cc, Cf, Cn, Co, and surrogates), not only
+//!   Cc and Cf; tab, newline and carriage return count as whitespace;
+//! - whitespace is Unicode White_Space (Rust's `char::is_whitespace`), a slightly larger set
+//!   than Python's `Zs` check;
+//! - accents are stripped only when `strip_accents` (default: follow `lowercase`), independently
+//!   of lowercasing;
+//! - WordPiece's limit is 100 characters per word, not 200 (see `wordpiece.rs`).
+
+use unicode_categories::UnicodeCategories;
+use unicode_normalization_alignments::UnicodeNormalization;
+
+/// BertNormalizer's switches (HF names and defaults).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NormalizerConfig {
+    pub clean_text: bool,
+    pub handle_chinese_chars: bool,
+    /// None: strip accents exactly when lowercasing.
+    pub strip_accents: Option<bool>,
+    pub lowercase: bool,
+}
+
+impl Default for NormalizerConfig {
+    fn default() -> Self {
+        NormalizerConfig {
+            clean_text: true,
+            handle_chinese_chars: true,
+            strip_accents: None,
+            lowercase: true,
+        }
+    }
+}
+
+impl NormalizerConfig {
+    /// Cased models: no lowercasing and (by default) no accent stripping.
+    pub fn cased() -> Self {
+        NormalizerConfig {
+            lowercase: false,
+            ..Self::default()
+        }
+    }
+}
+
+/// Tab, newline, carriage return, and Unicode White_Space.
+pub fn is_whitespace(c: char) -> bool {
+    c == '\t' || c == '\n' || c == '\r' || c.is_whitespace()
+}
+
+/// General category C* except tab, newline, carriage return.
+pub fn is_control(c: char) -> bool {
+    !(c == '\t' || c == '\n' || c == '\r') && c.is_other()
+}
+
+/// The CJK Unified Ideographs blocks BERT pads with spaces (not Hangul, Hiragana, Katakana).
+pub fn is_chinese_char(c: char) -> bool {
+    matches!(c as u32,
+        0x4E00..=0x9FFF | 0x3400..=0x4DBF | 0x20000..=0x2A6DF | 0x2A700..=0x2B73F |
+        0x2B740..=0x2B81F | 0x2B920..=0x2CEAF | 0xF900..=0xFAFF | 0x2F800..=0x2FA1F)
+}
+
+/// ASCII punctuation or Unicode general category P*.
+pub fn is_punctuation(c: char) -> bool {
+    c.is_ascii_punctuation() || c.is_punctuation()
+}
+
+/// Normalized text: chars, and for each the byte span (start, end) in the original text.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Normalized {
+    pub chars: Vec<char>,
+    pub spans: Vec<(usize, usize)>,
+}
+
+/// Normalizes `text` (offsets relative to `base`, the text's position in a larger input),
+/// appending to `out` (cleared first).
+pub fn normalize_into(cfg: &NormalizerConfig, text: &str, base: usize, out: &mut Normalized) {
+    out.chars.clear();
+    out.spans.clear();
+    let strip = cfg.strip_accents.unwrap_or(cfg.lowercase);
+    let push = |c: char, span: (usize, usize), out: &mut Normalized| {
+        if cfg.lowercase {
+            // Full Unicode lowercasing, one char at a time, as HF: 'İ' becomes "i\u{307}".
+            for l in c.to_lowercase() {
+                out.chars.push(l);
+                out.spans.push(span);
+            }
+        } else {
+            out.chars.push(c);
+            out.spans.push(span);
+        }
+    };
+    for (i, c) in text.char_indices() {
+        let span = (base + i, base + i + c.len_utf8());
+        let mut c = c;
+        if cfg.clean_text {
+            if c == '\0' || c == '\u{fffd}' || is_control(c) {
+                continue;
+            }
+            if is_whitespace(c) {
+                c = ' ';
+            }
+        }
+        let cjk = cfg.handle_chinese_chars && is_chinese_char(c);
+        if cjk {
+            push(' ', span, out);
+        }
+        if strip && !c.is_ascii() {
+            // NFD, then drop nonspacing marks (Mn); the decomposed chars keep c's span. (Per
+            // char: canonical reordering across chars only moves marks, which are dropped.)
+            for (d, _) in std::iter::once(c).collect::<String>().nfd() {
+                if !d.is_mark_nonspacing() {
+                    push(d, span, out);
+                }
+            }
+        } else {
+            push(c, span, out);
+        }
+        if cjk {
+            push(' ', span, out);
+        }
+    }
+}

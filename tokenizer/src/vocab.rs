@@ -1,0 +1,113 @@
+//! The WordPiece vocabulary: token strings and their ids, loaded from `vocab.txt`.
+
+use std::collections::HashMap;
+
+/// A vocabulary: id i is line i of vocab.txt.
+#[derive(Clone, Debug, Default)]
+pub struct Vocab {
+    ids: HashMap<String, u32>,
+    tokens: Vec<String>,
+}
+
+/// A vocabulary file that cannot be used, naming the file and line.
+#[derive(Debug)]
+pub enum VocabError {
+    Io {
+        path: String,
+        error: std::io::Error,
+    },
+    Invalid {
+        path: String,
+        line: usize,
+        why: String,
+    },
+}
+
+impl std::fmt::Display for VocabError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            VocabError::Io { path, error } => write!(f, "{path}: {error}"),
+            VocabError::Invalid { path, line, why } => write!(f, "{path}:{line}: {why}"),
+        }
+    }
+}
+impl std::error::Error for VocabError {}
+
+impl Vocab {
+    /// Builds a vocabulary from tokens in id order.
+    pub fn from_tokens<S: AsRef<str>>(tokens: &[S]) -> Vocab {
+        let tokens: Vec<String> = tokens.iter().map(|t| t.as_ref().to_string()).collect();
+        // As HF: a repeated token maps to its last line.
+        let ids = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u32))
+            .collect();
+        Vocab { ids, tokens }
+    }
+
+    /// Parses vocab.txt text (one token per line, trailing whitespace trimmed as HF does).
+    /// `path` only names the source in errors.
+    pub fn parse(text: &str, path: &str) -> Result<Vocab, VocabError> {
+        let tokens: Vec<&str> = text.lines().map(|l| l.trim_end()).collect();
+        if tokens.is_empty() {
+            return Err(VocabError::Invalid {
+                path: path.into(),
+                line: 1,
+                why: "the vocabulary is empty".into(),
+            });
+        }
+        if let Some(i) = tokens.iter().position(|t| t.is_empty()) {
+            return Err(VocabError::Invalid {
+                path: path.into(),
+                line: i + 1,
+                why: "empty token".into(),
+            });
+        }
+        if tokens.len() > u32::MAX as usize {
+            return Err(VocabError::Invalid {
+                path: path.into(),
+                line: tokens.len(),
+                why: "too many tokens".into(),
+            });
+        }
+        Ok(Self::from_tokens(&tokens))
+    }
+
+    /// Reads vocab.txt.
+    pub fn from_file(path: &str) -> Result<Vocab, VocabError> {
+        let bytes = std::fs::read(path).map_err(|error| VocabError::Io {
+            path: path.into(),
+            error,
+        })?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let line = e.as_bytes()[..e.utf8_error().valid_up_to()]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count()
+                + 1;
+            VocabError::Invalid {
+                path: path.into(),
+                line,
+                why: "not valid UTF-8".into(),
+            }
+        })?;
+        Self::parse(&text, path)
+    }
+
+    pub fn id(&self, token: &str) -> Option<u32> {
+        self.ids.get(token).copied()
+    }
+    pub fn token(&self, id: u32) -> Option<&str> {
+        self.tokens.get(id as usize).map(String::as_str)
+    }
+    pub fn len(&self) -> usize {
+        self.tokens.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+    pub fn tokens(&self) -> &[String] {
+        &self.tokens
+    }
+}
