@@ -22,19 +22,6 @@ const SHAPES: &[(usize, usize, usize)] = &[
     (4096, 768, 768),
 ];
 
-fn check_against_f64(c: &[f32], a: &[f32], b: &[f32], m: usize, k: usize, n: usize, tol: f64) {
-    for t in 0..32 {
-        let (i, j) = ((t * 7919) % m, (t * 104_729) % n);
-        let want: f64 = (0..k)
-            .map(|p| a[i * k + p] as f64 * b[p * n + j] as f64)
-            .sum();
-        assert!(
-            (c[i * n + j] as f64 - want).abs() < tol * (k as f64).sqrt(),
-            "wrong result at ({i},{j})"
-        );
-    }
-}
-
 fn bench(cr: &mut Criterion) {
     let isa = Isa::best();
     let quick = std::env::var("BENCH_QUICK").is_ok();
@@ -65,7 +52,7 @@ fn bench(cr: &mut Criterion) {
                 )
                 .unwrap()
             });
-            check_against_f64(&reference, &a, &b, m, k, n, 1e-5);
+            check_gemm_sampled(&reference, &a, &b, (m, k, n), (n, 1), 1e-5);
             g.bench_function(BenchmarkId::new("ours_f32", threads), |bch| {
                 bch.iter(|| {
                     p.install(|| {
@@ -94,7 +81,7 @@ fn bench(cr: &mut Criterion) {
                 )
                 .unwrap()
             });
-            check_against_f64(&c, &a, &b, m, k, n, 1e-2);
+            check_gemm_sampled(&c, &a, &b, (m, k, n), (n, 1), 1e-2);
             g.bench_function(BenchmarkId::new("ours_bf16", threads), |bch| {
                 bch.iter(|| {
                     p.install(|| {
@@ -167,7 +154,7 @@ fn bench(cr: &mut Criterion) {
             )
         };
         run_mm(&mut c);
-        check_against_f64(&c, &a, &b, m, k, n, 1e-5);
+        check_gemm_sampled(&c, &a, &b, (m, k, n), (n, 1), 1e-5);
         g.bench_function("matrixmultiply_env_threads", |bch| {
             bch.iter(|| run_mm(&mut c))
         });

@@ -166,3 +166,26 @@ impl LayerStep {
         l
     }
 }
+
+/// Checks `C = A B` on 64 sampled entries against an f64 dot product: A (m, k) row-major,
+/// B (k, n) at strides (brs, bcs) in `b`, C (m, n) row-major. Tolerance scales with sqrt(k).
+pub fn check_gemm_sampled(
+    c: &[f32],
+    a: &[f32],
+    b: &[f32],
+    (m, k, n): (usize, usize, usize),
+    (brs, bcs): (usize, usize),
+    tol: f64,
+) {
+    for t in 0..64 {
+        let (i, j) = ((t * 7919) % m, (t * 104_729) % n);
+        let want: f64 = (0..k)
+            .map(|q| a[i * k + q] as f64 * b[q * brs + j * bcs] as f64)
+            .sum();
+        let got = c[i * n + j] as f64;
+        assert!(
+            (got - want).abs() < tol * (k as f64).sqrt() * (1.0 + want.abs()),
+            "GEMM wrong at ({i},{j}) of {m}x{k}x{n}: {got} vs {want}"
+        );
+    }
+}

@@ -169,26 +169,11 @@ pub fn gemm_with(
     c: MatMut,
 ) -> Result<(), GemmError> {
     check_args(&a, &b, &c)?;
-    let (m, n, k) = (c.rows, c.cols, a.cols);
+    let (m, n) = (c.rows, c.cols);
     if m == 0 || n == 0 {
         return Ok(());
     }
-    let job = Job {
-        m,
-        n,
-        k,
-        alpha,
-        beta,
-        a: a.data.as_ptr(),
-        ars: a.rs,
-        acs: a.cs,
-        b: b.data.as_ptr(),
-        brs: b.rs,
-        bcs: b.cs,
-        c: c.data.as_mut_ptr(),
-        crs: c.rs,
-        ccs: c.cs,
-    };
+    let job = Job::new(alpha, a, b, beta, c);
     // SAFETY: check_args proved every (i, j) the job addresses is inside the slices, and the
     // output layout does not alias; `c` is borrowed mutably for the whole call.
     unsafe { run_threaded(isa, threads, job) };
@@ -219,6 +204,26 @@ unsafe impl Send for Job {}
 unsafe impl Sync for Job {}
 
 impl Job {
+    /// The whole problem `C = alpha A B + beta C` of checked views.
+    pub(crate) fn new(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: MatMut) -> Job {
+        Job {
+            m: c.rows,
+            n: c.cols,
+            k: a.cols,
+            alpha,
+            beta,
+            a: a.data.as_ptr(),
+            ars: a.rs,
+            acs: a.cs,
+            b: b.data.as_ptr(),
+            brs: b.rs,
+            bcs: b.cs,
+            c: c.data.as_mut_ptr(),
+            crs: c.rs,
+            ccs: c.cs,
+        }
+    }
+
     /// The sub-problem C[i0..i0+m, j0..j0+n].
     pub(crate) fn block(&self, i0: usize, m: usize, j0: usize, n: usize) -> Job {
         // SAFETY (of the pointer arithmetic): i0 < self.m and j0 < self.n, so these stay in the
@@ -780,7 +785,7 @@ pub fn gemm_batched_with(
             "batched output with batch stride 0 would alias".into(),
         ));
     }
-    let (m, n, k) = (c.rows, c.cols, a.cols);
+    let (m, n) = (c.rows, c.cols);
     if m == 0 || n == 0 {
         return Ok(());
     }
@@ -789,22 +794,7 @@ pub fn gemm_batched_with(
             "output batch stride {c_bs} overlaps a ({m}, {n}) output"
         )));
     }
-    let base = Job {
-        m,
-        n,
-        k,
-        alpha,
-        beta,
-        a: a.data.as_ptr(),
-        ars: a.rs,
-        acs: a.cs,
-        b: b.data.as_ptr(),
-        brs: b.rs,
-        bcs: b.cs,
-        c: c.data.as_mut_ptr(),
-        crs: c.rs,
-        ccs: c.cs,
-    };
+    let base = Job::new(alpha, a, b, beta, c);
     // SAFETY: the first and last batch views were bounds-checked above and the views in
     // between lie between them; outputs of different batches do not overlap (c_bs check).
     unsafe {

@@ -76,26 +76,11 @@ pub fn gemm_bf16_with(
     c: MatMut,
 ) -> Result<(), GemmError> {
     check_args(&a, &b, &c)?;
-    let (m, n, k) = (c.rows, c.cols, a.cols);
+    let (m, n) = (c.rows, c.cols);
     if m == 0 || n == 0 {
         return Ok(());
     }
-    let job = Job {
-        m,
-        n,
-        k,
-        alpha,
-        beta,
-        a: a.data.as_ptr(),
-        ars: a.rs,
-        acs: a.cs,
-        b: b.data.as_ptr(),
-        brs: b.rs,
-        bcs: b.cs,
-        c: c.data.as_mut_ptr(),
-        crs: c.rs,
-        ccs: c.cs,
-    };
+    let job = Job::new(alpha, a, b, beta, c);
     // SAFETY: as in gemm_with: bounds and aliasing checked by check_args.
     unsafe { run_threaded_with(isa, threads, job, tile_bf16(isa), run_serial_bf16) };
     Ok(())
@@ -122,9 +107,7 @@ unsafe fn run_serial_bf16(isa: Isa, job: Job) {
         let bp = std::slice::from_raw_parts_mut(bp.as_mut_ptr() as *mut u32, bp.len());
         if bf16_mode(isa) == "native" {
             #[cfg(target_arch = "x86_64")]
-            blocked_bf16::<12, 32>(job, ap, bp, &|kp, a, b, c, rsc, csc, al, be, me, ne| {
-                native::kernel(kp, a, b, c, rsc, csc, al, be, me, ne)
-            });
+            blocked(Native, job, ap, bp);
         } else {
             struct K<'a> {
                 job: Job,
@@ -139,11 +122,13 @@ unsafe fn run_serial_bf16(isa: Isa, job: Job) {
                     unsafe {
                         match S::ISA {
                             Isa::Avx512 => {
-                                blocked_emulated::<S, 12, 2>(s, self.job, self.ap, self.bp)
+                                blocked(Emulated::<S, 12, 2>(s), self.job, self.ap, self.bp)
                             }
-                            Isa::Avx2 => blocked_emulated::<S, 6, 2>(s, self.job, self.ap, self.bp),
+                            Isa::Avx2 => {
+                                blocked(Emulated::<S, 6, 2>(s), self.job, self.ap, self.bp)
+                            }
                             Isa::Portable => {
-                                blocked_emulated::<S, 4, 1>(s, self.job, self.ap, self.bp)
+                                blocked(Emulated::<S, 4, 1>(s), self.job, self.ap, self.bp)
                             }
                         }
                     }
@@ -154,82 +139,84 @@ unsafe fn run_serial_bf16(isa: Isa, job: Job) {
     })
 }
 
-type Kernel<'a> =
-    dyn Fn(usize, *const u32, *const u32, *mut f32, usize, usize, f32, f32, usize, usize) + 'a;
+/// A bf16 microkernel over pair-packed slivers, with its register tile MR x NR.
+trait Bf16Tile: Copy {
+    const MR: usize;
+    const NR: usize;
+    /// C[0..mr_eff, 0..nr_eff] = alpha * (A sliver . B sliver over kp k-pairs) + beta * C.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile(
+        self,
+        kp: usize,
+        a: *const u32,
+        b: *const u32,
+        c: *mut f32,
+        rsc: usize,
+        csc: usize,
+        alpha: f32,
+        beta: f32,
+        mr_eff: usize,
+        nr_eff: usize,
+    );
+}
 
-/// Blocked loops around any bf16 microkernel with tile MR x NR (k counted in pairs inside).
-#[inline(always)]
-unsafe fn blocked_bf16<const MR: usize, const NR: usize>(
-    job: Job,
-    ap: &mut [u32],
-    bp: &mut [u32],
-    kernel: &Kernel,
-) {
-    let Job {
-        m,
-        n,
-        k,
-        alpha,
-        beta,
-        ..
-    } = job;
-    for jc in (0..n).step_by(NC) {
-        let nc = NC.min(n - jc);
-        for pc in (0..k).step_by(KC) {
-            let kc = KC.min(k - pc);
-            let kp = kc.div_ceil(2);
-            pack_pairs_b(
-                bp,
-                job.b.add(pc * job.brs + jc * job.bcs),
-                job.brs,
-                job.bcs,
-                kc,
-                nc,
-                NR,
-            );
-            let beta_eff = if pc == 0 { beta } else { 1.0 };
-            for ic in (0..m).step_by(MC) {
-                let mc = MC.min(m - ic);
-                pack_pairs_a(
-                    ap,
-                    job.a.add(ic * job.ars + pc * job.acs),
-                    job.ars,
-                    job.acs,
-                    mc,
-                    kc,
-                    MR,
-                );
-                for jr in (0..nc).step_by(NR) {
-                    for ir in (0..mc).step_by(MR) {
-                        let c = job.c.add((ic + ir) * job.crs + (jc + jr) * job.ccs);
-                        kernel(
-                            kp,
-                            ap.as_ptr().add(ir * kp),
-                            bp.as_ptr().add(jr * kp),
-                            c,
-                            job.crs,
-                            job.ccs,
-                            alpha,
-                            beta_eff,
-                            MR.min(mc - ir),
-                            NR.min(nc - jr),
-                        );
-                    }
-                }
-            }
-        }
+/// `vdpbf16ps`, 12 x 32.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct Native;
+
+#[cfg(target_arch = "x86_64")]
+impl Bf16Tile for Native {
+    const MR: usize = 12;
+    const NR: usize = 32;
+    #[inline(always)]
+    unsafe fn tile(
+        self,
+        kp: usize,
+        a: *const u32,
+        b: *const u32,
+        c: *mut f32,
+        rsc: usize,
+        csc: usize,
+        alpha: f32,
+        beta: f32,
+        mr_eff: usize,
+        nr_eff: usize,
+    ) {
+        native::kernel(kp, a, b, c, rsc, csc, alpha, beta, mr_eff, nr_eff)
     }
 }
 
-/// The emulated path: the same loops with a [`Simd`] microkernel inlined (no dyn call).
+/// Pairs widened to f32 and two FMAs, on any [`Simd`]; MR x (NV * LANES).
+#[derive(Clone, Copy)]
+struct Emulated<S, const MR: usize, const NV: usize>(S);
+
+impl<S: Simd, const MR: usize, const NV: usize> Bf16Tile for Emulated<S, MR, NV> {
+    const MR: usize = MR;
+    const NR: usize = NV * S::LANES;
+    #[inline(always)]
+    unsafe fn tile(
+        self,
+        kp: usize,
+        a: *const u32,
+        b: *const u32,
+        c: *mut f32,
+        rsc: usize,
+        csc: usize,
+        alpha: f32,
+        beta: f32,
+        mr_eff: usize,
+        nr_eff: usize,
+    ) {
+        emulated_kernel::<S, MR, NV>(self.0, kp, a, b, c, rsc, csc, alpha, beta, mr_eff, nr_eff)
+    }
+}
+
+/// The blocked loops around a bf16 microkernel (k counted in pairs inside the slivers).
+/// Inlined, so with an emulated kernel the whole nest compiles inside the ISA trampoline.
 #[inline(always)]
-unsafe fn blocked_emulated<S: Simd, const MR: usize, const NV: usize>(
-    s: S,
-    job: Job,
-    ap: &mut [u32],
-    bp: &mut [u32],
-) {
-    let nr = NV * S::LANES;
+unsafe fn blocked<K: Bf16Tile>(kernel: K, job: Job, ap: &mut [u32], bp: &mut [u32]) {
+    let (mr, nr) = (K::MR, K::NR);
     let Job {
         m,
         n,
@@ -262,13 +249,12 @@ unsafe fn blocked_emulated<S: Simd, const MR: usize, const NV: usize>(
                     job.acs,
                     mc,
                     kc,
-                    MR,
+                    mr,
                 );
                 for jr in (0..nc).step_by(nr) {
-                    for ir in (0..mc).step_by(MR) {
+                    for ir in (0..mc).step_by(mr) {
                         let c = job.c.add((ic + ir) * job.crs + (jc + jr) * job.ccs);
-                        emulated_kernel::<S, MR, NV>(
-                            s,
+                        kernel.tile(
                             kp,
                             ap.as_ptr().add(ir * kp),
                             bp.as_ptr().add(jr * kp),
@@ -277,7 +263,7 @@ unsafe fn blocked_emulated<S: Simd, const MR: usize, const NV: usize>(
                             job.ccs,
                             alpha,
                             beta_eff,
-                            MR.min(mc - ir),
+                            mr.min(mc - ir),
                             nr.min(nc - jr),
                         );
                     }

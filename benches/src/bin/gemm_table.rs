@@ -263,17 +263,7 @@ fn main() {
                 f(c);
             }
         });
-        for t in 0..64 {
-            let (i, j) = ((t * 7919) % m, (t * 104_729) % n);
-            let want: f64 = (0..k)
-                .map(|q| a[i * k + q] as f64 * b[q * brs + j * bcs] as f64)
-                .sum();
-            let got = cs[0][i * n + j] as f64;
-            assert!(
-                (got - want).abs() < 1e-4 * (k as f64).sqrt() * (1.0 + want.abs()),
-                "ours wrong at ({i},{j}): {got} vs {want}"
-            );
-        }
+        check_gemm_sampled(&cs[0], a, b, (m, k, n), (brs, bcs), 1e-4);
         if bf16 {
             // bf16 operands: compare by relative Frobenius error (the tests bound it at 6e-3).
             let num: f64 = cs[1]
