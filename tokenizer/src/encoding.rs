@@ -21,11 +21,160 @@ pub struct Encoding {
     pub sequence_ids: Vec<Option<u8>>,
     pub special_tokens_mask: Vec<u8>,
     pub attention_mask: Vec<u8>,
+    /// Windows cut off by truncation (each with the template applied), for long documents.
+    pub overflowing: Vec<Encoding>,
+}
+
+/// A pair that truncation cannot fit (HF: "Sequence to truncate too short to respect the
+/// provided max_length").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TruncationError {
+    pub max_length: usize,
+    pub lengths: (usize, usize),
+    pub strategy: TruncationStrategy,
+}
+
+impl std::fmt::Display for TruncationError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "truncation: sequences of {} and {} tokens cannot fit in {} with {:?}: the sequence to truncate is too short", self.lengths.0, self.lengths.1, self.max_length, self.strategy)
+    }
+}
+impl std::error::Error for TruncationError {}
+
+/// Which sequence of a pair truncation shortens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TruncationStrategy {
+    /// Balance the two: shorten the longer first (HF's rule).
+    LongestFirst,
+    OnlyFirst,
+    OnlySecond,
+}
+
+/// Truncation to `max_length` tokens including the template's; `stride` tokens of overlap
+/// between overflowing windows; `left` cuts from the start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Truncation {
+    pub max_length: usize,
+    pub strategy: TruncationStrategy,
+    pub stride: usize,
+    pub left: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PaddingStrategy {
+    /// To the longest encoding of a batch.
+    BatchLongest,
+    /// To a fixed length.
+    Fixed(usize),
+}
+
+/// Padding settings (HF names and defaults).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Padding {
+    pub strategy: PaddingStrategy,
+    pub left: bool,
+    pub pad_to_multiple_of: Option<usize>,
+    pub pad_id: u32,
+    pub pad_type_id: u32,
+    pub pad_token: String,
+}
+
+impl Default for Padding {
+    fn default() -> Self {
+        Padding {
+            strategy: PaddingStrategy::BatchLongest,
+            left: false,
+            pad_to_multiple_of: None,
+            pad_id: 0,
+            pad_type_id: 0,
+            pad_token: "[PAD]".into(),
+        }
+    }
 }
 
 impl Encoding {
     pub fn len(&self) -> usize {
         self.ids.len()
+    }
+
+    /// Tokens `r` of this encoding (no overflow).
+    fn slice(&self, r: std::ops::Range<usize>) -> Encoding {
+        Encoding {
+            ids: self.ids[r.clone()].to_vec(),
+            type_ids: self.type_ids[r.clone()].to_vec(),
+            tokens: self.tokens[r.clone()].to_vec(),
+            offsets: self.offsets[r.clone()].to_vec(),
+            char_offsets: self.char_offsets[r.clone()].to_vec(),
+            word_ids: self.word_ids[r.clone()].to_vec(),
+            sequence_ids: self.sequence_ids[r.clone()].to_vec(),
+            special_tokens_mask: self.special_tokens_mask[r.clone()].to_vec(),
+            attention_mask: self.attention_mask[r].to_vec(),
+            overflowing: Vec::new(),
+        }
+    }
+
+    /// Keeps `max_len` tokens; the rest becomes overflowing windows of `max_len` tokens that
+    /// overlap by `stride` (HF's `Encoding::truncate`). `stride` must be below `max_len`.
+    pub fn truncate(&mut self, max_len: usize, stride: usize, left: bool) {
+        let n = self.ids.len();
+        if max_len >= n {
+            return;
+        }
+        if max_len == 0 {
+            let whole = std::mem::take(self);
+            self.overflowing.push(whole);
+            return;
+        }
+        let step = max_len.saturating_sub(stride).max(1);
+        let mut parts = Vec::new();
+        if left {
+            let mut stop = n;
+            loop {
+                let start = stop.saturating_sub(max_len);
+                parts.push(start..stop);
+                if start == 0 {
+                    break;
+                }
+                stop -= step.min(stop);
+            }
+        } else {
+            let mut start = 0;
+            loop {
+                let stop = (start + max_len).min(n);
+                parts.push(start..stop);
+                if stop == n {
+                    break;
+                }
+                start += step;
+            }
+        }
+        let mut first = self.slice(parts[0].clone());
+        first.overflowing = parts[1..].iter().map(|r| self.slice(r.clone())).collect();
+        *self = first;
+    }
+
+    /// Pads to `len` tokens (nothing if already as long), and each overflowing window too.
+    pub fn pad(&mut self, len: usize, p: &Padding) {
+        for o in &mut self.overflowing {
+            o.pad(len, p);
+        }
+        if self.ids.len() >= len {
+            return;
+        }
+        let k = len - self.ids.len();
+        let at = if p.left { 0 } else { self.ids.len() };
+        fn fill<T: Clone>(v: &mut Vec<T>, at: usize, k: usize, x: T) {
+            v.splice(at..at, std::iter::repeat_n(x, k));
+        }
+        fill(&mut self.ids, at, k, p.pad_id);
+        fill(&mut self.type_ids, at, k, p.pad_type_id);
+        fill(&mut self.tokens, at, k, p.pad_token.clone());
+        fill(&mut self.offsets, at, k, (0, 0));
+        fill(&mut self.char_offsets, at, k, (0, 0));
+        fill(&mut self.word_ids, at, k, None);
+        fill(&mut self.sequence_ids, at, k, None);
+        fill(&mut self.special_tokens_mask, at, k, 1);
+        fill(&mut self.attention_mask, at, k, 0);
     }
     pub fn is_empty(&self) -> bool {
         self.ids.is_empty()
@@ -50,6 +199,9 @@ pub struct BertTokenizer {
     specials: Vec<(String, u32)>,
     cls: (String, u32),
     sep: (String, u32),
+    /// Applied on every encode when set (as HF does when tokenizer.json sets them).
+    pub truncation: Option<Truncation>,
+    pub padding: Option<Padding>,
 }
 
 impl BertTokenizer {
@@ -80,7 +232,59 @@ impl BertTokenizer {
             specials,
             cls,
             sep,
+            truncation: None,
+            padding: None,
         })
+    }
+
+    /// Replaces the tokens matched whole in raw text (tokenizer.json's added tokens).
+    pub fn set_special_tokens(&mut self, mut specials: Vec<(String, u32)>) {
+        specials.sort_by_key(|(t, _)| std::cmp::Reverse(t.len()));
+        self.specials = specials;
+    }
+    /// The tokens matched whole in raw text, longest first.
+    pub fn special_tokens(&self) -> &[(String, u32)] {
+        &self.specials
+    }
+    /// Sets the template's [CLS] (slot 0) or [SEP] (slot 1) token.
+    pub fn set_template_token(&mut self, slot: usize, token: &str, id: u32) {
+        let t = (token.to_string(), id);
+        if slot == 0 {
+            self.cls = t;
+        } else {
+            self.sep = t;
+        }
+    }
+    /// The template's ([CLS], [SEP]) tokens.
+    pub fn template_tokens(&self) -> (&(String, u32), &(String, u32)) {
+        (&self.cls, &self.sep)
+    }
+
+    /// Decodes ids to text as HF's WordPiece decoder does: "##" pieces join the previous token,
+    /// others get a space, and each piece is cleaned (" ." to ".", " n't" to "n't", ...).
+    /// With `skip_special_tokens`, the special tokens are left out.
+    pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> String {
+        let prefix = &self.wordpiece.continuing_subword_prefix;
+        let mut out = String::new();
+        let mut first = true;
+        for &id in ids {
+            let Some(tok) = self.vocab.token(id) else {
+                continue;
+            };
+            if skip_special_tokens && self.specials.iter().any(|(_, sid)| *sid == id) {
+                continue;
+            }
+            let piece = if first {
+                tok.to_string()
+            } else if let Some(rest) = tok.strip_prefix(prefix.as_str()) {
+                rest.to_string()
+            } else {
+                format!(" {tok}")
+            };
+            first = false;
+            out.push_str(&cleanup(&piece));
+        }
+        out
     }
 
     /// Loads vocab.txt with uncased BERT defaults (or cased ones with `cased`).
@@ -169,45 +373,119 @@ impl BertTokenizer {
         out
     }
 
-    /// Encodes one text; with `add_special_tokens`, as `[CLS] text [SEP]`.
-    pub fn encode(&self, text: &str, add_special_tokens: bool) -> Encoding {
+    /// One sequence's tokens, no template, type id `seq`.
+    fn sequence(&self, text: &str, seq: u8) -> Encoding {
         let mut e = Encoding::default();
-        let map = CharMap::new(text);
-        if add_special_tokens {
-            self.push_template(&mut e, &self.cls, 0);
+        self.push_pieces(&mut e, text, &CharMap::new(text), seq);
+        e
+    }
+
+    /// Encodes one text; with `add_special_tokens`, as `[CLS] text [SEP]`. Truncation (with
+    /// overflowing windows) and padding apply when set.
+    pub fn encode(&self, text: &str, add_special_tokens: bool) -> Encoding {
+        let mut a = self.sequence(text, 0);
+        if let Some(t) = &self.truncation {
+            let room = t
+                .max_length
+                .saturating_sub(if add_special_tokens { 2 } else { 0 });
+            a.truncate(room, t.stride.min(room.saturating_sub(1)), t.left);
         }
-        self.push_pieces(&mut e, text, &map, 0);
-        if add_special_tokens {
-            self.push_template(&mut e, &self.sep, 0);
-        }
+        let mut e = self.template(a, None, add_special_tokens);
+        self.pad_one(&mut e);
         e
     }
 
     /// Encodes a pair; with `add_special_tokens`, as `[CLS] a [SEP] b [SEP]` with type ids
-    /// 0 up to the first [SEP] and 1 after. Offsets of b are into b.
-    pub fn encode_pair(&self, a: &str, b: &str, add_special_tokens: bool) -> Encoding {
+    /// 0 up to the first [SEP] and 1 after. Offsets of b are into b. Truncation (HF's
+    /// strategies) and padding apply when set; the windows cut off a pair are not returned.
+    /// Errors when OnlyFirst/OnlySecond cannot shorten the chosen sequence enough.
+    pub fn encode_pair(
+        &self,
+        a: &str,
+        b: &str,
+        add_special_tokens: bool,
+    ) -> Result<Encoding, TruncationError> {
+        let (mut a, mut b) = (self.sequence(a, 0), self.sequence(b, 1));
+        if let Some(t) = &self.truncation {
+            let max = t
+                .max_length
+                .saturating_sub(if add_special_tokens { 3 } else { 0 });
+            let (n1, n2) =
+                pair_lengths(a.len(), b.len(), max, t.strategy).ok_or(TruncationError {
+                    max_length: t.max_length,
+                    lengths: (a.len(), b.len()),
+                    strategy: t.strategy,
+                })?;
+            a.truncate(n1, 0, t.left);
+            b.truncate(n2, 0, t.left);
+            a.overflowing.clear();
+            b.overflowing.clear();
+        }
+        let mut e = self.template(a, Some(b), add_special_tokens);
+        self.pad_one(&mut e);
+        Ok(e)
+    }
+
+    /// Encodes many texts on rayon's threads; BatchLongest padding pads to the longest.
+    pub fn encode_batch(&self, texts: &[&str], add_special_tokens: bool) -> Vec<Encoding> {
+        use rayon::prelude::*;
+        let mut out: Vec<Encoding> = texts
+            .par_iter()
+            .map(|t| self.encode(t, add_special_tokens))
+            .collect();
+        if let Some(p) = self
+            .padding
+            .as_ref()
+            .filter(|p| p.strategy == PaddingStrategy::BatchLongest)
+        {
+            let longest = out.iter().map(Encoding::len).max().unwrap_or(0);
+            let target = p
+                .pad_to_multiple_of
+                .filter(|&m| m > 0)
+                .map_or(longest, |m| longest.next_multiple_of(m));
+            out.par_iter_mut().for_each(|e| e.pad(target, p));
+        }
+        out
+    }
+
+    /// Fixed padding (or rounding up to a multiple) of one encoding.
+    fn pad_one(&self, e: &mut Encoding) {
+        if let Some(p) = &self.padding {
+            let base = match p.strategy {
+                PaddingStrategy::Fixed(n) => n,
+                PaddingStrategy::BatchLongest => e.len(),
+            };
+            let target = p
+                .pad_to_multiple_of
+                .filter(|&m| m > 0)
+                .map_or(base, |m| base.next_multiple_of(m));
+            e.pad(target, p);
+        }
+    }
+
+    /// The template around one or two sequences (and around each overflowing window of a
+    /// single sequence).
+    fn template(&self, a: Encoding, b: Option<Encoding>, add_special_tokens: bool) -> Encoding {
         let mut e = Encoding::default();
         if add_special_tokens {
             self.push_template(&mut e, &self.cls, 0);
         }
-        self.push_pieces(&mut e, a, &CharMap::new(a), 0);
+        let overflow = a.overflowing.clone();
+        append(&mut e, a);
         if add_special_tokens {
             self.push_template(&mut e, &self.sep, 0);
         }
-        self.push_pieces(&mut e, b, &CharMap::new(b), 1);
-        if add_special_tokens {
-            self.push_template(&mut e, &self.sep, 1);
+        if let Some(b) = b {
+            append(&mut e, b);
+            if add_special_tokens {
+                self.push_template(&mut e, &self.sep, 1);
+            }
         }
+        e.overflowing = overflow
+            .into_iter()
+            .map(|o| self.template(o, None, add_special_tokens))
+            .collect();
         e
-    }
-
-    /// Encodes many texts on rayon's threads.
-    pub fn encode_batch(&self, texts: &[&str], add_special_tokens: bool) -> Vec<Encoding> {
-        use rayon::prelude::*;
-        texts
-            .par_iter()
-            .map(|t| self.encode(t, add_special_tokens))
-            .collect()
     }
 
     fn push_template(&self, e: &mut Encoding, (tok, id): &(String, u32), type_id: u32) {
@@ -237,6 +515,67 @@ impl BertTokenizer {
             e.attention_mask.push(1);
         }
     }
+}
+
+/// Appends `x`'s tokens (not its overflow) to `e`.
+fn append(e: &mut Encoding, x: Encoding) {
+    e.ids.extend(x.ids);
+    e.type_ids.extend(x.type_ids);
+    e.tokens.extend(x.tokens);
+    e.offsets.extend(x.offsets);
+    e.char_offsets.extend(x.char_offsets);
+    e.word_ids.extend(x.word_ids);
+    e.sequence_ids.extend(x.sequence_ids);
+    e.special_tokens_mask.extend(x.special_tokens_mask);
+    e.attention_mask.extend(x.attention_mask);
+}
+
+/// Lengths (n1, n2) a pair keeps under `max` tokens (HF's `truncate_encodings`). LongestFirst,
+/// with s the shorter and l the longer: keep s whole when l can shrink to max - s, else give
+/// each half of max (the longer one the odd token).
+/// None when OnlyFirst/OnlySecond would need to remove the whole chosen sequence or more.
+pub fn pair_lengths(
+    n1: usize,
+    n2: usize,
+    max: usize,
+    strategy: TruncationStrategy,
+) -> Option<(usize, usize)> {
+    if max == 0 {
+        return Some((0, 0));
+    }
+    if n1 + n2 <= max {
+        return Some((n1, n2));
+    }
+    let excess = n1 + n2 - max;
+    match strategy {
+        TruncationStrategy::LongestFirst => {
+            let swap = n1 > n2;
+            let mut s = n1.min(n2);
+            let mut l = if s > max { s } else { s.max(max - s) };
+            if s + l > max {
+                s = max / 2;
+                l = s + max % 2;
+            }
+            Some(if swap { (l, s) } else { (s, l) })
+        }
+        TruncationStrategy::OnlyFirst => (n1 > excess).then(|| (n1 - excess, n2)),
+        TruncationStrategy::OnlySecond => (n2 > excess).then(|| (n1, n2 - excess)),
+    }
+}
+
+/// HF's WordPiece decoder cleanup, applied to each piece.
+fn cleanup(s: &str) -> String {
+    s.replace(" .", ".")
+        .replace(" ?", "?")
+        .replace(" !", "!")
+        .replace(" ,", ",")
+        .replace(" ' ", "'")
+        .replace(" n't", "n't")
+        .replace(" 'm", "'m")
+        .replace(" do not", " don't")
+        .replace(" 's", "'s")
+        .replace(" 've", "'ve")
+        .replace(" 're", "'re")
 }
 
 /// BertPreTokenizer on normalized chars: split on whitespace (dropped) and punctuation

@@ -11,11 +11,16 @@
 //! ```
 //! Where Google's original `tokenization.py` differs, this follows HF: see `normalizer.rs`.
 
+pub mod config;
 pub mod encoding;
 pub mod normalizer;
 pub mod vocab;
 pub mod wordpiece;
 
-pub use encoding::{BertTokenizer, Encoding};
+pub use config::{load_tokenizer_json, parse_tokenizer_json, tokenizer_json};
+pub use encoding::{
+    BertTokenizer, Encoding, Padding, PaddingStrategy, Truncation, TruncationError,
+    TruncationStrategy,
+};
 pub use normalizer::NormalizerConfig;
 pub use vocab::{Vocab, VocabError};
