@@ -4,13 +4,15 @@
 use crate::normalizer::{is_punctuation, normalize_into, Normalized, NormalizerConfig};
 use crate::vocab::{Vocab, VocabError};
 use crate::wordpiece::{split_word, WordPieceConfig};
+use std::cell::RefCell;
+use std::sync::Arc;
 
 /// What a sequence or pair encodes to, as HF's `Encoding` (Python field names).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Encoding {
     pub ids: Vec<u32>,
     pub type_ids: Vec<u32>,
-    pub tokens: Vec<String>,
+    pub tokens: Vec<Arc<str>>,
     /// Byte offsets into the sequence's own text; (0, 0) for template tokens.
     pub offsets: Vec<(usize, usize)>,
     /// The same offsets in chars (what HF's Python API returns).
@@ -93,6 +95,21 @@ impl Default for Padding {
 }
 
 impl Encoding {
+    fn with_capacity(n: usize) -> Encoding {
+        Encoding {
+            ids: Vec::with_capacity(n),
+            type_ids: Vec::with_capacity(n),
+            tokens: Vec::with_capacity(n),
+            offsets: Vec::with_capacity(n),
+            char_offsets: Vec::with_capacity(n),
+            word_ids: Vec::with_capacity(n),
+            sequence_ids: Vec::with_capacity(n),
+            special_tokens_mask: Vec::with_capacity(n),
+            attention_mask: Vec::with_capacity(n),
+            overflowing: Vec::new(),
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.ids.len()
     }
@@ -168,7 +185,7 @@ impl Encoding {
         }
         fill(&mut self.ids, at, k, p.pad_id);
         fill(&mut self.type_ids, at, k, p.pad_type_id);
-        fill(&mut self.tokens, at, k, p.pad_token.clone());
+        fill(&mut self.tokens, at, k, Arc::from(p.pad_token.as_str()));
         fill(&mut self.offsets, at, k, (0, 0));
         fill(&mut self.char_offsets, at, k, (0, 0));
         fill(&mut self.word_ids, at, k, None);
@@ -306,11 +323,27 @@ impl BertTokenizer {
     }
 
     /// Tokens of one sequence, no template.
-    fn pieces(&self, text: &str) -> Vec<Piece> {
-        let mut out = Vec::new();
-        let mut norm = Normalized::default();
-        let mut word_pieces = Vec::new();
-        let mut buf = String::new();
+    fn pieces(&self, text: &str, out: &mut Vec<Piece>) {
+        thread_local! {
+            /// Per-thread scratch (normalized text, one word's pieces, a lookup buffer),
+            /// reused across calls so encoding allocates nothing per word.
+            static SCRATCH: RefCell<(Normalized, Vec<(u32, usize, usize)>, String)> = RefCell::default();
+        }
+        SCRATCH.with(|s| {
+            let (norm, word_pieces, buf) = &mut *s.borrow_mut();
+            self.pieces_with(text, out, norm, word_pieces, buf)
+        })
+    }
+
+    fn pieces_with(
+        &self,
+        text: &str,
+        out: &mut Vec<Piece>,
+        norm: &mut Normalized,
+        word_pieces: &mut Vec<(u32, usize, usize)>,
+        buf: &mut String,
+    ) {
+        out.clear();
         let mut word = 0u32;
         let unk = self
             .vocab
@@ -330,7 +363,7 @@ impl BertTokenizer {
             };
             if i == bytes.len() || special.is_some() {
                 // The text before it: normalize, pre-tokenize, WordPiece.
-                normalize_into(&self.normalizer, &text[seg_start..i], seg_start, &mut norm);
+                normalize_into(&self.normalizer, &text[seg_start..i], seg_start, norm);
                 for (ws, we) in pre_tokenize(&norm.chars) {
                     let span = (norm.spans[ws].0, norm.spans[we - 1].1);
                     word_pieces.clear();
@@ -338,10 +371,10 @@ impl BertTokenizer {
                         &self.vocab,
                         &self.wordpiece,
                         &norm.chars[ws..we],
-                        &mut buf,
-                        &mut word_pieces,
+                        buf,
+                        word_pieces,
                     ) {
-                        for &(id, s, e) in &word_pieces {
+                        for &(id, s, e) in word_pieces.iter() {
                             out.push(Piece {
                                 id,
                                 span: (norm.spans[ws + s].0, norm.spans[ws + e - 1].1),
@@ -370,7 +403,6 @@ impl BertTokenizer {
                 i += 1;
             }
         }
-        out
     }
 
     /// One sequence's tokens, no template, type id `seq`.
@@ -383,6 +415,19 @@ impl BertTokenizer {
     /// Encodes one text; with `add_special_tokens`, as `[CLS] text [SEP]`. Truncation (with
     /// overflowing windows) and padding apply when set.
     pub fn encode(&self, text: &str, add_special_tokens: bool) -> Encoding {
+        if self.truncation.is_none() {
+            // The common case, built in place: no second copy for the template.
+            let mut e = Encoding::with_capacity(text.len() / 3 + 4);
+            if add_special_tokens {
+                self.push_template(&mut e, &self.cls, 0);
+            }
+            self.push_pieces(&mut e, text, &CharMap::new(text), 0);
+            if add_special_tokens {
+                self.push_template(&mut e, &self.sep, 0);
+            }
+            self.pad_one(&mut e);
+            return e;
+        }
         let mut a = self.sequence(text, 0);
         if let Some(t) = &self.truncation {
             let room = t
@@ -491,7 +536,11 @@ impl BertTokenizer {
     fn push_template(&self, e: &mut Encoding, (tok, id): &(String, u32), type_id: u32) {
         e.ids.push(*id);
         e.type_ids.push(type_id);
-        e.tokens.push(tok.clone());
+        e.tokens.push(
+            self.vocab
+                .token_shared(*id)
+                .unwrap_or_else(|| Arc::from(tok.as_str())),
+        );
         e.offsets.push((0, 0));
         e.char_offsets.push((0, 0));
         e.word_ids.push(None);
@@ -501,11 +550,16 @@ impl BertTokenizer {
     }
 
     fn push_pieces(&self, e: &mut Encoding, text: &str, map: &CharMap, seq: u8) {
-        for p in self.pieces(text) {
+        let mut pieces = Vec::with_capacity(text.len() / 3 + 4);
+        self.pieces(text, &mut pieces);
+        for p in pieces {
             e.ids.push(p.id);
             e.type_ids.push(seq as u32);
-            e.tokens
-                .push(self.vocab.token(p.id).unwrap_or("").to_string());
+            e.tokens.push(
+                self.vocab
+                    .token_shared(p.id)
+                    .unwrap_or_else(|| Arc::from("")),
+            );
             e.offsets.push(p.span);
             e.char_offsets
                 .push((map.char_of(p.span.0), map.char_of(p.span.1)));

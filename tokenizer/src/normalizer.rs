@@ -55,6 +55,47 @@ pub fn is_control(c: char) -> bool {
     !(c == '\t' || c == '\n' || c == '\r') && c.is_other()
 }
 
+const CONTROL: u8 = 1;
+const WHITESPACE: u8 = 2;
+const PUNCT: u8 = 4;
+
+/// The classes of the 128 ASCII chars, computed once from the same functions that classify
+/// every other char (so the fast path cannot disagree with them): most text is ASCII, and the
+/// Unicode category tables are binary searches.
+fn ascii_classes() -> &'static [u8; 128] {
+    static TABLE: std::sync::OnceLock<[u8; 128]> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut t = [0u8; 128];
+        for (b, slot) in t.iter_mut().enumerate() {
+            let c = b as u8 as char;
+            *slot = (is_control(c) as u8) * CONTROL
+                | (is_whitespace(c) as u8) * WHITESPACE
+                | (is_punctuation_slow(c) as u8) * PUNCT;
+        }
+        t
+    })
+}
+
+/// [`is_control`] with the ASCII table.
+#[inline]
+fn is_control_fast(c: char) -> bool {
+    if c.is_ascii() {
+        ascii_classes()[c as usize] & CONTROL != 0
+    } else {
+        is_control(c)
+    }
+}
+
+/// [`is_whitespace`] with the ASCII table.
+#[inline]
+fn is_whitespace_fast(c: char) -> bool {
+    if c.is_ascii() {
+        ascii_classes()[c as usize] & WHITESPACE != 0
+    } else {
+        is_whitespace(c)
+    }
+}
+
 /// The CJK Unified Ideographs blocks BERT pads with spaces (not Hangul, Hiragana, Katakana).
 pub fn is_chinese_char(c: char) -> bool {
     matches!(c as u32,
@@ -62,8 +103,17 @@ pub fn is_chinese_char(c: char) -> bool {
         0x2B740..=0x2B81F | 0x2B920..=0x2CEAF | 0xF900..=0xFAFF | 0x2F800..=0x2FA1F)
 }
 
-/// ASCII punctuation or Unicode general category P*.
+/// ASCII punctuation or Unicode general category P* (table lookup for ASCII).
+#[inline]
 pub fn is_punctuation(c: char) -> bool {
+    if c.is_ascii() {
+        ascii_classes()[c as usize] & PUNCT != 0
+    } else {
+        is_punctuation_slow(c)
+    }
+}
+
+fn is_punctuation_slow(c: char) -> bool {
     c.is_ascii_punctuation() || c.is_punctuation()
 }
 
@@ -96,10 +146,10 @@ pub fn normalize_into(cfg: &NormalizerConfig, text: &str, base: usize, out: &mut
         let span = (base + i, base + i + c.len_utf8());
         let mut c = c;
         if cfg.clean_text {
-            if c == '\0' || c == '\u{fffd}' || is_control(c) {
+            if c == '\0' || c == '\u{fffd}' || is_control_fast(c) {
                 continue;
             }
-            if is_whitespace(c) {
+            if is_whitespace_fast(c) {
                 c = ' ';
             }
         }

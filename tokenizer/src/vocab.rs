@@ -1,12 +1,14 @@
 //! The WordPiece vocabulary: token strings and their ids, loaded from `vocab.txt`.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 
 /// A vocabulary: id i is line i of vocab.txt.
 #[derive(Clone, Debug, Default)]
 pub struct Vocab {
-    ids: HashMap<String, u32>,
+    ids: rustc_hash::FxHashMap<String, u32>,
     tokens: Vec<String>,
+    /// The same strings, shared: encodings hold these handles instead of a copy per token.
+    shared: Vec<Arc<str>>,
 }
 
 /// A vocabulary file that cannot be used, naming the file and line.
@@ -43,7 +45,12 @@ impl Vocab {
             .enumerate()
             .map(|(i, t)| (t.clone(), i as u32))
             .collect();
-        Vocab { ids, tokens }
+        let shared = tokens.iter().map(|t| Arc::from(t.as_str())).collect();
+        Vocab {
+            ids,
+            tokens,
+            shared,
+        }
     }
 
     /// Parses vocab.txt text (one token per line, trailing whitespace trimmed as HF does).
@@ -97,6 +104,10 @@ impl Vocab {
 
     pub fn id(&self, token: &str) -> Option<u32> {
         self.ids.get(token).copied()
+    }
+    /// A shared handle to token `id`'s string (cheap to clone).
+    pub fn token_shared(&self, id: u32) -> Option<Arc<str>> {
+        self.shared.get(id as usize).cloned()
     }
     pub fn token(&self, id: u32) -> Option<&str> {
         self.tokens.get(id as usize).map(String::as_str)
