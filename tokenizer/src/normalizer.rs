@@ -68,9 +68,17 @@ fn ascii_classes() -> &'static [u8; 128] {
         let mut t = [0u8; 128];
         for (b, slot) in t.iter_mut().enumerate() {
             let c = b as u8 as char;
-            *slot = (is_control(c) as u8) * CONTROL
-                | (is_whitespace(c) as u8) * WHITESPACE
-                | (is_punctuation_slow(c) as u8) * PUNCT;
+            let mut class = 0;
+            if is_control(c) {
+                class |= CONTROL;
+            }
+            if is_whitespace(c) {
+                class |= WHITESPACE;
+            }
+            if is_punctuation_slow(c) {
+                class |= PUNCT;
+            }
+            *slot = class;
         }
         t
     })
