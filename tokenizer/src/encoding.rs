@@ -198,6 +198,9 @@ impl Encoding {
     }
 }
 
+/// Per-thread scratch of `pieces`: normalized text, one word's pieces, a lookup buffer.
+type Scratch = (Normalized, Vec<(u32, usize, usize)>, String);
+
 /// One token of a sequence before the template: id, byte span, word index.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Piece {
@@ -327,7 +330,7 @@ impl BertTokenizer {
         thread_local! {
             /// Per-thread scratch (normalized text, one word's pieces, a lookup buffer),
             /// reused across calls so encoding allocates nothing per word.
-            static SCRATCH: RefCell<(Normalized, Vec<(u32, usize, usize)>, String)> = RefCell::default();
+            static SCRATCH: RefCell<Scratch> = RefCell::default();
         }
         SCRATCH.with(|s| {
             let (norm, word_pieces, buf) = &mut *s.borrow_mut();
