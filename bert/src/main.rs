@@ -1,53 +1,184 @@
-//! The `bert` command line. Subcommands arrive with their issues (tokenize, vocab, data,
-//! pretrain, finetune, fill-mask, embed, demo); until the end-to-end demo exists, `bert demo`
-//! says so and shows what the engine can already do on this machine.
+//! The `bert` command line: a thin layer over the library crates.
+//! Subcommands arrive with their issues; `bert demo` says "not yet" until the end-to-end demo
+//! exists.
 
+use clap::{Parser, Subcommand, ValueEnum};
 use engine::simd::Isa;
+use std::io::{BufRead, Write};
+use tokenizer::{BertTokenizer, Truncation, TruncationStrategy};
+
+#[derive(Parser)]
+#[command(
+    name = "bert",
+    version,
+    about = "BERT from scratch: tokenizer, engine, model"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The end-to-end demo (not yet: it needs the model and training issues).
+    Demo,
+    /// Tokenize lines of stdin: one output line per input line.
+    Tokenize {
+        /// tokenizer.json, or vocab.txt (uncased BERT defaults; see --cased).
+        #[arg(long)]
+        tokenizer: String,
+        /// With a vocab.txt: keep case and accents.
+        #[arg(long)]
+        cased: bool,
+        /// Do not add [CLS] and [SEP].
+        #[arg(long)]
+        no_special: bool,
+        /// Each line is a pair: first<TAB>second.
+        #[arg(long)]
+        pairs: bool,
+        #[arg(long, value_enum, default_value_t = Format::Ids)]
+        format: Format,
+        /// Truncate to this many tokens (special tokens included), longest first.
+        #[arg(long)]
+        max_len: Option<usize>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    /// Space-separated ids.
+    Ids,
+    /// Space-separated tokens.
+    Tokens,
+    /// JSON: ids, tokens, type ids, char offsets, word ids.
+    Json,
+}
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        None | Some("demo") => demo(),
-        Some("--help") | Some("-h") | Some("help") => usage(),
-        Some(other) => {
-            eprintln!("bert: unknown subcommand '{other}'");
-            usage();
-            std::process::exit(2);
+    let cli = Cli::parse();
+    let result = match cli.command.unwrap_or(Command::Demo) {
+        Command::Demo => demo(),
+        Command::Tokenize {
+            tokenizer,
+            cased,
+            no_special,
+            pairs,
+            format,
+            max_len,
+        } => tokenize(&tokenizer, cased, !no_special, pairs, format, max_len),
+    };
+    if let Err(e) = result {
+        // A reader that stopped early (`bert tokenize ... | head`) is not an error.
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+        {
+            return;
         }
+        eprintln!("bert: {e}");
+        std::process::exit(1);
     }
 }
 
-fn usage() {
-    println!("usage: bert demo      end-to-end demo (not yet: needs the tokenizer, model and training issues)");
+fn tokenize(
+    path: &str,
+    cased: bool,
+    special: bool,
+    pairs: bool,
+    format: Format,
+    max_len: Option<usize>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let mut tok = if path.ends_with(".json") {
+        tokenizer::load_tokenizer_json(path)?
+    } else {
+        BertTokenizer::from_vocab_file(path, cased)?
+    };
+    // Output is one line per input: padding from a tokenizer.json would only add [PAD]s.
+    tok.padding = None;
+    tok.truncation = max_len.map(|m| Truncation {
+        max_length: m,
+        strategy: TruncationStrategy::LongestFirst,
+        stride: 0,
+        left: false,
+    });
+    let stdin = std::io::stdin();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for (n, line) in stdin.lock().lines().enumerate() {
+        let line = line.map_err(|e| format!("stdin line {}: {e}", n + 1))?;
+        let enc = if pairs {
+            let (a, b) = line.split_once('\t').ok_or_else(|| {
+                format!(
+                    "stdin line {}: --pairs needs two texts separated by a tab",
+                    n + 1
+                )
+            })?;
+            tok.encode_pair(a, b, special)
+                .map_err(|e| format!("stdin line {}: {e}", n + 1))?
+        } else {
+            tok.encode(&line, special)
+        };
+        match format {
+            Format::Ids => writeln!(
+                out,
+                "{}",
+                enc.ids
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )?,
+            Format::Tokens => writeln!(
+                out,
+                "{}",
+                enc.tokens
+                    .iter()
+                    .map(|t| t.as_ref())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )?,
+            Format::Json => {
+                let v = serde_json::json!({
+                    "ids": enc.ids, "tokens": enc.tokens.iter().map(|t| t.as_ref()).collect::<Vec<_>>(),
+                    "type_ids": enc.type_ids, "offsets": enc.char_offsets, "word_ids": enc.word_ids,
+                });
+                writeln!(out, "{v}")?
+            }
+        }
+    }
+    Ok(())
 }
 
-fn demo() {
-    println!("bert demo: not yet. The end-to-end demo (corpus -> vocabulary -> pretraining -> fine-tuning -> report)");
-    println!("arrives with the tokenizer, model and training work. What exists today is the tensor engine:");
-    println!(
-        "  CPU kernels: {:?} (widest available: {:?})",
+fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "bert demo: not yet. The end-to-end demo (corpus -> vocabulary -> pretraining -> fine-tuning -> report)")?;
+    writeln!(
+        out,
+        "arrives with the model and training issues. What exists today:"
+    )?;
+    writeln!(
+        out,
+        "  tensor engine: CPU kernels {:?} (using {:?}); bf16 GEMM {}",
         Isa::available(),
-        Isa::best()
-    );
-    println!("  bf16 GEMM: {}", engine::gemm_bf16::bf16_mode(Isa::best()));
+        Isa::best(),
+        engine::gemm_bf16::bf16_mode(Isa::best())
+    )?;
     let (m, k, n) = (128, 768, 768);
     let a = engine::Tensor::randn(&[m, k], 0.0, 1.0, 1);
     let b = engine::Tensor::randn(&[k, n], 0.0, 1.0, 2);
     let t = std::time::Instant::now();
     let mut reps = 0;
     while t.elapsed().as_secs_f64() < 0.5 {
-        let _ = a.matmul(&b).expect("shapes agree");
+        let _ = a.matmul(&b)?;
         reps += 1;
     }
     let gflops = 2.0 * (m * n * k * reps) as f64 / t.elapsed().as_secs_f64() / 1e9;
-    println!(
-        "  a BERT-shaped matmul ({m}x{k} @ {k}x{n}) runs at {gflops:.0} GFLOP/s here on {} threads",
-        rayon_threads()
-    );
-}
-
-fn rayon_threads() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
+    writeln!(
+        out,
+        "  a BERT-shaped matmul ({m}x{k} @ {k}x{n}) runs at {gflops:.0} GFLOP/s here"
+    )?;
+    writeln!(out, "  autograd + AdamW, a BERT encoder layer checked against transformers, and the WordPiece tokenizer")?;
+    writeln!(
+        out,
+        "  (`bert tokenize --tokenizer tokenizer.json < text`) are ready; see README.md."
+    )?;
+    Ok(())
 }

@@ -1,0 +1,98 @@
+//! The `bert` binary end to end: `bert tokenize` in each format, pairs, truncation, errors.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+fn vocab_file() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("bert-cli-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("vocab.txt");
+    // A tiny vocabulary of our own: ids are line numbers.
+    std::fs::write(
+        &path,
+        "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nhello\nworld\n,\n!\nthe\ncat\n##s\nsat\n.\n",
+    )
+    .unwrap();
+    path
+}
+
+fn run(args: &[&str], stdin: &str) -> (i32, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bert"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn tokenize_formats_pairs_and_truncation() {
+    let v = vocab_file();
+    let v = v.to_str().unwrap();
+    let (code, out, _) = run(
+        &["tokenize", "--tokenizer", v],
+        "Hello, world!\nthe cats sat.\n",
+    );
+    assert_eq!(code, 0);
+    assert_eq!(out, "2 5 7 6 8 3\n2 9 10 11 12 13 3\n");
+    let (_, out, _) = run(
+        &[
+            "tokenize",
+            "--tokenizer",
+            v,
+            "--format",
+            "tokens",
+            "--no-special",
+        ],
+        "The cats, dog!\n",
+    );
+    assert_eq!(out, "the cat ##s , [UNK] !\n");
+    let (_, out, _) = run(
+        &["tokenize", "--tokenizer", v, "--pairs", "--format", "json"],
+        "hello\tworld!\n",
+    );
+    let j: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(j["ids"], serde_json::json!([2, 5, 3, 6, 8, 3]));
+    assert_eq!(j["type_ids"], serde_json::json!([0, 0, 0, 1, 1, 1]));
+    assert_eq!(j["offsets"][4], serde_json::json!([5, 6]));
+    let (_, out, _) = run(
+        &["tokenize", "--tokenizer", v, "--max-len", "4"],
+        "the cats sat.\n",
+    );
+    assert_eq!(out, "2 9 10 3\n");
+}
+
+#[test]
+fn tokenize_errors_name_the_problem() {
+    let v = vocab_file();
+    let (code, _, err) = run(
+        &["tokenize", "--tokenizer", v.to_str().unwrap(), "--pairs"],
+        "ok\tfine\nno tab here\n",
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("stdin line 2") && err.contains("tab"), "{err}");
+    let (code, _, err) = run(&["tokenize", "--tokenizer", "/no/such/vocab.txt"], "x\n");
+    assert_eq!(code, 1);
+    assert!(err.contains("/no/such/vocab.txt"), "{err}");
+    let bad = v.with_file_name("bad.txt");
+    std::fs::write(&bad, "[CLS]\n\n[SEP]\n").unwrap();
+    let (code, _, err) = run(&["tokenize", "--tokenizer", bad.to_str().unwrap()], "x\n");
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("bad.txt:2") && err.contains("empty token"),
+        "{err}"
+    );
+}
