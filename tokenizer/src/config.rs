@@ -142,12 +142,16 @@ pub fn parse_tokenizer_json(text: &str, path: &str) -> Result<BertTokenizer, Voc
             VocabError::Invalid { why, .. } => invalid(path, "model.vocab", why),
             e => e,
         })?;
-    tok.wordpiece.unk_token = as_str(
-        get(model, path, "unk_token").unwrap_or(&json!("[UNK]")),
+    let default_unk = json!("[UNK]");
+    let unk = as_str(
+        model.get("unk_token").unwrap_or(&default_unk),
         path,
         "model.unk_token",
-    )?
-    .to_string();
+    )?;
+    tok.set_unk_token(unk).map_err(|e| match e {
+        VocabError::Invalid { why, .. } => invalid(path, "model.unk_token", why),
+        e => e,
+    })?;
     if let Some(p) = model.get("continuing_subword_prefix") {
         tok.wordpiece.continuing_subword_prefix =
             as_str(p, path, "model.continuing_subword_prefix")?.to_string();
@@ -265,7 +269,7 @@ pub fn parse_tokenizer_json(text: &str, path: &str) -> Result<BertTokenizer, Voc
         let strategy = match p.get("strategy") {
             Some(Value::String(s)) if s == "BatchLongest" => PaddingStrategy::BatchLongest,
             Some(Value::Object(o)) if o.contains_key("Fixed") => {
-                PaddingStrategy::Fixed(as_usize(&o["Fixed"], path, "padding.strategy.Fixed")?)
+                PaddingStrategy::Fixed(fixed_length(&o["Fixed"], path)?)
             }
             other => {
                 return Err(invalid(
@@ -297,6 +301,20 @@ pub fn parse_tokenizer_json(text: &str, path: &str) -> Result<BertTokenizer, Voc
         });
     }
     Ok(tok)
+}
+
+/// A fixed padding length, refused when absurd (a hostile file must not make every encode
+/// allocate gigabytes).
+fn fixed_length(v: &Value, path: &str) -> Result<usize, VocabError> {
+    let n = as_usize(v, path, "padding.strategy.Fixed")?;
+    if n > 1 << 20 {
+        return Err(invalid(
+            path,
+            "padding.strategy.Fixed",
+            format!("{n} tokens is not a plausible sequence length"),
+        ));
+    }
+    Ok(n)
 }
 
 /// Reads tokenizer.json.

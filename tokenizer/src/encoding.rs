@@ -219,6 +219,8 @@ pub struct BertTokenizer {
     specials: Vec<(String, u32)>,
     cls: (String, u32),
     sep: (String, u32),
+    /// Id of `wordpiece.unk_token` (kept in step by `set_unk_token`).
+    unk: u32,
     /// Applied on every encode when set (as HF does when tokenizer.json sets them).
     pub truncation: Option<Truncation>,
     pub padding: Option<Padding>,
@@ -239,7 +241,7 @@ impl BertTokenizer {
                 })
         };
         let (cls, sep) = (need("[CLS]")?, need("[SEP]")?);
-        need("[UNK]")?;
+        let (_, unk) = need("[UNK]")?;
         let mut specials: Vec<(String, u32)> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
             .iter()
             .filter_map(|t| vocab.id(t).map(|id| (t.to_string(), id)))
@@ -252,9 +254,21 @@ impl BertTokenizer {
             specials,
             cls,
             sep,
+            unk,
             truncation: None,
             padding: None,
         })
+    }
+
+    /// Sets the token for unmatchable words; it must be in the vocabulary.
+    pub fn set_unk_token(&mut self, token: &str) -> Result<(), VocabError> {
+        self.unk = self.vocab.id(token).ok_or_else(|| VocabError::Invalid {
+            path: "vocabulary".into(),
+            line: 0,
+            why: format!("unknown-word token {token:?} is not in the vocabulary"),
+        })?;
+        self.wordpiece.unk_token = token.to_string();
+        Ok(())
     }
 
     /// Replaces the tokens matched whole in raw text (tokenizer.json's added tokens).
@@ -348,10 +362,7 @@ impl BertTokenizer {
     ) {
         out.clear();
         let mut word = 0u32;
-        let unk = self
-            .vocab
-            .id(&self.wordpiece.unk_token)
-            .expect("checked in new");
+        let unk = self.unk;
         // Special tokens are matched in the raw text, leftmost-longest, before normalization.
         let mut seg_start = 0;
         let bytes = text.as_bytes();

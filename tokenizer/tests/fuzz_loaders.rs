@@ -72,7 +72,8 @@ fn any_value() -> impl Strategy<Value = Option<Value>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+    // 400 cases by default; PROPTEST_CASES=N fuzzes longer.
+    #![proptest_config(ProptestConfig { cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(400), ..ProptestConfig::default() })]
 
     #[test]
     fn mutated_tokenizer_json_never_panics(path in proptest::collection::vec(0usize..12, 1..5), with in any_value(), text in "\\PC{0,40}") {
@@ -98,4 +99,16 @@ proptest! {
 fn the_valid_file_loads() {
     let tok = parse_tokenizer_json(&valid().to_string(), "valid.json").unwrap();
     assert_eq!(tok.encode("ab a", true).ids, vec![2, 4, 5, 4, 3]);
+    let mut huge = valid();
+    huge["padding"] = json!({"strategy": {"Fixed": 1u64 << 60}});
+    let e = parse_tokenizer_json(&huge.to_string(), "huge.json")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("padding.strategy.Fixed"), "{e}");
+    let mut no_unk = valid();
+    no_unk["model"]["unk_token"] = json!("<unk>");
+    let e = parse_tokenizer_json(&no_unk.to_string(), "unk.json")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("model.unk_token") && e.contains("<unk>"), "{e}");
 }
