@@ -153,8 +153,7 @@ pub fn parse_tokenizer_json(text: &str, path: &str) -> Result<BertTokenizer, Voc
         e => e,
     })?;
     if let Some(p) = model.get("continuing_subword_prefix") {
-        tok.wordpiece.continuing_subword_prefix =
-            as_str(p, path, "model.continuing_subword_prefix")?.to_string();
+        tok.set_continuing_subword_prefix(as_str(p, path, "model.continuing_subword_prefix")?);
     }
     if let Some(m) = model.get("max_input_chars_per_word") {
         tok.wordpiece.max_input_chars_per_word =

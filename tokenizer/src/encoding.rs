@@ -3,7 +3,7 @@
 
 use crate::normalizer::{is_punctuation, normalize_into, Normalized, NormalizerConfig};
 use crate::vocab::{Vocab, VocabError};
-use crate::wordpiece::{split_word, WordPieceConfig};
+use crate::wordpiece::{split_word_trie, Trie, WordPieceConfig};
 use std::cell::RefCell;
 use std::sync::Arc;
 
@@ -221,6 +221,9 @@ pub struct BertTokenizer {
     sep: (String, u32),
     /// Id of `wordpiece.unk_token` (kept in step by `set_unk_token`).
     unk: u32,
+    /// The vocabulary as tries, for WordPiece's longest match (built for the "##" prefix;
+    /// another prefix falls back to hash lookups).
+    trie: Arc<Trie>,
     /// Applied on every encode when set (as HF does when tokenizer.json sets them).
     pub truncation: Option<Truncation>,
     pub padding: Option<Padding>,
@@ -247,6 +250,10 @@ impl BertTokenizer {
             .filter_map(|t| vocab.id(t).map(|id| (t.to_string(), id)))
             .collect();
         specials.sort_by_key(|(t, _)| std::cmp::Reverse(t.len()));
+        let trie = Arc::new(Trie::new(
+            &vocab,
+            &WordPieceConfig::default().continuing_subword_prefix,
+        ));
         Ok(BertTokenizer {
             vocab,
             normalizer,
@@ -255,9 +262,16 @@ impl BertTokenizer {
             cls,
             sep,
             unk,
+            trie,
             truncation: None,
             padding: None,
         })
+    }
+
+    /// Sets the continuation prefix ("##") and rebuilds the lookup tries for it.
+    pub fn set_continuing_subword_prefix(&mut self, prefix: &str) {
+        self.wordpiece.continuing_subword_prefix = prefix.to_string();
+        self.trie = Arc::new(Trie::new(&self.vocab, prefix));
     }
 
     /// Sets the token for unmatchable words; it must be in the vocabulary.
@@ -381,7 +395,8 @@ impl BertTokenizer {
                 for (ws, we) in pre_tokenize(&norm.chars) {
                     let span = (norm.spans[ws].0, norm.spans[we - 1].1);
                     word_pieces.clear();
-                    if split_word(
+                    if split_word_trie(
+                        &self.trie,
                         &self.vocab,
                         &self.wordpiece,
                         &norm.chars[ws..we],

@@ -63,3 +63,119 @@ pub fn split_word(
     }
     true
 }
+
+/// The vocabulary as two tries over chars, for greedy longest match in one walk per piece
+/// instead of a hash lookup per candidate end (the idea of Song et al.'s LinMaxMatch, without its
+/// failure links: a word's pieces are found one after another, each by walking from the root).
+///
+/// `start` holds every token as written (what a word may begin with); `cont` holds the tokens
+/// that begin with the continuation prefix, prefix stripped (what may follow a piece).
+/// Children of a node are a sorted run of `edges`, searched by binary search.
+#[derive(Clone, Debug, Default)]
+pub struct Trie {
+    /// (first edge, edge count, token id or NONE) per node; node 0 is `start`'s root, node 1
+    /// `cont`'s.
+    nodes: Vec<(u32, u32, u32)>,
+    edges: Vec<(char, u32)>,
+    /// The continuation prefix the trie was built with.
+    prefix: String,
+}
+
+const NONE: u32 = u32::MAX;
+
+impl Trie {
+    pub fn new(vocab: &Vocab, prefix: &str) -> Trie {
+        use std::collections::BTreeMap;
+        // Build with maps, then flatten breadth-first into sorted edge runs.
+        let mut maps: Vec<(BTreeMap<char, usize>, u32)> =
+            vec![(BTreeMap::new(), NONE), (BTreeMap::new(), NONE)];
+        let mut insert = |root: usize, s: &str, id: u32| {
+            let mut n = root;
+            for c in s.chars() {
+                let next = maps.len();
+                let child = *maps[n].0.entry(c).or_insert(next);
+                if child == next {
+                    maps.push((BTreeMap::new(), NONE));
+                }
+                n = child;
+            }
+            // As the HashMap: a repeated token string maps to its last id.
+            maps[n].1 = id;
+        };
+        for (id, t) in vocab.tokens().iter().enumerate() {
+            insert(0, t, id as u32);
+            if let Some(rest) = t.strip_prefix(prefix).filter(|_| !prefix.is_empty()) {
+                insert(1, rest, id as u32);
+            }
+        }
+        let mut nodes = Vec::with_capacity(maps.len());
+        let mut edges = Vec::new();
+        for (children, id) in &maps {
+            nodes.push((edges.len() as u32, children.len() as u32, *id));
+            edges.extend(children.iter().map(|(&c, &n)| (c, n as u32)));
+        }
+        Trie {
+            nodes,
+            edges,
+            prefix: prefix.to_string(),
+        }
+    }
+
+    fn child(&self, node: u32, c: char) -> Option<u32> {
+        let (first, n, _) = self.nodes[node as usize];
+        let run = &self.edges[first as usize..(first + n) as usize];
+        run.binary_search_by_key(&c, |&(k, _)| k)
+            .ok()
+            .map(|i| run[i].1)
+    }
+
+    /// The longest token matching `chars` from the start: (its length in chars, its id).
+    fn longest(&self, root: u32, chars: &[char]) -> Option<(usize, u32)> {
+        let mut node = root;
+        let mut best = None;
+        for (i, &c) in chars.iter().enumerate() {
+            match self.child(node, c) {
+                Some(n) => node = n,
+                None => break,
+            }
+            let id = self.nodes[node as usize].2;
+            if id != NONE {
+                best = Some((i + 1, id));
+            }
+        }
+        best
+    }
+}
+
+/// [`split_word`] with the trie: same pieces, one walk per piece. Falls back to the hash
+/// lookups when the trie was built for another continuation prefix.
+pub fn split_word_trie(
+    trie: &Trie,
+    vocab: &Vocab,
+    cfg: &WordPieceConfig,
+    chars: &[char],
+    buf: &mut String,
+    out: &mut Vec<(u32, usize, usize)>,
+) -> bool {
+    if trie.prefix != cfg.continuing_subword_prefix || cfg.continuing_subword_prefix.is_empty() {
+        return split_word(vocab, cfg, chars, buf, out);
+    }
+    if chars.len() > cfg.max_input_chars_per_word {
+        return false;
+    }
+    let mark = out.len();
+    let mut start = 0;
+    while start < chars.len() {
+        match trie.longest(if start == 0 { 0 } else { 1 }, &chars[start..]) {
+            Some((len, id)) => {
+                out.push((id, start, start + len));
+                start += len;
+            }
+            None => {
+                out.truncate(mark);
+                return false;
+            }
+        }
+    }
+    true
+}
