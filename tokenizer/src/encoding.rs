@@ -198,14 +198,27 @@ impl Encoding {
     }
 }
 
-/// Per-thread scratch of `pieces`: normalized text, one word's pieces, a lookup buffer.
-type Scratch = (Normalized, Vec<(u32, usize, usize)>, String);
+/// Per-thread scratch reused by every encode, so encoding allocates nothing per word:
+/// normalized text, its words, one word's pieces, a lookup buffer, the sequence's pieces.
+#[derive(Default)]
+struct Scratch {
+    norm: Normalized,
+    words: Vec<(usize, usize)>,
+    word_pieces: Vec<(u32, usize, usize)>,
+    buf: String,
+    pieces: Vec<Piece>,
+}
 
-/// One token of a sequence before the template: id, byte span, word index.
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::default();
+}
+
+/// One token of a sequence before the template: id, byte span, char span, word index.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Piece {
     id: u32,
     span: (usize, usize),
+    cspan: (usize, usize),
     word: u32,
 }
 
@@ -353,32 +366,19 @@ impl BertTokenizer {
         })
     }
 
-    /// Tokens of one sequence, no template.
-    fn pieces(&self, text: &str, out: &mut Vec<Piece>) {
-        thread_local! {
-            /// Per-thread scratch (normalized text, one word's pieces, a lookup buffer),
-            /// reused across calls so encoding allocates nothing per word.
-            static SCRATCH: RefCell<Scratch> = RefCell::default();
-        }
-        SCRATCH.with(|s| {
-            let (norm, word_pieces, buf) = &mut *s.borrow_mut();
-            self.pieces_with(text, out, norm, word_pieces, buf)
-        })
-    }
-
-    fn pieces_with(
-        &self,
-        text: &str,
-        out: &mut Vec<Piece>,
-        norm: &mut Normalized,
-        word_pieces: &mut Vec<(u32, usize, usize)>,
-        buf: &mut String,
-    ) {
-        out.clear();
+    /// Tokens of one sequence, no template, into `s.pieces`.
+    fn pieces_into(&self, text: &str, s: &mut Scratch) {
+        let Scratch {
+            norm,
+            words,
+            word_pieces,
+            buf,
+            pieces,
+        } = s;
+        pieces.clear();
         let mut word = 0u32;
-        let unk = self.unk;
         // Special tokens are matched in the raw text, leftmost-longest, before normalization.
-        let mut seg_start = 0;
+        let (mut seg_start, mut seg_char) = (0, 0);
         let bytes = text.as_bytes();
         let mut i = 0;
         while i <= bytes.len() {
@@ -389,55 +389,69 @@ impl BertTokenizer {
             } else {
                 None
             };
-            if i == bytes.len() || special.is_some() {
-                // The text before it: normalize, pre-tokenize, WordPiece.
-                normalize_into(&self.normalizer, &text[seg_start..i], seg_start, norm);
-                for (ws, we) in pre_tokenize(&norm.chars) {
-                    let span = (norm.spans[ws].0, norm.spans[we - 1].1);
-                    word_pieces.clear();
-                    if split_word_trie(
-                        &self.trie,
-                        &self.vocab,
-                        &self.wordpiece,
-                        &norm.chars[ws..we],
-                        buf,
-                        word_pieces,
-                    ) {
-                        for &(id, s, e) in word_pieces.iter() {
-                            out.push(Piece {
-                                id,
-                                span: (norm.spans[ws + s].0, norm.spans[ws + e - 1].1),
-                                word,
-                            });
-                        }
-                    } else {
-                        out.push(Piece {
-                            id: unk,
-                            span,
+            if i < bytes.len() && special.is_none() {
+                i += 1;
+                continue;
+            }
+            // The text before it: normalize, pre-tokenize, WordPiece.
+            seg_char += normalize_into(
+                &self.normalizer,
+                &text[seg_start..i],
+                seg_start,
+                seg_char,
+                norm,
+            );
+            pre_tokenize_into(&norm.chars, words);
+            for &(ws, we) in words.iter() {
+                let spans = &norm.spans;
+                word_pieces.clear();
+                if split_word_trie(
+                    &self.trie,
+                    &self.vocab,
+                    &self.wordpiece,
+                    &norm.chars[ws..we],
+                    buf,
+                    word_pieces,
+                ) {
+                    for &(id, s, e) in word_pieces.iter() {
+                        let (a, b) = (spans[ws + s], spans[ws + e - 1]);
+                        pieces.push(Piece {
+                            id,
+                            span: (a.0, b.1),
+                            cspan: (a.2, b.2 + 1),
                             word,
                         });
                     }
-                    word += 1;
+                } else {
+                    let (a, b) = (spans[ws], spans[we - 1]);
+                    pieces.push(Piece {
+                        id: self.unk,
+                        span: (a.0, b.1),
+                        cspan: (a.2, b.2 + 1),
+                        word,
+                    });
                 }
-                let Some((t, id)) = special else { break };
-                out.push(Piece {
-                    id: *id,
-                    span: (i, i + t.len()),
-                    word,
-                });
                 word += 1;
-                i += t.len();
-                seg_start = i;
-            } else {
-                i += 1;
             }
+            let Some((t, id)) = special else { break };
+            let n = t.chars().count();
+            pieces.push(Piece {
+                id: *id,
+                span: (i, i + t.len()),
+                cspan: (seg_char, seg_char + n),
+                word,
+            });
+            word += 1;
+            seg_char += n;
+            i += t.len();
+            seg_start = i;
         }
     }
 
     /// One sequence's tokens, no template, type id `seq`.
     fn sequence(&self, text: &str, seq: u8) -> Encoding {
         let mut e = Encoding::default();
-        self.push_pieces(&mut e, text, &CharMap::new(text), seq);
+        self.push_pieces(&mut e, text, seq);
         e
     }
 
@@ -450,7 +464,7 @@ impl BertTokenizer {
             if add_special_tokens {
                 self.push_template(&mut e, &self.cls, 0);
             }
-            self.push_pieces(&mut e, text, &CharMap::new(text), 0);
+            self.push_pieces(&mut e, text, 0);
             if add_special_tokens {
                 self.push_template(&mut e, &self.sep, 0);
             }
@@ -578,25 +592,26 @@ impl BertTokenizer {
         e.attention_mask.push(1);
     }
 
-    fn push_pieces(&self, e: &mut Encoding, text: &str, map: &CharMap, seq: u8) {
-        let mut pieces = Vec::with_capacity(text.len() / 3 + 4);
-        self.pieces(text, &mut pieces);
-        for p in pieces {
-            e.ids.push(p.id);
-            e.type_ids.push(seq as u32);
-            e.tokens.push(
-                self.vocab
-                    .token_shared(p.id)
-                    .unwrap_or_else(|| Arc::from("")),
-            );
-            e.offsets.push(p.span);
-            e.char_offsets
-                .push((map.char_of(p.span.0), map.char_of(p.span.1)));
-            e.word_ids.push(Some(p.word));
-            e.sequence_ids.push(Some(seq));
-            e.special_tokens_mask.push(0);
-            e.attention_mask.push(1);
-        }
+    fn push_pieces(&self, e: &mut Encoding, text: &str, seq: u8) {
+        SCRATCH.with(|s| {
+            let s = &mut *s.borrow_mut();
+            self.pieces_into(text, s);
+            for p in &s.pieces {
+                e.ids.push(p.id);
+                e.type_ids.push(seq as u32);
+                e.tokens.push(
+                    self.vocab
+                        .token_shared(p.id)
+                        .unwrap_or_else(|| Arc::from("")),
+                );
+                e.offsets.push(p.span);
+                e.char_offsets.push(p.cspan);
+                e.word_ids.push(Some(p.word));
+                e.sequence_ids.push(Some(seq));
+                e.special_tokens_mask.push(0);
+                e.attention_mask.push(1);
+            }
+        })
     }
 }
 
@@ -665,6 +680,13 @@ fn cleanup(s: &str) -> String {
 /// (each punctuation char its own word). Returns [start, end) char ranges.
 pub fn pre_tokenize(chars: &[char]) -> Vec<(usize, usize)> {
     let mut words = Vec::new();
+    pre_tokenize_into(chars, &mut words);
+    words
+}
+
+/// [`pre_tokenize`] into a reused buffer (cleared first).
+pub fn pre_tokenize_into(chars: &[char], words: &mut Vec<(usize, usize)>) {
+    words.clear();
     let mut start = None;
     for (i, &c) in chars.iter().enumerate() {
         if c.is_whitespace() {
@@ -682,23 +704,5 @@ pub fn pre_tokenize(chars: &[char]) -> Vec<(usize, usize)> {
     }
     if let Some(s) = start {
         words.push((s, chars.len()));
-    }
-    words
-}
-
-/// Byte offset to char offset in one text.
-struct CharMap {
-    /// Byte offsets of each char start, plus the text length.
-    starts: Vec<usize>,
-}
-
-impl CharMap {
-    fn new(text: &str) -> CharMap {
-        let mut starts: Vec<usize> = text.char_indices().map(|(i, _)| i).collect();
-        starts.push(text.len());
-        CharMap { starts }
-    }
-    fn char_of(&self, byte: usize) -> usize {
-        self.starts.partition_point(|&b| b < byte)
     }
 }

@@ -125,21 +125,32 @@ fn is_punctuation_slow(c: char) -> bool {
     c.is_ascii_punctuation() || c.is_punctuation()
 }
 
-/// Normalized text: chars, and for each the byte span (start, end) in the original text.
+/// Normalized text: chars, and for each the original char it came from, as
+/// (byte start, byte end, char index) in the original text.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Normalized {
     pub chars: Vec<char>,
-    pub spans: Vec<(usize, usize)>,
+    pub spans: Vec<(usize, usize, usize)>,
 }
 
-/// Normalizes `text` (offsets relative to `base`, the text's position in a larger input),
-/// appending to `out` (cleared first).
-pub fn normalize_into(cfg: &NormalizerConfig, text: &str, base: usize, out: &mut Normalized) {
+/// Normalizes `text` into `out` (cleared first). `base` and `base_char` are the byte and char
+/// positions of `text` in the whole input, so spans point into the whole input. Returns the
+/// number of chars in `text`.
+pub fn normalize_into(
+    cfg: &NormalizerConfig,
+    text: &str,
+    base: usize,
+    base_char: usize,
+    out: &mut Normalized,
+) -> usize {
     out.chars.clear();
     out.spans.clear();
     let strip = cfg.strip_accents.unwrap_or(cfg.lowercase);
-    let push = |c: char, span: (usize, usize), out: &mut Normalized| {
-        if cfg.lowercase {
+    let push = |c: char, span: (usize, usize, usize), out: &mut Normalized| {
+        if cfg.lowercase && c.is_ascii() {
+            out.chars.push(c.to_ascii_lowercase());
+            out.spans.push(span);
+        } else if cfg.lowercase {
             // Full Unicode lowercasing, one char at a time, as HF: 'İ' becomes "i\u{307}".
             for l in c.to_lowercase() {
                 out.chars.push(l);
@@ -150,8 +161,10 @@ pub fn normalize_into(cfg: &NormalizerConfig, text: &str, base: usize, out: &mut
             out.spans.push(span);
         }
     };
+    let mut count = 0;
     for (i, c) in text.char_indices() {
-        let span = (base + i, base + i + c.len_utf8());
+        let span = (base + i, base + i + c.len_utf8(), base_char + count);
+        count += 1;
         let mut c = c;
         if cfg.clean_text {
             if c == '\0' || c == '\u{fffd}' || is_control_fast(c) {
@@ -168,7 +181,8 @@ pub fn normalize_into(cfg: &NormalizerConfig, text: &str, base: usize, out: &mut
         if strip && !c.is_ascii() {
             // NFD, then drop nonspacing marks (Mn); the decomposed chars keep c's span. (Per
             // char: canonical reordering across chars only moves marks, which are dropped.)
-            for (d, _) in std::iter::once(c).collect::<String>().nfd() {
+            let mut utf8 = [0u8; 4];
+            for (d, _) in (&*c.encode_utf8(&mut utf8)).nfd() {
                 if !d.is_mark_nonspacing() {
                     push(d, span, out);
                 }
@@ -180,4 +194,5 @@ pub fn normalize_into(cfg: &NormalizerConfig, text: &str, base: usize, out: &mut
             push(' ', span, out);
         }
     }
+    count
 }

@@ -71,12 +71,15 @@ pub fn split_word(
 /// `start` holds every token as written (what a word may begin with); `cont` holds the tokens
 /// that begin with the continuation prefix, prefix stripped (what may follow a piece).
 /// Children of a node are a sorted run of `edges`, searched by binary search.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Trie {
     /// (first edge, edge count, token id or NONE) per node; node 0 is `start`'s root, node 1
     /// `cont`'s.
     nodes: Vec<(u32, u32, u32)>,
     edges: Vec<(char, u32)>,
+    /// The two roots' ASCII children by direct index (NONE where absent): the roots have a child
+    /// for every first char in the vocabulary, too many for a quick binary search.
+    root_ascii: [[u32; 128]; 2],
     /// The continuation prefix the trie was built with.
     prefix: String,
 }
@@ -114,14 +117,25 @@ impl Trie {
             nodes.push((edges.len() as u32, children.len() as u32, *id));
             edges.extend(children.iter().map(|(&c, &n)| (c, n as u32)));
         }
+        let mut root_ascii = [[NONE; 128]; 2];
+        for (r, table) in root_ascii.iter_mut().enumerate() {
+            for (&c, &n) in maps[r].0.iter().filter(|(c, _)| c.is_ascii()) {
+                table[c as usize] = n as u32;
+            }
+        }
         Trie {
             nodes,
             edges,
+            root_ascii,
             prefix: prefix.to_string(),
         }
     }
 
     fn child(&self, node: u32, c: char) -> Option<u32> {
+        if node < 2 && c.is_ascii() {
+            let n = self.root_ascii[node as usize][c as usize];
+            return (n != NONE).then_some(n);
+        }
         let (first, n, _) = self.nodes[node as usize];
         let run = &self.edges[first as usize..(first + n) as usize];
         run.binary_search_by_key(&c, |&(k, _)| k)
