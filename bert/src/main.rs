@@ -22,6 +22,26 @@ struct Cli {
 enum Command {
     /// The end-to-end demo (not yet: it needs the model and training issues).
     Demo,
+    /// Train a WordPiece vocabulary; writes vocab.txt and tokenizer.json into --out.
+    Vocab {
+        /// Text files, one sentence or paragraph per line.
+        #[arg(long, required = true, num_args = 1..)]
+        corpus: Vec<String>,
+        /// Vocabulary size, special tokens included.
+        #[arg(long, default_value_t = 30522)]
+        size: usize,
+        #[arg(long)]
+        out: String,
+        /// Keep case and accents.
+        #[arg(long)]
+        cased: bool,
+        /// Pairs seen fewer times are not merged.
+        #[arg(long, default_value_t = 2)]
+        min_frequency: u64,
+        /// Keep at most this many distinct characters.
+        #[arg(long, default_value_t = 1000)]
+        limit_alphabet: usize,
+    },
     /// Tokenize lines of stdin: one output line per input line.
     Tokenize {
         /// tokenizer.json, or vocab.txt (uncased BERT defaults; see --cased).
@@ -66,6 +86,14 @@ fn main() {
             format,
             max_len,
         } => tokenize(&tokenizer, cased, !no_special, pairs, format, max_len),
+        Command::Vocab {
+            corpus,
+            size,
+            out,
+            cased,
+            min_frequency,
+            limit_alphabet,
+        } => vocab(&corpus, size, &out, cased, min_frequency, limit_alphabet),
     };
     if let Err(e) = result {
         // A reader that stopped early (`bert tokenize ... | head`) is not an error.
@@ -144,6 +172,54 @@ fn tokenize(
             }
         }
     }
+    Ok(())
+}
+
+fn vocab(
+    corpus: &[String],
+    size: usize,
+    out: &str,
+    cased: bool,
+    min_frequency: u64,
+    limit_alphabet: usize,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let start = std::time::Instant::now();
+    let mut text = String::new();
+    for path in corpus {
+        text.push_str(&std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?);
+        text.push('\n');
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    let normalizer = if cased {
+        tokenizer::NormalizerConfig::cased()
+    } else {
+        tokenizer::NormalizerConfig::default()
+    };
+    let cfg = tokenizer::TrainerConfig {
+        vocab_size: size,
+        min_frequency,
+        limit_alphabet: Some(limit_alphabet),
+        normalizer: normalizer.clone(),
+        ..Default::default()
+    };
+    let vocab = tokenizer::train(&cfg, &lines);
+    let tok = BertTokenizer::new(vocab, normalizer)?;
+    std::fs::create_dir_all(out).map_err(|e| format!("{out}: {e}"))?;
+    write_atomic(&format!("{out}/vocab.txt"), &tok.vocab.to_vocab_txt())?;
+    write_atomic(
+        &format!("{out}/tokenizer.json"),
+        &tokenizer::tokenizer_json(&tok),
+    )?;
+    eprintln!("bert vocab: {} tokens from {:.1} MB ({} lines) in {:.1} s -> {out}/vocab.txt, {out}/tokenizer.json", tok.vocab.len(), text.len() as f64 / 1e6, lines.len(), start.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Writes `path` through a temporary file and a rename, so a reader never sees half a file
+/// and an interrupted run leaves the old file intact.
+fn write_atomic(path: &str, contents: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let tmp = format!("{path}.tmp");
+    std::fs::write(&tmp, contents).map_err(|e| format!("{tmp}: {e}"))?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("{path}: {e}"))?;
     Ok(())
 }
 

@@ -14,6 +14,7 @@
 pub mod config;
 pub mod encoding;
 pub mod normalizer;
+pub mod trainer;
 pub mod vocab;
 pub mod wordpiece;
 
@@ -23,4 +24,5 @@ pub use encoding::{
     TruncationStrategy,
 };
 pub use normalizer::NormalizerConfig;
+pub use trainer::{train, TrainerConfig};
 pub use vocab::{Vocab, VocabError};

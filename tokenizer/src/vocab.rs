@@ -118,6 +118,12 @@ impl Vocab {
     pub fn is_empty(&self) -> bool {
         self.tokens.is_empty()
     }
+    /// vocab.txt text: one token per line, in id order.
+    pub fn to_vocab_txt(&self) -> String {
+        let mut s = self.tokens.join("\n");
+        s.push('\n');
+        s
+    }
     pub fn tokens(&self) -> &[String] {
         &self.tokens
     }
