@@ -170,6 +170,30 @@ impl Encoding {
         *self = first;
     }
 
+    /// Appends `pair` to this encoding, combining overflowing windows as HF's
+    /// `Encoding::merge_with` does: each of our windows with `pair` (whose windows come along)
+    /// and with each of `pair`'s windows, then ourself with each of `pair`'s windows.
+    pub fn merge_with(&mut self, pair: Encoding) {
+        let mut overflowing = Vec::new();
+        for own in &self.overflowing {
+            let mut n = own.clone();
+            n.merge_with(pair.clone());
+            overflowing.push(n);
+            for other in &pair.overflowing {
+                let mut n = own.clone();
+                n.merge_with(other.clone());
+                overflowing.push(n);
+            }
+        }
+        for other in &pair.overflowing {
+            let mut n = self.clone();
+            n.merge_with(other.clone());
+            overflowing.push(n);
+        }
+        append(self, pair);
+        self.overflowing = overflowing;
+    }
+
     /// Pads to `len` tokens (nothing if already as long), and each overflowing window too.
     pub fn pad(&mut self, len: usize, p: &Padding) {
         for o in &mut self.overflowing {
@@ -485,7 +509,8 @@ impl BertTokenizer {
 
     /// Encodes a pair; with `add_special_tokens`, as `[CLS] a [SEP] b [SEP]` with type ids
     /// 0 up to the first [SEP] and 1 after. Offsets of b are into b. Truncation (HF's
-    /// strategies) and padding apply when set; the windows cut off a pair are not returned.
+    /// strategies, with the windows cut off returned as HF combines them) and padding apply
+    /// when set.
     /// Errors when OnlyFirst/OnlySecond cannot shorten the chosen sequence enough.
     pub fn encode_pair(
         &self,
@@ -504,10 +529,16 @@ impl BertTokenizer {
                     lengths: (a.len(), b.len()),
                     strategy: t.strategy,
                 })?;
-            a.truncate(n1, 0, t.left);
-            b.truncate(n2, 0, t.left);
-            a.overflowing.clear();
-            b.overflowing.clear();
+            // As HF: the stride must be below the kept length of a side that is cut.
+            if (a.len() > n1 && t.stride >= n1) || (b.len() > n2 && t.stride >= n2) {
+                return Err(TruncationError {
+                    max_length: t.max_length,
+                    lengths: (a.len(), b.len()),
+                    strategy: t.strategy,
+                });
+            }
+            a.truncate(n1, t.stride, t.left);
+            b.truncate(n2, t.stride, t.left);
         }
         let mut e = self.template(a, Some(b), add_special_tokens);
         self.pad_one(&mut e);
@@ -551,28 +582,34 @@ impl BertTokenizer {
         }
     }
 
-    /// The template around one or two sequences (and around each overflowing window of a
-    /// single sequence).
+    /// The template around one or two sequences, built as HF's post-processor builds it: the
+    /// pieces `[CLS] A [SEP] (B [SEP])` merged left to right with [`Encoding::merge_with`], which
+    /// also combines the overflowing windows of A and B (so their order matches HF's).
     fn template(&self, a: Encoding, b: Option<Encoding>, add_special_tokens: bool) -> Encoding {
-        let mut e = Encoding::default();
+        let special = |t: &(String, u32), type_id: u32| {
+            let mut e = Encoding::default();
+            self.push_template(&mut e, t, type_id);
+            e
+        };
+        let mut parts = Vec::with_capacity(5);
         if add_special_tokens {
-            self.push_template(&mut e, &self.cls, 0);
+            parts.push(special(&self.cls, 0));
         }
-        let overflow = a.overflowing.clone();
-        append(&mut e, a);
+        parts.push(a);
         if add_special_tokens {
-            self.push_template(&mut e, &self.sep, 0);
+            parts.push(special(&self.sep, 0));
         }
         if let Some(b) = b {
-            append(&mut e, b);
+            parts.push(b);
             if add_special_tokens {
-                self.push_template(&mut e, &self.sep, 1);
+                parts.push(special(&self.sep, 1));
             }
         }
-        e.overflowing = overflow
-            .into_iter()
-            .map(|o| self.template(o, None, add_special_tokens))
-            .collect();
+        let mut parts = parts.into_iter();
+        let mut e = parts.next().expect("at least one part");
+        for p in parts {
+            e.merge_with(p);
+        }
         e
     }
 

@@ -136,10 +136,11 @@ fn truncation_strategies_stride_and_overflow_match_hf() {
                 "only_first" => TruncationStrategy::OnlyFirst,
                 _ => TruncationStrategy::OnlySecond,
             };
+            let stride = c.get("stride").and_then(Value::as_u64).unwrap_or(0) as usize;
             tok.truncation = Some(Truncation {
                 max_length,
                 strategy,
-                stride: 0,
+                stride,
                 left: false,
             });
             let what = format!("pair {a:?} / {b:?} max {max_length} {strategy:?}");
@@ -150,6 +151,21 @@ fn truncation_strategies_stride_and_overflow_match_hf() {
                 (Ok(e), None) => {
                     if let Err(m) = compare(&what, &e, &c["pair"]) {
                         failures.push(m)
+                    }
+                    // Windows were recorded for some cases only (null elsewhere).
+                    if let Some(want) = c["overflowing"].as_array() {
+                        if e.overflowing.len() != want.len() {
+                            failures.push(format!(
+                                "{what}: {} overflowing windows, HF has {}",
+                                e.overflowing.len(),
+                                want.len()
+                            ));
+                        }
+                        for (k, (o, w)) in e.overflowing.iter().zip(want).enumerate() {
+                            if let Err(m) = compare(&format!("{what} window {k}"), o, w) {
+                                failures.push(m);
+                            }
+                        }
                     }
                 }
                 (Err(_), Some(_)) => {}
