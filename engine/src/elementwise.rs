@@ -271,15 +271,5 @@ impl SimdKernel for UnaryK<'_> {
 
 /// Applies `op` in place, threaded when large.
 pub fn unary_inplace(isa: Isa, op: UnaryOp, x: &mut [f32]) {
-    if x.len() < crate::rows::PAR_MIN_ELEMS || rayon::current_num_threads() == 1 {
-        dispatch(isa, UnaryK { op, x });
-        return;
-    }
-    use rayon::prelude::*;
-    let chunk = x
-        .len()
-        .div_ceil(rayon::current_num_threads() * 4)
-        .next_multiple_of(64);
-    x.par_chunks_mut(chunk)
-        .for_each(|c| dispatch(isa, UnaryK { op, x: c }));
+    crate::rows::for_chunks(x, |c| dispatch(isa, UnaryK { op, x: c }));
 }

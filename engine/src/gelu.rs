@@ -48,17 +48,7 @@ impl SimdKernel for GeluK<'_> {
 
 /// GELU in place, threaded over chunks when large.
 pub fn gelu_inplace(isa: Isa, x: &mut [f32], kind: Gelu) {
-    if x.len() < crate::rows::PAR_MIN_ELEMS || rayon::current_num_threads() == 1 {
-        dispatch(isa, GeluK { x, kind });
-        return;
-    }
-    use rayon::prelude::*;
-    let chunk = x
-        .len()
-        .div_ceil(rayon::current_num_threads() * 4)
-        .next_multiple_of(64);
-    x.par_chunks_mut(chunk)
-        .for_each(|c| dispatch(isa, GeluK { x: c, kind }));
+    crate::rows::for_chunks(x, |c| dispatch(isa, GeluK { x: c, kind }));
 }
 
 struct GeluBackward<'a> {

@@ -65,6 +65,21 @@ pub fn for_rows<O: RowOp>(isa: Isa, op: &O, out: &mut [f32], cols: usize) {
         });
 }
 
+/// Runs `f` on all of `x` when it is small, else on chunks of it (multiples of 64 floats, a few
+/// per thread) in parallel: the threading of every elementwise in-place kernel.
+pub fn for_chunks(x: &mut [f32], f: impl Fn(&mut [f32]) + Sync + Send) {
+    if x.len() < PAR_MIN_ELEMS || rayon::current_num_threads() == 1 {
+        f(x);
+        return;
+    }
+    use rayon::prelude::*;
+    let chunk = x
+        .len()
+        .div_ceil(rayon::current_num_threads() * 4)
+        .next_multiple_of(64);
+    x.par_chunks_mut(chunk).for_each(f);
+}
+
 /// Sum and max of a slice with vector accumulators (helpers shared by the row kernels).
 #[inline(always)]
 pub fn max_of<S: Simd>(s: S, x: &[f32]) -> f32 {
