@@ -201,8 +201,13 @@ pub fn train_from_counts(cfg: &TrainerConfig, counts: &FxHashMap<String, u64>) -
     let score = |p: (u32, u32), c: u64, unit: &[u64]| {
         c as f64 / (unit[p.0 as usize] as f64 * unit[p.1 as usize] as f64)
     };
+    // Only pairs frequent enough to merge go in the heap. The others score highest (rare parts
+    // that occur together) and would sit at its top to be popped and skipped again and again.
+    // A pair's count only rises when a merge rewrites a word holding it, which pushes it then.
+    let min_count = cfg.min_frequency.max(1);
     let mut heap: BinaryHeap<Entry> = pair_count
         .iter()
+        .filter(|(_, &c)| c >= min_count)
         .map(|(&p, &c)| Entry {
             score: score(p, c, &unit),
             count: c,
@@ -284,7 +289,7 @@ pub fn train_from_counts(cfg: &TrainerConfig, counts: &FxHashMap<String, u64>) -
         }
         for p in touched {
             let c = pair_count.get(&p).copied().unwrap_or(0);
-            if c > 0 && p != (a, b) {
+            if c >= min_count && p != (a, b) {
                 heap.push(Entry {
                     score: score(p, c, &unit),
                     count: c,
