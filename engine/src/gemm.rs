@@ -168,15 +168,31 @@ pub fn gemm_with(
     beta: f32,
     c: MatMut,
 ) -> Result<(), GemmError> {
+    run_checked(isa, threads, alpha, a, b, beta, c, tile(isa), run_serial)
+}
+
+/// The shared entry of the f32 and bf16 GEMMs: checks the views, skips empty problems, and runs
+/// `serial` (a blocked GEMM with register tile `tile`) on disjoint blocks of C across threads.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run_checked(
+    isa: Isa,
+    threads: usize,
+    alpha: f32,
+    a: MatRef,
+    b: MatRef,
+    beta: f32,
+    c: MatMut,
+    tile: (usize, usize),
+    serial: unsafe fn(Isa, Job),
+) -> Result<(), GemmError> {
     check_args(&a, &b, &c)?;
-    let (m, n) = (c.rows, c.cols);
-    if m == 0 || n == 0 {
+    if c.rows == 0 || c.cols == 0 {
         return Ok(());
     }
     let job = Job::new(alpha, a, b, beta, c);
     // SAFETY: check_args proved every (i, j) the job addresses is inside the slices, and the
     // output layout does not alias; `c` is borrowed mutably for the whole call.
-    unsafe { run_threaded(isa, threads, job) };
+    unsafe { run_threaded_with(isa, threads, job, tile, serial) };
     Ok(())
 }
 

@@ -17,9 +17,7 @@
 //! a dot product of length k has a typical relative error of about 2^-9 / sqrt-ish of the
 //! cancellation; the tests bound it and `benches` reports it.
 
-use crate::gemm::{
-    check_args, prefetch, run_threaded_with, AlignedBuf, GemmError, Job, MatMut, MatRef,
-};
+use crate::gemm::{prefetch, run_checked, AlignedBuf, GemmError, Job, MatMut, MatRef};
 use crate::simd::{dispatch, Isa, Simd, SimdKernel};
 use half::bf16;
 use std::cell::RefCell;
@@ -75,15 +73,17 @@ pub fn gemm_bf16_with(
     beta: f32,
     c: MatMut,
 ) -> Result<(), GemmError> {
-    check_args(&a, &b, &c)?;
-    let (m, n) = (c.rows, c.cols);
-    if m == 0 || n == 0 {
-        return Ok(());
-    }
-    let job = Job::new(alpha, a, b, beta, c);
-    // SAFETY: as in gemm_with: bounds and aliasing checked by check_args.
-    unsafe { run_threaded_with(isa, threads, job, tile_bf16(isa), run_serial_bf16) };
-    Ok(())
+    run_checked(
+        isa,
+        threads,
+        alpha,
+        a,
+        b,
+        beta,
+        c,
+        tile_bf16(isa),
+        run_serial_bf16,
+    )
 }
 
 thread_local! {
