@@ -113,8 +113,9 @@ impl LayerStep {
             heads,
             intermediate: 4 * hidden,
             layer_norm_eps: 1e-12,
-            act: engine::Gelu::Erf,
+            act: bert::Activation::Gelu(engine::Gelu::Erf),
             dropout: 0.1,
+            attention_dropout: 0.1,
         };
         let mut store = engine::ParamStore::new();
         let layer = bert::layer::EncoderLayer::new(&mut store, "encoder.layer.0.", config, 1)

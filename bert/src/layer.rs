@@ -12,7 +12,8 @@
 //! Weights are stored as HF stores them, Linear weights (out, in), and used through a
 //! transposed view (no copy: the GEMM packs the strides). Parameter names are HF's.
 
-use engine::{Gelu, ParamStore, Result, Tensor, Var};
+use crate::config::Activation;
+use engine::{ParamStore, Result, Tensor, Var};
 
 /// Shape of one encoder layer.
 #[derive(Clone, Debug, PartialEq)]
@@ -21,9 +22,11 @@ pub struct LayerConfig {
     pub heads: usize,
     pub intermediate: usize,
     pub layer_norm_eps: f32,
-    pub act: Gelu,
-    /// Dropout on attention probabilities and on the two residual branches (training only).
+    pub act: Activation,
+    /// Dropout on the two residual branches (training only): `hidden_dropout_prob`.
     pub dropout: f32,
+    /// Dropout on the attention probabilities (training only): `attention_probs_dropout_prob`.
+    pub attention_dropout: f32,
 }
 
 /// The layer's parameters, by HF name under a prefix (e.g. `encoder.layer.0.`).
@@ -143,6 +146,18 @@ impl EncoderLayer {
         mask: Option<&Tensor>,
         dropout_seed: Option<u64>,
     ) -> Result<Var> {
+        Ok(self.forward_ext(x, mask, dropout_seed, false)?.0)
+    }
+
+    /// [`EncoderLayer::forward`], also returning the attention probabilities (B,nh,S,S)
+    /// when `want_probs` (recomputed outside the tape, for inspection only).
+    pub fn forward_ext(
+        &self,
+        x: &Var,
+        mask: Option<&Tensor>,
+        dropout_seed: Option<u64>,
+        want_probs: bool,
+    ) -> Result<(Var, Option<Tensor>)> {
         let c = &self.config;
         let s = x.shape();
         let (b, sl, h) = (s[0], s[1], s[2]);
@@ -160,16 +175,35 @@ impl EncoderLayer {
         let q = heads(linear(x, &self.q)?)?;
         let k = heads(linear(x, &self.k)?)?;
         let v = heads(linear(x, &self.v)?)?;
-        let ctx = Var::attention(&q, &k, &v, mask, 1.0 / (hd as f32).sqrt(), p, seed)?;
+        let scale = 1.0 / (hd as f32).sqrt();
+        let probs = if want_probs {
+            let scores = q.value().matmul(&k.value().t()?)?.affine(scale, 0.0)?;
+            Some(scores.softmax(mask)?)
+        } else {
+            None
+        };
+        let pa = if dropout_seed.is_some() {
+            c.attention_dropout
+        } else {
+            0.0
+        };
+        let ctx = Var::attention(&q, &k, &v, mask, scale, pa, seed)?;
         let ctx = ctx.permute(&[0, 2, 1, 3])?.reshape(&[b, sl, h])?;
         let a = linear(&ctx, &self.attn_out)?
             .dropout(p, seed ^ 0x5151)?
             .add(x)?;
         let a = a.layernorm(&self.attn_ln.0, &self.attn_ln.1, c.layer_norm_eps)?;
-        let hmid = linear(&a, &self.inter)?.gelu(c.act)?;
+        let hmid = linear(&a, &self.inter)?;
+        let hmid = match c.act {
+            Activation::Gelu(g) => hmid.gelu(g)?,
+            Activation::Relu => hmid.relu()?,
+        };
         let y = linear(&hmid, &self.out)?
             .dropout(p, seed ^ 0xA2A2)?
             .add(&a)?;
-        y.layernorm(&self.out_ln.0, &self.out_ln.1, c.layer_norm_eps)
+        Ok((
+            y.layernorm(&self.out_ln.0, &self.out_ln.1, c.layer_norm_eps)?,
+            probs,
+        ))
     }
 }

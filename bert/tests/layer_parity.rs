@@ -4,6 +4,7 @@
 //! parameter and of the input, each within 1e-4 relative error (max |ours - ref| / max |ref|).
 
 use bert::layer::{EncoderLayer, LayerConfig};
+use bert::Activation;
 use engine::{Gelu, ParamStore, Tensor, Var};
 use serde_json::Value;
 
@@ -44,8 +45,9 @@ fn bert_layer_matches_pytorch_forward_and_backward() {
         heads: c["heads"].as_u64().unwrap() as usize,
         intermediate: c["intermediate"].as_u64().unwrap() as usize,
         layer_norm_eps: c["layer_norm_eps"].as_f64().unwrap() as f32,
-        act: Gelu::Erf,
+        act: Activation::Gelu(Gelu::Erf),
         dropout: 0.0,
+        attention_dropout: 0.0,
     };
     let (b, s, h) = (
         f["batch"].as_u64().unwrap() as usize,

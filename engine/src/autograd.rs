@@ -95,6 +95,11 @@ enum Op {
         rstd: Vec<f32>,
     },
     Gelu(Gelu),
+    Tanh,
+    Relu,
+    BceWithLogits {
+        targets: Vec<f32>,
+    },
     Softmax {
         y: Tensor,
     },
@@ -360,6 +365,50 @@ impl Var {
             self.value().gelu(kind)?,
             vec![self.clone()],
             Op::Gelu(kind),
+        ))
+    }
+    /// Elementwise tanh (BERT's pooler).
+    pub fn tanh(&self) -> Result<Var> {
+        Ok(Self::from_op(
+            self.value().map(crate::UnaryOp::Tanh)?,
+            vec![self.clone()],
+            Op::Tanh,
+        ))
+    }
+    /// Elementwise max(x, 0) (`hidden_act: relu`).
+    pub fn relu(&self) -> Result<Var> {
+        Ok(Self::from_op(
+            self.value().map(crate::UnaryOp::Relu)?,
+            vec![self.clone()],
+            Op::Relu,
+        ))
+    }
+    /// Mean binary cross-entropy of these logits against `targets` (same shape, values in
+    /// [0, 1]), as PyTorch's `BCEWithLogitsLoss`: `max(x,0) - x t + log(1 + e^-|x|)`, a scalar.
+    pub fn bce_with_logits(&self, targets: &Tensor) -> Result<Var> {
+        let x = self.value();
+        if x.shape() != targets.shape() {
+            return Err(Error::Shape {
+                op: "bce_with_logits",
+                lhs: x.shape().to_vec(),
+                rhs: targets.shape().to_vec(),
+                why: "logits and targets must have the same shape".into(),
+            });
+        }
+        let (xv, tv) = (x.to_vec(), targets.to_vec());
+        let n = xv.len().max(1) as f64;
+        let sum: f64 = xv
+            .iter()
+            .zip(&tv)
+            .map(|(&x, &t)| {
+                let x = x as f64;
+                x.max(0.0) - x * t as f64 + (-x.abs()).exp().ln_1p()
+            })
+            .sum();
+        Ok(Self::from_op(
+            Tensor::scalar((sum / n) as f32),
+            vec![self.clone()],
+            Op::BceWithLogits { targets: tv },
         ))
     }
     /// Softmax over the last dimension after adding a constant mask (see [`Tensor::softmax`]).
@@ -680,6 +729,33 @@ fn backward_op(op: &Op, inputs: &[Var], out: &Tensor, g: &Tensor) -> Result<Vec<
             let x = val(0).contiguous();
             let mut dx = g.contiguous().to_vec();
             crate::gelu::gelu_backward_inplace(isa, x.as_slice().unwrap(), &mut dx, *kind);
+            vec![Some(Tensor::from_vec(dx, x.shape())?)]
+        }
+        Op::Tanh => {
+            // d tanh = 1 - y^2
+            let (y, gv) = (out.to_vec(), g.contiguous().to_vec());
+            let dx = y.iter().zip(&gv).map(|(y, g)| g * (1.0 - y * y)).collect();
+            vec![Some(Tensor::from_vec(dx, out.shape())?)]
+        }
+        Op::Relu => {
+            let (y, gv) = (out.to_vec(), g.contiguous().to_vec());
+            let dx = y
+                .iter()
+                .zip(&gv)
+                .map(|(&y, &g)| if y > 0.0 { g } else { 0.0 })
+                .collect();
+            vec![Some(Tensor::from_vec(dx, out.shape())?)]
+        }
+        Op::BceWithLogits { targets } => {
+            // d/dx = (sigmoid(x) - t) / n
+            let x = val(0);
+            let scale = g.to_vec()[0] / targets.len().max(1) as f32;
+            let dx = x
+                .to_vec()
+                .iter()
+                .zip(targets)
+                .map(|(&x, &t)| scale * (1.0 / (1.0 + (-x).exp()) - t))
+                .collect();
             vec![Some(Tensor::from_vec(dx, x.shape())?)]
         }
         Op::Softmax { y } => {

@@ -30,14 +30,73 @@ impl DType {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Storage {
     F32(Vec<f32>),
+    /// f32 values read in place from bytes owned elsewhere (a memory-mapped checkpoint).
+    MappedF32(MappedF32),
     BF16(Vec<bf16>),
     F16(Vec<f16>),
+}
+
+/// Read-only bytes that outlive every tensor viewing them (e.g. a `memmap2::Mmap`).
+pub trait ByteOwner: Send + Sync {
+    fn bytes(&self) -> &[u8];
+}
+
+/// `len` little-endian f32 values at `byte_offset` of an owner's bytes, viewed without a copy.
+#[derive(Clone)]
+pub struct MappedF32 {
+    owner: Arc<dyn ByteOwner>,
+    byte_offset: usize,
+    len: usize,
+}
+
+impl MappedF32 {
+    /// None when the range is out of bounds, not 4-byte aligned in memory, or the target is
+    /// big-endian: the caller then copies instead.
+    pub fn new(owner: Arc<dyn ByteOwner>, byte_offset: usize, len: usize) -> Option<Self> {
+        let bytes = owner.bytes();
+        let end = byte_offset.checked_add(len.checked_mul(4)?)?;
+        if end > bytes.len() || cfg!(target_endian = "big") {
+            return None;
+        }
+        let ptr = bytes[byte_offset..].as_ptr();
+        if ptr.align_offset(std::mem::align_of::<f32>()) != 0 {
+            return None;
+        }
+        Some(MappedF32 {
+            owner,
+            byte_offset,
+            len,
+        })
+    }
+    pub fn as_slice(&self) -> &[f32] {
+        let bytes = &self.owner.bytes()[self.byte_offset..self.byte_offset + 4 * self.len];
+        // SAFETY: `new` checked that the range is in bounds and 4-byte aligned, every bit
+        // pattern is a valid f32, the target is little-endian (the file's byte order), and the
+        // bytes are borrowed from `self.owner`, which this struct keeps alive and never mutates.
+        unsafe { std::slice::from_raw_parts(bytes.as_ptr() as *const f32, self.len) }
+    }
+}
+
+impl std::fmt::Debug for MappedF32 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "MappedF32({} values at byte {})",
+            self.len, self.byte_offset
+        )
+    }
+}
+
+impl PartialEq for MappedF32 {
+    fn eq(&self, o: &Self) -> bool {
+        self.as_slice() == o.as_slice()
+    }
 }
 
 impl Storage {
     pub fn dtype(&self) -> DType {
         match self {
-            Storage::F32(_) => DType::F32,
+            Storage::F32(_) | Storage::MappedF32(_) => DType::F32,
             Storage::BF16(_) => DType::BF16,
             Storage::F16(_) => DType::F16,
         }
@@ -45,6 +104,7 @@ impl Storage {
     pub fn len(&self) -> usize {
         match self {
             Storage::F32(v) => v.len(),
+            Storage::MappedF32(m) => m.len,
             Storage::BF16(v) => v.len(),
             Storage::F16(v) => v.len(),
         }
@@ -55,6 +115,7 @@ impl Storage {
     fn get_f32(&self, i: usize) -> f32 {
         match self {
             Storage::F32(v) => v[i],
+            Storage::MappedF32(m) => m.as_slice()[i],
             Storage::BF16(v) => v[i].to_f32(),
             Storage::F16(v) => v[i].to_f32(),
         }
@@ -237,9 +298,22 @@ impl Tensor {
     }
 
     /// The f32 slice this view addresses, starting at its offset, when the dtype is f32.
+    /// All of an f32 storage, from element 0 (not from this view's offset).
+    fn storage_f32(&self) -> &[f32] {
+        match &*self.storage {
+            Storage::F32(v) => v,
+            Storage::MappedF32(m) => m.as_slice(),
+            _ => panic!("storage_f32 on a {:?} tensor", self.dtype()),
+        }
+    }
+
     pub(crate) fn raw_f32(&self) -> &[f32] {
         match &*self.storage {
             Storage::F32(v) => &v[self.offset.min(v.len())..],
+            Storage::MappedF32(m) => {
+                let v = m.as_slice();
+                &v[self.offset.min(v.len())..]
+            }
             _ => panic!(
                 "raw_f32 on a {:?} tensor (callers check require_f32)",
                 self.dtype()
@@ -453,7 +527,8 @@ impl Tensor {
             return self.clone();
         }
         let storage = match &*self.storage {
-            Storage::F32(v) => {
+            Storage::F32(_) | Storage::MappedF32(_) => {
+                let v = self.storage_f32();
                 if self.is_contiguous() {
                     Storage::F32(v[self.offset..self.offset + self.numel()].to_vec())
                 } else {

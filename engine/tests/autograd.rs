@@ -134,6 +134,33 @@ proptest! {
 }
 
 #[test]
+fn grad_tanh_relu_and_binary_cross_entropy() {
+    let x = rnd(&[3, 7], 21).affine(2.0, 0.0).unwrap();
+    check_grads(std::slice::from_ref(&x), 1e-2, 2e-2, |v| v[0].tanh());
+    // Entries well away from 0, so the finite difference never straddles the kink.
+    let xr = Tensor::from_vec(
+        x.to_vec()
+            .iter()
+            .map(|&v| if v.abs() < 0.1 { v + 0.3 } else { v })
+            .collect(),
+        &[3, 7],
+    )
+    .unwrap();
+    check_grads(&[xr], 1e-2, 2e-2, |v| v[0].relu());
+    let t = Tensor::rand_uniform(&[3, 7], 0.0, 1.0, 22);
+    check_grads(std::slice::from_ref(&x), 1e-2, 2e-2, move |v| {
+        v[0].bce_with_logits(&t)
+    });
+    // The value against the f64 definition, including a large logit where a naive
+    // log(sigmoid) overflows.
+    let x = Tensor::from_vec(vec![-40.0, 0.0, 3.0, 60.0], &[4]).unwrap();
+    let t = Tensor::from_vec(vec![1.0, 0.5, 0.0, 1.0], &[4]).unwrap();
+    let got = Var::constant(x).bce_with_logits(&t).unwrap().item() as f64;
+    let want = (40.0 + -(0.5f64.ln()) + (3.0 + (-3.0f64).exp().ln_1p()) + 0.0) / 4.0;
+    assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+}
+
+#[test]
 fn grad_embedding_with_repeated_ids() {
     let ids = [2i64, 0, 2, 4, 2, 1];
     check_grads(&[rnd(&[5, 3], 13)], 1e-2, 2e-2, |v| {
