@@ -42,6 +42,34 @@ enum Command {
         #[arg(long, default_value_t = 1000)]
         limit_alphabet: usize,
     },
+    /// Sentence embeddings of stdin's lines: one line of floats per input line.
+    Embed {
+        /// A model directory in HF layout (config.json, model.safetensors, tokenizer.json or vocab.txt).
+        #[arg(long)]
+        model: String,
+        #[arg(long, value_parser = ["mean", "cls", "second-to-last"], default_value = "mean")]
+        pooling: String,
+        /// Scale each embedding to unit length.
+        #[arg(long)]
+        normalize: bool,
+        /// Texts per forward pass (padded to the batch's longest).
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        #[arg(long, value_enum, default_value_t = EmbedFormat::Text)]
+        format: EmbedFormat,
+    },
+    /// Cosine similarity of two texts' mean-pooled embeddings.
+    Similarity {
+        #[arg(long)]
+        model: String,
+        a: String,
+        b: String,
+    },
+    /// A model directory's configuration, parameter count, dtypes and size.
+    Info {
+        #[arg(long)]
+        model: String,
+    },
     /// Tokenize lines of stdin: one output line per input line.
     Tokenize {
         /// tokenizer.json, or vocab.txt (uncased BERT defaults; see --cased).
@@ -64,6 +92,14 @@ enum Command {
     },
 }
 
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+enum EmbedFormat {
+    /// Space-separated floats.
+    Text,
+    /// JSON lines: {"index", "embedding"}.
+    Json,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum Format {
     /// Space-separated ids.
@@ -78,6 +114,15 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command.unwrap_or(Command::Demo) {
         Command::Demo => demo(),
+        Command::Embed {
+            model,
+            pooling,
+            normalize,
+            batch,
+            format,
+        } => embed(&model, &pooling, normalize, batch, format),
+        Command::Similarity { model, a, b } => similarity(&model, &a, &b),
+        Command::Info { model } => info(&model),
         Command::Tokenize {
             tokenizer,
             cased,
@@ -171,6 +216,153 @@ fn tokenize(
                 writeln!(out, "{v}")?
             }
         }
+    }
+    Ok(())
+}
+
+/// A model directory and its tokenizer, set up for embedding: no fixed padding (batches pad
+/// to their longest), truncation to the model's positions when the tokenizer sets none.
+fn load_for_embedding(
+    dir: &str,
+) -> Result<(bert::Bert, BertTokenizer), Box<dyn std::error::Error>> {
+    let md = bert::ModelDir::load(
+        std::path::Path::new(dir),
+        &bert::LoadOptions {
+            task: Some(bert::Task::Base),
+            init_missing_head: None,
+        },
+    )?;
+    let mut tok = md
+        .tokenizer
+        .ok_or_else(|| format!("{dir}: no tokenizer.json or vocab.txt in the model directory"))?;
+    tok.padding = None;
+    let max = md.model.config.max_position_embeddings;
+    match &mut tok.truncation {
+        Some(t) => t.max_length = t.max_length.min(max),
+        None => {
+            tok.truncation = Some(Truncation {
+                max_length: max,
+                strategy: TruncationStrategy::LongestFirst,
+                stride: 0,
+                left: false,
+            })
+        }
+    }
+    Ok((md.model, tok))
+}
+
+fn embed_texts(
+    model: &bert::Bert,
+    tok: &BertTokenizer,
+    texts: &[&str],
+    pooling: bert::embed::Pooling,
+    normalize: bool,
+) -> Result<Vec<f32>, Box<dyn std::error::Error>> {
+    let encs = tok.encode_batch(texts, true);
+    let pad = tok.vocab.id("[PAD]").unwrap_or(0);
+    let x = bert::BertInput::from_encodings(&encs, pad)?;
+    Ok(bert::embed::embed_batch(model, &x, pooling, normalize)?)
+}
+
+fn embed(
+    dir: &str,
+    pooling: &str,
+    normalize: bool,
+    batch: usize,
+    format: EmbedFormat,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let pooling = bert::embed::Pooling::parse(pooling).expect("clap checked the value");
+    let (model, tok) = load_for_embedding(dir)?;
+    let h = model.config.hidden_size;
+    let stdin = std::io::stdin();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut lines = Vec::new();
+    let mut index = 0usize;
+    let mut flush =
+        |lines: &mut Vec<String>, out: &mut dyn Write| -> Result<(), Box<dyn std::error::Error>> {
+            if lines.is_empty() {
+                return Ok(());
+            }
+            let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+            let v = embed_texts(&model, &tok, &refs, pooling, normalize)?;
+            for row in v.chunks(h) {
+                match format {
+                    EmbedFormat::Text => {
+                        let s: Vec<String> = row.iter().map(|x| x.to_string()).collect();
+                        writeln!(out, "{}", s.join(" "))?;
+                    }
+                    EmbedFormat::Json => writeln!(
+                        out,
+                        "{}",
+                        serde_json::json!({"index": index, "embedding": row})
+                    )?,
+                }
+                index += 1;
+            }
+            lines.clear();
+            Ok(())
+        };
+    for (n, line) in stdin.lock().lines().enumerate() {
+        lines.push(line.map_err(|e| format!("stdin line {}: {e}", n + 1))?);
+        if lines.len() >= batch.max(1) {
+            flush(&mut lines, &mut out)?;
+        }
+    }
+    flush(&mut lines, &mut out)?;
+    Ok(())
+}
+
+fn similarity(dir: &str, a: &str, b: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let (model, tok) = load_for_embedding(dir)?;
+    let h = model.config.hidden_size;
+    let v = embed_texts(&model, &tok, &[a, b], bert::embed::Pooling::Mean, false)?;
+    println!("{:.6}", bert::embed::cosine(&v[..h], &v[h..]));
+    Ok(())
+}
+
+fn info(dir: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let path = std::path::Path::new(dir);
+    let md = bert::ModelDir::load(path, &bert::LoadOptions::default())?;
+    let c = &md.model.config;
+    let st = bert::safetensors::SafeTensors::open(&md.weights_file)?;
+    let mut dtypes = std::collections::BTreeMap::<String, (usize, usize)>::new();
+    for n in st.names() {
+        let i = st.info(n).unwrap();
+        let e = dtypes.entry(i.dtype.clone()).or_default();
+        e.0 += 1;
+        e.1 += i.shape.iter().product::<usize>();
+    }
+    let size = std::fs::metadata(&md.weights_file)?.len();
+    println!("model:        {}", path.display());
+    println!("class:        {}", md.model.task.architecture());
+    println!(
+        "shape:        {} layers, hidden {}, {} heads, intermediate {}, {}",
+        c.num_hidden_layers,
+        c.hidden_size,
+        c.num_attention_heads,
+        c.intermediate_size,
+        c.hidden_act.hf_name()
+    );
+    println!(
+        "tables:       vocab {}, positions {}, token types {}",
+        c.vocab_size, c.max_position_embeddings, c.type_vocab_size
+    );
+    println!(
+        "parameters:   {} ({:.1} M)",
+        md.model.params.numel(),
+        md.model.params.numel() as f64 / 1e6
+    );
+    for (d, (count, n)) in &dtypes {
+        println!("dtype:        {d}: {count} tensors, {n} values");
+    }
+    println!(
+        "file:         {} ({:.1} MB)",
+        md.weights_file.display(),
+        size as f64 / 1e6
+    );
+    match &md.tokenizer {
+        Some(t) => println!("tokenizer:    {} tokens", t.vocab.len()),
+        None => println!("tokenizer:    none (no tokenizer.json or vocab.txt)"),
     }
     Ok(())
 }

@@ -93,3 +93,87 @@ fn tokenize_errors_name_the_problem() {
         "{err}"
     );
 }
+
+/// The tiny random BertModel fixture plus a 99-token vocabulary of our own, as a model folder.
+fn tiny_model_dir() -> std::path::PathBuf {
+    let src =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny/BertModel");
+    let dir = std::env::temp_dir().join(format!("bert-cli-model-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(src.join(f), dir.join(f)).unwrap();
+    }
+    let mut vocab: Vec<String> = [
+        "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "sat", "on", "mat", ".",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    while vocab.len() < 99 {
+        vocab.push(format!("w{}", vocab.len()));
+    }
+    std::fs::write(dir.join("vocab.txt"), vocab.join("\n") + "\n").unwrap();
+    dir
+}
+
+#[test]
+fn embed_similarity_and_info() {
+    let dir = tiny_model_dir();
+    let d = dir.to_str().unwrap();
+    let (code, out, err) = run(
+        &["embed", "--model", d, "--normalize", "--batch", "2"],
+        "the cat sat on the mat.\nthe mat\nw42 w43 w44\n",
+    );
+    assert_eq!(code, 0, "{err}");
+    let rows: Vec<Vec<f32>> = out
+        .lines()
+        .map(|l| l.split(' ').map(|x| x.parse().unwrap()).collect())
+        .collect();
+    assert_eq!(rows.len(), 3);
+    for r in &rows {
+        assert_eq!(r.len(), 32);
+        let n: f32 = r.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((n - 1.0).abs() < 1e-5, "norm {n}");
+    }
+    // Batching does not change a text's embedding.
+    let (_, alone, _) = run(&["embed", "--model", d, "--normalize"], "w42 w43 w44\n");
+    let a: Vec<f32> = alone
+        .trim()
+        .split(' ')
+        .map(|x| x.parse().unwrap())
+        .collect();
+    for (x, y) in a.iter().zip(&rows[2]) {
+        assert!((x - y).abs() < 1e-6);
+    }
+    let (code, out, _) = run(
+        &[
+            "embed",
+            "--model",
+            d,
+            "--format",
+            "json",
+            "--pooling",
+            "cls",
+        ],
+        "the cat\n",
+    );
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["embedding"].as_array().unwrap().len(), 32);
+    let (code, out, _) = run(&["similarity", "--model", d, "the cat", "the cat"], "");
+    assert_eq!((code, out.trim()), (0, "1.000000"));
+    let (code, out, _) = run(&["info", "--model", d], "");
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("BertModel") && out.contains("2 layers, hidden 32"),
+        "{out}"
+    );
+    assert!(out.contains("tokenizer:    99 tokens"), "{out}");
+    let (code, _, err) = run(&["embed", "--model", "/no/such/dir"], "x\n");
+    assert_eq!(code, 1);
+    assert!(err.contains("/no/such/dir"), "{err}");
+    let (code, _, err) = run(&["embed", "--model", d, "--pooling", "max"], "x\n");
+    assert_ne!(code, 0);
+    assert!(err.contains("max"), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
