@@ -150,7 +150,7 @@ pub fn param_shapes(c: &BertConfig, task: Task) -> Vec<(String, Vec<usize>)> {
 }
 
 fn linear(x: &Var, (w, b): &(Var, Var)) -> Result<Var> {
-    Ok(x.matmul(&w.transpose(0, 1)?)?.add(b)?)
+    Ok(x.linear(w, Some(b))?)
 }
 
 impl Bert {
@@ -248,7 +248,7 @@ impl Bert {
         };
         let t = t.layernorm(&head.ln.0, &head.ln.1, self.config.layer_norm_eps)?;
         let word = self.encoder.word_embeddings();
-        Ok(t.matmul(&word.transpose(0, 1)?)?.add(&head.bias)?)
+        Ok(t.linear(word, Some(&head.bias))?)
     }
 
     /// Next-sentence logits (B,2): index 0 = "B follows A", 1 = "B is random" (HF's order).

@@ -13,7 +13,8 @@
 //! transposed view (no copy: the GEMM packs the strides). Parameter names are HF's.
 
 use crate::config::Activation;
-use engine::{ParamStore, Result, Tensor, Var};
+use engine::{PackedLinear, ParamStore, Result, Tensor, Var};
+use std::cell::RefCell;
 
 /// Shape of one encoder layer.
 #[derive(Clone, Debug, PartialEq)]
@@ -40,6 +41,19 @@ pub struct EncoderLayer {
     inter: (Var, Var),
     out: (Var, Var),
     out_ln: (Var, Var),
+    /// Prepacked weights for inference, built on first use and rebuilt when a parameter's
+    /// value is replaced (an optimizer step).
+    packed: RefCell<Option<Packed>>,
+}
+
+/// The layer's Linear weights packed for inference (query, key and value stacked into one).
+struct Packed {
+    /// The parameter values they were packed from (to notice updates).
+    sources: Vec<Tensor>,
+    qkv: PackedLinear,
+    attn_out: PackedLinear,
+    inter: PackedLinear,
+    out: PackedLinear,
 }
 
 /// HF names of a layer's parameters, relative to the layer prefix, with their shapes.
@@ -135,6 +149,7 @@ impl EncoderLayer {
             out: p(6),
             out_ln: p(7),
             config,
+            packed: RefCell::new(None),
         })
     }
 
@@ -149,6 +164,84 @@ impl EncoderLayer {
         Ok(self.forward_ext(x, mask, dropout_seed, false)?.0)
     }
 
+    fn all_params(&self) -> [&(Var, Var); 8] {
+        [
+            &self.q,
+            &self.k,
+            &self.v,
+            &self.attn_out,
+            &self.attn_ln,
+            &self.inter,
+            &self.out,
+            &self.out_ln,
+        ]
+    }
+
+    /// Runs `f` with the packed weights, (re)packing them if a parameter changed since.
+    fn with_packed<T>(&self, f: impl FnOnce(&Packed) -> Result<T>) -> Result<T> {
+        let now: Vec<Tensor> = self
+            .all_params()
+            .iter()
+            .flat_map(|(w, b)| [w.value(), b.value()])
+            .collect();
+        let fresh = self.packed.borrow().as_ref().is_some_and(|p| {
+            p.sources.iter().zip(&now).all(|(a, b)| {
+                a.shares_storage(b) && a.offset() == b.offset() && a.shape() == b.shape()
+            })
+        });
+        if !fresh {
+            let v = |i: usize| &now[i];
+            *self.packed.borrow_mut() = Some(Packed {
+                qkv: PackedLinear::new(&[v(0), v(2), v(4)], &[v(1), v(3), v(5)])?,
+                attn_out: PackedLinear::new(&[v(6)], &[v(7)])?,
+                inter: PackedLinear::new(&[v(10)], &[v(11)])?,
+                out: PackedLinear::new(&[v(12)], &[v(13)])?,
+                sources: now,
+            });
+        }
+        f(self.packed.borrow().as_ref().unwrap())
+    }
+
+    /// Inference (nothing recorded, no dropout): prepacked weights, query/key/value as one
+    /// GEMM, bias and residual written as the GEMMs' initial C, GELU applied in place, and the
+    /// fused attention kernel. The same arithmetic as the training path up to rounding.
+    fn forward_inference(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        let c = &self.config;
+        let s = x.shape();
+        let (b, sl, h) = (s[0], s[1], s[2]);
+        let (nh, hd) = (c.heads, c.hidden / c.heads);
+        let act = match c.act {
+            Activation::Gelu(g) => Some(g),
+            Activation::Relu => None,
+        };
+        self.with_packed(|p| {
+            // (B,S,3H) -> (3,B,nh,S,hd) views, no copies.
+            let qkv = p
+                .qkv
+                .forward(x, None, None)?
+                .reshape(&[b, sl, 3, nh, hd])?
+                .permute(&[2, 0, 3, 1, 4])?;
+            let (q, k, v) = (qkv.select(0, 0)?, qkv.select(0, 1)?, qkv.select(0, 2)?);
+            let scale = 1.0 / (hd as f32).sqrt();
+            let ctx = engine::attention::attention_inference(&q, &k, &v, mask, scale)?;
+            let a = p.attn_out.forward(&ctx, Some(x), None)?.layernorm(
+                &self.attn_ln.0.value(),
+                &self.attn_ln.1.value(),
+                c.layer_norm_eps,
+            )?;
+            let mut hmid = p.inter.forward(&a, None, act)?;
+            if act.is_none() {
+                hmid = hmid.map(engine::UnaryOp::Relu)?;
+            }
+            debug_assert_eq!(a.shape(), &[b, sl, h]);
+            p.out.forward(&hmid, Some(&a), None)?.layernorm(
+                &self.out_ln.0.value(),
+                &self.out_ln.1.value(),
+                c.layer_norm_eps,
+            )
+        })
+    }
+
     /// [`EncoderLayer::forward`], also returning the attention probabilities (B,nh,S,S)
     /// when `want_probs` (recomputed outside the tape, for inspection only).
     pub fn forward_ext(
@@ -158,9 +251,15 @@ impl EncoderLayer {
         dropout_seed: Option<u64>,
         want_probs: bool,
     ) -> Result<(Var, Option<Tensor>)> {
+        if dropout_seed.is_none() && !want_probs && !engine::autograd::is_recording() {
+            return Ok((
+                Var::constant(self.forward_inference(&x.value(), mask)?),
+                None,
+            ));
+        }
         let c = &self.config;
         let s = x.shape();
-        let (b, sl, h) = (s[0], s[1], s[2]);
+        let (b, sl) = (s[0], s[1]);
         let (nh, hd) = (c.heads, c.hidden / c.heads);
         let p = if dropout_seed.is_some() {
             c.dropout
@@ -168,16 +267,16 @@ impl EncoderLayer {
             0.0
         };
         let seed = dropout_seed.unwrap_or(0);
-        let linear = |x: &Var, (w, bias): &(Var, Var)| -> Result<Var> {
-            x.matmul(&w.transpose(0, 1)?)?.add(bias)
-        };
+        let linear = |x: &Var, (w, bias): &(Var, Var)| -> Result<Var> { x.linear(w, Some(bias)) };
         let heads = |t: Var| -> Result<Var> { t.reshape(&[b, sl, nh, hd])?.permute(&[0, 2, 1, 3]) };
         let q = heads(linear(x, &self.q)?)?;
         let k = heads(linear(x, &self.k)?)?;
         let v = heads(linear(x, &self.v)?)?;
         let scale = 1.0 / (hd as f32).sqrt();
         let probs = if want_probs {
-            let scores = q.value().matmul(&k.value().t()?)?.affine(scale, 0.0)?;
+            let scores = q
+                .value()
+                .matmul_scaled(&k.value().t()?, scale, engine::Precision::F32)?;
             Some(scores.softmax(mask)?)
         } else {
             None
@@ -187,8 +286,7 @@ impl EncoderLayer {
         } else {
             0.0
         };
-        let ctx = Var::attention(&q, &k, &v, mask, scale, pa, seed)?;
-        let ctx = ctx.permute(&[0, 2, 1, 3])?.reshape(&[b, sl, h])?;
+        let ctx = Var::attention_merged(&q, &k, &v, mask, scale, pa, seed)?;
         let a = linear(&ctx, &self.attn_out)?
             .dropout(p, seed ^ 0x5151)?
             .add(x)?;

@@ -334,7 +334,7 @@ impl BertModel {
         let pooled = match &self.pooler {
             Some((w, bias)) => {
                 let first = hcur.narrow(1, 0, 1)?.reshape(&[b, h])?;
-                Some(first.matmul(&w.transpose(0, 1)?)?.add(bias)?.tanh()?)
+                Some(first.linear(w, Some(bias))?.tanh()?)
             }
             None => None,
         };

@@ -423,3 +423,17 @@ fn saved_checkpoints_reload_identically_and_load_across_classes() {
     assert_eq!(a, b);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn inference_fast_path_equals_the_recorded_path() {
+    // Under no_grad the layers run prepacked, fused kernels; recording, the tape's ops.
+    let io = Io::open();
+    let m = load("BertModel");
+    let x = io.input();
+    let taped = m.forward(&x, eval()).unwrap().last_hidden.value().to_vec();
+    let fast = {
+        let _g = engine::no_grad();
+        m.forward(&x, eval()).unwrap().last_hidden.value().to_vec()
+    };
+    close("fast path vs taped path", &fast, &taped, 1e-6);
+}

@@ -39,6 +39,11 @@ impl Drop for NoGradGuard {
     }
 }
 
+/// Whether ops on this thread are being recorded (false inside [`no_grad`]).
+pub fn is_recording() -> bool {
+    recording()
+}
+
 fn recording() -> bool {
     !NO_GRAD.with(|f| f.get())
 }
@@ -67,6 +72,8 @@ struct Record {
 /// Every differentiable op, with what its backward pass needs.
 enum Op {
     MatMul,
+    /// x W^T + b, inputs (x, w[, b]).
+    Linear,
     Binary(BinOp),
     Affine(f32),
     Sum {
@@ -212,6 +219,15 @@ impl Var {
             vec![self.clone(), b.clone()],
             Op::MatMul,
         ))
+    }
+    /// A Linear layer, `x W^T + b` (see [`Tensor::linear`]): x (..., in), w (out, in), b (out).
+    pub fn linear(&self, w: &Var, b: Option<&Var>) -> Result<Var> {
+        let out = self
+            .value()
+            .linear(&w.value(), b.map(|b| b.value()).as_ref())?;
+        let mut inputs = vec![self.clone(), w.clone()];
+        inputs.extend(b.cloned());
+        Ok(Self::from_op(out, inputs, Op::Linear))
     }
     fn binary(&self, b: &Var, op: BinOp) -> Result<Var> {
         Ok(Self::from_op(
@@ -484,6 +500,35 @@ impl Var {
         ))
     }
 
+    /// [`Var::attention`] with the heads merged back: returns (B,Sq,H*Dv). In inference (not
+    /// recording, or nothing requires a gradient) with no dropout it runs the fused kernel
+    /// [`crate::attention::attention_inference`], which never materialises the probabilities.
+    pub fn attention_merged(
+        q: &Var,
+        k: &Var,
+        v: &Var,
+        mask: Option<&Tensor>,
+        scale: f32,
+        dropout: f32,
+        seed: u64,
+    ) -> Result<Var> {
+        let grads = recording() && [q, k, v].iter().any(|x| x.0.requires_grad);
+        if !grads && dropout == 0.0 {
+            let out = crate::attention::attention_inference(
+                &q.value(),
+                &k.value(),
+                &v.value(),
+                mask,
+                scale,
+            )?;
+            return Ok(Self::make(out, false, None));
+        }
+        let o = Self::attention(q, k, v, mask, scale, dropout, seed)?;
+        let s = o.shape();
+        o.permute(&[0, 2, 1, 3])?
+            .reshape(&[s[0], s[2], s[1] * s[3]])
+    }
+
     // ----- backward ------------------------------------------------------------------------
 
     /// Back-propagates from this scalar: every parameter it depends on gets d(self)/d(param)
@@ -614,6 +659,20 @@ fn backward_op(op: &Op, inputs: &[Var], out: &Tensor, g: &Tensor) -> Result<Vec<
                 sum_to_shape(&a.t()?.matmul(g)?, b.shape())?
             };
             vec![Some(da), Some(db)]
+        }
+        Op::Linear => {
+            // g (rows, out): dx = g W, dW = g^T x, db = column sums of g.
+            let (x, w) = (val(0), val(1));
+            let (nout, nin) = (w.shape()[0], w.shape()[1]);
+            let g2 = g.reshape(&[usize::MAX, nout])?;
+            let x2 = x.reshape(&[usize::MAX, nin])?;
+            let dx = g2.matmul(&w)?.reshape(x.shape())?;
+            let dw = g2.t()?.matmul(&x2)?;
+            let mut grads = vec![Some(dx), Some(dw)];
+            if inputs.len() == 3 {
+                grads.push(Some(g2.sum(0, false)?));
+            }
+            grads
         }
         Op::Binary(bop) => {
             let (a, b) = (val(0), val(1));

@@ -30,6 +30,6 @@ pub use autograd::{no_grad, ParamStore, Var};
 pub use elementwise::{BinOp, UnaryOp};
 pub use error::{Error, Result};
 pub use gelu::Gelu;
-pub use ops::Precision;
+pub use ops::{PackedLinear, Precision};
 pub use reduce::ReduceOp;
 pub use tensor::{DType, Storage, Tensor};

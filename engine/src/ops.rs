@@ -42,6 +42,11 @@ impl Tensor {
 
     /// [`Tensor::matmul`] with a choice of GEMM precision.
     pub fn matmul_with(&self, b: &Tensor, precision: Precision) -> Result<Tensor> {
+        self.matmul_scaled(b, 1.0, precision)
+    }
+
+    /// `alpha * (self @ b)`, the scale applied inside the GEMM (no extra pass).
+    pub fn matmul_scaled(&self, b: &Tensor, alpha: f32, precision: Precision) -> Result<Tensor> {
         let a = self;
         a.require_f32("matmul")?;
         b.require_f32("matmul")?;
@@ -86,6 +91,33 @@ impl Tensor {
         let isa = Isa::best();
         let threads = rayon::current_num_threads();
         match (bs(&a), bs(&b), precision) {
+            // x @ W with a shared W and x's rows contiguous across the batch (a Linear layer on
+            // (B, S, H)): one GEMM of batch * m rows, so W is packed once, not once per batch.
+            (Some(abs), Some(0), Precision::F32) if batch > 1 && abs == m * ars => {
+                let am = MatRef {
+                    data: ad,
+                    rows: batch * m,
+                    cols: k,
+                    rs: ars,
+                    cs: acs,
+                };
+                let bm = MatRef {
+                    data: bd,
+                    rows: k,
+                    cols: n,
+                    rs: brs,
+                    cs: bcs,
+                };
+                crate::gemm::gemm_with(
+                    isa,
+                    threads,
+                    alpha,
+                    am,
+                    bm,
+                    0.0,
+                    MatMut::row_major(&mut out, batch * m, n),
+                )?;
+            }
             (Some(abs), Some(bbs), Precision::F32) => {
                 let am = MatRef {
                     data: ad,
@@ -105,7 +137,7 @@ impl Tensor {
                     isa,
                     threads,
                     batch,
-                    1.0,
+                    alpha,
                     am,
                     abs,
                     bm,
@@ -136,16 +168,101 @@ impl Tensor {
                     let cm = MatMut::row_major(oc, m, n);
                     match precision {
                         Precision::F32 => {
-                            crate::gemm::gemm_with(isa, threads, 1.0, am, bm, 0.0, cm)?
+                            crate::gemm::gemm_with(isa, threads, alpha, am, bm, 0.0, cm)?
                         }
                         Precision::Bf16 => {
-                            crate::gemm_bf16::gemm_bf16_with(isa, threads, 1.0, am, bm, 0.0, cm)?
+                            crate::gemm_bf16::gemm_bf16_with(isa, threads, alpha, am, bm, 0.0, cm)?
                         }
                     }
                 }
             }
         }
         Ok(Tensor::new_like(&oshape, out))
+    }
+
+    /// A Linear layer: `x W^T + b` for x (..., in), w (out, in) as PyTorch stores it, b (out)
+    /// -> (..., out). One GEMM over every row of x; the bias is written first as the GEMM's C
+    /// (beta = 1), so it costs no pass of its own. W is read transposed in place.
+    pub fn linear(&self, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+        self.require_f32("linear")?;
+        w.require_f32("linear")?;
+        let err = |why: String| Error::Shape {
+            op: "linear",
+            lhs: self.shape().to_vec(),
+            rhs: w.shape().to_vec(),
+            why,
+        };
+        if w.rank() != 2 || self.rank() == 0 {
+            return Err(err("x must be (..., in) and the weight (out, in)".into()));
+        }
+        let (nout, nin) = (w.shape()[0], w.shape()[1]);
+        if *self.shape().last().unwrap() != nin {
+            return Err(err(format!(
+                "x has {} features, the weight takes {nin}",
+                self.shape().last().unwrap()
+            )));
+        }
+        if let Some(b) = bias {
+            b.require_f32("linear")?;
+            if b.shape() != [nout] {
+                return Err(Error::Shape {
+                    op: "linear",
+                    lhs: w.shape().to_vec(),
+                    rhs: b.shape().to_vec(),
+                    why: format!("the bias must have shape [{nout}]"),
+                });
+            }
+        }
+        let x = self.contiguous();
+        let w = if w.strides()[1] == 1 || w.strides()[0] == 1 {
+            w.clone()
+        } else {
+            w.contiguous()
+        };
+        let rows = x.numel() / nin.max(1);
+        let mut out: Vec<f32>;
+        let beta = match bias {
+            Some(b) => {
+                let bv = b.contiguous();
+                let bv = bv.as_slice().unwrap();
+                out = Vec::with_capacity(rows * nout);
+                for _ in 0..rows {
+                    out.extend_from_slice(bv);
+                }
+                1.0
+            }
+            None => {
+                out = vec![0.0; rows * nout];
+                0.0
+            }
+        };
+        let mut shape = self.shape().to_vec();
+        *shape.last_mut().unwrap() = nout;
+        if rows > 0 && nout > 0 {
+            // W^T (in, out): element (i, o) is w[o, i].
+            let wt = MatRef {
+                data: w.raw_f32(),
+                rows: nin,
+                cols: nout,
+                rs: w.strides()[1],
+                cs: w.strides()[0],
+            };
+            crate::gemm::gemm_with(
+                Isa::best(),
+                rayon::current_num_threads(),
+                1.0,
+                MatRef::row_major(x.as_slice().unwrap(), rows, nin),
+                wt,
+                beta,
+                MatMut::row_major(&mut out, rows, nout),
+            )?;
+        }
+        Ok(Tensor::new_like(&shape, out))
+    }
+
+    /// Prepacks weights for repeated inference: see [`PackedLinear`].
+    pub fn packed_linear(weights: &[&Tensor], biases: &[&Tensor]) -> Result<PackedLinear> {
+        PackedLinear::new(weights, biases)
     }
 
     /// Elementwise `self (op) other` with broadcasting; result is dense.
@@ -442,4 +559,159 @@ fn batch_offset(mut i: usize, batch_shape: &[usize], strides: &[usize]) -> usize
         i /= batch_shape[d];
     }
     off
+}
+
+/// Linear layers prepacked for inference: the weights (out_i, in) of one or more layers
+/// sharing an input, stacked along `out` (e.g. the query, key and value projections, which then
+/// run as one GEMM over the input), packed once into the GEMM's B layout, and their biases.
+/// [`PackedLinear::forward`] writes `bias (+ residual)` as the GEMM's C and accumulates into it,
+/// then applies the activation in place: one pass over the output besides the GEMM itself.
+pub struct PackedLinear {
+    packed: crate::gemm::PackedB,
+    bias: Vec<f32>,
+    nin: usize,
+    nout: usize,
+}
+
+impl PackedLinear {
+    pub fn new(weights: &[&Tensor], biases: &[&Tensor]) -> Result<Self> {
+        let err = |why: String, shape: Vec<usize>| Error::Arg {
+            op: "packed_linear",
+            shape,
+            why,
+        };
+        let nin = weights
+            .first()
+            .ok_or_else(|| err("needs at least one weight".into(), vec![]))?
+            .shape()
+            .get(1)
+            .copied()
+            .unwrap_or(0);
+        let mut nout = 0;
+        for w in weights {
+            w.require_f32("packed_linear")?;
+            if w.rank() != 2 || w.shape()[1] != nin {
+                return Err(err(
+                    format!("weights must all be (out, {nin})"),
+                    w.shape().to_vec(),
+                ));
+            }
+            nout += w.shape()[0];
+        }
+        let mut bias = Vec::with_capacity(nout);
+        for b in biases {
+            b.require_f32("packed_linear")?;
+            bias.extend(b.to_vec());
+        }
+        if !biases.is_empty() && bias.len() != nout {
+            return Err(err(
+                format!("the biases hold {} values for {nout} outputs", bias.len()),
+                vec![bias.len()],
+            ));
+        }
+        if biases.is_empty() {
+            bias = vec![0.0; nout];
+        }
+        // W^T stacked: (in, out), row-major; the weights are small next to the work they do.
+        let mut wt = vec![0.0f32; nin * nout];
+        let mut o0 = 0;
+        for w in weights {
+            let wv = w.contiguous();
+            let wv = wv.as_slice().unwrap();
+            let rows = w.shape()[0];
+            for o in 0..rows {
+                for i in 0..nin {
+                    wt[i * nout + o0 + o] = wv[o * nin + i];
+                }
+            }
+            o0 += rows;
+        }
+        let packed = crate::gemm::PackedB::new(Isa::best(), MatRef::row_major(&wt, nin, nout))?;
+        Ok(PackedLinear {
+            packed,
+            bias,
+            nin,
+            nout,
+        })
+    }
+
+    pub fn out_features(&self) -> usize {
+        self.nout
+    }
+
+    /// `act(x W^T + b + residual)`: x (..., in) -> (..., out); `residual`, when given, has the
+    /// output's shape (a transformer's skip connection, added for free with the bias).
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        residual: Option<&Tensor>,
+        act: Option<Gelu>,
+    ) -> Result<Tensor> {
+        x.require_f32("linear")?;
+        if x.rank() == 0 || *x.shape().last().unwrap() != self.nin {
+            return Err(Error::Shape {
+                op: "linear",
+                lhs: x.shape().to_vec(),
+                rhs: vec![self.nout, self.nin],
+                why: format!("x must have {} features", self.nin),
+            });
+        }
+        let x = x.contiguous();
+        let rows = x.numel() / self.nin.max(1);
+        let mut shape = x.shape().to_vec();
+        *shape.last_mut().unwrap() = self.nout;
+        let mut out = vec![0.0f32; rows * self.nout];
+        let r = match residual {
+            Some(r) => {
+                if r.shape() != shape.as_slice() {
+                    return Err(Error::Shape {
+                        op: "linear",
+                        lhs: shape,
+                        rhs: r.shape().to_vec(),
+                        why: "the residual must have the output's shape".into(),
+                    });
+                }
+                Some(r.contiguous())
+            }
+            None => None,
+        };
+        // C starts as bias (+ residual), written in parallel row blocks.
+        let nout = self.nout.max(1);
+        let fill = |(i, blk): (usize, &mut [f32])| {
+            let rows_per = blk.len() / nout;
+            for (j, row) in blk.chunks_exact_mut(nout).enumerate() {
+                match &r {
+                    Some(r) => {
+                        let at = (i * rows_per + j) * nout;
+                        let rr = &r.as_slice().unwrap()[at..at + nout];
+                        for ((o, a), b) in row.iter_mut().zip(rr).zip(&self.bias) {
+                            *o = a + b;
+                        }
+                    }
+                    None => row.copy_from_slice(&self.bias),
+                }
+            }
+        };
+        let per = rows.div_ceil(rayon::current_num_threads() * 4).max(16) * nout;
+        if rows * nout >= 1 << 16 && rayon::current_num_threads() > 1 {
+            use rayon::prelude::*;
+            out.par_chunks_mut(per).enumerate().for_each(fill);
+        } else if !out.is_empty() {
+            fill((0, &mut out[..]));
+        }
+        if rows > 0 && self.nout > 0 {
+            crate::gemm::gemm_prepacked(
+                rayon::current_num_threads(),
+                1.0,
+                MatRef::row_major(x.as_slice().unwrap(), rows, self.nin),
+                &self.packed,
+                1.0,
+                MatMut::row_major(&mut out, rows, self.nout),
+            )?;
+        }
+        if let Some(kind) = act {
+            gelu_inplace(Isa::best(), &mut out, kind);
+        }
+        Ok(Tensor::new_like(&shape, out))
+    }
 }

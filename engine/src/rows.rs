@@ -28,6 +28,22 @@ impl<O: RowOp> SimdKernel for Chunk<'_, O> {
     }
 }
 
+/// [`for_rows`] on the calling thread.
+pub fn for_rows_serial<O: RowOp>(isa: Isa, op: &O, out: &mut [f32], cols: usize) {
+    if cols == 0 || out.is_empty() {
+        return;
+    }
+    dispatch(
+        isa,
+        Chunk {
+            op,
+            first: 0,
+            out,
+            cols,
+        },
+    );
+}
+
 /// Runs `op` on every row of `out` (rows x cols), in parallel when large.
 pub fn for_rows<O: RowOp>(isa: Isa, op: &O, out: &mut [f32], cols: usize) {
     if cols == 0 || out.is_empty() {

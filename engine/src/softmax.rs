@@ -91,6 +91,24 @@ pub fn softmax_rows(
     for_rows(isa, &Softmax { x, cols, mask }, out, cols);
 }
 
+/// [`softmax_rows`] on the calling thread only (for callers already running one task per core).
+pub fn softmax_rows_serial(
+    isa: Isa,
+    x: &[f32],
+    cols: usize,
+    mask: Option<(&[f32], &[usize])>,
+    out: &mut [f32],
+) {
+    assert_eq!(
+        x.len(),
+        out.len(),
+        "softmax_rows: input and output lengths differ"
+    );
+    if cols > 0 {
+        crate::rows::for_rows_serial(isa, &Softmax { x, cols, mask }, out, cols);
+    }
+}
+
 struct SoftmaxBackward<'a> {
     y: &'a [f32],
     dy: &'a [f32],

@@ -134,6 +134,70 @@ proptest! {
 }
 
 #[test]
+fn linear_matches_matmul_plus_bias_and_its_gradients() {
+    let x = rnd(&[2, 3, 5], 31);
+    let w = rnd(&[4, 5], 32);
+    let b = rnd(&[4], 33);
+    let fused = x.linear(&w, Some(&b)).unwrap();
+    let plain = x.matmul(&w.t().unwrap()).unwrap().add(&b).unwrap();
+    assert_eq!(fused.shape(), &[2, 3, 4]);
+    for (f, p) in fused.to_vec().iter().zip(plain.to_vec()) {
+        assert!((f - p).abs() < 1e-5, "{f} vs {p}");
+    }
+    let nobias = x.linear(&w, None).unwrap().to_vec();
+    let plain = x.matmul(&w.t().unwrap()).unwrap().to_vec();
+    assert_eq!(nobias, plain);
+    check_grads(&[x.clone(), w.clone(), b], 1e-2, 2e-2, |v| {
+        v[0].linear(&v[1], Some(&v[2]))
+    });
+    check_grads(&[x, w], 1e-2, 2e-2, |v| v[0].linear(&v[1], None));
+    let e = rnd(&[2, 6], 1)
+        .linear(&rnd(&[4, 5], 2), None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("linear") && e.contains("[2, 6]") && e.contains("[4, 5]"),
+        "{e}"
+    );
+}
+
+#[test]
+fn packed_linear_stacks_layers_and_fuses_residual_and_gelu() {
+    let x = rnd(&[2, 7, 20], 34);
+    let (w1, w2) = (rnd(&[5, 20], 35), rnd(&[11, 20], 36));
+    let (b1, b2) = (rnd(&[5], 37), rnd(&[11], 38));
+    let p = Tensor::packed_linear(&[&w1, &w2], &[&b1, &b2]).unwrap();
+    assert_eq!(p.out_features(), 16);
+    let res = rnd(&[2, 7, 16], 39);
+    let got = p.forward(&x, Some(&res), Some(Gelu::Erf)).unwrap();
+    let y1 = x.linear(&w1, Some(&b1)).unwrap().to_vec();
+    let y2 = x.linear(&w2, Some(&b2)).unwrap().to_vec();
+    let want: Vec<f32> = (0..14)
+        .flat_map(|r| {
+            let mut row = y1[r * 5..(r + 1) * 5].to_vec();
+            row.extend_from_slice(&y2[r * 11..(r + 1) * 11]);
+            row
+        })
+        .collect();
+    let want = Tensor::from_vec(want, &[2, 7, 16])
+        .unwrap()
+        .add(&res)
+        .unwrap()
+        .gelu(Gelu::Erf)
+        .unwrap()
+        .to_vec();
+    for (g, w) in got.to_vec().iter().zip(&want) {
+        assert!((g - w).abs() < 1e-5, "{g} vs {w}");
+    }
+    let e = p
+        .forward(&rnd(&[3, 19], 1), None, None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("20 features"), "{e}");
+    assert!(Tensor::packed_linear(&[&w1, &rnd(&[3, 4], 1)], &[]).is_err());
+}
+
+#[test]
 fn grad_tanh_relu_and_binary_cross_entropy() {
     let x = rnd(&[3, 7], 21).affine(2.0, 0.0).unwrap();
     check_grads(std::slice::from_ref(&x), 1e-2, 2e-2, |v| v[0].tanh());
@@ -224,6 +288,74 @@ fn grad_attention_with_mask_and_dropout() {
         let heads = v[0].reshape(&[b, s, h, d])?.permute(&[0, 2, 1, 3])?;
         Var::attention(&heads, &heads, &heads, None, 0.5, 0.0, 0)
     });
+}
+
+#[test]
+fn fused_inference_attention_matches_the_recorded_op() {
+    // Heads as strided views of one (B, S, 3*H*D) projection, a per-batch padding mask and a
+    // full (B, H, Sq, Sk) mask; Sq != Sk; more heads than lanes.
+    let (b, h, s, d) = (3, 5, 19, 24);
+    let x = rnd(&[b, s, 3 * h * d], 40);
+    let heads = |i: usize| {
+        x.narrow(2, i * h * d, h * d)
+            .unwrap()
+            .reshape(&[b, s, h, d])
+            .unwrap()
+            .permute(&[0, 2, 1, 3])
+            .unwrap()
+    };
+    let (q, k, v) = (heads(0), heads(1), heads(2));
+    let q = q.narrow(2, 0, 11).unwrap();
+    let pad: Vec<f32> = (0..b * s)
+        .map(|i| {
+            if i % s >= s - 3 * (i / s) {
+                f32::MIN
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let pad = Tensor::from_vec(pad, &[b, 1, 1, s]).unwrap();
+    let full = Tensor::rand_uniform(&[b, h, 11, s], -2.0, 2.0, 41);
+    for mask in [None, Some(&pad), Some(&full)] {
+        let want = Var::attention(
+            &Var::constant(q.clone()),
+            &Var::constant(k.clone()),
+            &Var::constant(v.clone()),
+            mask,
+            0.3,
+            0.0,
+            0,
+        )
+        .unwrap()
+        .value()
+        .permute(&[0, 2, 1, 3])
+        .unwrap()
+        .contiguous()
+        .to_vec();
+        for threads in [1, 2] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let got = pool
+                .install(|| engine::attention::attention_inference(&q, &k, &v, mask, 0.3).unwrap());
+            assert_eq!(got.shape(), &[b, 11, h * d]);
+            for (g, w) in got.to_vec().iter().zip(&want) {
+                assert!((g - w).abs() < 1e-5, "{g} vs {w}");
+            }
+        }
+    }
+    let e = engine::attention::attention_inference(
+        &q,
+        &k,
+        &v,
+        Some(&Tensor::zeros(&[2, 1, 1, s])),
+        0.3,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("mask"), "{e}");
 }
 
 #[test]

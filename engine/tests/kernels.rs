@@ -172,6 +172,99 @@ proptest! {
     }
 }
 
+/// A prepacked B gives bit for bit what the ordinary GEMM gives (same blocking along k, same
+/// microkernel), so the f64 checks of `gemm_with` carry over.
+fn check_prepacked(
+    isa: Isa,
+    threads: usize,
+    m: usize,
+    k: usize,
+    n: usize,
+    tb: bool,
+    alpha: f32,
+    beta: f32,
+) {
+    let a = rand_vec(m * k, 11);
+    let b = rand_vec(k * n, 12);
+    let bv = if tb {
+        MatRef {
+            data: &b,
+            rows: k,
+            cols: n,
+            rs: 1,
+            cs: k,
+        }
+    } else {
+        MatRef::row_major(&b, k, n)
+    };
+    let c0 = rand_vec(m * n, 13);
+    let mut want = c0.clone();
+    gemm_with(
+        isa,
+        threads,
+        alpha,
+        MatRef::row_major(&a, m, k),
+        bv,
+        beta,
+        MatMut::row_major(&mut want, m, n),
+    )
+    .unwrap();
+    let packed = engine::gemm::PackedB::new(isa, bv).unwrap();
+    let mut got = c0;
+    engine::gemm::gemm_prepacked(
+        threads,
+        alpha,
+        MatRef::row_major(&a, m, k),
+        &packed,
+        beta,
+        MatMut::row_major(&mut got, m, n),
+    )
+    .unwrap();
+    assert!(
+        got.iter()
+            .zip(&want)
+            .all(|(x, y)| x.to_bits() == y.to_bits()),
+        "{isa:?} t{threads} m={m} k={k} n={n} tb={tb}"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+    #[test]
+    fn gemm_prepacked_equals_gemm(m in awkward(), k in awkward(), n in awkward(), tb: bool,
+                                  alpha in prop_oneof![Just(1.0f32), -2.0f32..2.0], beta in prop_oneof![Just(0.0f32), Just(1.0)]) {
+        for isa in Isa::available() {
+            for threads in [1, 2] {
+                check_prepacked(isa, threads, m, k, n, tb, alpha, beta);
+            }
+        }
+    }
+}
+
+#[test]
+fn gemm_prepacked_large_and_errors() {
+    for isa in Isa::available() {
+        check_prepacked(isa, 2, 300, 513, 1000, true, 1.0, 1.0);
+        check_prepacked(isa, 2, 1000, 300, 17, false, 1.0, 0.0);
+        check_prepacked(isa, 1, 128, 384, 3100, true, 0.5, 0.0);
+    }
+    let b = rand_vec(12, 1);
+    let p = engine::gemm::PackedB::new(Isa::best(), MatRef::row_major(&b, 3, 4)).unwrap();
+    let a = rand_vec(10, 2);
+    let mut c = vec![0.0; 8];
+    let e = engine::gemm::gemm_prepacked(
+        1,
+        1.0,
+        MatRef::row_major(&a, 2, 5),
+        &p,
+        0.0,
+        MatMut::row_major(&mut c, 2, 4),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("2 x 5") && e.contains("3 x 4"), "{e}");
+}
+
 #[test]
 fn gemm_large_and_blocked_edges() {
     // Crosses every blocking boundary (KC = 256, MC = 240, NC = 3072) with ragged edges,

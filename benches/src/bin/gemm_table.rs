@@ -6,7 +6,7 @@
 //! against an f64 reference on sampled entries, every peer against ours.
 //!
 //! Run through `scripts/bench-gemm` (installs the wheels, runs 1 and 2 threads), or directly:
-//! `gemm_table --threads N [--bt] [--quick] [--shape I] [--markdown]`
+//! `gemm_table --threads N [--bt] [--quick] [--shape I | --mkn M,K,N] [--markdown]`
 //! `--bt` gives B transposed (stored (N, K)), the layout of `x @ W^T` in a Linear layer.
 use benches::*;
 use engine::gemm::{gemm_with, MatMut, MatRef};
@@ -135,7 +135,17 @@ fn main() {
             names.iter().map(|n| format!("{n:>15}")).collect::<String>()
         );
     }
-    for (si, &(m, k, n)) in SHAPES.iter().enumerate() {
+    // --mkn M,K,N: one custom shape instead of the table's.
+    let custom: Option<Vec<(usize, usize, usize)>> = args
+        .iter()
+        .position(|a| a == "--mkn")
+        .and_then(|i| args.get(i + 1))
+        .map(|v| {
+            let d: Vec<usize> = v.split(',').map(|x| x.parse().expect("M,K,N")).collect();
+            vec![(d[0], d[1], d[2])]
+        });
+    let shapes = custom.as_deref().unwrap_or(SHAPES);
+    for (si, &(m, k, n)) in shapes.iter().enumerate() {
         if only.is_some_and(|o| o != si) || (quick && m * n * k > 1 << 28) {
             continue;
         }
