@@ -44,6 +44,8 @@ pub struct EncoderLayer {
     /// Prepacked weights for inference, built on first use and rebuilt when a parameter's
     /// value is replaced (an optimizer step).
     packed: RefCell<Option<Packed>>,
+    /// Inference GEMM precision: F32, or Bf16 (operands rounded to bf16, f32 sums).
+    pub precision: std::cell::Cell<engine::Precision>,
 }
 
 /// The layer's Linear weights packed for inference (query, key and value stacked into one).
@@ -150,6 +152,7 @@ impl EncoderLayer {
             out_ln: p(7),
             config,
             packed: RefCell::new(None),
+            precision: std::cell::Cell::new(engine::Precision::F32),
         })
     }
 
@@ -214,6 +217,9 @@ impl EncoderLayer {
             Activation::Gelu(g) => Some(g),
             Activation::Relu => None,
         };
+        if self.precision.get() == engine::Precision::Bf16 {
+            return self.forward_inference_bf16(x, mask);
+        }
         self.with_packed(|p| {
             // (B,S,3H) -> (3,B,nh,S,hd) views, no copies.
             let qkv = p
@@ -240,6 +246,42 @@ impl EncoderLayer {
                 c.layer_norm_eps,
             )
         })
+    }
+
+    /// The inference path with every Linear's GEMM in bf16 (AVX512-BF16 `vdpbf16ps` where the
+    /// CPU has it; elsewhere emulated, slower than f32).
+    fn forward_inference_bf16(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        let c = &self.config;
+        let s = x.shape();
+        let (b, sl) = (s[0], s[1]);
+        let (nh, hd) = (c.heads, c.hidden / c.heads);
+        let bf = engine::Precision::Bf16;
+        let lin =
+            |x: &Tensor, (w, bias): &(Var, Var)| x.linear_with(&w.value(), Some(&bias.value()), bf);
+        let heads =
+            |t: Tensor| -> Result<Tensor> { t.reshape(&[b, sl, nh, hd])?.permute(&[0, 2, 1, 3]) };
+        let (q, k, v) = (
+            heads(lin(x, &self.q)?)?,
+            heads(lin(x, &self.k)?)?,
+            heads(lin(x, &self.v)?)?,
+        );
+        let ctx =
+            engine::attention::attention_inference(&q, &k, &v, mask, 1.0 / (hd as f32).sqrt())?;
+        let a = lin(&ctx, &self.attn_out)?.add(x)?.layernorm(
+            &self.attn_ln.0.value(),
+            &self.attn_ln.1.value(),
+            c.layer_norm_eps,
+        )?;
+        let hmid = lin(&a, &self.inter)?;
+        let hmid = match c.act {
+            Activation::Gelu(g) => hmid.gelu(g)?,
+            Activation::Relu => hmid.map(engine::UnaryOp::Relu)?,
+        };
+        lin(&hmid, &self.out)?.add(&a)?.layernorm(
+            &self.out_ln.0.value(),
+            &self.out_ln.1.value(),
+            c.layer_norm_eps,
+        )
     }
 
     /// [`EncoderLayer::forward`], also returning the attention probabilities (B,nh,S,S)

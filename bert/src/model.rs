@@ -287,6 +287,14 @@ impl BertModel {
         })
     }
 
+    /// The GEMM precision of inference (no_grad) passes: `Bf16` rounds activations and weights
+    /// to bf16 and sums in f32. Training is always f32.
+    pub fn set_inference_precision(&self, p: engine::Precision) {
+        for l in &self.layers {
+            l.precision.set(p);
+        }
+    }
+
     /// The word-embedding table (V,H), which the MLM decoder shares.
     pub fn word_embeddings(&self) -> &Var {
         &self.word

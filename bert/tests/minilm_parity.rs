@@ -72,3 +72,31 @@ fn minilm_matches_transformers() {
         assert!(c >= 0.99999, "sentence {i}: cosine {c}");
     }
 }
+
+#[test]
+fn minilm_bf16_embeddings_stay_within_cosine_0_999_of_f32() {
+    let md = model_dir();
+    let mut tok = md.tokenizer.clone().unwrap();
+    tok.padding = None;
+    let texts = [
+        "The cat sat on the mat.",
+        "A man is playing a guitar on the stage while the crowd sings along loudly.",
+        "Rust gives memory safety without garbage collection.",
+    ];
+    let x = BertInput::from_encodings(&tok.encode_batch(&texts, true), 0).unwrap();
+    let f32_emb = embed_batch(&md.model, &x, Pooling::Mean, true).unwrap();
+    md.model
+        .encoder
+        .set_inference_precision(engine::Precision::Bf16);
+    let bf_emb = embed_batch(&md.model, &x, Pooling::Mean, true).unwrap();
+    md.model
+        .encoder
+        .set_inference_precision(engine::Precision::F32);
+    let h = md.model.config.hidden_size;
+    for i in 0..texts.len() {
+        let c = cosine(&f32_emb[i * h..(i + 1) * h], &bf_emb[i * h..(i + 1) * h]);
+        eprintln!("text {i}: bf16 vs f32 cosine {c:.6}");
+        assert!(c >= 0.999, "text {i}: cosine {c}");
+        assert!(c < 1.0 - 1e-9, "bf16 must actually change the numbers");
+    }
+}

@@ -184,6 +184,16 @@ impl Tensor {
     /// -> (..., out). One GEMM over every row of x; the bias is written first as the GEMM's C
     /// (beta = 1), so it costs no pass of its own. W is read transposed in place.
     pub fn linear(&self, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+        self.linear_with(w, bias, Precision::F32)
+    }
+
+    /// [`Tensor::linear`] with a choice of GEMM precision (bf16 operands, f32 sums).
+    pub fn linear_with(
+        &self,
+        w: &Tensor,
+        bias: Option<&Tensor>,
+        precision: Precision,
+    ) -> Result<Tensor> {
         self.require_f32("linear")?;
         w.require_f32("linear")?;
         let err = |why: String| Error::Shape {
@@ -247,15 +257,17 @@ impl Tensor {
                 rs: w.strides()[1],
                 cs: w.strides()[0],
             };
-            crate::gemm::gemm_with(
-                Isa::best(),
-                rayon::current_num_threads(),
-                1.0,
+            let (a, c) = (
                 MatRef::row_major(x.as_slice().unwrap(), rows, nin),
-                wt,
-                beta,
                 MatMut::row_major(&mut out, rows, nout),
-            )?;
+            );
+            let (isa, threads) = (Isa::best(), rayon::current_num_threads());
+            match precision {
+                Precision::F32 => crate::gemm::gemm_with(isa, threads, 1.0, a, wt, beta, c)?,
+                Precision::Bf16 => {
+                    crate::gemm_bf16::gemm_bf16_with(isa, threads, 1.0, a, wt, beta, c)?
+                }
+            }
         }
         Ok(Tensor::new_like(&shape, out))
     }

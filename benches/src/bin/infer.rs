@@ -2,7 +2,7 @@
 //! configuration: `{"impl", "model", "batch", "seq", "threads", "best_ms", "median_ms"}`. Each
 //! output is checked to be finite before timing. scripts/bench-inference runs it beside PyTorch.
 //!
-//! `infer --minilm DIR [--threads T] [--reps N] [--runs minilm:1x128,minilm:8x128,base:1x128]`
+//! `infer --minilm DIR [--threads T] [--reps N] [--runs minilm:1x128,minilm:8x128,base:1x128] [--bf16]`
 //! `minilm` is the model directory given; `base` is a randomly initialised BERT-base.
 use bert::{Bert, BertConfig, BertInput, Forward, LoadOptions, ModelDir, Task};
 
@@ -24,6 +24,9 @@ fn main() {
             .unwrap();
     }
     let runs = arg(&args, "--runs").unwrap_or("minilm:1x128,minilm:8x128");
+    // --bf16: every Linear's GEMM with bf16 operands (f32 sums).
+    let bf16 = args.iter().any(|a| a == "--bf16");
+    let tag = if bf16 { "ours bf16" } else { "ours" };
     let mut minilm: Option<Bert> = None;
     let mut base: Option<Bert> = None;
     for run in runs.split(',') {
@@ -47,6 +50,11 @@ fn main() {
             }),
             other => panic!("unknown model {other}"),
         };
+        if bf16 {
+            model
+                .encoder
+                .set_inference_precision(engine::Precision::Bf16);
+        }
         let ids: Vec<i64> = (0..batch * seq)
             .map(|i| 1000 + (i as i64 * 7919) % 19000)
             .collect();
@@ -71,7 +79,7 @@ fn main() {
         }
         times.sort_by(|a, b| a.partial_cmp(b).unwrap());
         println!(
-            "{{\"impl\": \"ours\", \"model\": \"{name}\", \"batch\": {batch}, \"seq\": {seq}, \"threads\": {}, \"best_ms\": {:.2}, \"median_ms\": {:.2}}}",
+            "{{\"impl\": \"{tag}\", \"model\": \"{name}\", \"batch\": {batch}, \"seq\": {seq}, \"threads\": {}, \"best_ms\": {:.2}, \"median_ms\": {:.2}}}",
             rayon::current_num_threads(),
             times[0],
             times[times.len() / 2]
