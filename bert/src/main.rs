@@ -20,8 +20,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// The end-to-end demo (not yet: it needs the model and training issues).
-    Demo,
+    /// The demo (today: the engine's kernels and sentence embeddings with --model).
+    Demo {
+        /// A model directory for the embedding part (scripts/demo passes all-MiniLM-L6-v2).
+        #[arg(long)]
+        model: Option<String>,
+    },
     /// Train a WordPiece vocabulary; writes vocab.txt and tokenizer.json into --out.
     Vocab {
         /// Text files, one sentence or paragraph per line.
@@ -112,8 +116,8 @@ enum Format {
 
 fn main() {
     let cli = Cli::parse();
-    let result = match cli.command.unwrap_or(Command::Demo) {
-        Command::Demo => demo(),
+    let result = match cli.command.unwrap_or(Command::Demo { model: None }) {
+        Command::Demo { model } => demo(model),
         Command::Embed {
             model,
             pooling,
@@ -415,13 +419,10 @@ fn write_atomic(path: &str, contents: &str) -> Result<(), Box<dyn std::error::Er
     Ok(())
 }
 
-fn demo() -> Result<(), Box<dyn std::error::Error>> {
+fn demo(model: Option<String>) -> Result<(), Box<dyn std::error::Error>> {
     let mut out = std::io::stdout().lock();
-    writeln!(out, "bert demo: not yet. The end-to-end demo (corpus -> vocabulary -> pretraining -> fine-tuning -> report)")?;
-    writeln!(
-        out,
-        "arrives with the model and training issues. What exists today:"
-    )?;
+    writeln!(out, "bert demo: the training demo (corpus -> vocabulary -> pretraining -> fine-tuning -> report)")?;
+    writeln!(out, "is not here yet (issue 6). What runs today:")?;
     writeln!(
         out,
         "  tensor engine: CPU kernels {:?} (using {:?}); bf16 GEMM {}",
@@ -429,24 +430,50 @@ fn demo() -> Result<(), Box<dyn std::error::Error>> {
         Isa::best(),
         engine::gemm_bf16::bf16_mode(Isa::best())
     )?;
-    let (m, k, n) = (128, 768, 768);
-    let a = engine::Tensor::randn(&[m, k], 0.0, 1.0, 1);
-    let b = engine::Tensor::randn(&[k, n], 0.0, 1.0, 2);
+    let Some(dir) = model else {
+        writeln!(out, "  (give --model DIR, or run scripts/demo, for sentence embeddings with all-MiniLM-L6-v2)")?;
+        return Ok(());
+    };
     let t = std::time::Instant::now();
-    let mut reps = 0;
-    while t.elapsed().as_secs_f64() < 0.5 {
-        let _ = a.matmul(&b)?;
-        reps += 1;
-    }
-    let gflops = 2.0 * (m * n * k * reps) as f64 / t.elapsed().as_secs_f64() / 1e9;
+    let (model, tok) = load_for_embedding(&dir)?;
     writeln!(
         out,
-        "  a BERT-shaped matmul ({m}x{k} @ {k}x{n}) runs at {gflops:.0} GFLOP/s here"
+        "  loaded {dir}: {} layers, hidden {}, {:.1} M parameters, in {:.2} s",
+        model.config.num_hidden_layers,
+        model.config.hidden_size,
+        model.params.numel() as f64 / 1e6,
+        t.elapsed().as_secs_f64()
     )?;
-    writeln!(out, "  autograd + AdamW, a BERT encoder layer checked against transformers, and the WordPiece tokenizer")?;
+    let texts = [
+        "A man is playing a guitar.",
+        "Someone plays an instrument on stage.",
+        "The cat sleeps on the warm windowsill.",
+        "A kitten is napping in the sun.",
+        "Interest rates rose by half a point.",
+    ];
+    let t = std::time::Instant::now();
+    let v = embed_texts(&model, &tok, &texts, bert::embed::Pooling::Mean, true)?;
+    let ms = t.elapsed().as_secs_f64() * 1e3;
+    let h = model.config.hidden_size;
     writeln!(
         out,
-        "  (`bert tokenize --tokenizer tokenizer.json < text`) are ready; see README.md."
+        "  sentence embeddings (mean pooling, normalized) of {} texts in {ms:.0} ms; cosine similarities:",
+        texts.len()
+    )?;
+    for (i, a) in texts.iter().enumerate() {
+        let row: Vec<String> = (0..texts.len())
+            .map(|j| {
+                format!(
+                    "{:5.2}",
+                    bert::embed::cosine(&v[i * h..(i + 1) * h], &v[j * h..(j + 1) * h])
+                )
+            })
+            .collect();
+        writeln!(out, "    [{i}] {} {a}", row.join(" "))?;
+    }
+    writeln!(
+        out,
+        "  more: bert embed | similarity | info | tokenize | vocab (bert --help); README.md"
     )?;
     Ok(())
 }
