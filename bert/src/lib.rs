@@ -4,6 +4,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod data;
 pub mod embed;
 pub mod heads;
 pub mod io;

@@ -74,6 +74,37 @@ enum Command {
         #[arg(long)]
         model: String,
     },
+    /// Build pretraining instances (BERT's recipe) into binary shards: DIR/train.bin,
+    /// DIR/heldout.bin, DIR/data.json, and a copy of the tokenizer.
+    Data {
+        /// Text files: one sentence per line, blank lines between documents.
+        #[arg(long, required = true, num_args = 1..)]
+        corpus: Vec<String>,
+        /// tokenizer.json, or vocab.txt (uncased).
+        #[arg(long)]
+        tokenizer: String,
+        #[arg(long)]
+        out: String,
+        #[arg(long, default_value_t = 128)]
+        max_seq_len: usize,
+        /// Passes over the corpus, each with other pairs and masks.
+        #[arg(long, default_value_t = 1)]
+        dupe_factor: usize,
+        #[arg(long, default_value_t = 0.1)]
+        short_seq_prob: f64,
+        #[arg(long, default_value_t = 0.15)]
+        masked_lm_prob: f64,
+        #[arg(long, default_value_t = 20)]
+        max_predictions: usize,
+        /// Mask whole words (a piece and its ## continuations) together.
+        #[arg(long)]
+        whole_word_mask: bool,
+        /// Share of documents held out for evaluation.
+        #[arg(long, default_value_t = 0.02)]
+        heldout: f64,
+        #[arg(long, default_value_t = 12345)]
+        seed: u64,
+    },
     /// Tokenize lines of stdin: one output line per input line.
     Tokenize {
         /// tokenizer.json, or vocab.txt (uncased BERT defaults; see --cased).
@@ -127,6 +158,33 @@ fn main() {
         } => embed(&model, &pooling, normalize, batch, format),
         Command::Similarity { model, a, b } => similarity(&model, &a, &b),
         Command::Info { model } => info(&model),
+        Command::Data {
+            corpus,
+            tokenizer,
+            out,
+            max_seq_len,
+            dupe_factor,
+            short_seq_prob,
+            masked_lm_prob,
+            max_predictions,
+            whole_word_mask,
+            heldout,
+            seed,
+        } => data(
+            &corpus,
+            &tokenizer,
+            &out,
+            bert::data::DataConfig {
+                max_seq_len,
+                dupe_factor,
+                short_seq_prob,
+                masked_lm_prob,
+                max_predictions,
+                whole_word_mask,
+                seed,
+                heldout_fraction: heldout,
+            },
+        ),
         Command::Tokenize {
             tokenizer,
             cased,
@@ -368,6 +426,120 @@ fn info(dir: &str) -> Result<(), Box<dyn std::error::Error>> {
         Some(t) => println!("tokenizer:    {} tokens", t.vocab.len()),
         None => println!("tokenizer:    none (no tokenizer.json or vocab.txt)"),
     }
+    Ok(())
+}
+
+fn load_tokenizer(path: &str) -> Result<BertTokenizer, Box<dyn std::error::Error>> {
+    let mut tok = if path.ends_with(".json") {
+        tokenizer::load_tokenizer_json(path)?
+    } else {
+        BertTokenizer::from_vocab_file(path, false)?
+    };
+    tok.padding = None;
+    tok.truncation = None;
+    Ok(tok)
+}
+
+fn data(
+    corpus: &[String],
+    tok_path: &str,
+    out: &str,
+    cfg: bert::data::DataConfig,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use bert::data::{create_instances, is_heldout, read_documents, write_shard, Specials};
+    let start = std::time::Instant::now();
+    if cfg.max_seq_len < 8 || cfg.max_seq_len > 4096 {
+        return Err(format!("--max-seq-len {} is outside 8..=4096", cfg.max_seq_len).into());
+    }
+    if !(0.0..1.0).contains(&cfg.masked_lm_prob)
+        || !(0.0..=1.0).contains(&cfg.short_seq_prob)
+        || !(0.0..1.0).contains(&cfg.heldout_fraction)
+    {
+        return Err(
+            "--masked-lm-prob and --heldout must be in [0, 1), --short-seq-prob in [0, 1]".into(),
+        );
+    }
+    let tok = load_tokenizer(tok_path)?;
+    let sp = Specials::from_tokenizer(&tok)?;
+    let docs = read_documents(corpus)?;
+    if docs.is_empty() {
+        return Err(format!(
+            "{}: no documents (one sentence per line, blank lines between documents)",
+            corpus.join(", ")
+        )
+        .into());
+    }
+    let n_sent: usize = docs.iter().map(Vec::len).sum();
+    eprintln!(
+        "bert data: {} documents, {n_sent} sentences; tokenizing ...",
+        docs.len()
+    );
+    let mut train = Vec::new();
+    let mut held = Vec::new();
+    let mut n_tokens = 0usize;
+    for (d, doc) in docs.iter().enumerate() {
+        let refs: Vec<&str> = doc.iter().map(String::as_str).collect();
+        let ids: Vec<Vec<u32>> = tok
+            .encode_batch(&refs, false)
+            .into_iter()
+            .map(|e| e.ids)
+            .filter(|v| !v.is_empty())
+            .collect();
+        n_tokens += ids.iter().map(Vec::len).sum::<usize>();
+        if is_heldout(d, &cfg) {
+            held.push(ids);
+        } else {
+            train.push(ids);
+        }
+    }
+    eprintln!(
+        "bert data: {n_tokens} tokens ({:.1} s); building instances ...",
+        start.elapsed().as_secs_f64()
+    );
+    let train_inst = create_instances(&train, &cfg, &sp);
+    let held_cfg = bert::data::DataConfig {
+        dupe_factor: 1,
+        seed: cfg.seed ^ 0x4E1D,
+        ..cfg.clone()
+    };
+    let held_inst = create_instances(&held, &held_cfg, &sp);
+    std::fs::create_dir_all(out).map_err(|e| format!("{out}: {e}"))?;
+    let dir = std::path::Path::new(out);
+    write_shard(
+        &dir.join("train.bin"),
+        &train_inst,
+        cfg.max_seq_len,
+        cfg.max_predictions,
+    )?;
+    write_shard(
+        &dir.join("heldout.bin"),
+        &held_inst,
+        cfg.max_seq_len,
+        cfg.max_predictions,
+    )?;
+    write_atomic(
+        &format!("{out}/tokenizer.json"),
+        &tokenizer::tokenizer_json(&tok),
+    )?;
+    write_atomic(&format!("{out}/vocab.txt"), &tok.vocab.to_vocab_txt())?;
+    let meta = serde_json::json!({
+        "corpus": corpus, "documents": docs.len(), "sentences": n_sent, "tokens": n_tokens,
+        "train_documents": train.len(), "heldout_documents": held.len(),
+        "train_instances": train_inst.len(), "heldout_instances": held_inst.len(),
+        "max_seq_len": cfg.max_seq_len, "dupe_factor": cfg.dupe_factor, "short_seq_prob": cfg.short_seq_prob,
+        "masked_lm_prob": cfg.masked_lm_prob, "max_predictions": cfg.max_predictions,
+        "whole_word_mask": cfg.whole_word_mask, "seed": cfg.seed, "vocab_size": tok.vocab.len(),
+    });
+    write_atomic(
+        &format!("{out}/data.json"),
+        &serde_json::to_string_pretty(&meta)?,
+    )?;
+    eprintln!(
+        "bert data: {} training and {} held-out instances -> {out}/train.bin, heldout.bin ({:.1} s)",
+        train_inst.len(),
+        held_inst.len(),
+        start.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
