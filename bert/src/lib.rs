@@ -11,6 +11,7 @@ pub mod io;
 pub mod layer;
 pub mod model;
 pub mod safetensors;
+pub mod train;
 
 pub use checkpoint::{LoadOptions, LoadReport, ModelDir};
 pub use config::{Activation, BertConfig, ProblemType};

@@ -105,6 +105,52 @@ enum Command {
         #[arg(long, default_value_t = 12345)]
         seed: u64,
     },
+    /// Pretrain (masked LM + next sentence) on `bert data` shards; checkpoints in OUT/checkpoint,
+    /// metrics in OUT/metrics.jsonl.
+    Pretrain {
+        /// A preset (bert-tiny, bert-mini, bert-small, bert-medium, bert-base) or a config.json.
+        #[arg(long, default_value = "bert-mini")]
+        model_config: String,
+        #[arg(long)]
+        data: String,
+        #[arg(long)]
+        out: String,
+        /// Optimizer steps.
+        #[arg(long, conflicts_with = "minutes")]
+        steps: Option<u64>,
+        /// A time budget instead of --steps (the step count is fixed from the first steps' speed).
+        #[arg(long)]
+        minutes: Option<f64>,
+        /// Sequences per optimizer step.
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        /// Micro-batches per step (gradient accumulation).
+        #[arg(long, default_value_t = 1)]
+        accum: usize,
+        #[arg(long, default_value_t = 1e-3)]
+        lr: f32,
+        /// Warmup steps, or a fraction of all steps when below 1.
+        #[arg(long, default_value_t = 0.06)]
+        warmup: f64,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Worker threads (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+        #[arg(long, default_value_t = 200)]
+        eval_every: u64,
+        #[arg(long, default_value_t = 500)]
+        checkpoint_every: u64,
+        /// Use the shard's fixed masks instead of re-drawing them every epoch.
+        #[arg(long)]
+        static_masking: bool,
+        /// Continue from OUT/checkpoint exactly where it stopped.
+        #[arg(long)]
+        resume: bool,
+        /// Stop after this step (after checkpointing), as an interrupted run would.
+        #[arg(long, hide = true)]
+        stop_after: Option<u64>,
+    },
     /// Tokenize lines of stdin: one output line per input line.
     Tokenize {
         /// tokenizer.json, or vocab.txt (uncased BERT defaults; see --cased).
@@ -158,6 +204,50 @@ fn main() {
         } => embed(&model, &pooling, normalize, batch, format),
         Command::Similarity { model, a, b } => similarity(&model, &a, &b),
         Command::Info { model } => info(&model),
+        Command::Pretrain {
+            model_config,
+            data,
+            out,
+            steps,
+            minutes,
+            batch,
+            accum,
+            lr,
+            warmup,
+            seed,
+            threads,
+            eval_every,
+            checkpoint_every,
+            static_masking,
+            resume,
+            stop_after,
+        } => {
+            if let Some(t) = threads {
+                let _ = rayon::ThreadPoolBuilder::new()
+                    .num_threads(t)
+                    .build_global();
+            }
+            let cfg = bert::train::PretrainConfig {
+                steps: if minutes.is_some() {
+                    None
+                } else {
+                    Some(steps.unwrap_or(1000))
+                },
+                minutes,
+                batch,
+                accum,
+                lr,
+                warmup,
+                seed,
+                eval_every: eval_every.max(1),
+                checkpoint_every: checkpoint_every.max(1),
+                dynamic_masking: !static_masking,
+                progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                stop_after,
+                ..Default::default()
+            };
+            pretrain(&model_config, &data, &out, &cfg, resume)
+        }
         Command::Data {
             corpus,
             tokenizer,
@@ -426,6 +516,34 @@ fn info(dir: &str) -> Result<(), Box<dyn std::error::Error>> {
         Some(t) => println!("tokenizer:    {} tokens", t.vocab.len()),
         None => println!("tokenizer:    none (no tokenizer.json or vocab.txt)"),
     }
+    Ok(())
+}
+
+fn pretrain(
+    model_config: &str,
+    data: &str,
+    out: &str,
+    cfg: &bert::train::PretrainConfig,
+    resume: bool,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let s = bert::train::pretrain(
+        model_config,
+        std::path::Path::new(data),
+        std::path::Path::new(out),
+        cfg,
+        resume,
+    )?;
+    eprintln!(
+        "bert pretrain: {} of {} steps in {:.1} s, {:.0} tokens/s; last loss {:.4}; held-out MLM accuracy {:.3} (most frequent token: {:.3}), NSP accuracy {:.3} -> {out}/checkpoint",
+        s.steps,
+        s.total_steps,
+        s.seconds,
+        s.tokens_per_second,
+        s.final_loss,
+        s.eval.mlm_accuracy,
+        s.eval.majority_accuracy,
+        s.eval.nsp_accuracy
+    );
     Ok(())
 }
 

@@ -1,0 +1,440 @@
+//! Pretraining (MLM + NSP) on shards from `bert data`, as BERT's run_pretraining.py does:
+//! AdamW (decoupled weight decay 0.01, not on biases and LayerNorm), linear warmup then linear
+//! decay, gradient clipping at norm 1, optional gradient accumulation; held-out MLM and NSP
+//! accuracy every `eval_every` steps; checkpoints in HF layout written atomically; metrics as
+//! JSON lines.
+//!
+//! Everything random is a function of (seed, step): the batch order (a seeded permutation per
+//! epoch), dropout masks, dynamic masking. With the optimizer's moments and step saved beside the
+//! weights, `--resume` continues exactly: a run stopped and resumed ends with the same weights
+//! as one that was not (tested in bert/tests/pretrain.rs).
+
+use crate::config::BertConfig;
+use crate::data::{DataConfig, Shard, Specials};
+use crate::heads::{Bert, Task};
+use crate::model::Forward;
+use crate::safetensors::SafeTensors;
+use crate::{BertError, Result};
+use engine::optim::{clip_grad_norm, AdamW, AdamWConfig, LrSchedule};
+use engine::rng::SplitMix64;
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::Path;
+
+/// Flags of `bert pretrain`.
+#[derive(Clone, Debug)]
+pub struct PretrainConfig {
+    /// Optimizer steps; with `minutes`, estimated from the first steps' speed.
+    pub steps: Option<u64>,
+    pub minutes: Option<f64>,
+    /// Sequences per optimizer step (split into `accum` micro-batches).
+    pub batch: usize,
+    pub accum: usize,
+    pub lr: f32,
+    /// Warmup steps, or a fraction of the total when below 1.
+    pub warmup: f64,
+    pub weight_decay: f32,
+    pub clip: f32,
+    pub seed: u64,
+    pub eval_every: u64,
+    pub eval_batches: usize,
+    pub checkpoint_every: u64,
+    /// Re-draw the masking every epoch (else the static masks of the shard).
+    pub dynamic_masking: bool,
+    pub progress: bool,
+    /// Stop (after checkpointing) once this step is done, as an interrupted run would.
+    pub stop_after: Option<u64>,
+}
+
+impl Default for PretrainConfig {
+    fn default() -> Self {
+        PretrainConfig {
+            steps: Some(1000),
+            minutes: None,
+            batch: 32,
+            accum: 1,
+            lr: 1e-3,
+            warmup: 0.06,
+            weight_decay: 0.01,
+            clip: 1.0,
+            seed: 42,
+            eval_every: 200,
+            eval_batches: 20,
+            checkpoint_every: 500,
+            dynamic_masking: true,
+            progress: true,
+            stop_after: None,
+        }
+    }
+}
+
+/// Held-out figures.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Eval {
+    pub mlm_accuracy: f64,
+    pub nsp_accuracy: f64,
+    pub mlm_loss: f64,
+    pub nsp_loss: f64,
+    /// Accuracy of always predicting the most frequent masked token (the baseline).
+    pub majority_accuracy: f64,
+}
+
+/// What a run did.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    pub steps: u64,
+    pub total_steps: u64,
+    pub seconds: f64,
+    pub tokens_per_second: f64,
+    pub final_loss: f64,
+    pub eval: Eval,
+}
+
+/// Instance indices of micro-batch `micro` of step `step` (1-based): consecutive slices of a
+/// seeded permutation per epoch.
+fn batch_indices(
+    n: usize,
+    step: u64,
+    micro: usize,
+    cfg: &PretrainConfig,
+    perm_cache: &mut (u64, Vec<usize>),
+) -> Vec<usize> {
+    let per_step = cfg.batch;
+    let mb = cfg.batch / cfg.accum;
+    let start = (step - 1) as usize * per_step + micro * mb;
+    (start..start + mb)
+        .map(|p| {
+            let epoch = (p / n) as u64;
+            if perm_cache.0 != epoch || perm_cache.1.len() != n {
+                let mut perm: Vec<usize> = (0..n).collect();
+                let mut r =
+                    SplitMix64::new(cfg.seed ^ 0xE90C ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                for i in (1..n).rev() {
+                    let j = (r.next_u64() % (i as u64 + 1)) as usize;
+                    perm.swap(i, j);
+                }
+                *perm_cache = (epoch, perm);
+            }
+            perm_cache.1[p % n]
+        })
+        .collect()
+}
+
+/// MLM / NSP accuracy and loss over the first `batches` batches of `shard` (static masks).
+pub fn evaluate(
+    model: &Bert,
+    shard: &Shard,
+    batch: usize,
+    batches: usize,
+    pad: u32,
+) -> Result<Eval> {
+    let _g = engine::no_grad();
+    let mut e = Eval::default();
+    let (mut n_mlm, mut n_nsp, mut nb) = (0usize, 0usize, 0usize);
+    let mut counts: HashMap<i64, usize> = HashMap::new();
+    let v = model.config.vocab_size;
+    for b in 0..batches {
+        let ids: Vec<usize> = (b * batch..((b + 1) * batch).min(shard.len())).collect();
+        if ids.is_empty() {
+            break;
+        }
+        let (x, labels, nsp) = shard.batch(&ids, pad, None);
+        let out = model.pretraining(&x, &labels, Some(&nsp), Forward::default())?;
+        let logits = out.mlm_logits.value().to_vec();
+        for (r, &t) in out.mlm_targets.iter().enumerate() {
+            let row = &logits[r * v..(r + 1) * v];
+            let arg = row
+                .iter()
+                .enumerate()
+                .fold(0, |best, (i, &x)| if x > row[best] { i } else { best });
+            e.mlm_accuracy += (arg as i64 == t) as usize as f64;
+            *counts.entry(t).or_default() += 1;
+        }
+        n_mlm += out.mlm_targets.len();
+        let nl = out.nsp_logits.value().to_vec();
+        for (i, &t) in nsp.iter().enumerate() {
+            let pred = (nl[2 * i + 1] > nl[2 * i]) as i64;
+            e.nsp_accuracy += (pred == t) as usize as f64;
+        }
+        n_nsp += nsp.len();
+        e.mlm_loss += out.mlm_loss.item() as f64;
+        e.nsp_loss += out.nsp_loss.map_or(0.0, |l| l.item() as f64);
+        nb += 1;
+    }
+    e.mlm_accuracy /= n_mlm.max(1) as f64;
+    e.nsp_accuracy /= n_nsp.max(1) as f64;
+    e.mlm_loss /= nb.max(1) as f64;
+    e.nsp_loss /= nb.max(1) as f64;
+    e.majority_accuracy = counts.values().copied().max().unwrap_or(0) as f64 / n_mlm.max(1) as f64;
+    Ok(e)
+}
+
+fn io_err(p: &Path, e: impl std::fmt::Display) -> BertError {
+    BertError::Io(format!("{}: {e}", p.display()))
+}
+
+/// Saves weights (HF layout), tokenizer files, optimizer moments and the trainer state.
+fn save_checkpoint(
+    dir: &Path,
+    model: &Bert,
+    opt: &AdamW,
+    state: &serde_json::Value,
+    data_dir: &Path,
+) -> Result<()> {
+    model.save_dir(dir)?;
+    for f in ["tokenizer.json", "vocab.txt"] {
+        let src = data_dir.join(f);
+        if src.exists() {
+            let bytes = std::fs::read(&src).map_err(|e| io_err(&src, e))?;
+            crate::io::write_atomic(&dir.join(f), &bytes)?;
+        }
+    }
+    let mut t = Vec::new();
+    for (name, v) in model.params.iter() {
+        if let Some((m, s)) = opt.moments(name) {
+            let shape = v.shape();
+            t.push((
+                format!("m.{name}"),
+                engine::Tensor::from_vec(m.to_vec(), &shape)?,
+            ));
+            t.push((
+                format!("v.{name}"),
+                engine::Tensor::from_vec(s.to_vec(), &shape)?,
+            ));
+        }
+    }
+    crate::safetensors::write(&dir.join("optimizer.safetensors"), &t, &BTreeMap::new())?;
+    crate::io::write_atomic(
+        &dir.join("trainer.json"),
+        serde_json::to_string_pretty(state).unwrap().as_bytes(),
+    )
+}
+
+/// Runs pretraining. `model_config` is a preset name or a config.json path.
+pub fn pretrain(
+    model_config: &str,
+    data_dir: &Path,
+    out: &Path,
+    cfg: &PretrainConfig,
+    resume: bool,
+) -> Result<Summary> {
+    if cfg.batch == 0 || cfg.accum == 0 || !cfg.batch.is_multiple_of(cfg.accum) {
+        return Err(BertError::Input(format!(
+            "--batch {} must be a positive multiple of --accum {}",
+            cfg.batch, cfg.accum
+        )));
+    }
+    let tok_path = data_dir.join("tokenizer.json");
+    let tok = tokenizer::load_tokenizer_json(&tok_path.display().to_string()).map_err(|e| {
+        BertError::Io(format!(
+            "{e} (is {} a `bert data` folder?)",
+            data_dir.display()
+        ))
+    })?;
+    let sp = Specials::from_tokenizer(&tok)?;
+    let pad = tok.vocab.id("[PAD]").unwrap_or(0);
+    let meta_path = data_dir.join("data.json");
+    let meta: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&meta_path).map_err(|e| io_err(&meta_path, e))?,
+    )
+    .map_err(|e| io_err(&meta_path, e))?;
+    let dcfg = DataConfig {
+        max_seq_len: meta["max_seq_len"].as_u64().unwrap_or(128) as usize,
+        max_predictions: meta["max_predictions"].as_u64().unwrap_or(20) as usize,
+        masked_lm_prob: meta["masked_lm_prob"].as_f64().unwrap_or(0.15),
+        whole_word_mask: meta["whole_word_mask"].as_bool().unwrap_or(false),
+        ..Default::default()
+    };
+    let train = Shard::open(&data_dir.join("train.bin"), sp.vocab_size)?;
+    let held = Shard::open(&data_dir.join("heldout.bin"), sp.vocab_size)?;
+    if train.is_empty() {
+        return Err(BertError::Input(format!(
+            "{}: no training instances",
+            train.source()
+        )));
+    }
+    std::fs::create_dir_all(out).map_err(|e| io_err(out, e))?;
+    let ckpt = out.join("checkpoint");
+    let mut opt = AdamW::new(AdamWConfig {
+        weight_decay: cfg.weight_decay,
+        ..Default::default()
+    });
+    let mut start_step = 0u64;
+    let mut total: Option<u64> = cfg.steps.filter(|_| cfg.minutes.is_none());
+    let mut elapsed0 = 0.0f64;
+    let model = if resume && ckpt.join("trainer.json").exists() {
+        let state: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(ckpt.join("trainer.json")).map_err(|e| io_err(&ckpt, e))?,
+        )
+        .map_err(|e| io_err(&ckpt, e))?;
+        start_step = state["step"].as_u64().unwrap_or(0);
+        total = state["total_steps"].as_u64();
+        elapsed0 = state["seconds"].as_f64().unwrap_or(0.0);
+        let md = crate::checkpoint::ModelDir::load(
+            &ckpt,
+            &crate::LoadOptions {
+                task: Some(Task::PreTraining),
+                init_missing_head: None,
+            },
+        )?;
+        let st = SafeTensors::open(&ckpt.join("optimizer.safetensors"))?;
+        let mut moments = HashMap::new();
+        for (name, _) in md.model.params.iter() {
+            let m = st.tensor(&format!("m.{name}"))?.to_vec();
+            let v = st.tensor(&format!("v.{name}"))?.to_vec();
+            moments.insert(name.clone(), (m, v));
+        }
+        opt.restore(start_step, moments);
+        // Owned copies: the mapped checkpoint file is replaced by the next save.
+        for (_, v) in md.model.params.iter() {
+            v.set_value(engine::Tensor::from_vec(v.value().to_vec(), &v.shape())?)?;
+        }
+        md.model
+    } else {
+        let mut c = if Path::new(model_config).exists() {
+            BertConfig::from_file(Path::new(model_config))?
+        } else {
+            BertConfig::preset(model_config, tok.vocab.len())?
+        };
+        if c.vocab_size != tok.vocab.len() {
+            return Err(BertError::Config(format!(
+                "the model's vocab_size {} differs from the data's vocabulary of {}",
+                c.vocab_size,
+                tok.vocab.len()
+            )));
+        }
+        c.max_position_embeddings = c.max_position_embeddings.max(dcfg.max_seq_len);
+        Bert::init(&c, Task::PreTraining, cfg.seed)?
+    };
+    let mut metrics = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(out.join("metrics.jsonl"))
+        .map_err(|e| io_err(out, e))?;
+    let mut log = |v: serde_json::Value| -> Result<()> {
+        writeln!(metrics, "{v}").map_err(|e| io_err(out, e))
+    };
+    let mut perm = (u64::MAX, Vec::new());
+    let t0 = std::time::Instant::now();
+    let mut step = start_step;
+    let mut tokens = 0usize;
+    let mut last_loss = f64::NAN;
+    let mut sched: Option<LrSchedule> = None;
+    let mut bar: Option<indicatif::ProgressBar> = None;
+    let mut eval = Eval::default();
+    loop {
+        if let Some(t) = total {
+            if step >= t {
+                break;
+            }
+            if sched.is_none() {
+                let warm = if cfg.warmup < 1.0 {
+                    (cfg.warmup * t as f64).round() as u64
+                } else {
+                    cfg.warmup as u64
+                };
+                sched = Some(LrSchedule::linear(cfg.lr, warm, t));
+                if cfg.progress {
+                    let b = indicatif::ProgressBar::new(t);
+                    b.set_style(
+                        indicatif::ProgressStyle::with_template(
+                            "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]",
+                        )
+                        .unwrap(),
+                    );
+                    b.set_position(step);
+                    bar = Some(b);
+                }
+            }
+        }
+        step += 1;
+        // Before the total is known (--minutes), the first steps run at the peak rate's warmup
+        // start; the total is fixed after 3 steps from their speed.
+        let lr = sched.as_ref().map_or(cfg.lr * 0.01, |s| s.lr(step));
+        let st = std::time::Instant::now();
+        model.params.zero_grad();
+        let mut loss_sum = 0.0f64;
+        for micro in 0..cfg.accum {
+            let ids = batch_indices(train.len(), step, micro, cfg, &mut perm);
+            let remask = cfg.dynamic_masking.then(|| {
+                let epoch = ((step - 1) as usize * cfg.batch / train.len()) as u64;
+                (
+                    &dcfg,
+                    &sp,
+                    cfg.seed ^ 0xAA55 ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                )
+            });
+            let (x, labels, nsp) = train.batch(&ids, pad, remask);
+            tokens += x.attention_mask.iter().filter(|&&m| m == 1.0).count();
+            let seed = cfg
+                .seed
+                .wrapping_mul(1_000_003)
+                .wrapping_add(step * 64 + micro as u64);
+            let o = model.pretraining(
+                &x,
+                &labels,
+                Some(&nsp),
+                Forward {
+                    dropout_seed: Some(seed),
+                    ..Default::default()
+                },
+            )?;
+            let loss = if cfg.accum > 1 {
+                o.loss.affine(1.0 / cfg.accum as f32, 0.0)?
+            } else {
+                o.loss
+            };
+            engine::optim::check_finite_loss(loss.item(), step)?;
+            loss_sum += loss.item() as f64;
+            loss.backward()?;
+        }
+        let gnorm = clip_grad_norm(&model.params, cfg.clip)?;
+        opt.step(&model.params, lr)?;
+        last_loss = loss_sum;
+        let secs = t0.elapsed().as_secs_f64();
+        if total.is_none() && step >= start_step + 3 {
+            let per = secs / (step - start_step) as f64;
+            let budget = cfg.minutes.unwrap_or(1.0) * 60.0;
+            total = Some(((budget / per) as u64).max(step + 1));
+        }
+        let tps = tokens as f64 / secs.max(1e-9);
+        log(
+            serde_json::json!({"step": step, "loss": loss_sum, "lr": lr, "grad_norm": gnorm,
+            "step_seconds": st.elapsed().as_secs_f64(), "tokens_per_second": tps, "seconds": elapsed0 + secs}),
+        )?;
+        if let Some(b) = &bar {
+            b.set_position(step);
+            b.set_message(format!("loss {loss_sum:.3}  {tps:.0} tok/s"));
+        }
+        let done = total.is_some_and(|t| step >= t);
+        if step.is_multiple_of(cfg.eval_every) || done {
+            eval = evaluate(&model, &held, cfg.batch / cfg.accum, cfg.eval_batches, pad)?;
+            log(
+                serde_json::json!({"step": step, "eval_mlm_accuracy": eval.mlm_accuracy,
+                "eval_nsp_accuracy": eval.nsp_accuracy, "eval_mlm_loss": eval.mlm_loss,
+                "eval_nsp_loss": eval.nsp_loss, "majority_accuracy": eval.majority_accuracy}),
+            )?;
+        }
+        let stop = cfg.stop_after == Some(step);
+        if step.is_multiple_of(cfg.checkpoint_every) || done || stop {
+            let state = serde_json::json!({"step": step, "total_steps": total, "seconds": elapsed0 + secs,
+                "seed": cfg.seed, "batch": cfg.batch, "lr": cfg.lr});
+            save_checkpoint(&ckpt, &model, &opt, &state, data_dir)?;
+        }
+        if stop {
+            break;
+        }
+    }
+    if let Some(b) = bar {
+        b.finish();
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    Ok(Summary {
+        steps: step,
+        total_steps: total.unwrap_or(step),
+        seconds: elapsed0 + secs,
+        tokens_per_second: tokens as f64 / secs.max(1e-9),
+        final_loss: last_loss,
+        eval,
+    })
+}
