@@ -96,9 +96,14 @@ fn tokenize_errors_name_the_problem() {
 
 /// The tiny random BertModel fixture plus a 99-token vocabulary of our own, as a model folder.
 fn tiny_model_dir() -> std::path::PathBuf {
-    let src =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny/BertModel");
-    let dir = std::env::temp_dir().join(format!("bert-cli-model-{}", std::process::id()));
+    tiny_class_dir("BertModel")
+}
+
+fn tiny_class_dir(class: &str) -> std::path::PathBuf {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/tiny")
+        .join(class);
+    let dir = std::env::temp_dir().join(format!("bert-cli-model-{}-{class}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     for f in ["config.json", "model.safetensors"] {
         std::fs::copy(src.join(f), dir.join(f)).unwrap();
@@ -176,4 +181,45 @@ fn embed_similarity_and_info() {
     assert_ne!(code, 0);
     assert!(err.contains("max"), "{err}");
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn fill_mask_ranks_tokens_and_fills_the_sentence() {
+    let dir = tiny_class_dir("BertForMaskedLM");
+    let d = dir.to_str().unwrap();
+    let (code, out, err) = run(
+        &[
+            "fill-mask",
+            "--model",
+            d,
+            "the [MASK] sat on the mat.",
+            "--top-k",
+            "4",
+        ],
+        "",
+    );
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 5, "{out}");
+    let probs: Vec<f64> = lines[..4]
+        .iter()
+        .map(|l| l.split_whitespace().next().unwrap().parse().unwrap())
+        .collect();
+    assert!(probs.windows(2).all(|w| w[0] >= w[1]), "{out}");
+    assert!(probs.iter().sum::<f64>() <= 1.0 + 1e-6);
+    let top = lines[0].split_whitespace().nth(1).unwrap();
+    assert_eq!(lines[4], format!("the {top} sat on the mat."), "{out}");
+    let (code, _, err) = run(&["fill-mask", "--model", d, "no mask here"], "");
+    assert_eq!(code, 1);
+    assert!(err.contains("no [MASK]"), "{err}");
+    // A bare encoder has no MLM head: a clear error naming the missing tensor.
+    let base = tiny_class_dir("BertModel");
+    let (code, _, err) = run(
+        &["fill-mask", "--model", base.to_str().unwrap(), "the [MASK]"],
+        "",
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("missing tensor 'cls.predictions"), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+    std::fs::remove_dir_all(base).unwrap();
 }
