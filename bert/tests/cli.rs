@@ -103,7 +103,10 @@ fn tiny_class_dir(class: &str) -> std::path::PathBuf {
     let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/tiny")
         .join(class);
-    let dir = std::env::temp_dir().join(format!("bert-cli-model-{}-{class}", std::process::id()));
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir =
+        std::env::temp_dir().join(format!("bert-cli-model-{}-{class}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     for f in ["config.json", "model.safetensors"] {
         std::fs::copy(src.join(f), dir.join(f)).unwrap();
@@ -165,8 +168,8 @@ fn embed_similarity_and_info() {
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v["embedding"].as_array().unwrap().len(), 32);
-    let (code, out, _) = run(&["similarity", "--model", d, "the cat", "the cat"], "");
-    assert_eq!((code, out.trim()), (0, "1.000000"));
+    let (code, out, err) = run(&["similarity", "--model", d, "the cat", "the cat"], "");
+    assert_eq!((code, out.trim()), (0, "1.000000"), "{err}");
     let (code, out, _) = run(&["info", "--model", d], "");
     assert_eq!(code, 0);
     assert!(
