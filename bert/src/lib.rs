@@ -6,10 +6,12 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod embed;
+pub mod finetune;
 pub mod heads;
 pub mod io;
 pub mod layer;
 pub mod model;
+pub mod report;
 pub mod safetensors;
 pub mod train;
 

@@ -20,11 +20,26 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// The demo (today: the engine's kernels and sentence embeddings with --model).
+    /// The end-to-end demo: vocabulary, data, pretraining, fill-mask, fine-tuning pretrained vs
+    /// from scratch, and a report with plots (scripts/demo fetches the corpus and runs this).
     Demo {
-        /// A model directory for the embedding part (scripts/demo passes all-MiniLM-L6-v2).
+        /// A model directory for the sentence-embedding part (scripts/demo passes all-MiniLM-L6-v2).
         #[arg(long)]
         model: Option<String>,
+        /// The folder scripts/fetch-corpus made (corpus.txt, wordnet/); without it only the
+        /// engine and embedding parts run.
+        #[arg(long)]
+        corpus: Option<String>,
+        #[arg(long, default_value = "demo-output")]
+        out: String,
+        /// The time budget, in minutes, for pretraining plus both fine-tuning runs.
+        #[arg(long, default_value_t = 10.0)]
+        minutes: f64,
+        /// Vocabulary size to train.
+        #[arg(long, default_value_t = 8192)]
+        vocab_size: usize,
+        #[arg(long)]
+        threads: Option<usize>,
     },
     /// Train a WordPiece vocabulary; writes vocab.txt and tokenizer.json into --out.
     Vocab {
@@ -151,6 +166,45 @@ enum Command {
         #[arg(long, hide = true)]
         stop_after: Option<u64>,
     },
+    /// Fine-tune a sequence classifier: the built-in WordNet supersense task or TSV files;
+    /// reports accuracy and macro-F1, writes OUT/model and OUT/metrics.jsonl.
+    Finetune {
+        /// A pretrained model directory (its encoder; a fresh classifier head).
+        #[arg(long)]
+        model: String,
+        /// A built-in task: wordnet-supersense.
+        #[arg(long, conflicts_with_all = ["train", "dev"])]
+        task: Option<String>,
+        /// TSV: text<TAB>label or text_a<TAB>text_b<TAB>label (an optional header).
+        #[arg(long, requires = "dev")]
+        train: Option<String>,
+        #[arg(long)]
+        dev: Option<String>,
+        #[arg(long)]
+        test: Option<String>,
+        #[arg(long)]
+        out: String,
+        #[arg(long, conflicts_with = "minutes")]
+        steps: Option<u64>,
+        #[arg(long)]
+        minutes: Option<f64>,
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        #[arg(long, default_value_t = 1e-4)]
+        lr: f32,
+        #[arg(long, default_value_t = 64)]
+        max_len: usize,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// The same architecture from random initialisation (the baseline).
+        #[arg(long)]
+        scratch: bool,
+        /// WordNet's data files for --task wordnet-supersense (scripts/fetch-corpus puts them here).
+        #[arg(long, default_value = ".cache/corpus/wordnet")]
+        wordnet: String,
+        #[arg(long)]
+        threads: Option<usize>,
+    },
     /// Fill each [MASK] in TEXT with the masked-LM head's most likely tokens.
     FillMask {
         /// A model directory with a masked-LM head (a pretraining checkpoint, BertForMaskedLM).
@@ -202,8 +256,33 @@ enum Format {
 
 fn main() {
     let cli = Cli::parse();
-    let result = match cli.command.unwrap_or(Command::Demo { model: None }) {
-        Command::Demo { model } => demo(model),
+    let default = Command::Demo {
+        model: None,
+        corpus: None,
+        out: "demo-output".into(),
+        minutes: 10.0,
+        vocab_size: 8192,
+        threads: None,
+    };
+    let result = match cli.command.unwrap_or(default) {
+        Command::Demo {
+            model,
+            corpus,
+            out,
+            minutes,
+            vocab_size,
+            threads,
+        } => {
+            if let Some(t) = threads {
+                let _ = rayon::ThreadPoolBuilder::new()
+                    .num_threads(t)
+                    .build_global();
+            }
+            demo(model.clone()).and_then(|_| match corpus {
+                Some(c) => train_demo(&c, &out, minutes, vocab_size),
+                None => Ok(()),
+            })
+        }
         Command::Embed {
             model,
             pooling,
@@ -213,7 +292,59 @@ fn main() {
         } => embed(&model, &pooling, normalize, batch, format),
         Command::Similarity { model, a, b } => similarity(&model, &a, &b),
         Command::Info { model } => info(&model),
-        Command::FillMask { model, text, top_k } => fill_mask(&model, &text, top_k),
+        Command::FillMask { model, text, top_k } => fill_mask(&model, &text, top_k).and_then(|t| {
+            std::io::stdout().lock().write_all(t.as_bytes())?;
+            Ok(())
+        }),
+        Command::Finetune {
+            model,
+            task,
+            train,
+            dev,
+            test,
+            out,
+            steps,
+            minutes,
+            batch,
+            lr,
+            max_len,
+            seed,
+            scratch,
+            wordnet,
+            threads,
+        } => {
+            if let Some(t) = threads {
+                let _ = rayon::ThreadPoolBuilder::new()
+                    .num_threads(t)
+                    .build_global();
+            }
+            let cfg = bert::finetune::FinetuneConfig {
+                steps: if minutes.is_some() {
+                    None
+                } else {
+                    Some(steps.unwrap_or(1000))
+                },
+                minutes,
+                batch,
+                lr,
+                max_len,
+                seed,
+                progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                ..Default::default()
+            };
+            finetune_cmd(
+                &model,
+                task.as_deref(),
+                train,
+                dev,
+                test,
+                &out,
+                &cfg,
+                scratch,
+                &wordnet,
+            )
+            .map(|_| ())
+        }
         Command::Pretrain {
             model_config,
             data,
@@ -557,7 +688,82 @@ fn pretrain(
     Ok(())
 }
 
-fn fill_mask(dir: &str, text: &str, top_k: usize) -> Result<(), Box<dyn std::error::Error>> {
+#[allow(clippy::too_many_arguments)]
+fn finetune_cmd(
+    model: &str,
+    task: Option<&str>,
+    train: Option<String>,
+    dev: Option<String>,
+    test: Option<String>,
+    out: &str,
+    cfg: &bert::finetune::FinetuneConfig,
+    scratch: bool,
+    wordnet: &str,
+) -> Result<bert::finetune::FinetuneReport, Box<dyn std::error::Error>> {
+    use bert::finetune::*;
+    let data = match (task, train, dev) {
+        (Some("wordnet-supersense"), _, _) => wordnet_supersense(std::path::Path::new(wordnet))?,
+        (Some(other), _, _) => {
+            return Err(format!("unknown task '{other}' (known: wordnet-supersense)").into())
+        }
+        (None, Some(tr), Some(dv)) => {
+            let mut labels = Vec::new();
+            let train = read_tsv(std::path::Path::new(&tr), &mut labels)?;
+            let dev = read_tsv(std::path::Path::new(&dv), &mut labels)?;
+            let test = match test {
+                Some(t) => read_tsv(std::path::Path::new(&t), &mut labels)?,
+                None => vec![],
+            };
+            Dataset {
+                train,
+                dev,
+                test,
+                labels,
+            }
+        }
+        _ => return Err("give --task wordnet-supersense, or --train and --dev TSV files".into()),
+    };
+    eprintln!(
+        "bert finetune: {} labels; {} train, {} dev, {} test examples; {} from {model}",
+        data.labels.len(),
+        data.train.len(),
+        data.dev.len(),
+        data.test.len(),
+        if scratch {
+            "random initialisation, architecture"
+        } else {
+            "encoder"
+        }
+    );
+    let (m, tok) = classifier(std::path::Path::new(model), &data.labels, scratch, cfg.seed)?;
+    let r = finetune(&m, &tok, &data, cfg, std::path::Path::new(out))?;
+    let test = r
+        .test
+        .map(|t| {
+            format!(
+                "; test accuracy {:.4}, macro-F1 {:.4} ({} examples)",
+                t.accuracy, t.macro_f1, t.n
+            )
+        })
+        .unwrap_or_default();
+    eprintln!(
+        "bert finetune: {} steps in {:.1} s; dev accuracy {:.4}, macro-F1 {:.4}{test} -> {out}/model",
+        r.steps, r.seconds, r.dev.accuracy, r.dev.macro_f1
+    );
+    let summary = serde_json::json!({
+        "steps": r.steps, "seconds": r.seconds, "scratch": scratch,
+        "dev_accuracy": r.dev.accuracy, "dev_macro_f1": r.dev.macro_f1,
+        "test_accuracy": r.test.map(|t| t.accuracy), "test_macro_f1": r.test.map(|t| t.macro_f1),
+        "curve": r.curve,
+    });
+    write_atomic(
+        &format!("{out}/summary.json"),
+        &serde_json::to_string_pretty(&summary)?,
+    )?;
+    Ok(r)
+}
+
+fn fill_mask(dir: &str, text: &str, top_k: usize) -> Result<String, Box<dyn std::error::Error>> {
     let md = bert::ModelDir::load(
         std::path::Path::new(dir),
         &bert::LoadOptions {
@@ -587,7 +793,8 @@ fn fill_mask(dir: &str, text: &str, top_k: usize) -> Result<(), Box<dyn std::err
     let logits = model.mlm_logits(&out, Some(&rows))?.value().to_vec();
     let v = model.config.vocab_size;
     let mut best = Vec::new();
-    let mut stdout = std::io::stdout().lock();
+    let mut stdout = String::new();
+    use std::fmt::Write as _;
     for (r, &pos) in rows.iter().enumerate() {
         let row = &logits[r * v..(r + 1) * v];
         let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
@@ -613,7 +820,7 @@ fn fill_mask(dir: &str, text: &str, top_k: usize) -> Result<(), Box<dyn std::err
         ids[pos] = b;
     }
     writeln!(stdout, "{}", tok.decode(&ids, true))?;
-    Ok(())
+    Ok(stdout)
 }
 
 fn load_tokenizer(path: &str) -> Result<BertTokenizer, Box<dyn std::error::Error>> {
@@ -780,8 +987,6 @@ fn write_atomic(path: &str, contents: &str) -> Result<(), Box<dyn std::error::Er
 
 fn demo(model: Option<String>) -> Result<(), Box<dyn std::error::Error>> {
     let mut out = std::io::stdout().lock();
-    writeln!(out, "bert demo: the training demo (corpus -> vocabulary -> pretraining -> fine-tuning -> report)")?;
-    writeln!(out, "is not here yet (issue 6). What runs today:")?;
     writeln!(
         out,
         "  tensor engine: CPU kernels {:?} (using {:?}); bf16 GEMM {}",
@@ -834,5 +1039,213 @@ fn demo(model: Option<String>) -> Result<(), Box<dyn std::error::Error>> {
         out,
         "  more: bert embed | similarity | info | tokenize | vocab (bert --help); README.md"
     )?;
+    Ok(())
+}
+
+/// The training demo: corpus -> vocabulary -> shards -> pretraining -> fill-mask -> fine-tuning
+/// (pretrained and from scratch, same budget) -> OUT/report.md with plots.
+fn train_demo(
+    corpus_dir: &str,
+    out: &str,
+    minutes: f64,
+    vocab_size: usize,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use bert::report::{line_chart, smooth, Series};
+    let t0 = std::time::Instant::now();
+    let corpus = format!("{corpus_dir}/corpus.txt");
+    let wordnet = format!("{corpus_dir}/wordnet");
+    std::fs::create_dir_all(out).map_err(|e| format!("{out}: {e}"))?;
+    let step = |s: &str| println!("\n== {s} ({:.0} s)", t0.elapsed().as_secs_f64());
+    step("1/6 WordPiece vocabulary");
+    let vdir = format!("{out}/vocab");
+    vocab(std::slice::from_ref(&corpus), vocab_size, &vdir, false, 2, 1000)?;
+    step("2/6 pretraining data");
+    let ddir = format!("{out}/data");
+    let dcfg = bert::data::DataConfig::default();
+    data(
+        std::slice::from_ref(&corpus),
+        &format!("{vdir}/tokenizer.json"),
+        &ddir,
+        dcfg,
+    )?;
+    step("3/6 pretraining BERT-Mini");
+    let pt_minutes = minutes * 0.6;
+    let pcfg = bert::train::PretrainConfig {
+        steps: None,
+        minutes: Some(pt_minutes),
+        batch: 32,
+        lr: 5e-4,
+        warmup: 0.1,
+        eval_every: 25,
+        eval_batches: 10,
+        checkpoint_every: 100,
+        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        ..Default::default()
+    };
+    let pdir = format!("{out}/pretrain");
+    let _ = std::fs::remove_file(format!("{pdir}/metrics.jsonl"));
+    let ps = bert::train::pretrain(
+        "bert-mini",
+        std::path::Path::new(&ddir),
+        std::path::Path::new(&pdir),
+        &pcfg,
+        false,
+    )?;
+    println!(
+        "pretrained {} steps in {:.0} s ({:.0} tokens/s); held-out MLM accuracy {:.3} (most frequent token {:.3}), NSP accuracy {:.3}",
+        ps.steps, ps.seconds, ps.tokens_per_second, ps.eval.mlm_accuracy, ps.eval.majority_accuracy, ps.eval.nsp_accuracy
+    );
+    step("4/6 fill-mask");
+    let ckpt = format!("{pdir}/checkpoint");
+    let mut fills = String::new();
+    for text in [
+        "The [MASK] is the largest animal that lives in the sea.",
+        "A small bird that [MASK] in the spring.",
+        "The function returns a [MASK] of the list.",
+        "To cut with a [MASK].",
+    ] {
+        let r = fill_mask(&ckpt, text, 3)?;
+        println!("{text}\n{r}");
+        fills += &format!("`{text}`\n\n```\n{r}```\n\n");
+    }
+    step("5/6 fine-tuning on WordNet supersenses: pretrained, then from scratch");
+    let fcfg = bert::finetune::FinetuneConfig {
+        steps: None,
+        minutes: Some(minutes * 0.2),
+        lr: 1e-4,
+        eval_max: 1000,
+        final_max: 3000,
+        evals: 8,
+        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        ..Default::default()
+    };
+    let task = Some("wordnet-supersense");
+    let pre = finetune_cmd(
+        &ckpt,
+        task,
+        None,
+        None,
+        None,
+        &format!("{out}/finetune-pretrained"),
+        &fcfg,
+        false,
+        &wordnet,
+    )?;
+    let scr = finetune_cmd(
+        &ckpt,
+        task,
+        None,
+        None,
+        None,
+        &format!("{out}/finetune-scratch"),
+        &fcfg,
+        true,
+        &wordnet,
+    )?;
+    step("6/6 report");
+    let metrics: Vec<serde_json::Value> = std::fs::read_to_string(format!("{pdir}/metrics.jsonl"))?
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let series = |key: &str| -> Vec<(f64, f64)> {
+        metrics
+            .iter()
+            .filter_map(|m| Some((m["step"].as_f64()?, m.get(key)?.as_f64()?)))
+            .collect()
+    };
+    let loss = series("loss");
+    std::fs::write(
+        format!("{out}/pretrain_loss.svg"),
+        line_chart(
+            "Pretraining loss (MLM + NSP)",
+            "step",
+            "loss",
+            &[
+                Series {
+                    name: "training loss (moving average of 10 steps)",
+                    points: smooth(&loss, 10),
+                },
+                Series {
+                    name: "held-out MLM loss",
+                    points: series("eval_mlm_loss"),
+                },
+            ],
+        ),
+    )?;
+    std::fs::write(
+        format!("{out}/pretrain_accuracy.svg"),
+        line_chart(
+            "Held-out accuracy during pretraining",
+            "step",
+            "accuracy",
+            &[
+                Series {
+                    name: "MLM accuracy",
+                    points: series("eval_mlm_accuracy"),
+                },
+                Series {
+                    name: "most frequent token",
+                    points: series("majority_accuracy"),
+                },
+                Series {
+                    name: "NSP accuracy",
+                    points: series("eval_nsp_accuracy"),
+                },
+            ],
+        ),
+    )?;
+    let curve = |r: &bert::finetune::FinetuneReport| {
+        r.curve
+            .iter()
+            .map(|&(s, a)| (s as f64, a))
+            .collect::<Vec<_>>()
+    };
+    std::fs::write(
+        format!("{out}/finetune_accuracy.svg"),
+        line_chart(
+            "WordNet supersense fine-tuning: dev accuracy",
+            "step",
+            "accuracy",
+            &[
+                Series {
+                    name: "pretrained",
+                    points: curve(&pre),
+                },
+                Series {
+                    name: "from scratch",
+                    points: curve(&scr),
+                },
+            ],
+        ),
+    )?;
+    let t = |r: &bert::finetune::FinetuneReport| r.test.unwrap_or_default();
+    let report = format!(
+        "# bert demo report\n\n\
+         Corpus: `{corpus}` (Debian's dict-gcide without its WordNet senses, dict-foldoc, python3.11-doc and perl-doc).\n\
+         Budget: {minutes} minutes for pretraining and fine-tuning; whole run {:.0} s on {} threads.\n\n\
+         ## Pretraining (BERT-Mini: 4 layers, hidden 256, 4 heads; vocabulary of {vocab_size} trained here)\n\n\
+         | steps | seconds | tokens/s | last loss | held-out MLM accuracy | most-frequent-token accuracy | NSP accuracy |\n\
+         |---|---|---|---|---|---|---|\n\
+         | {} | {:.0} | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} |\n\n\
+         ![loss](pretrain_loss.svg)\n\n![accuracy](pretrain_accuracy.svg)\n\n\
+         ## Fill-mask with the pretrained model\n\n{fills}\
+         ## Fine-tuning: WordNet glosses -> 45 lexicographer files\n\n\
+         Same architecture, same budget ({:.1} minutes each), same data and seed; test scores on {} held-out synsets.\n\n\
+         | initialisation | steps | test accuracy | test macro-F1 | dev accuracy |\n|---|---|---|---|---|\n\
+         | pretrained | {} | {:.4} | {:.4} | {:.4} |\n| from scratch | {} | {:.4} | {:.4} | {:.4} |\n\n\
+         ![fine-tuning](finetune_accuracy.svg)\n",
+        t0.elapsed().as_secs_f64(),
+        rayon::current_num_threads(),
+        ps.steps, ps.seconds, ps.tokens_per_second, ps.final_loss, ps.eval.mlm_accuracy, ps.eval.majority_accuracy, ps.eval.nsp_accuracy,
+        minutes * 0.2,
+        t(&pre).n,
+        pre.steps, t(&pre).accuracy, t(&pre).macro_f1, pre.dev.accuracy,
+        scr.steps, t(&scr).accuracy, t(&scr).macro_f1, scr.dev.accuracy,
+    );
+    write_atomic(&format!("{out}/report.md"), &report)?;
+    println!(
+        "\nbert demo: done in {:.0} s. Held-out MLM accuracy {:.3} vs {:.3} for the most frequent token; WordNet test accuracy {:.4} pretrained vs {:.4} from scratch. Report: {out}/report.md",
+        t0.elapsed().as_secs_f64(), ps.eval.mlm_accuracy, ps.eval.majority_accuracy, t(&pre).accuracy, t(&scr).accuracy
+    );
     Ok(())
 }

@@ -1,0 +1,533 @@
+//! Fine-tuning for sequence classification (HF `BertForSequenceClassification`): GLUE-style TSV
+//! input (text, or text pair, then label) or the built-in WordNet supersense task, with accuracy
+//! and macro-F1 on dev/test.
+//!
+//! The WordNet task: every synset of WordNet 3.0 (`data.noun/verb/adj/adv`) gives its gloss as the
+//! text and its lexicographer file (`noun.animal`, `verb.motion`, ... 45 of them) as the label.
+//! Synsets are split 80/10/10 into train/dev/test by a hash of (part of speech, offset), so the
+//! split is the same everywhere.
+
+use crate::config::{BertConfig, ProblemType};
+use crate::heads::{Bert, SeqLabels, Task};
+use crate::model::{BertInput, Forward};
+use crate::{BertError, Result};
+use engine::optim::{clip_grad_norm, AdamW, AdamWConfig, LrSchedule};
+use engine::rng::SplitMix64;
+use std::io::Write;
+use std::path::Path;
+
+/// The 45 lexicographer files, by number (WordNet's lexnames).
+pub const LEXNAMES: [&str; 45] = [
+    "adj.all",
+    "adj.pert",
+    "adv.all",
+    "noun.Tops",
+    "noun.act",
+    "noun.animal",
+    "noun.artifact",
+    "noun.attribute",
+    "noun.body",
+    "noun.cognition",
+    "noun.communication",
+    "noun.event",
+    "noun.feeling",
+    "noun.food",
+    "noun.group",
+    "noun.location",
+    "noun.motive",
+    "noun.object",
+    "noun.person",
+    "noun.phenomenon",
+    "noun.plant",
+    "noun.possession",
+    "noun.process",
+    "noun.quantity",
+    "noun.relation",
+    "noun.shape",
+    "noun.state",
+    "noun.substance",
+    "noun.time",
+    "verb.body",
+    "verb.change",
+    "verb.cognition",
+    "verb.communication",
+    "verb.competition",
+    "verb.consumption",
+    "verb.contact",
+    "verb.creation",
+    "verb.emotion",
+    "verb.motion",
+    "verb.perception",
+    "verb.possession",
+    "verb.social",
+    "verb.stative",
+    "verb.weather",
+    "adj.ppl",
+];
+
+/// One labelled example.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Example {
+    pub a: String,
+    pub b: Option<String>,
+    pub label: usize,
+}
+
+/// A classification dataset: splits and label names.
+#[derive(Clone, Debug)]
+pub struct Dataset {
+    pub train: Vec<Example>,
+    pub dev: Vec<Example>,
+    pub test: Vec<Example>,
+    pub labels: Vec<String>,
+}
+
+/// The WordNet supersense task from a folder holding `data.noun`, `data.verb`, `data.adj`,
+/// `data.adv` (scripts/fetch-corpus puts them in .cache/corpus/wordnet).
+pub fn wordnet_supersense(dir: &Path) -> Result<Dataset> {
+    let mut d = Dataset {
+        train: vec![],
+        dev: vec![],
+        test: vec![],
+        labels: LEXNAMES.iter().map(|s| s.to_string()).collect(),
+    };
+    for (pi, pos) in ["noun", "verb", "adj", "adv"].iter().enumerate() {
+        let path = dir.join(format!("data.{pos}"));
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            BertError::Io(format!(
+                "{}: {e} (run scripts/fetch-corpus)",
+                path.display()
+            ))
+        })?;
+        for (n, line) in text.lines().enumerate() {
+            if line.starts_with("  ") || line.is_empty() {
+                continue; // the license header
+            }
+            let bad = || {
+                BertError::Input(format!(
+                    "{}:{}: not a WordNet data line",
+                    path.display(),
+                    n + 1
+                ))
+            };
+            let mut f = line.split(' ');
+            let offset: u64 = f.next().and_then(|x| x.parse().ok()).ok_or_else(bad)?;
+            let lex: usize = f.next().and_then(|x| x.parse().ok()).ok_or_else(bad)?;
+            let gloss = line.split_once(" | ").map(|x| x.1.trim()).ok_or_else(bad)?;
+            if lex >= LEXNAMES.len() {
+                return Err(bad());
+            }
+            let ex = Example {
+                a: gloss.to_string(),
+                b: None,
+                label: lex,
+            };
+            let h = SplitMix64::new(offset ^ ((pi as u64) << 40) ^ 0x5EED).next_u64() % 10;
+            match h {
+                0 => d.test.push(ex),
+                1 => d.dev.push(ex),
+                _ => d.train.push(ex),
+            }
+        }
+    }
+    Ok(d)
+}
+
+/// GLUE-style TSV: `text<TAB>label` or `text_a<TAB>text_b<TAB>label`, an optional header
+/// (a first line whose last field is `label`). Labels are mapped to ids in `labels`, new ones
+/// appended.
+pub fn read_tsv(path: &Path, labels: &mut Vec<String>) -> Result<Vec<Example>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| BertError::Io(format!("{}: {e}", path.display())))?;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let f: Vec<&str> = line.split('\t').collect();
+        if n == 0 && f.last().is_some_and(|l| l.trim() == "label") {
+            continue;
+        }
+        let (a, b, l) = match f.as_slice() {
+            [a, l] => (a.to_string(), None, l.trim()),
+            [a, b, l] => (a.to_string(), Some(b.to_string()), l.trim()),
+            _ => {
+                return Err(BertError::Input(format!(
+                    "{}:{}: expected text<TAB>label or text<TAB>text<TAB>label, found {} fields",
+                    path.display(),
+                    n + 1,
+                    f.len()
+                )))
+            }
+        };
+        let label = match labels.iter().position(|x| x == l) {
+            Some(i) => i,
+            None => {
+                labels.push(l.to_string());
+                labels.len() - 1
+            }
+        };
+        out.push(Example { a, b, label });
+    }
+    Ok(out)
+}
+
+/// Flags of `bert finetune`.
+#[derive(Clone, Debug)]
+pub struct FinetuneConfig {
+    pub steps: Option<u64>,
+    pub minutes: Option<f64>,
+    pub batch: usize,
+    pub lr: f32,
+    pub warmup: f64,
+    pub max_len: usize,
+    pub seed: u64,
+    /// Dev evaluations during training (the curve), on at most `eval_max` examples each.
+    pub evals: u64,
+    pub eval_max: usize,
+    /// The final dev and test scores use at most this many examples of each.
+    pub final_max: usize,
+    pub progress: bool,
+}
+
+impl Default for FinetuneConfig {
+    fn default() -> Self {
+        FinetuneConfig {
+            steps: Some(1000),
+            minutes: None,
+            batch: 32,
+            lr: 1e-4,
+            warmup: 0.1,
+            max_len: 64,
+            seed: 7,
+            evals: 10,
+            eval_max: 2000,
+            final_max: usize::MAX,
+            progress: true,
+        }
+    }
+}
+
+/// Accuracy and macro-F1 (over the classes present in the gold labels).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Scores {
+    pub accuracy: f64,
+    pub macro_f1: f64,
+    pub n: usize,
+}
+
+pub fn scores(gold: &[usize], pred: &[usize], classes: usize) -> Scores {
+    let mut tp = vec![0usize; classes];
+    let mut fp = vec![0usize; classes];
+    let mut fneg = vec![0usize; classes];
+    for (&g, &p) in gold.iter().zip(pred) {
+        if g == p {
+            tp[g] += 1;
+        } else {
+            fp[p] += 1;
+            fneg[g] += 1;
+        }
+    }
+    let present: Vec<usize> = (0..classes).filter(|&c| tp[c] + fneg[c] > 0).collect();
+    let f1 = present
+        .iter()
+        .map(|&c| {
+            let d = 2 * tp[c] + fp[c] + fneg[c];
+            if d == 0 {
+                0.0
+            } else {
+                2.0 * tp[c] as f64 / d as f64
+            }
+        })
+        .sum::<f64>()
+        / present.len().max(1) as f64;
+    Scores {
+        accuracy: tp.iter().sum::<usize>() as f64 / gold.len().max(1) as f64,
+        macro_f1: f1,
+        n: gold.len(),
+    }
+}
+
+fn encode(tok: &tokenizer::BertTokenizer, ex: &[&Example], pad: u32) -> Result<BertInput> {
+    let encs: Vec<tokenizer::Encoding> = ex
+        .iter()
+        .map(|e| match &e.b {
+            Some(b) => tok
+                .encode_pair(&e.a, b, true)
+                .map_err(|err| BertError::Input(err.to_string())),
+            None => Ok(tok.encode(&e.a, true)),
+        })
+        .collect::<Result<_>>()?;
+    BertInput::from_encodings(&encs, pad)
+}
+
+/// Predicted labels for `ex` (no gradients).
+pub fn predict(
+    model: &Bert,
+    tok: &tokenizer::BertTokenizer,
+    ex: &[Example],
+    batch: usize,
+) -> Result<Vec<usize>> {
+    let _g = engine::no_grad();
+    let pad = tok.vocab.id("[PAD]").unwrap_or(0);
+    let l = model.config.num_labels;
+    let mut out = Vec::with_capacity(ex.len());
+    for chunk in ex.chunks(batch.max(1)) {
+        let refs: Vec<&Example> = chunk.iter().collect();
+        let x = encode(tok, &refs, pad)?;
+        let logits = model
+            .classify(&model.forward(&x, Forward::default())?)?
+            .value()
+            .to_vec();
+        for row in logits.chunks(l) {
+            out.push(
+                row.iter()
+                    .enumerate()
+                    .fold(0, |b, (i, &v)| if v > row[b] { i } else { b }),
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// What a fine-tuning run reports.
+#[derive(Clone, Debug)]
+pub struct FinetuneReport {
+    pub steps: u64,
+    pub seconds: f64,
+    pub dev: Scores,
+    pub test: Option<Scores>,
+    /// (step, dev accuracy) along the way.
+    pub curve: Vec<(u64, f64)>,
+}
+
+/// Fine-tunes `model` (a sequence classifier with `labels.len()` labels) on `data`, writing
+/// metrics to `out/metrics.jsonl` and the model to `out/model` (HF layout, with tokenizer files).
+pub fn finetune(
+    model: &Bert,
+    tok: &tokenizer::BertTokenizer,
+    data: &Dataset,
+    cfg: &FinetuneConfig,
+    out: &Path,
+) -> Result<FinetuneReport> {
+    if data.train.is_empty() || data.dev.is_empty() {
+        return Err(BertError::Input(
+            "fine-tuning needs training and dev examples".into(),
+        ));
+    }
+    if model.task != Task::SequenceClassification || model.config.num_labels != data.labels.len() {
+        return Err(BertError::Input(format!(
+            "the model is a {} with {} labels; the data has {} labels",
+            model.task.architecture(),
+            model.config.num_labels,
+            data.labels.len()
+        )));
+    }
+    std::fs::create_dir_all(out).map_err(|e| BertError::Io(format!("{}: {e}", out.display())))?;
+    let mut metrics = std::fs::File::create(out.join("metrics.jsonl"))
+        .map_err(|e| BertError::Io(format!("{}: {e}", out.display())))?;
+    let pad = tok.vocab.id("[PAD]").unwrap_or(0);
+    let mut tok = tok.clone();
+    tok.padding = None;
+    tok.truncation = Some(tokenizer::Truncation {
+        max_length: cfg.max_len,
+        strategy: tokenizer::TruncationStrategy::LongestFirst,
+        stride: 0,
+        left: false,
+    });
+    let dev_eval: Vec<Example> = data.dev.iter().take(cfg.eval_max).cloned().collect();
+    let mut opt = AdamW::new(AdamWConfig::default());
+    let t0 = std::time::Instant::now();
+    let mut total = cfg.steps.filter(|_| cfg.minutes.is_none());
+    let mut sched: Option<LrSchedule> = None;
+    let mut order: Vec<usize> = Vec::new();
+    let mut order_epoch: Option<u64> = None;
+    let mut curve = Vec::new();
+    let mut step = 0u64;
+    let bar = cfg.progress.then(|| {
+        let b = indicatif::ProgressBar::new(total.unwrap_or(0));
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]",
+            )
+            .unwrap(),
+        );
+        b
+    });
+    loop {
+        if let Some(t) = total {
+            if step >= t {
+                break;
+            }
+            if sched.is_none() {
+                sched = Some(LrSchedule::linear(
+                    cfg.lr,
+                    (cfg.warmup * t as f64) as u64,
+                    t,
+                ));
+                if let Some(b) = &bar {
+                    b.set_length(t);
+                }
+            }
+        }
+        step += 1;
+        let lr = sched.as_ref().map_or(cfg.lr * 0.01, |s| s.lr(step));
+        let start = (step - 1) as usize * cfg.batch;
+        let ids: Vec<usize> = (start..start + cfg.batch)
+            .map(|p| {
+                let n = data.train.len();
+                let epoch = (p / n) as u64;
+                if order_epoch != Some(epoch) {
+                    order_epoch = Some(epoch);
+                    order = (0..n).collect();
+                    let mut r =
+                        SplitMix64::new(cfg.seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                    for i in (1..n).rev() {
+                        order.swap(i, (r.next_u64() % (i as u64 + 1)) as usize);
+                    }
+                }
+                order[p % n]
+            })
+            .collect();
+        let ex: Vec<&Example> = ids.iter().map(|&i| &data.train[i]).collect();
+        let x = encode(&tok, &ex, pad)?;
+        let labels: Vec<i64> = ex.iter().map(|e| e.label as i64).collect();
+        model.params.zero_grad();
+        let o = model.forward(
+            &x,
+            Forward {
+                dropout_seed: Some(cfg.seed.wrapping_mul(7919).wrapping_add(step)),
+                ..Default::default()
+            },
+        )?;
+        let loss = model
+            .sequence_classification_loss(&model.classify(&o)?, &SeqLabels::Classes(labels))?;
+        engine::optim::check_finite_loss(loss.item(), step)?;
+        loss.backward()?;
+        clip_grad_norm(&model.params, 1.0)?;
+        opt.step(&model.params, lr)?;
+        if total.is_none() && step >= 3 {
+            let per = t0.elapsed().as_secs_f64() / step as f64;
+            total = Some(((cfg.minutes.unwrap_or(1.0) * 60.0 / per) as u64).max(step + 1));
+        }
+        writeln!(
+            metrics,
+            "{}",
+            serde_json::json!({"step": step, "loss": loss.item(), "lr": lr})
+        )
+        .map_err(|e| BertError::Io(e.to_string()))?;
+        if let Some(b) = &bar {
+            b.set_position(step);
+            b.set_message(format!("loss {:.3}", loss.item()));
+        }
+        let t = total.unwrap_or(u64::MAX);
+        let every = (t / cfg.evals.max(1)).max(1);
+        if step.is_multiple_of(every) || step == t {
+            let pred = predict(model, &tok, &dev_eval, 64)?;
+            let gold: Vec<usize> = dev_eval.iter().map(|e| e.label).collect();
+            let s = scores(&gold, &pred, data.labels.len());
+            curve.push((step, s.accuracy));
+            writeln!(metrics, "{}", serde_json::json!({"step": step, "dev_accuracy": s.accuracy, "dev_macro_f1": s.macro_f1}))
+                .map_err(|e| BertError::Io(e.to_string()))?;
+        }
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let seconds = t0.elapsed().as_secs_f64();
+    let eval = |ex: &[Example]| -> Result<Scores> {
+        let pred = predict(model, &tok, ex, 64)?;
+        let gold: Vec<usize> = ex.iter().map(|e| e.label).collect();
+        Ok(scores(&gold, &pred, data.labels.len()))
+    };
+    let cap = |v: &[Example]| v[..v.len().min(cfg.final_max)].to_vec();
+    let dev = eval(&cap(&data.dev))?;
+    let test = if data.test.is_empty() {
+        None
+    } else {
+        Some(eval(&cap(&data.test))?)
+    };
+    model.save_dir(&out.join("model"))?;
+    crate::io::write_atomic(
+        &out.join("model/tokenizer.json"),
+        tokenizer::tokenizer_json(&tok).as_bytes(),
+    )?;
+    Ok(FinetuneReport {
+        steps: step,
+        seconds,
+        dev,
+        test,
+        curve,
+    })
+}
+
+/// A sequence classifier over a pretrained encoder in `dir` (the head freshly initialised), or,
+/// with `scratch`, the same architecture from random initialisation.
+pub fn classifier(
+    dir: &Path,
+    labels: &[String],
+    scratch: bool,
+    seed: u64,
+) -> Result<(Bert, tokenizer::BertTokenizer)> {
+    let mut config = BertConfig::from_file(&dir.join("config.json"))?;
+    config.num_labels = labels.len();
+    config.id2label = labels.to_vec();
+    config.problem_type = Some(ProblemType::SingleLabel);
+    config.architecture = Some(Task::SequenceClassification.architecture().to_string());
+    let tj = dir.join("tokenizer.json");
+    let tok = if tj.exists() {
+        tokenizer::load_tokenizer_json(&tj.display().to_string())
+            .map_err(|e| BertError::Io(e.to_string()))?
+    } else {
+        tokenizer::BertTokenizer::from_vocab_file(
+            &dir.join("vocab.txt").display().to_string(),
+            false,
+        )
+        .map_err(|e| BertError::Io(e.to_string()))?
+    };
+    let model = if scratch {
+        Bert::init(&config, Task::SequenceClassification, seed)?
+    } else {
+        let st = crate::safetensors::SafeTensors::open(&dir.join("model.safetensors"))?;
+        let (m, _) =
+            Bert::from_safetensors(&st, &config, Task::SequenceClassification, Some(seed))?;
+        // Owned copies, so the optimizer's updates never alias the mapped file.
+        for (_, v) in m.params.iter() {
+            v.set_value(engine::Tensor::from_vec(v.value().to_vec(), &v.shape())?)?;
+        }
+        m
+    };
+    Ok((model, tok))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macro_f1_and_accuracy() {
+        let s = scores(&[0, 0, 1, 2], &[0, 1, 1, 2], 4);
+        assert!((s.accuracy - 0.75).abs() < 1e-12);
+        // class 0: p=1 r=.5 f=2/3; class 1: p=.5 r=1 f=2/3; class 2: 1 -> mean 7/9.
+        assert!((s.macro_f1 - 7.0 / 9.0).abs() < 1e-12, "{}", s.macro_f1);
+    }
+
+    #[test]
+    fn tsv_with_header_pairs_and_errors() {
+        let p = std::env::temp_dir().join(format!("ft-{}.tsv", std::process::id()));
+        std::fs::write(
+            &p,
+            "sentence\tlabel\ngood movie\tpos\nbad one\tneg\nfine\tpos\n",
+        )
+        .unwrap();
+        let mut labels = vec![];
+        let ex = read_tsv(&p, &mut labels).unwrap();
+        assert_eq!(labels, vec!["pos", "neg"]);
+        assert_eq!(ex.len(), 3);
+        assert_eq!(ex[1].label, 1);
+        std::fs::write(&p, "a\tb\tentailment\nc\n").unwrap();
+        let e = read_tsv(&p, &mut labels).unwrap_err().to_string();
+        assert!(e.contains(":2:"), "{e}");
+        std::fs::remove_file(p).unwrap();
+    }
+}

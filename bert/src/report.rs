@@ -1,0 +1,155 @@
+//! Plots for reports: line charts as standalone SVG (no plotting dependency; a chart is a few
+//! polylines, axes and labels).
+
+/// One named series of (x, y) points.
+pub struct Series<'a> {
+    pub name: &'a str,
+    pub points: Vec<(f64, f64)>,
+}
+
+const COLORS: [&str; 4] = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"];
+
+/// An SVG line chart of `series` with a title and axis labels.
+pub fn line_chart(title: &str, xlabel: &str, ylabel: &str, series: &[Series]) -> String {
+    let (w, h, l, r, t, b) = (640.0, 360.0, 64.0, 16.0, 32.0, 48.0);
+    let pts = series
+        .iter()
+        .flat_map(|s| s.points.iter())
+        .filter(|p| p.0.is_finite() && p.1.is_finite());
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for &(x, y) in pts {
+        x0 = x0.min(x);
+        x1 = x1.max(x);
+        y0 = y0.min(y);
+        y1 = y1.max(y);
+    }
+    if x0 > x1 {
+        (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
+    }
+    if x1 == x0 {
+        x1 = x0 + 1.0;
+    }
+    if y1 == y0 {
+        y1 = y0 + 1.0;
+    }
+    let pad = (y1 - y0) * 0.05;
+    let (y0, y1) = (y0 - pad, y1 + pad);
+    let sx = |x: f64| l + (x - x0) / (x1 - x0) * (w - l - r);
+    let sy = |y: f64| h - b - (y - y0) / (y1 - y0) * (h - t - b);
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"{}\" y=\"20\" text-anchor=\"middle\" font-size=\"14\">{}</text>\n",
+        w / 2.0,
+        esc(title)
+    );
+    for i in 0..=4 {
+        let fy = y0 + (y1 - y0) * i as f64 / 4.0;
+        let fx = x0 + (x1 - x0) * i as f64 / 4.0;
+        s += &format!(
+            "<line x1=\"{l}\" x2=\"{}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"#ddd\"/>\
+             <text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\
+             <text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n",
+            w - r,
+            sy(fy),
+            sy(fy),
+            l - 4.0,
+            sy(fy) + 4.0,
+            fmt(fy),
+            sx(fx),
+            h - b + 16.0,
+            fmt(fx)
+        );
+    }
+    s += &format!(
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n\
+         <text x=\"14\" y=\"{}\" text-anchor=\"middle\" transform=\"rotate(-90 14 {})\">{}</text>\n",
+        (l + w - r) / 2.0,
+        h - 8.0,
+        esc(xlabel),
+        (t + h - b) / 2.0,
+        (t + h - b) / 2.0,
+        esc(ylabel)
+    );
+    for (i, ser) in series.iter().enumerate() {
+        let c = COLORS[i % COLORS.len()];
+        let p: Vec<String> = ser
+            .points
+            .iter()
+            .filter(|p| p.0.is_finite() && p.1.is_finite())
+            .map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y)))
+            .collect();
+        s += &format!(
+            "<polyline fill=\"none\" stroke=\"{c}\" stroke-width=\"1.5\" points=\"{}\"/>\n",
+            p.join(" ")
+        );
+        s += &format!(
+            "<rect x=\"{}\" y=\"{}\" width=\"12\" height=\"3\" fill=\"{c}\"/><text x=\"{}\" y=\"{}\">{}</text>\n",
+            l + 10.0,
+            t + 8.0 + 16.0 * i as f64,
+            l + 26.0,
+            t + 12.0 + 16.0 * i as f64,
+            esc(ser.name)
+        );
+    }
+    s + "</svg>\n"
+}
+
+fn fmt(v: f64) -> String {
+    if v.abs() >= 1000.0 {
+        format!("{v:.0}")
+    } else if v.abs() >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// A moving average over `k` points (smooths a per-step loss curve).
+pub fn smooth(points: &[(f64, f64)], k: usize) -> Vec<(f64, f64)> {
+    let k = k.max(1);
+    (0..points.len())
+        .map(|i| {
+            let lo = i.saturating_sub(k - 1);
+            let w = &points[lo..=i];
+            (
+                points[i].0,
+                w.iter().map(|p| p.1).sum::<f64>() / w.len() as f64,
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chart_is_svg_with_every_series() {
+        let s = line_chart(
+            "loss <by step>",
+            "step",
+            "loss",
+            &[
+                Series {
+                    name: "train",
+                    points: vec![(1.0, 5.0), (2.0, 4.0), (3.0, 3.5)],
+                },
+                Series {
+                    name: "dev",
+                    points: vec![(1.0, f64::NAN), (3.0, 3.9)],
+                },
+            ],
+        );
+        assert!(s.starts_with("<svg") && s.trim_end().ends_with("</svg>"));
+        assert_eq!(s.matches("<polyline").count(), 2);
+        assert!(s.contains("loss &lt;by step&gt;"));
+        assert_eq!(smooth(&[(0.0, 1.0), (1.0, 3.0), (2.0, 5.0)], 2)[2].1, 4.0);
+    }
+}
