@@ -130,6 +130,17 @@ pub fn wordnet_supersense(dir: &Path) -> Result<Dataset> {
             }
         }
     }
+    // The files come noun, verb, adj, adv: shuffle each split (seeded) so that any prefix of
+    // dev or test, as evaluations during training use, has every part of speech.
+    for (i, split) in [&mut d.train, &mut d.dev, &mut d.test]
+        .into_iter()
+        .enumerate()
+    {
+        let mut r = SplitMix64::new(0xD15C_0000 + i as u64);
+        for k in (1..split.len()).rev() {
+            split.swap(k, (r.next_u64() % (k as u64 + 1)) as usize);
+        }
+    }
     Ok(d)
 }
 
@@ -510,6 +521,43 @@ mod tests {
         assert!((s.accuracy - 0.75).abs() < 1e-12);
         // class 0: p=1 r=.5 f=2/3; class 1: p=.5 r=1 f=2/3; class 2: 1 -> mean 7/9.
         assert!((s.macro_f1 - 7.0 / 9.0).abs() < 1e-12, "{}", s.macro_f1);
+    }
+
+    #[test]
+    fn wordnet_lines_give_gloss_and_lexicographer_file() {
+        let dir = std::env::temp_dir().join(format!("wn-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let noun = "  1 This software and database is being provided\n\
+            00001740 03 n 01 entity 0 003 ~ 00001930 n 0000 | that which is perceived to have its own distinct existence\n\
+            01503061 05 n 01 bird 0 000 | warm-blooded egg-laying vertebrates\n";
+        std::fs::write(dir.join("data.noun"), noun).unwrap();
+        std::fs::write(
+            dir.join("data.verb"),
+            "01835496 38 v 01 travel 0 000 | change location; move\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("data.adj"), "").unwrap();
+        std::fs::write(dir.join("data.adv"), "").unwrap();
+        let d = wordnet_supersense(&dir).unwrap();
+        let mut all: Vec<Example> = d
+            .train
+            .iter()
+            .chain(&d.dev)
+            .chain(&d.test)
+            .cloned()
+            .collect();
+        all.sort_by_key(|e| e.label);
+        assert_eq!(all.len(), 3);
+        assert_eq!(
+            (all[0].label, d.labels[all[0].label].as_str()),
+            (3, "noun.Tops")
+        );
+        assert_eq!(all[1].a, "warm-blooded egg-laying vertebrates");
+        assert_eq!(d.labels[all[2].label], "verb.motion");
+        std::fs::write(dir.join("data.adv"), "garbage line\n").unwrap();
+        let e = wordnet_supersense(&dir).unwrap_err().to_string();
+        assert!(e.contains("data.adv:1"), "{e}");
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
