@@ -459,18 +459,47 @@ unsafe fn blocked<S: Simd, const MR: usize, const NV: usize>(
                     } else {
                         bp.as_ptr().add(jr * kc)
                     };
-                    for ir in (0..mc).step_by(MR) {
-                        let mr_eff = MR.min(mc - ir);
-                        let asliver = ap.as_ptr().add(ir * kc);
-                        let cptr = job.c.add((ic + ir) * job.crs + (jc + jr) * job.ccs);
-                        microkernel::<S, MR, NV>(
-                            s, kc, asliver, bsliver, cptr, job.crs, job.ccs, alpha, beta_eff,
-                            mr_eff, nr_eff,
-                        );
-                    }
+                    let cblock = job.c.add(ic * job.crs + (jc + jr) * job.ccs);
+                    a_slivers::<S, MR, NV>(
+                        s, &job, ap, mc, kc, bsliver, cblock, alpha, beta_eff, nr_eff,
+                    );
                 }
             }
         }
+    }
+}
+
+/// The innermost loop both drivers share: every MR-row sliver of the packed A block (`mc`
+/// rows) against one packed B sliver, into the C block at `c` (its first row, this sliver's
+/// first column).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn a_slivers<S: Simd, const MR: usize, const NV: usize>(
+    s: S,
+    job: &Job,
+    ap: &[f32],
+    mc: usize,
+    kc: usize,
+    bsliver: *const f32,
+    c: *mut f32,
+    alpha: f32,
+    beta: f32,
+    nr_eff: usize,
+) {
+    for ir in (0..mc).step_by(MR) {
+        microkernel::<S, MR, NV>(
+            s,
+            kc,
+            ap.as_ptr().add(ir * kc),
+            bsliver,
+            c.add(ir * job.crs),
+            job.crs,
+            job.ccs,
+            alpha,
+            beta,
+            MR.min(mc - ir),
+            nr_eff,
+        );
     }
 }
 
@@ -1083,23 +1112,10 @@ unsafe fn blocked_prepacked<S: Simd, const MR: usize, const NV: usize>(
             for jr in (0..n).step_by(nr) {
                 let nr_eff = nr.min(n - jr);
                 let bsliver = panel.add((j0 + jr) / nr * kc * nr);
-                for ir in (0..mc).step_by(MR) {
-                    let mr_eff = MR.min(mc - ir);
-                    let cptr = job.c.add((ic + ir) * job.crs + jr * job.ccs);
-                    microkernel::<S, MR, NV>(
-                        s,
-                        kc,
-                        ap.as_ptr().add(ir * kc),
-                        bsliver,
-                        cptr,
-                        job.crs,
-                        job.ccs,
-                        alpha,
-                        beta_eff,
-                        mr_eff,
-                        nr_eff,
-                    );
-                }
+                let cblock = job.c.add(ic * job.crs + jr * job.ccs);
+                a_slivers::<S, MR, NV>(
+                    s, &job, ap, mc, kc, bsliver, cblock, alpha, beta_eff, nr_eff,
+                );
             }
         }
     }
