@@ -26,6 +26,10 @@ pub mod simd;
 pub mod softmax;
 pub mod tensor;
 
+/// The CUDA kernels and launchers (feature `cuda`): NVRTC-compiled at run time, cuBLAS GEMMs.
+#[cfg(feature = "cuda")]
+pub use kernels as cuda;
+
 pub use autograd::{no_grad, ParamStore, Var};
 pub use elementwise::{BinOp, UnaryOp};
 pub use error::{Error, Result};

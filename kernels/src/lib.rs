@@ -6,15 +6,31 @@
 //! This crate knows nothing of the engine's `Tensor`: launchers take device buffers and sizes,
 //! check them (lengths, shapes, 16-byte alignment) and return [`Error`]s.
 
+pub mod adamw;
+pub mod blas;
+mod check;
 pub mod compile;
+pub mod cross_entropy;
+pub mod dropout;
+pub mod elementwise;
+pub mod embedding;
+pub mod gelu;
+pub mod gpu;
+pub mod layernorm;
 pub mod ptxas;
+pub mod reduce;
+pub mod softmax;
 pub mod source;
 
+pub use cudarc;
+pub use gpu::{Elem, Gpu};
 pub use source::Family;
 
 /// Everything that can go wrong before or during a launch.
 #[derive(Debug)]
 pub enum Error {
+    /// `libcuda` could not be opened: no NVIDIA driver on this machine.
+    NoDriver,
     /// `libnvrtc` could not be opened (no CUDA toolkit and no NVRTC wheel on the loader path).
     NoNvrtc,
     /// NVRTC rejected a family's source.
@@ -29,13 +45,16 @@ pub enum Error {
     Args { kernel: &'static str, msg: String },
     /// A CUDA driver call failed.
     Driver(cudarc::driver::DriverError),
-    /// A cuBLAS / cuBLASLt call failed.
+    /// A cuBLAS call failed.
     Blas(cudarc::cublas::result::CublasError),
+    /// A cuBLASLt call failed.
+    BlasLt(cudarc::cublaslt::result::CublasError),
 }
 
 impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            Error::NoDriver => write!(f, "no CUDA driver (libcuda.so) on this machine"),
             Error::NoNvrtc => write!(
                 f,
                 "libnvrtc could not be loaded: install a CUDA toolkit or run scripts/fetch-cuda-tools \
@@ -50,6 +69,7 @@ impl std::fmt::Display for Error {
             Error::Args { kernel, msg } => write!(f, "{kernel}: {msg}"),
             Error::Driver(e) => write!(f, "CUDA driver: {e:?}"),
             Error::Blas(e) => write!(f, "cuBLAS: {e:?}"),
+            Error::BlasLt(e) => write!(f, "cuBLASLt: {e:?}"),
         }
     }
 }
@@ -65,5 +85,11 @@ impl From<cudarc::driver::DriverError> for Error {
 impl From<cudarc::cublas::result::CublasError> for Error {
     fn from(e: cudarc::cublas::result::CublasError) -> Self {
         Error::Blas(e)
+    }
+}
+
+impl From<cudarc::cublaslt::result::CublasError> for Error {
+    fn from(e: cudarc::cublaslt::result::CublasError) -> Self {
+        Error::BlasLt(e)
     }
 }

@@ -1,0 +1,145 @@
+//! Launchers for `cuda/embedding.cu`: BERT's summed embeddings and the tables' gradients.
+
+use crate::gpu::{addr, addr_mut, Arg, Elem, Gpu};
+use crate::{check, Error, Family};
+use cudarc::driver::{CudaView, CudaViewMut, DevicePtr, DevicePtrMut};
+
+const BLOCK: u32 = 256;
+
+/// `out[t] = word[word_ids[t]] + pos[t % seq_len] + types[type_ids[t]]` (type 0 without
+/// type ids); ids `[tokens]` i32, tables `[rows, dim]`, out `[tokens, dim]`, tokens a multiple
+/// of seq_len. A bad id writes a NaN row and its token index (the smallest) into `bad[0]`
+/// when given (set it to i32::MAX first).
+#[allow(clippy::too_many_arguments)]
+pub fn bert_embed_fwd<T: Elem>(
+    gpu: &Gpu,
+    word_ids: &impl DevicePtr<i32>,
+    type_ids: Option<&CudaView<'_, i32>>,
+    word: &impl DevicePtr<T>,
+    pos: &impl DevicePtr<T>,
+    types: &impl DevicePtr<T>,
+    out: &mut impl DevicePtrMut<T>,
+    seq_len: usize,
+    dim: usize,
+    bad: Option<&mut CudaViewMut<'_, i32>>,
+) -> Result<(), Error> {
+    let k = "bert_embed_fwd";
+    let tokens = word_ids.len();
+    check::len(k, "out", out.len(), tokens * dim)?;
+    let vocab = check::rows(k, "word table", word.len(), dim)?;
+    let max_pos = check::rows(k, "position table", pos.len(), dim)?;
+    let n_types = check::rows(k, "type table", types.len(), dim)?;
+    if seq_len == 0 || tokens % seq_len != 0 || seq_len > max_pos {
+        return check::fail(k, format!("{tokens} tokens are not whole sequences of {seq_len} (at most {max_pos} positions)"));
+    }
+    let (pt, _gt) = match type_ids {
+        Some(t) => {
+            check::len(k, "type_ids", t.len(), tokens)?;
+            let (p, g) = addr(gpu, t);
+            (p, Some(g))
+        }
+        None => (0, None),
+    };
+    let (pbad, _gb) = match bad {
+        Some(b) => {
+            check::len(k, "bad", b.len(), 1)?;
+            let (p, g) = addr_mut(gpu, b);
+            (p, Some(g))
+        }
+        None => (0, None),
+    };
+    let (p0, _g1) = addr(gpu, word_ids);
+    let (p1, _g2) = addr(gpu, word);
+    let (p2, _g3) = addr(gpu, pos);
+    let (p3, _g4) = addr(gpu, types);
+    let (p4, _g5) = addr_mut(gpu, out);
+    let args = [
+        Arg::Ptr(p0),
+        Arg::Ptr(pt),
+        Arg::Ptr(p1),
+        Arg::Ptr(p2),
+        Arg::Ptr(p3),
+        Arg::Ptr(p4),
+        Arg::I32(check::i32_of(k, "tokens", tokens)?),
+        Arg::I32(check::i32_of(k, "seq_len", seq_len)?),
+        Arg::I32(check::i32_of(k, "dim", dim)?),
+        Arg::I32(check::i32_of(k, "vocab", vocab)?),
+        Arg::I32(check::i32_of(k, "types", n_types)?),
+        Arg::Ptr(pbad),
+    ];
+    let grid = gpu.grid_for((tokens * dim) as u64, BLOCK as u64 * 4);
+    gpu.launch(
+        Family::Embedding,
+        &format!("{k}_{}", T::SUFFIX),
+        (grid, 1, 1),
+        BLOCK,
+        &args,
+    )
+}
+
+/// `dtable[ids[t]] += dy[t]` (atomics: repeated ids add in no fixed order); ids `[tokens]`,
+/// dy `[tokens, dim]`, dtable `[vocab, dim]`. Ids must be valid (the forward checked them).
+pub fn embedding_bwd(
+    gpu: &Gpu,
+    ids: &impl DevicePtr<i32>,
+    dy: &impl DevicePtr<f32>,
+    dtable: &mut impl DevicePtrMut<f32>,
+    dim: usize,
+) -> Result<(), Error> {
+    let k = "embedding_bwd";
+    let tokens = ids.len();
+    check::len(k, "dy", dy.len(), tokens * dim)?;
+    check::rows(k, "dtable", dtable.len(), dim)?;
+    let (p0, _g1) = addr(gpu, ids);
+    let (p1, _g2) = addr(gpu, dy);
+    let (p2, _g3) = addr_mut(gpu, dtable);
+    let args = [
+        Arg::Ptr(p0),
+        Arg::Ptr(p1),
+        Arg::Ptr(p2),
+        Arg::I32(check::i32_of(k, "tokens", tokens)?),
+        Arg::I32(check::i32_of(k, "dim", dim)?),
+    ];
+    let grid = gpu.grid_for((tokens * dim) as u64, BLOCK as u64 * 4);
+    gpu.launch(
+        Family::Embedding,
+        "embedding_bwd_f32",
+        (grid, 1, 1),
+        BLOCK,
+        &args,
+    )
+}
+
+/// `dpos[s] += sum over sequences of dy[b, s]`; dy `[tokens, dim]`, dpos `[max_pos, dim]`
+/// (rows past seq_len untouched). Deterministic.
+pub fn position_bwd(
+    gpu: &Gpu,
+    dy: &impl DevicePtr<f32>,
+    dpos: &mut impl DevicePtrMut<f32>,
+    seq_len: usize,
+    dim: usize,
+) -> Result<(), Error> {
+    let k = "position_bwd";
+    let tokens = check::rows(k, "dy", dy.len(), dim)?;
+    let max_pos = check::rows(k, "dpos", dpos.len(), dim)?;
+    if seq_len == 0 || tokens % seq_len != 0 || seq_len > max_pos {
+        return check::fail(k, format!("{tokens} tokens are not whole sequences of {seq_len} (at most {max_pos} positions)"));
+    }
+    let (p0, _g1) = addr(gpu, dy);
+    let (p1, _g2) = addr_mut(gpu, dpos);
+    let args = [
+        Arg::Ptr(p0),
+        Arg::Ptr(p1),
+        Arg::I32(check::i32_of(k, "tokens", tokens)?),
+        Arg::I32(check::i32_of(k, "seq_len", seq_len)?),
+        Arg::I32(check::i32_of(k, "dim", dim)?),
+    ];
+    let grid = gpu.grid_for((seq_len * dim) as u64, BLOCK as u64);
+    gpu.launch(
+        Family::Embedding,
+        "position_bwd_f32",
+        (grid, 1, 1),
+        BLOCK,
+        &args,
+    )
+}
