@@ -79,3 +79,39 @@ pub fn arch_for(major: i32, minor: i32) -> Result<&'static str, Error> {
         _ => return Err(Error::UnsupportedArch { major, minor }),
     })
 }
+
+/// Each entry's parameter sizes in bytes, in order (from the PTX signatures): what
+/// [`crate::Gpu::launch`] checks its argument list against before every first launch.
+pub fn entry_params(ptx: &str) -> std::collections::HashMap<String, Vec<usize>> {
+    let mut out = std::collections::HashMap::new();
+    let mut lines = ptx.lines();
+    while let Some(l) = lines.next() {
+        let l = l.trim_start();
+        let Some(rest) = l
+            .strip_prefix(".visible .entry ")
+            .or_else(|| l.strip_prefix(".entry "))
+        else {
+            continue;
+        };
+        let name = rest.split(['(', ' ']).next().unwrap_or("").to_string();
+        let mut sizes = Vec::new();
+        if !rest.trim_end().ends_with("()") {
+            for p in lines.by_ref() {
+                let p = p.trim();
+                if p.starts_with(')') {
+                    break;
+                }
+                let ty = p.split_whitespace().nth(1).unwrap_or("");
+                sizes.push(match ty {
+                    ".u64" | ".s64" | ".b64" | ".f64" => 8,
+                    ".u32" | ".s32" | ".b32" | ".f32" => 4,
+                    ".u16" | ".s16" | ".b16" | ".f16" => 2,
+                    ".u8" | ".s8" | ".b8" => 1,
+                    _ => 0,
+                });
+            }
+        }
+        out.insert(name, sizes);
+    }
+    out
+}

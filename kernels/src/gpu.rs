@@ -63,7 +63,7 @@ pub struct Gpu {
     arch: &'static str,
     sms: u32,
     modules: Mutex<HashMap<Family, Arc<CudaModule>>>,
-    functions: Mutex<HashMap<String, CudaFunction>>,
+    functions: Mutex<HashMap<String, (CudaFunction, Vec<usize>)>>,
     checked: std::sync::atomic::AtomicBool,
 }
 
@@ -139,12 +139,22 @@ impl Gpu {
         Ok(m)
     }
 
-    /// The loaded kernel `name` of `family`.
-    pub fn function(&self, family: Family, name: &str) -> Result<CudaFunction, Error> {
+    /// The loaded kernel `name` of `family`, with its parameters' sizes (from the PTX).
+    pub fn function(
+        &self,
+        family: Family,
+        name: &str,
+    ) -> Result<(CudaFunction, Vec<usize>), Error> {
         if let Some(f) = self.functions.lock().unwrap().get(name) {
             return Ok(f.clone());
         }
-        let f = self.module(family)?.load_function(name)?;
+        let params = compile::entry_params(&ptx_for(family, self.arch)?)
+            .remove(name)
+            .ok_or_else(|| Error::Args {
+                kernel: "launch",
+                msg: format!("{}.cu has no kernel named {name}", family.name()),
+            })?;
+        let f = (self.module(family)?.load_function(name)?, params);
         self.functions
             .lock()
             .unwrap()
@@ -162,7 +172,22 @@ impl Gpu {
         block: u32,
         args: &[Arg],
     ) -> Result<(), Error> {
-        let f = self.function(family, name)?;
+        let (f, params) = self.function(family, name)?;
+        // The argument list must match the kernel's signature in count and size: a mismatch
+        // here would otherwise be a silent misread of every later parameter.
+        let sizes: Vec<usize> = args
+            .iter()
+            .map(|a| match a {
+                Arg::Ptr(_) | Arg::U64(_) | Arg::I64(_) => 8,
+                Arg::I32(_) | Arg::F32(_) => 4,
+            })
+            .collect();
+        if sizes != params {
+            return Err(Error::Args {
+                kernel: "launch",
+                msg: format!("{name} takes parameters of {params:?} bytes, given {sizes:?}"),
+            });
+        }
         // Every value lives in an 8-byte slot; the driver copies the parameter's own size from
         // the slot's start (little-endian: an i32 or f32 sits in the low bytes).
         let mut slots: Vec<u64> = args

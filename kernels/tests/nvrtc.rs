@@ -24,6 +24,18 @@ fn every_family_compiles_for_sm_90_without_spills() {
         let ptx = compile::compile(fam, "sm_90").unwrap_or_else(|e| panic!("{e}"));
         let src = ptx.to_src();
         let entries = compile::entries(&src);
+        let params = compile::entry_params(&src);
+        assert_eq!(
+            params.len(),
+            entries.len(),
+            "{}.cu: signatures parsed",
+            fam.name()
+        );
+        assert!(
+            params.values().all(|p| !p.is_empty() && !p.contains(&0)),
+            "{}.cu: unparsed parameter types: {params:?}",
+            fam.name()
+        );
         assert!(
             !entries.is_empty(),
             "{}.cu: no kernels in the PTX",
@@ -72,4 +84,19 @@ fn compile_errors_name_the_file_and_carry_nvrtc_log() {
         msg.contains("broken.cu") && msg.contains("undefined_name"),
         "{msg}"
     );
+}
+
+#[test]
+fn kernel_signatures_are_read_from_the_ptx() {
+    let ptx = compile::compile(Family::Layernorm, "sm_90").unwrap_or_else(|e| panic!("{e}"));
+    let p = compile::entry_params(&ptx.to_src());
+    // layernorm_fwd_f32(x, res, gamma, beta, h, y, mean, rstd: pointers; rows, cols: int;
+    // eps, p: float; seed: u64)
+    assert_eq!(
+        p["layernorm_fwd_f32"],
+        [8, 8, 8, 8, 8, 8, 8, 8, 4, 4, 4, 4, 8]
+    );
+    let ptx = compile::compile(Family::Adamw, "sm_90").unwrap_or_else(|e| panic!("{e}"));
+    let p = compile::entry_params(&ptx.to_src());
+    assert_eq!(p["adamw_multi"].len(), 17);
 }
