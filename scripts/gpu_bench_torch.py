@@ -106,6 +106,43 @@ def main():
     bw(f"adamw_multi+clip {total / 1e6:.1f}M params", time(step), 32 * total)
     del params, opt
 
+    # Attention: every SDPA backend that accepts the inputs; the best is the one to beat.
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    backends = [("flash", SDPBackend.FLASH_ATTENTION), ("efficient", SDPBackend.EFFICIENT_ATTENTION),
+                ("cudnn", SDPBackend.CUDNN_ATTENTION), ("math", SDPBackend.MATH)]
+    for bsz, seq, padded in [(64, 128, False), (16, 512, False), (4, 1024, False), (64, 128, True)]:
+        h, d = HEADS, 64
+        q, k_, v = (rn(bsz, h, seq, d, dtype=torch.bfloat16).requires_grad_() for _ in range(3))
+        do = rn(bsz, h, seq, d, dtype=torch.bfloat16)
+        mask = None
+        if padded:
+            lens = torch.tensor([32 + (b * 53 + 17) % 97 for b in range(bsz)], device=dev)
+            mask = (torch.arange(seq, device=dev)[None, :] < lens[:, None])[:, None, None, :]
+        flops = 4 * bsz * h * seq * seq * d
+        tag = f"B{bsz} H{h} S{seq} D{d}" + (" padded" if padded else "")
+        best = {}
+        for bname, be in backends:
+            try:
+                with sdpa_kernel([be]):
+                    fwd = lambda: F.scaled_dot_product_attention(q, k_, v, attn_mask=mask)
+                    ms_f = time(lambda: fwd().detach())
+
+                    def fb():
+                        q.grad = k_.grad = v.grad = None
+                        fwd().backward(do)
+                    ms_b = time(fb)
+            except RuntimeError:
+                continue
+            print(f"# sdpa {bname} {tag}: fwd {ms_f:.4f} ms, fwd+bwd {ms_b:.4f} ms")
+            for key, ms in (("fwd", ms_f), ("fwd+bwd", ms_b)):
+                if key not in best or ms < best[key][0]:
+                    best[key] = (ms, bname)
+        for key, mult in (("fwd", 1.0), ("fwd+bwd", 3.5)):
+            if key in best:
+                ms = best[key][0]
+                print(f"{f'attention {key} bf16 {tag}':<40} {ms:>9.4f} {mult * flops / ms / 1e9:>9.1f} TFLOP/s")
+        del q, k_, v, do
+
     for m, k, nn in [(ROWS, HID, FFN), (ROWS, FFN, HID), (ROWS, HID, HID)]:
         a, b = rn(m, k), rn(k, nn)
         c = torch.empty(m, nn, device=dev)

@@ -7,6 +7,7 @@
 //! check them (lengths, shapes, 16-byte alignment) and return [`Error`]s.
 
 pub mod adamw;
+pub mod attention;
 pub mod blas;
 mod check;
 pub mod compile;

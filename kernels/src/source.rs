@@ -13,13 +13,14 @@ pub enum Family {
     Dropout,
     Adamw,
     Reduce,
+    Attention,
 }
 
 /// Prepended to every family: bf16 bits, 16-byte packs, warp/block reductions, the dropout hash.
 pub const COMMON: &str = include_str!("../cuda/common.cuh");
 
 impl Family {
-    pub const ALL: [Family; 9] = [
+    pub const ALL: [Family; 10] = [
         Family::Elementwise,
         Family::Gelu,
         Family::Layernorm,
@@ -29,6 +30,7 @@ impl Family {
         Family::Dropout,
         Family::Adamw,
         Family::Reduce,
+        Family::Attention,
     ];
 
     /// The file's stem under `kernels/cuda/`.
@@ -43,6 +45,7 @@ impl Family {
             Family::Dropout => "dropout",
             Family::Adamw => "adamw",
             Family::Reduce => "reduce",
+            Family::Attention => "attention",
         }
     }
 
@@ -58,6 +61,7 @@ impl Family {
             Family::Dropout => include_str!("../cuda/dropout.cu"),
             Family::Adamw => include_str!("../cuda/adamw.cu"),
             Family::Reduce => include_str!("../cuda/reduce.cu"),
+            Family::Attention => include_str!("../cuda/attention.cu"),
         }
     }
 

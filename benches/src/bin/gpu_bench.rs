@@ -336,6 +336,91 @@ fn main() {
     no_nan(&g, "adamw", &opt.tensors[0].param, id);
     drop(opt);
 
+    // Fused attention (bf16 storage, f32 math on CUDA cores: the reference-grade kernel),
+    // packed QKV; FLOPs by FlashAttention's convention (forward 4 B H S^2 D, fwd+bwd 3.5x).
+    // The padded batch (lengths 32..128, the formula shared with gpu_bench_torch.py) runs packed,
+    // without padding tokens, and is rated by the padded batch's FLOPs as torch is.
+    for (bsz, seq, padded) in [
+        (64usize, 128usize, false),
+        (16, 512, false),
+        (4, 1024, false),
+        (64, 128, true),
+    ] {
+        use k::attention::{attention_bwd, attention_fwd, AttnBatch, AttnShape};
+        let (h, d) = (HEADS, 64);
+        let lens: Vec<usize> = (0..bsz)
+            .map(|b| if padded { 32 + (b * 53 + 17) % 97 } else { seq })
+            .collect();
+        let batch = if padded {
+            AttnBatch::packed(&g, &lens).unwrap()
+        } else {
+            AttnBatch::padded(&g, seq, &lens).unwrap()
+        };
+        let tokens = batch.tokens;
+        let shape = AttnShape {
+            heads: h,
+            head_dim: d,
+            scale: 0.125,
+        };
+        let qkv = up_bf16(&g, &randn(tokens * 3 * h * d, 30, 1.0));
+        let dout = up_bf16(&g, &randn(tokens * h * d, 31, 1.0));
+        let mut o = up(&g, &vec![bf16::ZERO; tokens * h * d]);
+        let mut lse = up(&g, &vec![0.0f32; tokens * h]);
+        let mut dqkv = up(&g, &vec![bf16::ZERO; tokens * 3 * h * d]);
+        let flops = 4.0 * (bsz * h * seq * seq * d) as f64;
+        let tag = format!(
+            "B{bsz} H{h} S{seq} D{d}{}",
+            if padded { " padded" } else { "" }
+        );
+        let ms = time(&g, || {
+            attention_fwd(
+                &g,
+                &batch,
+                shape,
+                &qkv.as_view(),
+                &mut o.as_view_mut(),
+                &mut lse,
+                None,
+            )
+            .unwrap()
+        });
+        println!(
+            "{:<40} {ms:>9.4} {:>9.1} TFLOP/s",
+            format!("attention fwd bf16 {tag}"),
+            flops / ms / 1e9
+        );
+        let ms = time(&g, || {
+            attention_fwd(
+                &g,
+                &batch,
+                shape,
+                &qkv.as_view(),
+                &mut o.as_view_mut(),
+                &mut lse,
+                None,
+            )
+            .unwrap();
+            attention_bwd(
+                &g,
+                &batch,
+                shape,
+                &qkv.as_view(),
+                &o.as_view(),
+                &lse,
+                &dout.as_view(),
+                &mut dqkv.as_view_mut(),
+                None,
+            )
+            .unwrap();
+        });
+        println!(
+            "{:<40} {ms:>9.4} {:>9.1} TFLOP/s",
+            format!("attention fwd+bwd bf16 {tag}"),
+            3.5 * flops / ms / 1e9
+        );
+        no_nan(&g, "attention", &dqkv, bid);
+    }
+
     // GEMMs at BERT-base's shapes, M x K x N: C[M, N] = A[M, K] B[K, N].
     let b = blas::Blas::new(&g).unwrap();
     for (m, kk, nn) in [(ROWS, HID, FFN), (ROWS, FFN, HID), (ROWS, HID, HID)] {
