@@ -1144,6 +1144,26 @@ fn fused_attention_against_the_cpu_engine() {
         );
         let (qb, db) = (up(&g, &to_bf16(&qkv)), up(&g, &to_bf16(&dout)));
         let mut ob = poison_bf16(&g, tokens * h * d);
+        let mut lse_ref = poison(&g, tokens * h);
+        k::attention::attention_fwd_with(
+            &g,
+            k::attention::AttnKernel::Reference,
+            &batch,
+            shape,
+            &qb.as_view(),
+            &mut ob.as_view_mut(),
+            &mut lse_ref,
+            drop,
+        )
+        .unwrap();
+        close(
+            &format!("attention fwd bf16 reference {tag}"),
+            &from_bf16(&down(&g, &ob)),
+            &want_ob,
+            BF16_TOL,
+        );
+        // The tensor-core kernel (the default for bf16): against the CPU and the reference LSE.
+        let mut ob = poison_bf16(&g, tokens * h * d);
         attention_fwd(
             &g,
             &batch,
@@ -1155,10 +1175,16 @@ fn fused_attention_against_the_cpu_engine() {
         )
         .unwrap();
         close(
-            &format!("attention fwd bf16 {tag}"),
+            &format!("attention fwd bf16 tensor cores {tag}"),
             &from_bf16(&down(&g, &ob)),
             &want_ob,
             BF16_TOL,
+        );
+        close(
+            &format!("attention lse tensor cores vs reference {tag}"),
+            &down(&g, &lse),
+            &down(&g, &lse_ref),
+            1e-3,
         );
         let mut gb = poison_bf16(&g, tokens * 3 * h * d);
         attention_bwd(

@@ -336,3 +336,191 @@ extern "C" __global__ void attn_bwd_pre_bf16(const bf16* o, const bf16* dout, fl
                                              int tokens, int H, int D, int o_stride) {
     attn_bwd_pre<bf16>(o, dout, dsum, tokens, H, D, o_stride);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Version 2: the forward on tensor cores (bf16 storage, f32 accumulation), FlashAttention-2's
+// layout. One block of 4 warps per 64 query rows; each warp owns 16 rows for the whole pass.
+// S = Q K^T and O += P V are `mma.sync.m16n8k16` (bf16 in, f32 out); Q, K and V come from
+// shared memory through `ldmatrix` (V transposed on the way); P never leaves registers: the
+// accumulator fragment of S is, element for element, the A fragment of P V once converted to
+// bf16. Same arguments and results as attn_fwd_bf16_dD above (the tests compare the two).
+//
+// Fragment layouts (PTX ISA, mma.m16n8k16, g = lane / 4, t = lane % 4):
+//   A 16x16 row-major: a0 (g, 2t..2t+1), a1 (g+8, 2t..), a2 (g, 2t+8..), a3 (g+8, 2t+8..)
+//   B 16x8:            b0 (k 2t..2t+1, n g), b1 (k 2t+8..2t+9, n g)
+//   C 16x8 f32:        c0 c1 (g, 2t..2t+1), c2 c3 (g+8, 2t..2t+1)
+
+__device__ __forceinline__ unsigned smem_addr(const void* p) {
+    return (unsigned)__cvta_generic_to_shared(p);
+}
+__device__ __forceinline__ void ldsm_x4(unsigned (&r)[4], const void* p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_addr(p)));
+}
+__device__ __forceinline__ void ldsm_x4_trans(unsigned (&r)[4], const void* p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_addr(p)));
+}
+__device__ __forceinline__ void mma_bf16_16816(float (&d)[4], const unsigned (&a)[4], unsigned b0,
+                                               unsigned b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+        "{%8, %9}, {%0, %1, %2, %3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ unsigned pack_bf16x2(float lo, float hi) {
+    return (unsigned)bf16_bits(lo) | ((unsigned)bf16_bits(hi) << 16);
+}
+
+// Rows [first, first + valid) of one head, 16 bytes per thread per step, zeros past `valid`.
+template <int D, int ROWS, int PITCH>
+__device__ __forceinline__ void mma_load(bf16 (&s)[ROWS][PITCH], const bf16* base, int first,
+                                         int valid, int stride, int h) {
+    constexpr int CHUNKS = D / 8;
+    for (int e = threadIdx.x; e < ROWS * CHUNKS; e += ATT_THREADS) {
+        const int r = e / CHUNKS, c = (e % CHUNKS) * 8;
+        uint4 v = make_uint4(0, 0, 0, 0);
+        if (r < valid) v = *reinterpret_cast<const uint4*>(base + (i64)(first + r) * stride + h * D + c);
+        *reinterpret_cast<uint4*>(&s[r][c]) = v;
+    }
+}
+
+template <int D, int BK>
+__device__ __forceinline__ void attn_fwd_mma(const bf16* q, const bf16* k, const bf16* v, bf16* o,
+                                             float* lse, const int* starts, const int* rows,
+                                             const int* k_lens, int H, int qkv_stride,
+                                             int o_stride, float scale, float p_drop, u64 seed,
+                                             int drop_stride) {
+    constexpr int BQ = 64, PITCH = D + 8;  // +16 bytes per row: ldmatrix rows hit distinct banks
+    constexpr int KC = D / 16;             // k-chunks of the head dimension (S = Q K^T)
+    constexpr int NT = BK / 8;             // n-tiles of keys in S
+    constexpr int DT = D / 8;              // n-tiles of the head dimension in O
+    __shared__ __align__(16) bf16 Qs[BQ][PITCH];
+    __shared__ __align__(16) bf16 Ks[BK][PITCH];
+    __shared__ __align__(16) bf16 Vs[BK][PITCH];
+    const AttnSeq sq = attn_seq(starts, rows, k_lens);
+    const int h = blockIdx.y, i0 = blockIdx.x * BQ;
+    if (i0 >= sq.rows) return;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+    const float sl2 = scale * 1.4426950408889634f;  // scores in log2 units: exp2 is one MUFU op
+    const float keep_scale = p_drop > 0.f ? 1.f / (1.f - p_drop) : 1.f;
+
+    mma_load<D, BQ, PITCH>(Qs, q, sq.start + i0, sq.rows - i0, qkv_stride, h);
+    __syncthreads();
+    // This warp's 16 query rows as A fragments, one per 16-wide chunk of the head dimension.
+    unsigned qa[KC][4];
+#pragma unroll
+    for (int kc = 0; kc < KC; kc++)
+        ldsm_x4(qa[kc], &Qs[warp * 16 + (lane & 15)][kc * 16 + (lane >> 4) * 8]);
+
+    float acc[DT][4];
+#pragma unroll
+    for (int dt = 0; dt < DT; dt++) acc[dt][0] = acc[dt][1] = acc[dt][2] = acc[dt][3] = 0.f;
+    float m[2] = {NEG_INF, NEG_INF}, l[2] = {0.f, 0.f};  // rows g and g + 8
+
+    for (int j0 = 0; j0 < sq.keys; j0 += BK) {
+        __syncthreads();
+        mma_load<D, BK, PITCH>(Ks, k, sq.start + j0, sq.keys - j0, qkv_stride, h);
+        mma_load<D, BK, PITCH>(Vs, v, sq.start + j0, sq.keys - j0, qkv_stride, h);
+        __syncthreads();
+        // S = Q K^T for 16 rows x BK keys: K's rows are B's columns, read without a transpose.
+        float s[NT][4];
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+#pragma unroll
+        for (int kc = 0; kc < KC; kc++) {
+#pragma unroll
+            for (int np = 0; np < NT / 2; np++) {
+                unsigned b[4];  // b0 b1 of n-tile 2np, then of n-tile 2np + 1
+                ldsm_x4(b, &Ks[np * 16 + (lane >> 4) * 8 + (lane & 7)][kc * 16 + ((lane >> 3) & 1) * 8]);
+                mma_bf16_16816(s[2 * np], qa[kc], b[0], b[1]);
+                mma_bf16_16816(s[2 * np + 1], qa[kc], b[2], b[3]);
+            }
+        }
+        // Online softmax on the two rows this thread holds (the row's 4 threads: a quad).
+        float mt[2] = {NEG_INF, NEG_INF};
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int key = j0 + nt * 8 + 2 * t + (e & 1);
+                s[nt][e] = key < sq.keys ? s[nt][e] * sl2 : NEG_INF;
+                mt[e >> 1] = fmaxf(mt[e >> 1], s[nt][e]);
+            }
+        }
+        float corr[2];
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            mt[r] = fmaxf(mt[r], __shfl_xor_sync(0xffffffffu, mt[r], 1));
+            mt[r] = fmaxf(mt[r], __shfl_xor_sync(0xffffffffu, mt[r], 2));
+            const float m_new = fmaxf(m[r], mt[r]);
+            corr[r] = m[r] == NEG_INF ? 0.f : exp2f(m[r] - m_new);
+            m[r] = m_new;
+            l[r] *= corr[r];
+        }
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int r = e >> 1;
+                float p = s[nt][e] == NEG_INF ? 0.f : exp2f(s[nt][e] - m[r]);
+                l[r] += p;  // the normaliser sums the probabilities before dropout
+                if (p_drop > 0.f) {
+                    const int row = i0 + warp * 16 + g + 8 * r, key = j0 + nt * 8 + 2 * t + (e & 1);
+                    p = dropout_keep(seed, attn_drop_index(h, H, row, key, drop_stride), p_drop)
+                            ? p * keep_scale
+                            : 0.f;
+                }
+                s[nt][e] = p;
+            }
+        }
+#pragma unroll
+        for (int dt = 0; dt < DT; dt++) {
+            acc[dt][0] *= corr[0], acc[dt][1] *= corr[0];
+            acc[dt][2] *= corr[1], acc[dt][3] *= corr[1];
+        }
+        // O += P V: P's A fragments straight from S's accumulators; V through ldmatrix.trans.
+#pragma unroll
+        for (int kc = 0; kc < BK / 16; kc++) {
+            const unsigned pa[4] = {pack_bf16x2(s[2 * kc][0], s[2 * kc][1]),
+                                    pack_bf16x2(s[2 * kc][2], s[2 * kc][3]),
+                                    pack_bf16x2(s[2 * kc + 1][0], s[2 * kc + 1][1]),
+                                    pack_bf16x2(s[2 * kc + 1][2], s[2 * kc + 1][3])};
+#pragma unroll
+            for (int dp = 0; dp < DT / 2; dp++) {
+                unsigned b[4];  // b0 b1 of d-tile 2dp, then of d-tile 2dp + 1
+                ldsm_x4_trans(b, &Vs[kc * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)][dp * 16 + (lane >> 4) * 8]);
+                mma_bf16_16816(acc[2 * dp], pa, b[0], b[1]);
+                mma_bf16_16816(acc[2 * dp + 1], pa, b[2], b[3]);
+            }
+        }
+    }
+    // Finish: the row sums over the quad, normalise, write O (bf16 pairs) and the LSE.
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+        const int row = i0 + warp * 16 + g + 8 * r;
+        if (row >= sq.rows) continue;
+        const float inv = l[r] > 0.f ? 1.f / l[r] : 0.f;
+        const i64 tok = sq.start + row;
+        unsigned* out = reinterpret_cast<unsigned*>(o + tok * o_stride + h * D);
+#pragma unroll
+        for (int dt = 0; dt < DT; dt++)
+            out[(dt * 8 + 2 * t) / 2] = pack_bf16x2(acc[dt][2 * r] * inv, acc[dt][2 * r + 1] * inv);
+        if (t == 0) lse[tok * H + h] = l[r] > 0.f ? (m[r] + log2f(l[r])) * 0.6931471805599453f : NEG_INF;
+    }
+}
+
+#define ATTN_MMA(D, BK)                                                                          \
+    extern "C" __global__ void __launch_bounds__(ATT_THREADS) attn_fwd_mma_bf16_d##D(            \
+        const bf16* q, const bf16* k, const bf16* v, bf16* o, float* lse, ATTN_ARGS) {           \
+        attn_fwd_mma<D, BK>(q, k, v, o, lse, ATTN_PASS);                                         \
+    }
+
+ATTN_MMA(32, 64)
+ATTN_MMA(64, 64)
+ATTN_MMA(128, 32)

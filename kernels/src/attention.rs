@@ -127,8 +127,17 @@ fn common_args(
     ])
 }
 
+/// Which forward kernel: the reference-grade one (CUDA cores, f32 math, any storage), or the
+/// tensor-core one (bf16 only, `mma.sync`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttnKernel {
+    Reference,
+    TensorCores,
+}
+
 /// `qkv` [tokens, 3, H, D] (a fused QKV projection's output) -> `o` [tokens, H, D] and
 /// `lse` [tokens, H] (f32, for the backward). `dropout`: (p, seed) on the probabilities.
+/// bf16 runs on tensor cores, f32 on the reference kernel.
 pub fn attention_fwd<T: Elem>(
     gpu: &Gpu,
     batch: &AttnBatch,
@@ -138,8 +147,36 @@ pub fn attention_fwd<T: Elem>(
     lse: &mut impl DevicePtrMut<f32>,
     dropout: Option<(f32, u64)>,
 ) -> Result<(), Error> {
+    let which = if T::SUFFIX == "bf16" {
+        AttnKernel::TensorCores
+    } else {
+        AttnKernel::Reference
+    };
+    attention_fwd_with(gpu, which, batch, shape, qkv, o, lse, dropout)
+}
+
+/// [`attention_fwd`] with the kernel chosen (the tests run both and compare).
+#[allow(clippy::too_many_arguments)]
+pub fn attention_fwd_with<T: Elem>(
+    gpu: &Gpu,
+    which: AttnKernel,
+    batch: &AttnBatch,
+    shape: AttnShape,
+    qkv: &CudaView<'_, T>,
+    o: &mut CudaViewMut<'_, T>,
+    lse: &mut impl DevicePtrMut<f32>,
+    dropout: Option<(f32, u64)>,
+) -> Result<(), Error> {
     let k = "attention_fwd";
-    let tile = shape.tile()?;
+    let mut tile = shape.tile()?;
+    let mut name = format!("attn_fwd_{}_d{}", T::SUFFIX, shape.head_dim);
+    if which == AttnKernel::TensorCores {
+        if T::SUFFIX != "bf16" {
+            return check::fail(k, "the tensor-core kernel takes bf16 inputs".into());
+        }
+        tile = 64;
+        name = format!("attn_fwd_mma_bf16_d{}", shape.head_dim);
+    }
     let hd = shape.hd();
     check::len(k, "qkv", qkv.len(), batch.tokens * 3 * hd)?;
     check::len(k, "o", o.len(), batch.tokens * hd)?;
@@ -148,6 +185,13 @@ pub fn attention_fwd<T: Elem>(
     let (pq, _g1) = addr(gpu, qkv);
     let (po, _g2) = addr_mut(gpu, o);
     let (pl, _g3) = addr_mut(gpu, lse);
+    if which == AttnKernel::TensorCores {
+        // 16-byte loads of each head's rows; 4-byte stores of output pairs.
+        check::aligned(k, "qkv", pq)?;
+        if po % 4 != 0 {
+            return check::fail(k, format!("o at {po:#x} is not 4-byte aligned"));
+        }
+    }
     let esz = std::mem::size_of::<T>() as u64;
     let mut args = vec![
         Arg::Ptr(pq),
@@ -165,13 +209,7 @@ pub fn attention_fwd<T: Elem>(
     if batch.count == 0 || batch.max_rows == 0 {
         return Ok(());
     }
-    gpu.launch(
-        Family::Attention,
-        &format!("attn_fwd_{}_d{}", T::SUFFIX, shape.head_dim),
-        grid,
-        THREADS,
-        &args,
-    )
+    gpu.launch(Family::Attention, &name, grid, THREADS, &args)
 }
 
 /// Backward: from `dout` [tokens, H, D], the forward's `qkv`, `o` and `lse`, writes

@@ -373,6 +373,24 @@ fn main() {
             if padded { " padded" } else { "" }
         );
         let ms = time(&g, || {
+            k::attention::attention_fwd_with(
+                &g,
+                k::attention::AttnKernel::Reference,
+                &batch,
+                shape,
+                &qkv.as_view(),
+                &mut o.as_view_mut(),
+                &mut lse,
+                None,
+            )
+            .unwrap()
+        });
+        println!(
+            "{:<40} {ms:>9.4} {:>9.1} TFLOP/s",
+            format!("attention fwd bf16 reference {tag}"),
+            flops / ms / 1e9
+        );
+        let ms = time(&g, || {
             attention_fwd(
                 &g,
                 &batch,
