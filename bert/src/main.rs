@@ -492,18 +492,10 @@ fn tokenize(
                     .collect::<Vec<_>>()
                     .join(" ")
             )?,
-            Format::Tokens => writeln!(
-                out,
-                "{}",
-                enc.tokens
-                    .iter()
-                    .map(|t| t.as_ref())
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            )?,
+            Format::Tokens => writeln!(out, "{}", tok.tokens(&enc).join(" "))?,
             Format::Json => {
                 let v = serde_json::json!({
-                    "ids": enc.ids, "tokens": enc.tokens.iter().map(|t| t.as_ref()).collect::<Vec<_>>(),
+                    "ids": enc.ids, "tokens": tok.tokens(&enc),
                     "type_ids": enc.type_ids, "offsets": enc.char_offsets, "word_ids": enc.word_ids,
                 });
                 writeln!(out, "{v}")?

@@ -3,7 +3,7 @@
 
 use crate::normalizer::{is_punctuation, normalize_into, Normalized, NormalizerConfig};
 use crate::vocab::{Vocab, VocabError};
-use crate::wordpiece::{split_word_trie, Trie, WordPieceConfig};
+use crate::wordpiece::{split_word, split_word_trie_unchecked, Trie, WordPieceConfig};
 use std::cell::RefCell;
 use std::sync::Arc;
 
@@ -12,7 +12,6 @@ use std::sync::Arc;
 pub struct Encoding {
     pub ids: Vec<u32>,
     pub type_ids: Vec<u32>,
-    pub tokens: Vec<Arc<str>>,
     /// Byte offsets into the sequence's own text; (0, 0) for template tokens.
     pub offsets: Vec<(usize, usize)>,
     /// The same offsets in chars (what HF's Python API returns).
@@ -99,7 +98,6 @@ impl Encoding {
         Encoding {
             ids: Vec::with_capacity(n),
             type_ids: Vec::with_capacity(n),
-            tokens: Vec::with_capacity(n),
             offsets: Vec::with_capacity(n),
             char_offsets: Vec::with_capacity(n),
             word_ids: Vec::with_capacity(n),
@@ -119,7 +117,6 @@ impl Encoding {
         Encoding {
             ids: self.ids[r.clone()].to_vec(),
             type_ids: self.type_ids[r.clone()].to_vec(),
-            tokens: self.tokens[r.clone()].to_vec(),
             offsets: self.offsets[r.clone()].to_vec(),
             char_offsets: self.char_offsets[r.clone()].to_vec(),
             word_ids: self.word_ids[r.clone()].to_vec(),
@@ -209,7 +206,6 @@ impl Encoding {
         }
         fill(&mut self.ids, at, k, p.pad_id);
         fill(&mut self.type_ids, at, k, p.pad_type_id);
-        fill(&mut self.tokens, at, k, Arc::from(p.pad_token.as_str()));
         fill(&mut self.offsets, at, k, (0, 0));
         fill(&mut self.char_offsets, at, k, (0, 0));
         fill(&mut self.word_ids, at, k, None);
@@ -401,6 +397,7 @@ impl BertTokenizer {
         } = s;
         pieces.clear();
         let mut word = 0u32;
+        let use_trie = self.trie.serves(&self.wordpiece);
         // Special tokens are matched in the raw text, leftmost-longest, before normalization.
         let (mut seg_start, mut seg_char) = (0, 0);
         let bytes = text.as_bytes();
@@ -429,14 +426,13 @@ impl BertTokenizer {
             for &(ws, we) in words.iter() {
                 let spans = &norm.spans;
                 word_pieces.clear();
-                if split_word_trie(
-                    &self.trie,
-                    &self.vocab,
-                    &self.wordpiece,
-                    &norm.chars[ws..we],
-                    buf,
-                    word_pieces,
-                ) {
+                let chars = &norm.chars[ws..we];
+                let found = if use_trie {
+                    split_word_trie_unchecked(&self.trie, &self.wordpiece, chars, word_pieces)
+                } else {
+                    split_word(&self.vocab, &self.wordpiece, chars, buf, word_pieces)
+                };
+                if found {
                     for &(id, s, e) in word_pieces.iter() {
                         let (a, b) = (spans[ws + s], spans[ws + e - 1]);
                         pieces.push(Piece {
@@ -479,21 +475,35 @@ impl BertTokenizer {
         e
     }
 
+    /// The token strings of an encoding (computed from its ids, so that encoding does not
+    /// copy or reference-count a string per token); "" for an id outside the vocabulary.
+    pub fn tokens<'a>(&'a self, e: &Encoding) -> Vec<&'a str> {
+        e.ids
+            .iter()
+            .map(|&id| self.vocab.token(id).unwrap_or(""))
+            .collect()
+    }
+
     /// Encodes one text; with `add_special_tokens`, as `[CLS] text [SEP]`. Truncation (with
     /// overflowing windows) and padding apply when set.
     pub fn encode(&self, text: &str, add_special_tokens: bool) -> Encoding {
         if self.truncation.is_none() {
             // The common case, built in place: no second copy for the template.
-            let mut e = Encoding::with_capacity(text.len() / 3 + 4);
-            if add_special_tokens {
-                self.push_template(&mut e, &self.cls, 0);
-            }
-            self.push_pieces(&mut e, text, 0);
-            if add_special_tokens {
-                self.push_template(&mut e, &self.sep, 0);
-            }
-            self.pad_one(&mut e);
-            return e;
+            // The pieces first, so that every vector is allocated once at its final size.
+            return SCRATCH.with(|s| {
+                let s = &mut *s.borrow_mut();
+                self.pieces_into(text, s);
+                let mut e = Encoding::with_capacity(s.pieces.len() + 2);
+                if add_special_tokens {
+                    self.push_template(&mut e, &self.cls, 0);
+                }
+                self.push_piece_list(&mut e, &s.pieces, 0);
+                if add_special_tokens {
+                    self.push_template(&mut e, &self.sep, 0);
+                }
+                self.pad_one(&mut e);
+                e
+            });
         }
         let mut a = self.sequence(text, 0);
         if let Some(t) = &self.truncation {
@@ -613,14 +623,9 @@ impl BertTokenizer {
         e
     }
 
-    fn push_template(&self, e: &mut Encoding, (tok, id): &(String, u32), type_id: u32) {
+    fn push_template(&self, e: &mut Encoding, (_, id): &(String, u32), type_id: u32) {
         e.ids.push(*id);
         e.type_ids.push(type_id);
-        e.tokens.push(
-            self.vocab
-                .token_shared(*id)
-                .unwrap_or_else(|| Arc::from(tok.as_str())),
-        );
         e.offsets.push((0, 0));
         e.char_offsets.push((0, 0));
         e.word_ids.push(None);
@@ -633,14 +638,15 @@ impl BertTokenizer {
         SCRATCH.with(|s| {
             let s = &mut *s.borrow_mut();
             self.pieces_into(text, s);
-            for p in &s.pieces {
+            self.push_piece_list(e, &s.pieces, seq);
+        })
+    }
+
+    fn push_piece_list(&self, e: &mut Encoding, pieces: &[Piece], seq: u8) {
+        {
+            for p in pieces {
                 e.ids.push(p.id);
                 e.type_ids.push(seq as u32);
-                e.tokens.push(
-                    self.vocab
-                        .token_shared(p.id)
-                        .unwrap_or_else(|| Arc::from("")),
-                );
                 e.offsets.push(p.span);
                 e.char_offsets.push(p.cspan);
                 e.word_ids.push(Some(p.word));
@@ -648,7 +654,7 @@ impl BertTokenizer {
                 e.special_tokens_mask.push(0);
                 e.attention_mask.push(1);
             }
-        })
+        }
     }
 }
 
@@ -656,7 +662,6 @@ impl BertTokenizer {
 fn append(e: &mut Encoding, x: Encoding) {
     e.ids.extend(x.ids);
     e.type_ids.extend(x.type_ids);
-    e.tokens.extend(x.tokens);
     e.offsets.extend(x.offsets);
     e.char_offsets.extend(x.char_offsets);
     e.word_ids.extend(x.word_ids);

@@ -162,9 +162,37 @@ pub fn normalize_into(
         }
     };
     let mut count = 0;
-    for (i, c) in text.char_indices() {
+    let table = ascii_classes();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b < 128 {
+            // ASCII (most text): one table lookup decides everything; no CJK, no accents.
+            let span = (base + i, base + i + 1, base_char + count);
+            count += 1;
+            i += 1;
+            let class = table[b as usize];
+            let mut c = b;
+            if cfg.clean_text {
+                if b == 0 || class & CONTROL != 0 {
+                    continue;
+                }
+                if class & WHITESPACE != 0 {
+                    c = b' ';
+                }
+            }
+            if cfg.lowercase {
+                c = c.to_ascii_lowercase();
+            }
+            out.chars.push(c as char);
+            out.spans.push(span);
+            continue;
+        }
+        let c = text[i..].chars().next().expect("i is on a char boundary");
         let span = (base + i, base + i + c.len_utf8(), base_char + count);
         count += 1;
+        i += c.len_utf8();
         let mut c = c;
         if cfg.clean_text {
             if c == '\0' || c == '\u{fffd}' || is_control_fast(c) {

@@ -131,6 +131,12 @@ impl Trie {
         }
     }
 
+    /// Whether this trie was built for `cfg`'s continuation prefix (else the hash lookups serve).
+    pub fn serves(&self, cfg: &WordPieceConfig) -> bool {
+        self.prefix == cfg.continuing_subword_prefix && !self.prefix.is_empty()
+    }
+
+    #[inline]
     fn child(&self, node: u32, c: char) -> Option<u32> {
         if node < 2 && c.is_ascii() {
             let n = self.root_ascii[node as usize][c as usize];
@@ -138,6 +144,10 @@ impl Trie {
         }
         let (first, n, _) = self.nodes[node as usize];
         let run = &self.edges[first as usize..(first + n) as usize];
+        // Below the roots most nodes have a handful of children: a scan beats a binary search.
+        if run.len() <= 8 {
+            return run.iter().find(|&&(k, _)| k == c).map(|&(_, n)| n);
+        }
         run.binary_search_by_key(&c, |&(k, _)| k)
             .ok()
             .map(|i| run[i].1)
@@ -171,9 +181,20 @@ pub fn split_word_trie(
     buf: &mut String,
     out: &mut Vec<(u32, usize, usize)>,
 ) -> bool {
-    if trie.prefix != cfg.continuing_subword_prefix || cfg.continuing_subword_prefix.is_empty() {
+    if !trie.serves(cfg) {
         return split_word(vocab, cfg, chars, buf, out);
     }
+    split_word_trie_unchecked(trie, cfg, chars, out)
+}
+
+/// [`split_word_trie`] for a caller that has checked [`Trie::serves`] once (per text rather
+/// than per word).
+pub(crate) fn split_word_trie_unchecked(
+    trie: &Trie,
+    cfg: &WordPieceConfig,
+    chars: &[char],
+    out: &mut Vec<(u32, usize, usize)>,
+) -> bool {
     if chars.len() > cfg.max_input_chars_per_word {
         return false;
     }

@@ -40,8 +40,8 @@ fn compare(what: &str, ours: &Encoding, want: &Value) -> Result<(), String> {
     ] {
         if a != b {
             return Err(format!(
-                "{what}: {name} differ\n  ours: {a:?}\n  HF:   {b:?}\n  tokens: {:?}",
-                ours.tokens
+                "{what}: {name} differ\n  ours: {a:?}\n  HF:   {b:?}\n  ids: {:?}",
+                ours.ids
             ));
         }
     }
