@@ -3,7 +3,7 @@
 
 use crate::normalizer::{is_punctuation, normalize_into, Normalized, NormalizerConfig};
 use crate::vocab::{Vocab, VocabError};
-use crate::wordpiece::{split_word, split_word_trie_unchecked, Trie, WordPieceConfig};
+use crate::wordpiece::{split_word, Trie, WordCache, WordPieceConfig};
 use std::cell::RefCell;
 use std::sync::Arc;
 
@@ -227,6 +227,7 @@ struct Scratch {
     word_pieces: Vec<(u32, usize, usize)>,
     buf: String,
     pieces: Vec<Piece>,
+    cache: WordCache,
 }
 
 thread_local! {
@@ -394,6 +395,7 @@ impl BertTokenizer {
             word_pieces,
             buf,
             pieces,
+            cache,
         } = s;
         pieces.clear();
         let mut word = 0u32;
@@ -428,7 +430,7 @@ impl BertTokenizer {
                 word_pieces.clear();
                 let chars = &norm.chars[ws..we];
                 let found = if use_trie {
-                    split_word_trie_unchecked(&self.trie, &self.wordpiece, chars, word_pieces)
+                    cache.split(&self.trie, &self.wordpiece, chars, word_pieces)
                 } else {
                     split_word(&self.vocab, &self.wordpiece, chars, buf, word_pieces)
                 };

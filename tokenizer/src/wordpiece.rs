@@ -82,6 +82,8 @@ pub struct Trie {
     root_ascii: [[u32; 128]; 2],
     /// The continuation prefix the trie was built with.
     prefix: String,
+    /// Unique per trie built in this process: what a [`WordCache`] was filled from.
+    uid: u64,
 }
 
 const NONE: u32 = u32::MAX;
@@ -123,11 +125,13 @@ impl Trie {
                 table[c as usize] = n as u32;
             }
         }
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Trie {
             nodes,
             edges,
             root_ascii,
             prefix: prefix.to_string(),
+            uid: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         }
     }
 
@@ -213,4 +217,110 @@ pub(crate) fn split_word_trie_unchecked(
         }
     }
     true
+}
+
+/// A per-thread cache of words already split: text repeats its words (a few thousand cover
+/// most running text), and one hash probe costs a few cache misses where the trie walk costs
+/// two per char. Open addressing over a fixed table; once full it stops inserting (no eviction
+/// work on the hot path). Filled for one trie and word-length limit; it empties itself when
+/// asked about another.
+#[derive(Default)]
+pub(crate) struct WordCache {
+    owner: (u64, usize),
+    slots: Vec<Slot>,
+    words: Vec<char>,
+    pieces: Vec<(u32, u8, u8)>,
+    used: usize,
+}
+
+#[derive(Clone, Copy, Default)]
+struct Slot {
+    /// 0: empty.
+    hash: u64,
+    word: u32,
+    word_len: u8,
+    piece: u32,
+    /// u8::MAX: the word is [UNK].
+    piece_len: u8,
+}
+
+const CACHE_SLOTS: usize = 1 << 16;
+const CACHE_MAX_WORD: usize = 32;
+
+impl WordCache {
+    fn hash(chars: &[char]) -> u64 {
+        let mut h = 0xcbf2_9ce4_8422_2325u64;
+        for &c in chars {
+            h = (h.rotate_left(5) ^ c as u64).wrapping_mul(0x5170_cb1b_7272_20a5);
+        }
+        h | 1
+    }
+
+    /// The pieces of `chars` (id, start, end), appended to `out`, as
+    /// [`split_word_trie_unchecked`] gives them; false for [UNK].
+    pub(crate) fn split(
+        &mut self,
+        trie: &Trie,
+        cfg: &WordPieceConfig,
+        chars: &[char],
+        out: &mut Vec<(u32, usize, usize)>,
+    ) -> bool {
+        if chars.len() > CACHE_MAX_WORD {
+            return split_word_trie_unchecked(trie, cfg, chars, out);
+        }
+        let owner = (trie.uid, cfg.max_input_chars_per_word);
+        if self.owner != owner || self.slots.is_empty() {
+            *self = WordCache {
+                owner,
+                slots: vec![Slot::default(); CACHE_SLOTS],
+                ..Default::default()
+            };
+        }
+        let h = Self::hash(chars);
+        let mut i = h as usize & (CACHE_SLOTS - 1);
+        loop {
+            let s = self.slots[i];
+            if s.hash == 0 {
+                break;
+            }
+            if s.hash == h
+                && s.word_len as usize == chars.len()
+                && self.words[s.word as usize..s.word as usize + chars.len()]
+                    .iter()
+                    .zip(chars)
+                    .all(|(a, b)| a == b)
+            {
+                if s.piece_len == u8::MAX {
+                    return false;
+                }
+                let run = &self.pieces[s.piece as usize..s.piece as usize + s.piece_len as usize];
+                out.extend(run.iter().map(|&(id, a, b)| (id, a as usize, b as usize)));
+                return true;
+            }
+            i = (i + 1) & (CACHE_SLOTS - 1);
+        }
+        // A miss: split, and remember while the table is under three quarters full.
+        let mark = out.len();
+        let found = split_word_trie_unchecked(trie, cfg, chars, out);
+        if self.used < CACHE_SLOTS * 3 / 4 {
+            self.slots[i] = Slot {
+                hash: h,
+                word: self.words.len() as u32,
+                word_len: chars.len() as u8,
+                piece: self.pieces.len() as u32,
+                piece_len: if found {
+                    (out.len() - mark) as u8
+                } else {
+                    u8::MAX
+                },
+            };
+            self.words.extend_from_slice(chars);
+            if found {
+                self.pieces
+                    .extend(out[mark..].iter().map(|&(id, a, b)| (id, a as u8, b as u8)));
+            }
+            self.used += 1;
+        }
+        found
+    }
 }
