@@ -602,10 +602,26 @@ unsafe fn pack_a<S: Simd>(
         let h = mr.min(mc - i0);
         let sl = d.add(si * kc * mr);
         if rs == 1 {
-            // Column-major (transposed) A: each sliver column is a contiguous copy.
-            for p in 0..kc {
-                std::ptr::copy_nonoverlapping(a.add(i0 + p * cs), sl.add(p * mr), h);
-                std::ptr::write_bytes(sl.add(p * mr + h), 0, mr - h);
+            // Column-major (transposed) A: each sliver column is a contiguous copy. Full slivers
+            // copy a fixed-size run (inlined moves; a run-time length would call memcpy for
+            // every 24 bytes).
+            #[inline(always)]
+            unsafe fn copy_n<const N: usize>(src: *const f32, dst: *mut f32, kc: usize, cs: usize) {
+                for p in 0..kc {
+                    let v = (src.add(p * cs) as *const [f32; N]).read_unaligned();
+                    (dst.add(p * N) as *mut [f32; N]).write_unaligned(v);
+                }
+            }
+            match (h == mr, mr) {
+                (true, 6) => copy_n::<6>(a.add(i0), sl, kc, cs),
+                (true, 12) => copy_n::<12>(a.add(i0), sl, kc, cs),
+                (true, 4) => copy_n::<4>(a.add(i0), sl, kc, cs),
+                _ => {
+                    for p in 0..kc {
+                        std::ptr::copy_nonoverlapping(a.add(i0 + p * cs), sl.add(p * mr), h);
+                        std::ptr::write_bytes(sl.add(p * mr + h), 0, mr - h);
+                    }
+                }
             }
             continue;
         }

@@ -235,9 +235,18 @@ impl Tensor {
             Some(b) => {
                 let bv = b.contiguous();
                 let bv = bv.as_slice().unwrap();
-                out = Vec::with_capacity(rows * nout);
-                for _ in 0..rows {
-                    out.extend_from_slice(bv);
+                // The bias as the GEMM's initial C, written on every thread (this buffer can be
+                // the MLM head's rows x vocabulary).
+                out = vec![0.0; rows * nout];
+                if nout > 0 {
+                    if rows * nout >= crate::rows::PAR_MIN_ELEMS * 4
+                        && rayon::current_num_threads() > 1
+                    {
+                        use rayon::prelude::*;
+                        out.par_chunks_mut(nout).for_each(|r| r.copy_from_slice(bv));
+                    } else {
+                        out.chunks_mut(nout).for_each(|r| r.copy_from_slice(bv));
+                    }
                 }
                 1.0
             }
