@@ -567,6 +567,82 @@ impl Tensor {
     }
 }
 
+/// Copies large buffers on every thread (the copy's page faults too), small ones in place.
+/// Training copies activations and gradients between layouts; done on one core, those copies
+/// were a fifth of a two-thread step.
+pub fn copy_par(src: &[f32]) -> Vec<f32> {
+    if src.len() < crate::rows::PAR_MIN_ELEMS * 4 || rayon::current_num_threads() == 1 {
+        return src.to_vec();
+    }
+    use rayon::prelude::*;
+    let mut out = vec![0.0f32; src.len()];
+    let chunk = src.len().div_ceil(rayon::current_num_threads() * 4);
+    out.par_chunks_mut(chunk)
+        .zip(src.par_chunks(chunk))
+        .for_each(|(o, i)| o.copy_from_slice(i));
+    out
+}
+
+/// The elements of a strided view (`shape`, `strides`, `offset` into `v`) in row-major order,
+/// split across threads by ranges of the output when large.
+pub fn gather_par(v: &[f32], shape: &[usize], strides: &[usize], offset: usize) -> Vec<f32> {
+    let n: usize = shape.iter().product();
+    let fill = |start: usize, out: &mut [f32]| {
+        if out.is_empty() {
+            return;
+        }
+        // The multi-index of `start`, then an odometer.
+        let r = shape.len();
+        let mut idx = vec![0usize; r];
+        let (mut rem, mut off) = (start, offset);
+        for d in (0..r).rev() {
+            idx[d] = rem % shape[d];
+            rem /= shape[d];
+            off += idx[d] * strides[d];
+        }
+        let inner = if r > 0 { shape[r - 1] } else { 1 };
+        let inner_stride = if r > 0 { strides[r - 1] } else { 0 };
+        let mut i = 0;
+        while i < out.len() {
+            // A run along the last axis.
+            let run = (inner - idx.last().copied().unwrap_or(0)).min(out.len() - i);
+            if inner_stride == 1 {
+                out[i..i + run].copy_from_slice(&v[off..off + run]);
+            } else {
+                for (j, o) in out[i..i + run].iter_mut().enumerate() {
+                    *o = v[off + j * inner_stride];
+                }
+            }
+            i += run;
+            if r == 0 {
+                break;
+            }
+            off += run * inner_stride;
+            idx[r - 1] += run;
+            for d in (0..r).rev() {
+                if idx[d] < shape[d] || d == 0 {
+                    break;
+                }
+                off -= strides[d] * shape[d];
+                idx[d] = 0;
+                idx[d - 1] += 1;
+                off += strides[d - 1];
+            }
+        }
+    };
+    let mut out = vec![0.0f32; n];
+    if n >= crate::rows::PAR_MIN_ELEMS * 4 && rayon::current_num_threads() > 1 {
+        use rayon::prelude::*;
+        let chunk = n.div_ceil(rayon::current_num_threads() * 4);
+        out.par_chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(c, o)| fill(c * chunk, o));
+    } else {
+        fill(0, &mut out);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -656,80 +732,4 @@ mod tests {
         assert_eq!(h.to_dtype(DType::F32).to_vec()[..2], [1.0, 3.140625]);
         assert!(((b.to_vec()[3] - 1e-3) / 1e-3).abs() < 4e-3);
     }
-}
-
-/// Copies large buffers on every thread (the copy's page faults too), small ones in place.
-/// Training copies activations and gradients between layouts; done on one core, those copies
-/// were a fifth of a two-thread step.
-pub fn copy_par(src: &[f32]) -> Vec<f32> {
-    if src.len() < crate::rows::PAR_MIN_ELEMS * 4 || rayon::current_num_threads() == 1 {
-        return src.to_vec();
-    }
-    use rayon::prelude::*;
-    let mut out = vec![0.0f32; src.len()];
-    let chunk = src.len().div_ceil(rayon::current_num_threads() * 4);
-    out.par_chunks_mut(chunk)
-        .zip(src.par_chunks(chunk))
-        .for_each(|(o, i)| o.copy_from_slice(i));
-    out
-}
-
-/// The elements of a strided view (`shape`, `strides`, `offset` into `v`) in row-major order,
-/// split across threads by ranges of the output when large.
-pub fn gather_par(v: &[f32], shape: &[usize], strides: &[usize], offset: usize) -> Vec<f32> {
-    let n: usize = shape.iter().product();
-    let fill = |start: usize, out: &mut [f32]| {
-        if out.is_empty() {
-            return;
-        }
-        // The multi-index of `start`, then an odometer.
-        let r = shape.len();
-        let mut idx = vec![0usize; r];
-        let (mut rem, mut off) = (start, offset);
-        for d in (0..r).rev() {
-            idx[d] = rem % shape[d];
-            rem /= shape[d];
-            off += idx[d] * strides[d];
-        }
-        let inner = if r > 0 { shape[r - 1] } else { 1 };
-        let inner_stride = if r > 0 { strides[r - 1] } else { 0 };
-        let mut i = 0;
-        while i < out.len() {
-            // A run along the last axis.
-            let run = (inner - idx.last().copied().unwrap_or(0)).min(out.len() - i);
-            if inner_stride == 1 {
-                out[i..i + run].copy_from_slice(&v[off..off + run]);
-            } else {
-                for (j, o) in out[i..i + run].iter_mut().enumerate() {
-                    *o = v[off + j * inner_stride];
-                }
-            }
-            i += run;
-            if r == 0 {
-                break;
-            }
-            off += run * inner_stride;
-            idx[r - 1] += run;
-            for d in (0..r).rev() {
-                if idx[d] < shape[d] || d == 0 {
-                    break;
-                }
-                off -= strides[d] * shape[d];
-                idx[d] = 0;
-                idx[d - 1] += 1;
-                off += strides[d - 1];
-            }
-        }
-    };
-    let mut out = vec![0.0f32; n];
-    if n >= crate::rows::PAR_MIN_ELEMS * 4 && rayon::current_num_threads() > 1 {
-        use rayon::prelude::*;
-        let chunk = n.div_ceil(rayon::current_num_threads() * 4);
-        out.par_chunks_mut(chunk)
-            .enumerate()
-            .for_each(|(c, o)| fill(c * chunk, o));
-    } else {
-        fill(0, &mut out);
-    }
-    out
 }
