@@ -173,6 +173,31 @@ pub fn binary(
         }
     }
     let total = outer * n;
+    if runs.len() == 1 && total >= crate::rows::PAR_MIN_ELEMS && rayon::current_num_threads() > 1 {
+        // One long run (same-shape operands, the usual residual add or gradient sum): split it.
+        use rayon::prelude::*;
+        let (oa, ob) = (runs[0].0, runs[0].1);
+        let chunk = n
+            .div_ceil(rayon::current_num_threads() * 4)
+            .next_multiple_of(64);
+        out.par_chunks_mut(chunk).enumerate().for_each(|(k, o)| {
+            let start = k * chunk;
+            dispatch(
+                isa,
+                Inner {
+                    op,
+                    runs: &[(oa + start * sa, ob + start * sb, 0)],
+                    a: a.0,
+                    b: b.0,
+                    sa,
+                    sb,
+                    n: o.len(),
+                    out: o,
+                },
+            );
+        });
+        return;
+    }
     if total < crate::rows::PAR_MIN_ELEMS || rayon::current_num_threads() == 1 || runs.len() == 1 {
         dispatch(
             isa,

@@ -105,6 +105,45 @@ pub fn reduce(
     if inner == 0 || outer == 0 {
         return;
     }
+    if outer == 1
+        && x.len() >= crate::rows::PAR_MIN_ELEMS * 4
+        && rayon::current_num_threads() > 1
+        && op != ReduceOp::Max
+    {
+        // One long axis (a bias gradient: the sum over every row): partial sums over fixed
+        // blocks of rows on every thread, added in order. The blocks do not depend on the thread
+        // count, so neither does the result.
+        const BLOCK: usize = 64;
+        use rayon::prelude::*;
+        let blocks = axis.div_ceil(BLOCK);
+        let mut part = vec![0.0f32; blocks * inner];
+        part.par_chunks_mut(inner)
+            .zip(x.par_chunks(BLOCK * inner))
+            .for_each(|(o, xb)| {
+                let rows = xb.len() / inner;
+                dispatch(
+                    isa,
+                    ReduceK {
+                        op: ReduceOp::Sum,
+                        x: xb,
+                        axis: rows,
+                        inner,
+                        out: o,
+                    },
+                )
+            });
+        out.fill(0.0);
+        for p in part.chunks_exact(inner) {
+            for (o, v) in out.iter_mut().zip(p) {
+                *o += v;
+            }
+        }
+        if op == ReduceOp::Mean {
+            let inv = 1.0 / axis as f32;
+            out.iter_mut().for_each(|o| *o *= inv);
+        }
+        return;
+    }
     if x.len() < crate::rows::PAR_MIN_ELEMS || rayon::current_num_threads() == 1 || outer == 1 {
         dispatch(
             isa,
