@@ -135,11 +135,38 @@ impl AdamW {
     }
 }
 
+/// Fixed-size blocks for the threaded scans below: the result does not depend on the threads.
+const SCAN_BLOCK: usize = 1 << 14;
+
+/// The first NaN or infinity in `v`, scanning blocks on every thread when large.
+fn find_non_finite(v: &[f32]) -> Option<f32> {
+    use rayon::prelude::*;
+    if v.len() < SCAN_BLOCK * 4 {
+        return v.iter().copied().find(|x| !x.is_finite());
+    }
+    v.par_chunks(SCAN_BLOCK)
+        .find_first(|c| c.iter().any(|x| !x.is_finite()))
+        .and_then(|c| c.iter().copied().find(|x| !x.is_finite()))
+}
+
+/// Sum of squares in f64: per-block sums on every thread, added in block order.
+fn sum_squares_f64(v: &[f32]) -> f64 {
+    use rayon::prelude::*;
+    let block = |c: &[f32]| c.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>();
+    if v.len() < SCAN_BLOCK * 4 {
+        return block(v);
+    }
+    let parts: Vec<f64> = v.par_chunks(SCAN_BLOCK).map(block).collect();
+    parts.iter().sum()
+}
+
 /// Errors with the first parameter (in name order) whose gradient holds a NaN or infinity.
 pub fn check_finite_grads(params: &ParamStore, step: u64) -> Result<()> {
     for (name, var) in params.iter() {
         if let Some(g) = var.grad() {
-            if let Some(bad) = g.to_vec().iter().find(|x| !x.is_finite()) {
+            let g = g.contiguous();
+            let v = g.as_slice().expect("gradients are f32");
+            if let Some(bad) = find_non_finite(v) {
                 return Err(Error::NonFinite {
                     what: format!("the gradient of '{name}' (holds {bad})"),
                     step,
@@ -168,11 +195,8 @@ pub fn clip_grad_norm(params: &ParamStore, max_norm: f32) -> Result<f32> {
     let mut sq = 0.0f64;
     for (_, v) in params.iter() {
         if let Some(g) = v.grad() {
-            sq += g
-                .to_vec()
-                .iter()
-                .map(|&x| (x as f64) * (x as f64))
-                .sum::<f64>();
+            let g = g.contiguous();
+            sq += sum_squares_f64(g.as_slice().expect("gradients are f32"));
         }
     }
     let norm = sq.sqrt() as f32;
