@@ -49,4 +49,28 @@ fn main() {
             best_ms(|| dy.t().unwrap().matmul(&x).unwrap()),
         );
     }
+    // The MLM decoder (tied to the word embeddings) at the ~614 masked rows of a batch.
+    let (m, h, v) = (614, 256, 30522);
+    let x = Tensor::randn(&[m, h], 0.0, 1.0, 4);
+    let w = Tensor::randn(&[v, h], 0.0, 0.05, 5);
+    let dl = Tensor::randn(&[m, v], 0.0, 1.0, 6);
+    let fl = 2.0 * (m * h * v) as f64;
+    let row = |name: &str, shape: String, ms: f64| {
+        println!("| {name} | {shape} | {ms:.2} | {:.1} |", fl / ms / 1e6)
+    };
+    row(
+        "MLM logits x E^T",
+        format!("{m}x{h}x{v}"),
+        best_ms(|| x.linear(&w, None).unwrap()),
+    );
+    row(
+        "MLM dX = dL E",
+        format!("{m}x{v}x{h}"),
+        best_ms(|| dl.matmul(&w).unwrap()),
+    );
+    row(
+        "MLM dE = dL^T x",
+        format!("{v}x{m}x{h}"),
+        best_ms(|| dl.t().unwrap().matmul(&x).unwrap()),
+    );
 }
