@@ -1186,25 +1186,35 @@ fn fused_attention_against_the_cpu_engine() {
             &down(&g, &lse_ref),
             1e-3,
         );
-        let mut gb = poison_bf16(&g, tokens * 3 * h * d);
-        attention_bwd(
-            &g,
-            &batch,
-            shape,
-            &qb.as_view(),
-            &ob.as_view(),
-            &lse,
-            &db.as_view(),
-            &mut gb.as_view_mut(),
-            drop,
-        )
-        .unwrap();
-        close(
-            &format!("attention bwd bf16 dqkv {tag}"),
-            &from_bf16(&down(&g, &gb)),
-            &want_gb,
-            BF16_TOL,
-        );
+        // The default bf16 backward (tensor cores for head dims 32 and 64), then the reference.
+        for which in [
+            k::attention::AttnKernel::TensorCores,
+            k::attention::AttnKernel::Reference,
+        ] {
+            if which == k::attention::AttnKernel::TensorCores && d > 64 {
+                continue;
+            }
+            let mut gb = poison_bf16(&g, tokens * 3 * h * d);
+            k::attention::attention_bwd_with(
+                &g,
+                which,
+                &batch,
+                shape,
+                &qb.as_view(),
+                &ob.as_view(),
+                &lse,
+                &db.as_view(),
+                &mut gb.as_view_mut(),
+                drop,
+            )
+            .unwrap();
+            close(
+                &format!("attention bwd bf16 {which:?} dqkv {tag}"),
+                &from_bf16(&down(&g, &gb)),
+                &want_gb,
+                BF16_TOL,
+            );
+        }
     }
     // Packed variable-length sequences (no padding tokens): each against the CPU on its own.
     let (h, d) = (3, 64);

@@ -524,3 +524,249 @@ __device__ __forceinline__ void attn_fwd_mma(const bf16* q, const bf16* k, const
 ATTN_MMA(32, 64)
 ATTN_MMA(64, 64)
 ATTN_MMA(128, 32)
+
+// ---------------------------------------------------------------------------------------------
+// The backward on tensor cores (bf16, head dims 32 and 64), in the same style as the forward and
+// with the same fragment tricks: every product is an mma.sync whose A operand is either loaded
+// by ldmatrix or is the accumulator of the previous product converted to bf16. Deterministic
+// like the reference backward: one kernel owns a key tile (dK, dV), another a query tile (dQ).
+//
+//   dkdv: 4 warps x 16 keys; per query tile of 64: S^T = K Q^T and dP^T = V dO^T (16 keys x 64
+//         queries per warp), P^T = exp(scale S^T - LSE), dS^T = P^T (dP^T - Dsum), then
+//         dV += P^T dO and dK += dS^T Q with P^T / dS^T as A fragments (k = queries).
+//   dq:   4 warps x 16 queries; per key tile of 64: S = Q K^T, dP = dO V^T, dS = P (dP - Dsum),
+//         dQ += dS K with dS as the A fragment (k = keys).
+// Dropout: the same mask element (query, key) as the forward, applied to P (for dV) and dP.
+
+template <int D>
+__device__ __forceinline__ void attn_bwd_dkdv_mma(const bf16* q, const bf16* k, const bf16* v,
+                                                  const bf16* dout, const float* lse,
+                                                  const float* dsum, bf16* dk, bf16* dv,
+                                                  ATTN_ARGS) {
+    constexpr int BK = 64, BQ = 64, PITCH = D + 8, KC = D / 16, QT = BQ / 8, DT = D / 8;
+    __shared__ __align__(16) bf16 Ks[BK][PITCH];
+    __shared__ __align__(16) bf16 Vs[BK][PITCH];
+    __shared__ __align__(16) bf16 Qs[BQ][PITCH];
+    __shared__ __align__(16) bf16 dOs[BQ][PITCH];
+    __shared__ float lse_s[BQ], dsum_s[BQ];
+    const AttnSeq sq = attn_seq(starts, rows, k_lens);
+    const int h = blockIdx.y, j0 = blockIdx.x * BK;
+    if (j0 >= sq.rows) return;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+    const float keep_scale = p_drop > 0.f ? 1.f / (1.f - p_drop) : 1.f;
+    mma_load<D, BK, PITCH>(Ks, k, sq.start + j0, sq.keys - j0, qkv_stride, h);
+    mma_load<D, BK, PITCH>(Vs, v, sq.start + j0, sq.keys - j0, qkv_stride, h);
+    __syncthreads();
+    unsigned ka[KC][4], va[KC][4];  // this warp's 16 keys of K and V as A fragments
+#pragma unroll
+    for (int kc = 0; kc < KC; kc++) {
+        ldsm_x4(ka[kc], &Ks[warp * 16 + (lane & 15)][kc * 16 + (lane >> 4) * 8]);
+        ldsm_x4(va[kc], &Vs[warp * 16 + (lane & 15)][kc * 16 + (lane >> 4) * 8]);
+    }
+    float gk[DT][4], gv[DT][4];
+#pragma unroll
+    for (int dt = 0; dt < DT; dt++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) gk[dt][e] = 0.f, gv[dt][e] = 0.f;
+
+    for (int i0 = 0; j0 < sq.keys && i0 < sq.rows; i0 += BQ) {
+        __syncthreads();
+        mma_load<D, BQ, PITCH>(Qs, q, sq.start + i0, sq.rows - i0, qkv_stride, h);
+        mma_load<D, BQ, PITCH>(dOs, dout, sq.start + i0, sq.rows - i0, o_stride, h);
+        if (threadIdx.x < BQ) {
+            const int r = threadIdx.x;
+            const bool ok = i0 + r < sq.rows;
+            lse_s[r] = ok ? lse[(i64)(sq.start + i0 + r) * H + h] : NEG_INF;
+            dsum_s[r] = ok ? dsum[(i64)(sq.start + i0 + r) * H + h] : 0.f;
+        }
+        __syncthreads();
+        float st[QT][4], dpt[QT][4];
+#pragma unroll
+        for (int nt = 0; nt < QT; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) st[nt][e] = 0.f, dpt[nt][e] = 0.f;
+#pragma unroll
+        for (int kc = 0; kc < KC; kc++) {
+#pragma unroll
+            for (int np = 0; np < QT / 2; np++) {
+                unsigned b[4];
+                ldsm_x4(b, &Qs[np * 16 + (lane >> 4) * 8 + (lane & 7)][kc * 16 + ((lane >> 3) & 1) * 8]);
+                mma_bf16_16816(st[2 * np], ka[kc], b[0], b[1]);
+                mma_bf16_16816(st[2 * np + 1], ka[kc], b[2], b[3]);
+                ldsm_x4(b, &dOs[np * 16 + (lane >> 4) * 8 + (lane & 7)][kc * 16 + ((lane >> 3) & 1) * 8]);
+                mma_bf16_16816(dpt[2 * np], va[kc], b[0], b[1]);
+                mma_bf16_16816(dpt[2 * np + 1], va[kc], b[2], b[3]);
+            }
+        }
+        // Element (key row g + 8 (e / 2) of this warp, query column nt * 8 + 2t + e % 2).
+#pragma unroll
+        for (int nt = 0; nt < QT; nt++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int key = j0 + warp * 16 + g + 8 * (e >> 1), qi = nt * 8 + 2 * t + (e & 1);
+                float p = 0.f, dp = dpt[nt][e];
+                if (key < sq.keys && lse_s[qi] != NEG_INF) p = expf(scale * st[nt][e] - lse_s[qi]);
+                float pd = p;
+                if (p_drop > 0.f) {
+                    const bool keep = dropout_keep(
+                        seed, attn_drop_index(h, H, i0 + qi, key, drop_stride), p_drop);
+                    pd = keep ? p * keep_scale : 0.f;
+                    dp = keep ? dp * keep_scale : 0.f;
+                }
+                st[nt][e] = pd;
+                dpt[nt][e] = p * (dp - dsum_s[qi]);
+            }
+        }
+        // dV += P^T dO and dK += dS^T Q: A from the registers (k = queries), B = dO / Q rows
+        // read transposed by ldmatrix.trans (k = query, n = feature).
+#pragma unroll
+        for (int kc = 0; kc < BQ / 16; kc++) {
+            const unsigned pa[4] = {pack_bf16x2(st[2 * kc][0], st[2 * kc][1]),
+                                    pack_bf16x2(st[2 * kc][2], st[2 * kc][3]),
+                                    pack_bf16x2(st[2 * kc + 1][0], st[2 * kc + 1][1]),
+                                    pack_bf16x2(st[2 * kc + 1][2], st[2 * kc + 1][3])};
+            const unsigned da[4] = {pack_bf16x2(dpt[2 * kc][0], dpt[2 * kc][1]),
+                                    pack_bf16x2(dpt[2 * kc][2], dpt[2 * kc][3]),
+                                    pack_bf16x2(dpt[2 * kc + 1][0], dpt[2 * kc + 1][1]),
+                                    pack_bf16x2(dpt[2 * kc + 1][2], dpt[2 * kc + 1][3])};
+#pragma unroll
+            for (int dp2 = 0; dp2 < DT / 2; dp2++) {
+                unsigned b[4];
+                ldsm_x4_trans(b, &dOs[kc * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)][dp2 * 16 + (lane >> 4) * 8]);
+                mma_bf16_16816(gv[2 * dp2], pa, b[0], b[1]);
+                mma_bf16_16816(gv[2 * dp2 + 1], pa, b[2], b[3]);
+                ldsm_x4_trans(b, &Qs[kc * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)][dp2 * 16 + (lane >> 4) * 8]);
+                mma_bf16_16816(gk[2 * dp2], da, b[0], b[1]);
+                mma_bf16_16816(gk[2 * dp2 + 1], da, b[2], b[3]);
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        const int key = j0 + warp * 16 + g + 8 * r;
+        if (key >= sq.rows) continue;
+        const i64 e = (i64)(sq.start + key) * qkv_stride + h * D;
+        unsigned* ok = reinterpret_cast<unsigned*>(dk + e);
+        unsigned* ov = reinterpret_cast<unsigned*>(dv + e);
+#pragma unroll
+        for (int dt = 0; dt < DT; dt++) {
+            ok[(dt * 8 + 2 * t) / 2] = pack_bf16x2(scale * gk[dt][2 * r], scale * gk[dt][2 * r + 1]);
+            ov[(dt * 8 + 2 * t) / 2] = pack_bf16x2(gv[dt][2 * r], gv[dt][2 * r + 1]);
+        }
+    }
+}
+
+template <int D>
+__device__ __forceinline__ void attn_bwd_dq_mma(const bf16* q, const bf16* k, const bf16* v,
+                                                const bf16* dout, const float* lse,
+                                                const float* dsum, bf16* dq, ATTN_ARGS) {
+    constexpr int BQ = 64, BK = 64, PITCH = D + 8, KC = D / 16, NT = BK / 8, DT = D / 8;
+    __shared__ __align__(16) bf16 Qs[BQ][PITCH];
+    __shared__ __align__(16) bf16 dOs[BQ][PITCH];
+    __shared__ __align__(16) bf16 Ks[BK][PITCH];
+    __shared__ __align__(16) bf16 Vs[BK][PITCH];
+    const AttnSeq sq = attn_seq(starts, rows, k_lens);
+    const int h = blockIdx.y, i0 = blockIdx.x * BQ;
+    if (i0 >= sq.rows) return;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+    const float keep_scale = p_drop > 0.f ? 1.f / (1.f - p_drop) : 1.f;
+    mma_load<D, BQ, PITCH>(Qs, q, sq.start + i0, sq.rows - i0, qkv_stride, h);
+    mma_load<D, BQ, PITCH>(dOs, dout, sq.start + i0, sq.rows - i0, o_stride, h);
+    __syncthreads();
+    unsigned qa[KC][4], oa[KC][4];
+#pragma unroll
+    for (int kc = 0; kc < KC; kc++) {
+        ldsm_x4(qa[kc], &Qs[warp * 16 + (lane & 15)][kc * 16 + (lane >> 4) * 8]);
+        ldsm_x4(oa[kc], &dOs[warp * 16 + (lane & 15)][kc * 16 + (lane >> 4) * 8]);
+    }
+    float row_lse[2], row_dsum[2];
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        const int row = i0 + warp * 16 + g + 8 * r;
+        const bool ok = row < sq.rows;
+        row_lse[r] = ok ? lse[(i64)(sq.start + row) * H + h] : NEG_INF;
+        row_dsum[r] = ok ? dsum[(i64)(sq.start + row) * H + h] : 0.f;
+    }
+    float gq[DT][4];
+#pragma unroll
+    for (int dt = 0; dt < DT; dt++) gq[dt][0] = gq[dt][1] = gq[dt][2] = gq[dt][3] = 0.f;
+
+    for (int j0 = 0; j0 < sq.keys; j0 += BK) {
+        __syncthreads();
+        mma_load<D, BK, PITCH>(Ks, k, sq.start + j0, sq.keys - j0, qkv_stride, h);
+        mma_load<D, BK, PITCH>(Vs, v, sq.start + j0, sq.keys - j0, qkv_stride, h);
+        __syncthreads();
+        float s[NT][4], dp[NT][4];
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) s[nt][e] = 0.f, dp[nt][e] = 0.f;
+#pragma unroll
+        for (int kc = 0; kc < KC; kc++) {
+#pragma unroll
+            for (int np = 0; np < NT / 2; np++) {
+                unsigned b[4];
+                ldsm_x4(b, &Ks[np * 16 + (lane >> 4) * 8 + (lane & 7)][kc * 16 + ((lane >> 3) & 1) * 8]);
+                mma_bf16_16816(s[2 * np], qa[kc], b[0], b[1]);
+                mma_bf16_16816(s[2 * np + 1], qa[kc], b[2], b[3]);
+                ldsm_x4(b, &Vs[np * 16 + (lane >> 4) * 8 + (lane & 7)][kc * 16 + ((lane >> 3) & 1) * 8]);
+                mma_bf16_16816(dp[2 * np], oa[kc], b[0], b[1]);
+                mma_bf16_16816(dp[2 * np + 1], oa[kc], b[2], b[3]);
+            }
+        }
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int r = e >> 1, row = i0 + warp * 16 + g + 8 * r;
+                const int key = j0 + nt * 8 + 2 * t + (e & 1);
+                float p = 0.f, d = dp[nt][e];
+                if (key < sq.keys && row_lse[r] != NEG_INF) p = expf(scale * s[nt][e] - row_lse[r]);
+                if (p_drop > 0.f)
+                    d = dropout_keep(seed, attn_drop_index(h, H, row, key, drop_stride), p_drop)
+                            ? d * keep_scale
+                            : 0.f;
+                s[nt][e] = p * (d - row_dsum[r]);
+            }
+        }
+        // dQ += dS K: dS as A (k = keys), K rows read transposed (k = key, n = feature).
+#pragma unroll
+        for (int kc = 0; kc < BK / 16; kc++) {
+            const unsigned a[4] = {pack_bf16x2(s[2 * kc][0], s[2 * kc][1]),
+                                   pack_bf16x2(s[2 * kc][2], s[2 * kc][3]),
+                                   pack_bf16x2(s[2 * kc + 1][0], s[2 * kc + 1][1]),
+                                   pack_bf16x2(s[2 * kc + 1][2], s[2 * kc + 1][3])};
+#pragma unroll
+            for (int dp2 = 0; dp2 < DT / 2; dp2++) {
+                unsigned b[4];
+                ldsm_x4_trans(b, &Ks[kc * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)][dp2 * 16 + (lane >> 4) * 8]);
+                mma_bf16_16816(gq[2 * dp2], a, b[0], b[1]);
+                mma_bf16_16816(gq[2 * dp2 + 1], a, b[2], b[3]);
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        const int row = i0 + warp * 16 + g + 8 * r;
+        if (row >= sq.rows) continue;
+        unsigned* o = reinterpret_cast<unsigned*>(dq + (i64)(sq.start + row) * qkv_stride + h * D);
+#pragma unroll
+        for (int dt = 0; dt < DT; dt++)
+            o[(dt * 8 + 2 * t) / 2] = pack_bf16x2(scale * gq[dt][2 * r], scale * gq[dt][2 * r + 1]);
+    }
+}
+
+#define ATTN_BWD_MMA(D)                                                                          \
+    extern "C" __global__ void __launch_bounds__(ATT_THREADS) attn_bwd_dkdv_mma_bf16_d##D(       \
+        const bf16* q, const bf16* k, const bf16* v, const bf16* dout, const float* lse,         \
+        const float* dsum, bf16* dk, bf16* dv, ATTN_ARGS) {                                      \
+        attn_bwd_dkdv_mma<D>(q, k, v, dout, lse, dsum, dk, dv, ATTN_PASS);                       \
+    }                                                                                            \
+    extern "C" __global__ void __launch_bounds__(ATT_THREADS) attn_bwd_dq_mma_bf16_d##D(         \
+        const bf16* q, const bf16* k, const bf16* v, const bf16* dout, const float* lse,         \
+        const float* dsum, bf16* dq, ATTN_ARGS) {                                                \
+        attn_bwd_dq_mma<D>(q, k, v, dout, lse, dsum, dq, ATTN_PASS);                             \
+    }
+
+ATTN_BWD_MMA(32)
+ATTN_BWD_MMA(64)

@@ -213,7 +213,8 @@ pub fn attention_fwd_with<T: Elem>(
 }
 
 /// Backward: from `dout` [tokens, H, D], the forward's `qkv`, `o` and `lse`, writes
-/// `dqkv` [tokens, 3, H, D] (every element, zeros for padded keys). Deterministic.
+/// `dqkv` [tokens, 3, H, D] (every element, zeros for padded keys). Deterministic. bf16 with
+/// head dim 32 or 64 runs on tensor cores, the rest on the reference kernels.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_bwd<T: Elem>(
     gpu: &Gpu,
@@ -226,8 +227,51 @@ pub fn attention_bwd<T: Elem>(
     dqkv: &mut CudaViewMut<'_, T>,
     dropout: Option<(f32, u64)>,
 ) -> Result<(), Error> {
+    let which = if T::SUFFIX == "bf16" && shape.head_dim <= 64 {
+        AttnKernel::TensorCores
+    } else {
+        AttnKernel::Reference
+    };
+    attention_bwd_with(gpu, which, batch, shape, qkv, o, lse, dout, dqkv, dropout)
+}
+
+/// [`attention_bwd`] with the kernels chosen (tensor cores: bf16, head dim 32 or 64).
+#[allow(clippy::too_many_arguments)]
+pub fn attention_bwd_with<T: Elem>(
+    gpu: &Gpu,
+    which: AttnKernel,
+    batch: &AttnBatch,
+    shape: AttnShape,
+    qkv: &CudaView<'_, T>,
+    o: &CudaView<'_, T>,
+    lse: &impl DevicePtr<f32>,
+    dout: &CudaView<'_, T>,
+    dqkv: &mut CudaViewMut<'_, T>,
+    dropout: Option<(f32, u64)>,
+) -> Result<(), Error> {
     let k = "attention_bwd";
-    let tile = shape.tile()?;
+    let mut tile = shape.tile()?;
+    let mut names = (
+        format!("attn_bwd_dkdv_{}_d{}", T::SUFFIX, shape.head_dim),
+        format!("attn_bwd_dq_{}_d{}", T::SUFFIX, shape.head_dim),
+    );
+    if which == AttnKernel::TensorCores {
+        if T::SUFFIX != "bf16" || shape.head_dim > 64 {
+            return check::fail(
+                k,
+                format!(
+                    "the tensor-core backward takes bf16 with head dim 32 or 64, got {} with {}",
+                    T::SUFFIX,
+                    shape.head_dim
+                ),
+            );
+        }
+        tile = 64;
+        names = (
+            format!("attn_bwd_dkdv_mma_bf16_d{}", shape.head_dim),
+            format!("attn_bwd_dq_mma_bf16_d{}", shape.head_dim),
+        );
+    }
     let hd = shape.hd();
     let tokens = batch.tokens;
     check::len(k, "qkv", qkv.len(), tokens * 3 * hd)?;
@@ -269,6 +313,14 @@ pub fn attention_bwd<T: Elem>(
     let (pl, _g3) = addr(gpu, lse);
     let (ps, _g4) = addr(gpu, &dsum);
     let (pg, _g5) = addr_mut(gpu, dqkv);
+    if which == AttnKernel::TensorCores {
+        // 16-byte row loads of Q, K, V and dO; 4-byte stores of gradient pairs.
+        check::aligned(k, "qkv", pq)?;
+        check::aligned(k, "dout", pd)?;
+        if pg % 4 != 0 {
+            return check::fail(k, format!("dqkv at {pg:#x} is not 4-byte aligned"));
+        }
+    }
     let (q, kk, v) = (pq, pq + hd as u64 * esz, pq + 2 * hd as u64 * esz);
     let (dq, dk, dv) = (pg, pg + hd as u64 * esz, pg + 2 * hd as u64 * esz);
     let grid = (
@@ -287,13 +339,7 @@ pub fn attention_bwd<T: Elem>(
         Arg::Ptr(dv),
     ];
     args.extend(common.iter().copied());
-    gpu.launch(
-        Family::Attention,
-        &format!("attn_bwd_dkdv_{}_d{}", T::SUFFIX, shape.head_dim),
-        grid,
-        THREADS,
-        &args,
-    )?;
+    gpu.launch(Family::Attention, &names.0, grid, THREADS, &args)?;
     let mut args = vec![
         Arg::Ptr(q),
         Arg::Ptr(kk),
@@ -304,11 +350,5 @@ pub fn attention_bwd<T: Elem>(
         Arg::Ptr(dq),
     ];
     args.extend(common);
-    gpu.launch(
-        Family::Attention,
-        &format!("attn_bwd_dq_{}_d{}", T::SUFFIX, shape.head_dim),
-        grid,
-        THREADS,
-        &args,
-    )
+    gpu.launch(Family::Attention, &names.1, grid, THREADS, &args)
 }
