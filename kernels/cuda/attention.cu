@@ -375,6 +375,55 @@ __device__ __forceinline__ unsigned pack_bf16x2(float lo, float hi) {
     return (unsigned)bf16_bits(lo) | ((unsigned)bf16_bits(hi) << 16);
 }
 
+// The three products every tensor-core kernel below is made of (a warp, 16 rows):
+//
+// frag_a_rows: rows row0 .. row0 + 15 of a shared tile as A fragments, one per 16 columns.
+template <int KC, int PITCH>
+__device__ __forceinline__ void frag_a_rows(unsigned (&a)[KC][4], const bf16 (*s)[PITCH], int row0,
+                                            int lane) {
+#pragma unroll
+    for (int kc = 0; kc < KC; kc++) ldsm_x4(a[kc], &s[row0 + (lane & 15)][kc * 16 + (lane >> 4) * 8]);
+}
+
+// mma_abt: acc (16 x 8 NT) += A B^T, B's columns being the tile's rows 0 .. 8 NT - 1 (k runs
+// along a row, so ldmatrix reads B without a transpose): S = Q K^T, dP = dO V^T, S^T = K Q^T.
+template <int KC, int NT, int PITCH>
+__device__ __forceinline__ void mma_abt(float (&acc)[NT][4], const unsigned (&a)[KC][4],
+                                        const bf16 (*s)[PITCH], int lane) {
+#pragma unroll
+    for (int kc = 0; kc < KC; kc++) {
+#pragma unroll
+        for (int np = 0; np < NT / 2; np++) {
+            unsigned b[4];  // b0 b1 of n-tile 2np, then of n-tile 2np + 1
+            ldsm_x4(b, &s[np * 16 + (lane >> 4) * 8 + (lane & 7)][kc * 16 + ((lane >> 3) & 1) * 8]);
+            mma_bf16_16816(acc[2 * np], a[kc], b[0], b[1]);
+            mma_bf16_16816(acc[2 * np + 1], a[kc], b[2], b[3]);
+        }
+    }
+}
+
+// mma_pb: acc (16 x 8 DT) += P B, P (16 x 16 KT) being the accumulators of an earlier product,
+// element for element the A fragments once packed to bf16 (k = P's columns), and B the tile's
+// rows 0 .. 16 KT - 1 read transposed by ldmatrix.trans: O += P V, dQ += dS K, dV += P^T dO.
+template <int KT, int DT, int PITCH>
+__device__ __forceinline__ void mma_pb(float (&acc)[DT][4], const float (&p)[2 * KT][4],
+                                       const bf16 (*s)[PITCH], int lane) {
+#pragma unroll
+    for (int kc = 0; kc < KT; kc++) {
+        const unsigned pa[4] = {pack_bf16x2(p[2 * kc][0], p[2 * kc][1]),
+                                pack_bf16x2(p[2 * kc][2], p[2 * kc][3]),
+                                pack_bf16x2(p[2 * kc + 1][0], p[2 * kc + 1][1]),
+                                pack_bf16x2(p[2 * kc + 1][2], p[2 * kc + 1][3])};
+#pragma unroll
+        for (int dp = 0; dp < DT / 2; dp++) {
+            unsigned b[4];  // b0 b1 of n-tile 2dp, then of n-tile 2dp + 1
+            ldsm_x4_trans(b, &s[kc * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)][dp * 16 + (lane >> 4) * 8]);
+            mma_bf16_16816(acc[2 * dp], pa, b[0], b[1]);
+            mma_bf16_16816(acc[2 * dp + 1], pa, b[2], b[3]);
+        }
+    }
+}
+
 // Rows [first, first + valid) of one head, 16 bytes per thread per step, zeros past `valid`.
 template <int D, int ROWS, int PITCH>
 __device__ __forceinline__ void mma_load(bf16 (&s)[ROWS][PITCH], const bf16* base, int first,
@@ -412,9 +461,7 @@ __device__ __forceinline__ void attn_fwd_mma(const bf16* q, const bf16* k, const
     __syncthreads();
     // This warp's 16 query rows as A fragments, one per 16-wide chunk of the head dimension.
     unsigned qa[KC][4];
-#pragma unroll
-    for (int kc = 0; kc < KC; kc++)
-        ldsm_x4(qa[kc], &Qs[warp * 16 + (lane & 15)][kc * 16 + (lane >> 4) * 8]);
+    frag_a_rows<KC, PITCH>(qa, Qs, warp * 16, lane);
 
     float acc[DT][4];
 #pragma unroll
@@ -430,16 +477,7 @@ __device__ __forceinline__ void attn_fwd_mma(const bf16* q, const bf16* k, const
         float s[NT][4];
 #pragma unroll
         for (int nt = 0; nt < NT; nt++) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
-#pragma unroll
-        for (int kc = 0; kc < KC; kc++) {
-#pragma unroll
-            for (int np = 0; np < NT / 2; np++) {
-                unsigned b[4];  // b0 b1 of n-tile 2np, then of n-tile 2np + 1
-                ldsm_x4(b, &Ks[np * 16 + (lane >> 4) * 8 + (lane & 7)][kc * 16 + ((lane >> 3) & 1) * 8]);
-                mma_bf16_16816(s[2 * np], qa[kc], b[0], b[1]);
-                mma_bf16_16816(s[2 * np + 1], qa[kc], b[2], b[3]);
-            }
-        }
+        mma_abt<KC, NT, PITCH>(s, qa, Ks, lane);
         // Online softmax on the two rows this thread holds (the row's 4 threads: a quad).
         float mt[2] = {NEG_INF, NEG_INF};
 #pragma unroll
@@ -483,20 +521,7 @@ __device__ __forceinline__ void attn_fwd_mma(const bf16* q, const bf16* k, const
             acc[dt][2] *= corr[1], acc[dt][3] *= corr[1];
         }
         // O += P V: P's A fragments straight from S's accumulators; V through ldmatrix.trans.
-#pragma unroll
-        for (int kc = 0; kc < BK / 16; kc++) {
-            const unsigned pa[4] = {pack_bf16x2(s[2 * kc][0], s[2 * kc][1]),
-                                    pack_bf16x2(s[2 * kc][2], s[2 * kc][3]),
-                                    pack_bf16x2(s[2 * kc + 1][0], s[2 * kc + 1][1]),
-                                    pack_bf16x2(s[2 * kc + 1][2], s[2 * kc + 1][3])};
-#pragma unroll
-            for (int dp = 0; dp < DT / 2; dp++) {
-                unsigned b[4];  // b0 b1 of d-tile 2dp, then of d-tile 2dp + 1
-                ldsm_x4_trans(b, &Vs[kc * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)][dp * 16 + (lane >> 4) * 8]);
-                mma_bf16_16816(acc[2 * dp], pa, b[0], b[1]);
-                mma_bf16_16816(acc[2 * dp + 1], pa, b[2], b[3]);
-            }
-        }
+        mma_pb<BK / 16, DT, PITCH>(acc, s, Vs, lane);
     }
     // Finish: the row sums over the quad, normalise, write O (bf16 pairs) and the LSE.
 #pragma unroll
@@ -558,11 +583,8 @@ __device__ __forceinline__ void attn_bwd_dkdv_mma(const bf16* q, const bf16* k, 
     mma_load<D, BK, PITCH>(Vs, v, sq.start + j0, sq.keys - j0, qkv_stride, h);
     __syncthreads();
     unsigned ka[KC][4], va[KC][4];  // this warp's 16 keys of K and V as A fragments
-#pragma unroll
-    for (int kc = 0; kc < KC; kc++) {
-        ldsm_x4(ka[kc], &Ks[warp * 16 + (lane & 15)][kc * 16 + (lane >> 4) * 8]);
-        ldsm_x4(va[kc], &Vs[warp * 16 + (lane & 15)][kc * 16 + (lane >> 4) * 8]);
-    }
+    frag_a_rows<KC, PITCH>(ka, Ks, warp * 16, lane);
+    frag_a_rows<KC, PITCH>(va, Vs, warp * 16, lane);
     float gk[DT][4], gv[DT][4];
 #pragma unroll
     for (int dt = 0; dt < DT; dt++)
@@ -585,19 +607,8 @@ __device__ __forceinline__ void attn_bwd_dkdv_mma(const bf16* q, const bf16* k, 
         for (int nt = 0; nt < QT; nt++)
 #pragma unroll
             for (int e = 0; e < 4; e++) st[nt][e] = 0.f, dpt[nt][e] = 0.f;
-#pragma unroll
-        for (int kc = 0; kc < KC; kc++) {
-#pragma unroll
-            for (int np = 0; np < QT / 2; np++) {
-                unsigned b[4];
-                ldsm_x4(b, &Qs[np * 16 + (lane >> 4) * 8 + (lane & 7)][kc * 16 + ((lane >> 3) & 1) * 8]);
-                mma_bf16_16816(st[2 * np], ka[kc], b[0], b[1]);
-                mma_bf16_16816(st[2 * np + 1], ka[kc], b[2], b[3]);
-                ldsm_x4(b, &dOs[np * 16 + (lane >> 4) * 8 + (lane & 7)][kc * 16 + ((lane >> 3) & 1) * 8]);
-                mma_bf16_16816(dpt[2 * np], va[kc], b[0], b[1]);
-                mma_bf16_16816(dpt[2 * np + 1], va[kc], b[2], b[3]);
-            }
-        }
+        mma_abt<KC, QT, PITCH>(st, ka, Qs, lane);   // S^T = K Q^T
+        mma_abt<KC, QT, PITCH>(dpt, va, dOs, lane);  // dP^T = V dO^T
         // Element (key row g + 8 (e / 2) of this warp, query column nt * 8 + 2t + e % 2).
 #pragma unroll
         for (int nt = 0; nt < QT; nt++) {
@@ -619,27 +630,8 @@ __device__ __forceinline__ void attn_bwd_dkdv_mma(const bf16* q, const bf16* k, 
         }
         // dV += P^T dO and dK += dS^T Q: A from the registers (k = queries), B = dO / Q rows
         // read transposed by ldmatrix.trans (k = query, n = feature).
-#pragma unroll
-        for (int kc = 0; kc < BQ / 16; kc++) {
-            const unsigned pa[4] = {pack_bf16x2(st[2 * kc][0], st[2 * kc][1]),
-                                    pack_bf16x2(st[2 * kc][2], st[2 * kc][3]),
-                                    pack_bf16x2(st[2 * kc + 1][0], st[2 * kc + 1][1]),
-                                    pack_bf16x2(st[2 * kc + 1][2], st[2 * kc + 1][3])};
-            const unsigned da[4] = {pack_bf16x2(dpt[2 * kc][0], dpt[2 * kc][1]),
-                                    pack_bf16x2(dpt[2 * kc][2], dpt[2 * kc][3]),
-                                    pack_bf16x2(dpt[2 * kc + 1][0], dpt[2 * kc + 1][1]),
-                                    pack_bf16x2(dpt[2 * kc + 1][2], dpt[2 * kc + 1][3])};
-#pragma unroll
-            for (int dp2 = 0; dp2 < DT / 2; dp2++) {
-                unsigned b[4];
-                ldsm_x4_trans(b, &dOs[kc * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)][dp2 * 16 + (lane >> 4) * 8]);
-                mma_bf16_16816(gv[2 * dp2], pa, b[0], b[1]);
-                mma_bf16_16816(gv[2 * dp2 + 1], pa, b[2], b[3]);
-                ldsm_x4_trans(b, &Qs[kc * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)][dp2 * 16 + (lane >> 4) * 8]);
-                mma_bf16_16816(gk[2 * dp2], da, b[0], b[1]);
-                mma_bf16_16816(gk[2 * dp2 + 1], da, b[2], b[3]);
-            }
-        }
+        mma_pb<BQ / 16, DT, PITCH>(gv, st, dOs, lane);
+        mma_pb<BQ / 16, DT, PITCH>(gk, dpt, Qs, lane);
     }
 #pragma unroll
     for (int r = 0; r < 2; r++) {
@@ -674,11 +666,8 @@ __device__ __forceinline__ void attn_bwd_dq_mma(const bf16* q, const bf16* k, co
     mma_load<D, BQ, PITCH>(dOs, dout, sq.start + i0, sq.rows - i0, o_stride, h);
     __syncthreads();
     unsigned qa[KC][4], oa[KC][4];
-#pragma unroll
-    for (int kc = 0; kc < KC; kc++) {
-        ldsm_x4(qa[kc], &Qs[warp * 16 + (lane & 15)][kc * 16 + (lane >> 4) * 8]);
-        ldsm_x4(oa[kc], &dOs[warp * 16 + (lane & 15)][kc * 16 + (lane >> 4) * 8]);
-    }
+    frag_a_rows<KC, PITCH>(qa, Qs, warp * 16, lane);
+    frag_a_rows<KC, PITCH>(oa, dOs, warp * 16, lane);
     float row_lse[2], row_dsum[2];
 #pragma unroll
     for (int r = 0; r < 2; r++) {
@@ -701,19 +690,8 @@ __device__ __forceinline__ void attn_bwd_dq_mma(const bf16* q, const bf16* k, co
         for (int nt = 0; nt < NT; nt++)
 #pragma unroll
             for (int e = 0; e < 4; e++) s[nt][e] = 0.f, dp[nt][e] = 0.f;
-#pragma unroll
-        for (int kc = 0; kc < KC; kc++) {
-#pragma unroll
-            for (int np = 0; np < NT / 2; np++) {
-                unsigned b[4];
-                ldsm_x4(b, &Ks[np * 16 + (lane >> 4) * 8 + (lane & 7)][kc * 16 + ((lane >> 3) & 1) * 8]);
-                mma_bf16_16816(s[2 * np], qa[kc], b[0], b[1]);
-                mma_bf16_16816(s[2 * np + 1], qa[kc], b[2], b[3]);
-                ldsm_x4(b, &Vs[np * 16 + (lane >> 4) * 8 + (lane & 7)][kc * 16 + ((lane >> 3) & 1) * 8]);
-                mma_bf16_16816(dp[2 * np], oa[kc], b[0], b[1]);
-                mma_bf16_16816(dp[2 * np + 1], oa[kc], b[2], b[3]);
-            }
-        }
+        mma_abt<KC, NT, PITCH>(s, qa, Ks, lane);   // S = Q K^T
+        mma_abt<KC, NT, PITCH>(dp, oa, Vs, lane);  // dP = dO V^T
 #pragma unroll
         for (int nt = 0; nt < NT; nt++) {
 #pragma unroll
@@ -730,20 +708,7 @@ __device__ __forceinline__ void attn_bwd_dq_mma(const bf16* q, const bf16* k, co
             }
         }
         // dQ += dS K: dS as A (k = keys), K rows read transposed (k = key, n = feature).
-#pragma unroll
-        for (int kc = 0; kc < BK / 16; kc++) {
-            const unsigned a[4] = {pack_bf16x2(s[2 * kc][0], s[2 * kc][1]),
-                                   pack_bf16x2(s[2 * kc][2], s[2 * kc][3]),
-                                   pack_bf16x2(s[2 * kc + 1][0], s[2 * kc + 1][1]),
-                                   pack_bf16x2(s[2 * kc + 1][2], s[2 * kc + 1][3])};
-#pragma unroll
-            for (int dp2 = 0; dp2 < DT / 2; dp2++) {
-                unsigned b[4];
-                ldsm_x4_trans(b, &Ks[kc * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)][dp2 * 16 + (lane >> 4) * 8]);
-                mma_bf16_16816(gq[2 * dp2], a, b[0], b[1]);
-                mma_bf16_16816(gq[2 * dp2 + 1], a, b[2], b[3]);
-            }
-        }
+        mma_pb<BK / 16, DT, PITCH>(gq, s, Ks, lane);
     }
 #pragma unroll
     for (int r = 0; r < 2; r++) {
