@@ -27,20 +27,129 @@ pub fn dropout_inplace(x: &mut [f32], p: f32, seed: u64) {
         return;
     }
     let scale = 1.0 / (1.0 - p);
+    #[cfg(target_arch = "x86_64")]
+    let avx2 = std::arch::is_x86_feature_detected!("avx2");
     let apply = |(c, chunk): (usize, &mut [f32])| {
         let base = (c * 4096) as u64;
-        for (j, v) in chunk.iter_mut().enumerate() {
-            *v = if keep(seed, base + j as u64, p) {
-                *v * scale
-            } else {
-                0.0
-            };
+        #[cfg(target_arch = "x86_64")]
+        if avx2 {
+            // SAFETY: AVX2 was detected at run time.
+            unsafe { avx2::apply(chunk, base, seed, p, scale) };
+            return;
         }
+        apply_scalar(chunk, base, seed, p, scale);
     };
     use rayon::prelude::*;
     if x.len() >= crate::rows::PAR_MIN_ELEMS && rayon::current_num_threads() > 1 {
         x.par_chunks_mut(4096).enumerate().for_each(apply);
     } else {
         x.chunks_mut(4096).enumerate().for_each(apply);
+    }
+}
+
+/// `x[j] = keep(seed, base + j) ? x[j] * scale : 0`, one element at a time.
+pub fn apply_scalar(x: &mut [f32], base: u64, seed: u64, p: f32, scale: f32) {
+    for (j, v) in x.iter_mut().enumerate() {
+        *v = if keep(seed, base + j as u64, p) {
+            *v * scale
+        } else {
+            0.0
+        };
+    }
+}
+
+/// The same mask four elements at a time: SplitMix64 in 64-bit lanes, its multiplies built from
+/// AVX2's 32 x 32 -> 64-bit `vpmuludq` (AVX2 has no 64-bit multiply). Bit for bit the scalar
+/// result (and the GPU's): the same integer arithmetic, then the same f32 compare.
+#[cfg(target_arch = "x86_64")]
+pub mod avx2 {
+    use std::arch::x86_64::*;
+
+    const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
+    const C1: u64 = 0xBF58_476D_1CE4_E5B9;
+    const C2: u64 = 0x94D0_49BB_1331_11EB;
+
+    /// Low 64 bits of a * c in each lane.
+    #[inline(always)]
+    unsafe fn mul64(a: __m256i, c: u64) -> __m256i {
+        let (lo, hi) = (
+            _mm256_set1_epi64x(c as i64),
+            _mm256_set1_epi64x((c >> 32) as i64),
+        );
+        let ll = _mm256_mul_epu32(a, lo);
+        let cross = _mm256_add_epi64(
+            _mm256_mul_epu32(_mm256_srli_epi64::<32>(a), lo),
+            _mm256_mul_epu32(a, hi),
+        );
+        _mm256_add_epi64(ll, _mm256_slli_epi64::<32>(cross))
+    }
+
+    /// The top 24 bits of SplitMix64(seed, i) for the four indices whose i * GOLDEN is `ig`,
+    /// as f32.
+    #[inline(always)]
+    unsafe fn bits24(seed: __m256i, ig: __m256i) -> __m128 {
+        let mut z = _mm256_xor_si256(seed, ig);
+        z = mul64(_mm256_xor_si256(z, _mm256_srli_epi64::<30>(z)), C1);
+        z = mul64(_mm256_xor_si256(z, _mm256_srli_epi64::<27>(z)), C2);
+        z = _mm256_xor_si256(z, _mm256_srli_epi64::<31>(z));
+        let top = _mm256_srli_epi64::<40>(z);
+        // The four values fit in 32 bits: gather the low halves, convert exactly.
+        let idx = _mm256_setr_epi32(0, 2, 4, 6, 0, 0, 0, 0);
+        let packed = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(top, idx));
+        _mm_cvtepi32_ps(packed)
+    }
+
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn apply(x: &mut [f32], base: u64, seed: u64, p: f32, scale: f32) {
+        let threshold = _mm_set1_ps(p * (1u64 << 24) as f32);
+        let vscale = _mm_set1_ps(scale);
+        let vseed = _mm256_set1_epi64x(seed as i64);
+        let g = |j: u64| (base + j).wrapping_mul(GOLDEN) as i64;
+        let mut ig = _mm256_setr_epi64x(g(0), g(1), g(2), g(3));
+        let step = _mm256_set1_epi64x(4u64.wrapping_mul(GOLDEN) as i64);
+        let n4 = x.len() / 4 * 4;
+        let ptr = x.as_mut_ptr();
+        let mut j = 0;
+        while j < n4 {
+            let keep = _mm_cmpge_ps(bits24(vseed, ig), threshold);
+            let v = _mm_loadu_ps(ptr.add(j));
+            _mm_storeu_ps(ptr.add(j), _mm_and_ps(keep, _mm_mul_ps(v, vscale)));
+            ig = _mm256_add_epi64(ig, step);
+            j += 4;
+        }
+        super::apply_scalar(&mut x[n4..], base + n4 as u64, seed, p, scale);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_vector_mask_is_the_scalar_mask_bit_for_bit() {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            let mut r = crate::rng::SplitMix64::new(7);
+            for (n, base, p) in [
+                (1usize, 0u64, 0.1f32),
+                (7, 5, 0.5),
+                (4096, 4096 * 9, 0.1),
+                (1003, 1 << 40, 0.9),
+            ] {
+                let x: Vec<f32> = (0..n).map(|_| r.next_normal()).collect();
+                let seed = r.next_u64();
+                let (mut a, mut b) = (x.clone(), x.clone());
+                super::apply_scalar(&mut a, base, seed, p, 1.0 / (1.0 - p));
+                // SAFETY: AVX2 detected above.
+                unsafe { super::avx2::apply(&mut b, base, seed, p, 1.0 / (1.0 - p)) };
+                let same = a.iter().zip(&b).all(|(u, v)| u.to_bits() == v.to_bits());
+                assert!(same, "n={n} base={base} p={p}");
+                let kept = a.iter().filter(|v| **v != 0.0).count() as f64 / n as f64;
+                assert!(
+                    n < 1000 || (kept - (1.0 - p) as f64).abs() < 0.05,
+                    "kept {kept}"
+                );
+            }
+        }
     }
 }
