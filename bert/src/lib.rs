@@ -13,6 +13,7 @@ pub mod layer;
 pub mod model;
 pub mod report;
 pub mod safetensors;
+pub mod step;
 pub mod train;
 
 pub use checkpoint::{LoadOptions, LoadReport, ModelDir};

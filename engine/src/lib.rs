@@ -8,6 +8,7 @@
 pub mod attention;
 pub mod autograd;
 pub mod cross_entropy;
+pub mod device;
 pub mod dropout;
 pub mod elementwise;
 pub mod embedding;

@@ -1,0 +1,559 @@
+//! The BERT pretraining step written out by hand, forward then backward, over any
+//! [`engine::device::Device`] (llm.c's shape: every activation named, every gradient by hand).
+//!
+//! This is the step the GPU runs (`engine::device_cuda`, feature `cuda`); on the CPU it runs on
+//! [`engine::device::Cpu`] and is tested against the tape (`bert/tests/step.rs`): the same loss
+//! and the same gradient for every parameter, dropout included (the masks are the engine's, by
+//! element index, on every device).
+//!
+//! ```text
+//! e   = LN(word[ids] + type[types] + pos); x_0 = dropout(e)                  (T,H), T = B*S
+//! per layer l (dropout seeds as BertModel::forward):
+//!   qkv = x Wqkv^T + bqkv                         (T,3H) = (T,3,nh,hd), Wqkv = [Wq; Wk; Wv]
+//!   ctx = attention(qkv, key lengths)             (T,H), heads merged
+//!   a   = LN(dropout(ctx Wo^T + bo) + x)
+//!   u   = a Wi^T + bi;  m = gelu(u)               (T,I)
+//!   x'  = LN(dropout(m Wo2^T + bo2) + a)
+//! MLM at the N masked rows: t = LN(gelu(x[rows] Wt^T + bt)); logits = t E^T + b  (N,V)
+//! NSP: pooled = tanh(x[b*S] Wp^T + bp); nsp = pooled Wn^T + bn                    (B,2)
+//! loss = CE(logits, targets) + CE(nsp, labels), each a mean
+//! ```
+//! Parameters are held in the step's own order ([`layout`]), with the query, key and value
+//! weights stacked into one (3H,H) matrix so that one GEMM makes the fused QKV buffer the
+//! attention kernel reads; [`from_named`] and [`to_named`] convert from and to HF's names.
+
+use crate::config::{Activation, BertConfig};
+use crate::{BertError, Result};
+use engine::device::{AttnDims, Device};
+
+/// Parameters before the first layer: word, position, type tables, embedding LayerNorm.
+const EMB: usize = 5;
+/// Parameters per encoder layer.
+const PER_LAYER: usize = 12;
+// Offsets inside a layer.
+const QKV_W: usize = 0;
+const QKV_B: usize = 1;
+const AO_W: usize = 2;
+const AO_B: usize = 3;
+const LN1_G: usize = 4;
+const LN1_B: usize = 5;
+const I_W: usize = 6;
+const I_B: usize = 7;
+const O_W: usize = 8;
+const O_B: usize = 9;
+const LN2_G: usize = 10;
+const LN2_B: usize = 11;
+// Offsets of the heads after the last layer.
+const POOL_W: usize = 0;
+const POOL_B: usize = 1;
+const MLM_W: usize = 2;
+const MLM_B: usize = 3;
+const MLM_LN_G: usize = 4;
+const MLM_LN_B: usize = 5;
+const MLM_BIAS: usize = 6;
+const NSP_W: usize = 7;
+const NSP_B: usize = 8;
+/// Parameters after the last layer.
+const HEADS: usize = 9;
+
+/// The step's parameters in order: (name, shape). Names are HF's except the stacked
+/// `encoder.layer.L.attention.self.qkv.{weight,bias}`.
+pub fn layout(c: &BertConfig) -> Vec<(String, Vec<usize>)> {
+    let (h, i) = (c.hidden_size, c.intermediate_size);
+    let mut v: Vec<(String, Vec<usize>)> = vec![
+        (
+            "bert.embeddings.word_embeddings.weight".into(),
+            vec![c.vocab_size, h],
+        ),
+        (
+            "bert.embeddings.position_embeddings.weight".into(),
+            vec![c.max_position_embeddings, h],
+        ),
+        (
+            "bert.embeddings.token_type_embeddings.weight".into(),
+            vec![c.type_vocab_size, h],
+        ),
+        ("bert.embeddings.LayerNorm.weight".into(), vec![h]),
+        ("bert.embeddings.LayerNorm.bias".into(), vec![h]),
+    ];
+    for l in 0..c.num_hidden_layers {
+        let p = format!("bert.encoder.layer.{l}.");
+        for (n, s) in [
+            ("attention.self.qkv.weight", vec![3 * h, h]),
+            ("attention.self.qkv.bias", vec![3 * h]),
+            ("attention.output.dense.weight", vec![h, h]),
+            ("attention.output.dense.bias", vec![h]),
+            ("attention.output.LayerNorm.weight", vec![h]),
+            ("attention.output.LayerNorm.bias", vec![h]),
+            ("intermediate.dense.weight", vec![i, h]),
+            ("intermediate.dense.bias", vec![i]),
+            ("output.dense.weight", vec![h, i]),
+            ("output.dense.bias", vec![h]),
+            ("output.LayerNorm.weight", vec![h]),
+            ("output.LayerNorm.bias", vec![h]),
+        ] {
+            v.push((format!("{p}{n}"), s));
+        }
+    }
+    for (n, s) in [
+        ("bert.pooler.dense.weight", vec![h, h]),
+        ("bert.pooler.dense.bias", vec![h]),
+        ("cls.predictions.transform.dense.weight", vec![h, h]),
+        ("cls.predictions.transform.dense.bias", vec![h]),
+        ("cls.predictions.transform.LayerNorm.weight", vec![h]),
+        ("cls.predictions.transform.LayerNorm.bias", vec![h]),
+        ("cls.predictions.bias", vec![c.vocab_size]),
+        ("cls.seq_relationship.weight", vec![2, h]),
+        ("cls.seq_relationship.bias", vec![2]),
+    ] {
+        v.push((n.into(), s));
+    }
+    v
+}
+
+/// Step-ordered host values from HF-named tensors (`get(name)` returns the values, row-major):
+/// the query, key and value tensors are stacked. Errors name a missing or misshapen tensor.
+pub fn from_named(c: &BertConfig, get: impl Fn(&str) -> Option<Vec<f32>>) -> Result<Vec<Vec<f32>>> {
+    let fetch = |name: &str, n: usize| -> Result<Vec<f32>> {
+        let v =
+            get(name).ok_or_else(|| BertError::Checkpoint(format!("missing tensor '{name}'")))?;
+        if v.len() != n {
+            return Err(BertError::Checkpoint(format!(
+                "tensor '{name}' has {} values, the step expects {n}",
+                v.len()
+            )));
+        }
+        Ok(v)
+    };
+    let mut out = Vec::new();
+    for (name, shape) in layout(c) {
+        let n: usize = shape.iter().product();
+        if let Some(stem) = name
+            .strip_suffix("qkv.weight")
+            .or(name.strip_suffix("qkv.bias"))
+        {
+            let what = if name.ends_with("weight") {
+                "weight"
+            } else {
+                "bias"
+            };
+            let mut v = Vec::with_capacity(n);
+            for part in ["query", "key", "value"] {
+                v.extend(fetch(&format!("{stem}{part}.{what}"), n / 3)?);
+            }
+            out.push(v);
+        } else {
+            out.push(fetch(&name, n)?);
+        }
+    }
+    Ok(out)
+}
+
+/// HF-named (name, shape, values) from step-ordered values (the stacked QKV split back).
+pub fn to_named(c: &BertConfig, values: &[Vec<f32>]) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    let mut out = Vec::new();
+    for ((name, shape), v) in layout(c).into_iter().zip(values) {
+        if let Some(stem) = name
+            .strip_suffix("qkv.weight")
+            .or(name.strip_suffix("qkv.bias"))
+        {
+            let what = if name.ends_with("weight") {
+                "weight"
+            } else {
+                "bias"
+            };
+            let third = v.len() / 3;
+            let mut part_shape = shape.clone();
+            part_shape[0] /= 3;
+            for (k, part) in ["query", "key", "value"].iter().enumerate() {
+                out.push((
+                    format!("{stem}{part}.{what}"),
+                    part_shape.clone(),
+                    v[k * third..(k + 1) * third].to_vec(),
+                ));
+            }
+        } else {
+            out.push((name, shape, v.clone()));
+        }
+    }
+    out
+}
+
+/// One padded batch of pretraining instances.
+#[derive(Clone, Debug)]
+pub struct StepBatch {
+    pub batch: usize,
+    pub seq: usize,
+    /// (B*S)
+    pub input_ids: Vec<i64>,
+    /// (B*S)
+    pub token_type_ids: Vec<i64>,
+    /// Valid tokens per sequence (the attention mask is a prefix of ones).
+    pub lens: Vec<usize>,
+    /// (B*S): the original id at masked positions, -100 elsewhere.
+    pub mlm_labels: Vec<i64>,
+    /// (B): 0 = B follows A, 1 = random.
+    pub nsp_labels: Vec<i64>,
+}
+
+impl StepBatch {
+    /// From a [`crate::BertInput`] (its mask must be a prefix of ones per sequence) and labels.
+    pub fn new(x: &crate::BertInput, mlm_labels: &[i64], nsp_labels: &[i64]) -> Result<Self> {
+        let mut lens = Vec::with_capacity(x.batch);
+        for b in 0..x.batch {
+            let m = &x.attention_mask[b * x.seq..(b + 1) * x.seq];
+            let l = m.iter().take_while(|&&v| v == 1.0).count();
+            if m[l..].iter().any(|&v| v != 0.0) {
+                return Err(BertError::Input(format!(
+                    "sequence {b}: the attention mask must be ones then zeros"
+                )));
+            }
+            lens.push(l);
+        }
+        if mlm_labels.len() != x.batch * x.seq || nsp_labels.len() != x.batch {
+            return Err(BertError::Input(format!(
+                "{} MLM labels and {} NSP labels for a batch of {} x {}",
+                mlm_labels.len(),
+                nsp_labels.len(),
+                x.batch,
+                x.seq
+            )));
+        }
+        Ok(StepBatch {
+            batch: x.batch,
+            seq: x.seq,
+            input_ids: x.input_ids.clone(),
+            token_type_ids: x.token_type_ids.clone(),
+            lens,
+            mlm_labels: mlm_labels.to_vec(),
+            nsp_labels: nsp_labels.to_vec(),
+        })
+    }
+}
+
+/// The step's losses, still on the device (one-element buffers): reading them synchronises.
+pub struct StepLosses<B> {
+    pub mlm: Option<B>,
+    pub nsp: B,
+}
+
+/// What one layer's forward keeps for its backward.
+struct LayerSaved<D: Device> {
+    x: D::Buf,
+    qkv: D::Buf,
+    ctx: D::Buf,
+    att: D::AttnSaved,
+    ln1: engine::device::LnSaved<D::Buf>,
+    a: D::Buf,
+    u: D::Buf,
+    m: D::Buf,
+    ln2: engine::device::LnSaved<D::Buf>,
+}
+
+/// Seed of layer `l`'s dropout masks, as `BertModel::forward` derives it.
+fn layer_seed(seed: u64, l: usize) -> u64 {
+    seed.wrapping_add(0x9E37_79B9_7F4A_7C15u64.wrapping_mul(l as u64 + 1))
+}
+
+/// Forward and backward of the pretraining loss on one batch: adds every parameter's gradient
+/// into `grads` (same order as `params`, see [`layout`]; zero them first for a fresh step) and
+/// returns the two losses. `dropout_seed` Some: training (dropout on), None: no dropout.
+/// `scale` multiplies the loss before differentiation (1 / accumulation steps).
+pub fn forward_backward<D: Device>(
+    dev: &D,
+    c: &BertConfig,
+    params: &[D::Buf],
+    grads: &mut [D::Buf],
+    x: &StepBatch,
+    dropout_seed: Option<u64>,
+    scale: f32,
+) -> Result<StepLosses<D::Buf>> {
+    let nl = c.num_hidden_layers;
+    let want = EMB + PER_LAYER * nl + HEADS;
+    if params.len() != want || grads.len() != want {
+        return Err(BertError::Input(format!(
+            "the step takes {want} parameter and gradient buffers, got {} and {}",
+            params.len(),
+            grads.len()
+        )));
+    }
+    let act = match c.hidden_act {
+        Activation::Gelu(g) => g,
+        Activation::Relu => {
+            return Err(BertError::Input(
+                "the explicit step supports gelu activations, not relu".into(),
+            ))
+        }
+    };
+    let (b, s, h, inter, v) = (
+        x.batch,
+        x.seq,
+        c.hidden_size,
+        c.intermediate_size,
+        c.vocab_size,
+    );
+    let t = b * s;
+    let eps = c.layer_norm_eps;
+    let (p, pa, seed) = match dropout_seed {
+        Some(sd) => (c.hidden_dropout_prob, c.attention_probs_dropout_prob, sd),
+        None => (0.0, 0.0, 0),
+    };
+    let nh = c.num_attention_heads;
+    let dims = AttnDims {
+        batch: b,
+        seq: s,
+        heads: nh,
+        head_dim: h / nh,
+        lens: x.lens.clone(),
+    };
+    let att_scale = 1.0 / ((h / nh) as f32).sqrt();
+    let lp = |l: usize, k: usize| EMB + PER_LAYER * l + k;
+    let hp = |k: usize| EMB + PER_LAYER * nl + k;
+
+    // ---- forward ----
+    let ids = dev.upload_ids(&x.input_ids)?;
+    let types = dev.upload_ids(&x.token_type_ids)?;
+    let e = dev.embed(&ids, &types, &params[0], &params[1], &params[2], s, h)?;
+    let (e_ln, ln_e) = dev.layernorm(&e, None, (0.0, 0), &params[3], &params[4], h, eps)?;
+    drop(e);
+    let mut xcur = dev.dropout(&e_ln, p, seed ^ 0xE3B0)?;
+    drop(e_ln);
+    let mut saved: Vec<LayerSaved<D>> = Vec::with_capacity(nl);
+    for l in 0..nl {
+        let ls = layer_seed(seed, l);
+        let qkv = dev.linear(
+            &xcur,
+            &params[lp(l, QKV_W)],
+            Some(&params[lp(l, QKV_B)]),
+            t,
+            h,
+            3 * h,
+        )?;
+        let (ctx, att) = dev.attention(&qkv, &dims, att_scale, (pa, ls))?;
+        let ao = dev.linear(
+            &ctx,
+            &params[lp(l, AO_W)],
+            Some(&params[lp(l, AO_B)]),
+            t,
+            h,
+            h,
+        )?;
+        let (a, ln1) = dev.layernorm(
+            &ao,
+            Some(&xcur),
+            (p, ls ^ 0x5151),
+            &params[lp(l, LN1_G)],
+            &params[lp(l, LN1_B)],
+            h,
+            eps,
+        )?;
+        let u = dev.linear(
+            &a,
+            &params[lp(l, I_W)],
+            Some(&params[lp(l, I_B)]),
+            t,
+            h,
+            inter,
+        )?;
+        let m = dev.gelu(&u, act)?;
+        let o = dev.linear(
+            &m,
+            &params[lp(l, O_W)],
+            Some(&params[lp(l, O_B)]),
+            t,
+            inter,
+            h,
+        )?;
+        let (y, ln2) = dev.layernorm(
+            &o,
+            Some(&a),
+            (p, ls ^ 0xA2A2),
+            &params[lp(l, LN2_G)],
+            &params[lp(l, LN2_B)],
+            h,
+            eps,
+        )?;
+        saved.push(LayerSaved {
+            x: std::mem::replace(&mut xcur, y),
+            qkv,
+            ctx,
+            att,
+            ln1,
+            a,
+            u,
+            m,
+            ln2,
+        });
+    }
+
+    // MLM head at the masked rows only.
+    let rows: Vec<i64> = (0..t)
+        .filter(|&i| x.mlm_labels[i] != -100)
+        .map(|i| i as i64)
+        .collect();
+    let targets: Vec<i64> = rows.iter().map(|&i| x.mlm_labels[i as usize]).collect();
+    if let Some((i, &bad)) = targets
+        .iter()
+        .enumerate()
+        .find(|(_, &t)| t < 0 || t as usize >= v)
+    {
+        return Err(BertError::Input(format!(
+            "MLM label {bad} at position {} is outside 0..{v}",
+            rows[i]
+        )));
+    }
+    let mut dx = dev.zeros(t * h)?;
+    let n = rows.len();
+    let mlm_loss = if n > 0 {
+        let rows_d = dev.upload_ids(&rows)?;
+        let targets_d = dev.upload_ids(&targets)?;
+        let hm = dev.gather_rows(&xcur, &rows_d, h)?;
+        let t1 = dev.linear(&hm, &params[hp(MLM_W)], Some(&params[hp(MLM_B)]), n, h, h)?;
+        let t2 = dev.gelu(&t1, act)?;
+        let (t3, lnm) = dev.layernorm(
+            &t2,
+            None,
+            (0.0, 0),
+            &params[hp(MLM_LN_G)],
+            &params[hp(MLM_LN_B)],
+            h,
+            eps,
+        )?;
+        drop(t2);
+        let logits = dev.linear(&t3, &params[0], Some(&params[hp(MLM_BIAS)]), n, h, v)?;
+        let (loss, dlogits) = dev.cross_entropy(&logits, &targets_d, n, v, scale)?;
+        drop(logits);
+        // backward of the MLM head
+        {
+            let (g0, rest) = grads.split_at_mut(1);
+            dev.linear_dw(
+                &dlogits,
+                &t3,
+                n,
+                h,
+                v,
+                &mut g0[0],
+                Some(&mut rest[hp(MLM_BIAS) - 1]),
+            )?;
+        }
+        let dt3 = dev.linear_dx(&dlogits, &params[0], n, h, v)?;
+        drop(dlogits);
+        let (gg, gb) = pair_mut(grads, hp(MLM_LN_G), hp(MLM_LN_B));
+        let dt2 = dev.layernorm_bwd(&lnm, &dt3, &params[hp(MLM_LN_G)], h, gg, gb)?;
+        let dt1 = dev.gelu_bwd(&t1, &dt2, act)?;
+        let (gw, gb) = pair_mut(grads, hp(MLM_W), hp(MLM_B));
+        dev.linear_dw(&dt1, &hm, n, h, h, gw, Some(gb))?;
+        let dhm = dev.linear_dx(&dt1, &params[hp(MLM_W)], n, h, h)?;
+        dev.scatter_add_rows(&dhm, &rows_d, h, &mut dx)?;
+        Some(loss)
+    } else {
+        None
+    };
+
+    // NSP head on the first token of each sequence.
+    if let Some((i, &bad)) = x
+        .nsp_labels
+        .iter()
+        .enumerate()
+        .find(|(_, &l)| !(0..2).contains(&l))
+    {
+        return Err(BertError::Input(format!(
+            "NSP label {bad} of sequence {i} is not 0 or 1"
+        )));
+    }
+    let first_rows: Vec<i64> = (0..b).map(|i| (i * s) as i64).collect();
+    let first_d = dev.upload_ids(&first_rows)?;
+    let nsp_t = dev.upload_ids(&x.nsp_labels)?;
+    let first = dev.gather_rows(&xcur, &first_d, h)?;
+    let pl = dev.linear(
+        &first,
+        &params[hp(POOL_W)],
+        Some(&params[hp(POOL_B)]),
+        b,
+        h,
+        h,
+    )?;
+    let pooled = dev.tanh(&pl)?;
+    let nl_logits = dev.linear(
+        &pooled,
+        &params[hp(NSP_W)],
+        Some(&params[hp(NSP_B)]),
+        b,
+        h,
+        2,
+    )?;
+    let (nsp_loss, dnl) = dev.cross_entropy(&nl_logits, &nsp_t, b, 2, scale)?;
+    let (gw, gb) = pair_mut(grads, hp(NSP_W), hp(NSP_B));
+    dev.linear_dw(&dnl, &pooled, b, h, 2, gw, Some(gb))?;
+    let dpooled = dev.linear_dx(&dnl, &params[hp(NSP_W)], b, h, 2)?;
+    let dpl = dev.tanh_bwd(&pooled, &dpooled)?;
+    let (gw, gb) = pair_mut(grads, hp(POOL_W), hp(POOL_B));
+    dev.linear_dw(&dpl, &first, b, h, h, gw, Some(gb))?;
+    let dfirst = dev.linear_dx(&dpl, &params[hp(POOL_W)], b, h, h)?;
+    dev.scatter_add_rows(&dfirst, &first_d, h, &mut dx)?;
+
+    // ---- backward through the layers ----
+    for l in (0..nl).rev() {
+        let ls = layer_seed(seed, l);
+        let sv = saved.pop().expect("one saved state per layer");
+        let (gg, gb) = pair_mut(grads, lp(l, LN2_G), lp(l, LN2_B));
+        let dh2 = dev.layernorm_bwd(&sv.ln2, &dx, &params[lp(l, LN2_G)], h, gg, gb)?;
+        let do_ = dev.dropout(&dh2, p, ls ^ 0xA2A2)?;
+        let mut da = dh2;
+        let (gw, gb) = pair_mut(grads, lp(l, O_W), lp(l, O_B));
+        dev.linear_dw(&do_, &sv.m, t, inter, h, gw, Some(gb))?;
+        let dm = dev.linear_dx(&do_, &params[lp(l, O_W)], t, inter, h)?;
+        drop(do_);
+        let du = dev.gelu_bwd(&sv.u, &dm, act)?;
+        drop(dm);
+        let (gw, gb) = pair_mut(grads, lp(l, I_W), lp(l, I_B));
+        dev.linear_dw(&du, &sv.a, t, h, inter, gw, Some(gb))?;
+        let da2 = dev.linear_dx(&du, &params[lp(l, I_W)], t, h, inter)?;
+        drop(du);
+        dev.add_into(&mut da, &da2)?;
+        let (gg, gb) = pair_mut(grads, lp(l, LN1_G), lp(l, LN1_B));
+        let dh1 = dev.layernorm_bwd(&sv.ln1, &da, &params[lp(l, LN1_G)], h, gg, gb)?;
+        let dao = dev.dropout(&dh1, p, ls ^ 0x5151)?;
+        let mut dxin = dh1;
+        let (gw, gb) = pair_mut(grads, lp(l, AO_W), lp(l, AO_B));
+        dev.linear_dw(&dao, &sv.ctx, t, h, h, gw, Some(gb))?;
+        let dctx = dev.linear_dx(&dao, &params[lp(l, AO_W)], t, h, h)?;
+        drop(dao);
+        let dqkv =
+            dev.attention_bwd(&sv.qkv, &sv.ctx, &sv.att, &dctx, &dims, att_scale, (pa, ls))?;
+        drop(dctx);
+        let (gw, gb) = pair_mut(grads, lp(l, QKV_W), lp(l, QKV_B));
+        dev.linear_dw(&dqkv, &sv.x, t, h, 3 * h, gw, Some(gb))?;
+        let dx2 = dev.linear_dx(&dqkv, &params[lp(l, QKV_W)], t, h, 3 * h)?;
+        dev.add_into(&mut dxin, &dx2)?;
+        dx = dxin;
+    }
+
+    // ---- embeddings ----
+    let de_ln = dev.dropout(&dx, p, seed ^ 0xE3B0)?;
+    let (gg, gb) = pair_mut(grads, 3, 4);
+    let de = dev.layernorm_bwd(&ln_e, &de_ln, &params[3], h, gg, gb)?;
+    let (g0, rest) = grads.split_at_mut(1);
+    let (g1, rest) = rest.split_at_mut(1);
+    dev.embed_bwd(
+        &ids,
+        &types,
+        &de,
+        s,
+        h,
+        &mut g0[0],
+        &mut g1[0],
+        &mut rest[0],
+    )?;
+    Ok(StepLosses {
+        mlm: mlm_loss,
+        nsp: nsp_loss,
+    })
+}
+
+/// Two distinct elements of a slice, mutably (i < j).
+fn pair_mut<T>(v: &mut [T], i: usize, j: usize) -> (&mut T, &mut T) {
+    assert!(i < j, "pair_mut: indices must be increasing");
+    let (a, b) = v.split_at_mut(j);
+    (&mut a[i], &mut b[0])
+}

@@ -1,0 +1,652 @@
+//! The ops of a BERT training step over flat buffers, one trait for every device.
+//!
+//! The tape in `autograd.rs` works on [`Tensor`]s on the CPU. A GPU step wants something else:
+//! buffers that live on the device, fixed shapes known up front, the forward and backward of each
+//! layer written out side by side (llm.c's shape), no host work per op. [`Device`] is that
+//! vocabulary: each method is one coarse op (a Linear, a fused residual-add + LayerNorm, fused
+//! attention over a fused QKV buffer, cross-entropy...), forward or backward, on row-major
+//! buffers whose sizes are passed explicitly. `bert::step` writes the BERT pretraining step once
+//! against it; [`Cpu`] runs it with the engine's SIMD kernels (and is what the step is tested with,
+//! against the tape's gradients), `device_cuda::Cuda` (feature `cuda`) with the CUDA kernels.
+//!
+//! Conventions: matrices are row-major; a Linear weight is `(out, in)` as PyTorch stores it;
+//! gradients named `d*` passed as `&mut` are accumulated into (`+=`), buffers returned are new.
+//! Dropout masks are the engine's ([`crate::dropout`]): element `i` of a tensor with seed `s`,
+//! the same on every device, so a step gives the same masks on the CPU and the GPU.
+
+use crate::error::{Error, Result};
+use crate::gelu::Gelu;
+use crate::gemm::{gemm, MatMut, MatRef};
+use crate::simd::Isa;
+use crate::tensor::Tensor;
+
+/// Saved state of [`Device::layernorm`] for its backward: the normalised input h and per-row
+/// mean and 1/std.
+pub struct LnSaved<B> {
+    pub h: B,
+    pub mean: B,
+    pub rstd: B,
+}
+
+/// The shape of one attention call: `batch` sequences padded to `seq` tokens, the first
+/// `lens[b]` of sequence b valid keys; `heads` x `head_dim` = hidden.
+#[derive(Clone, Debug)]
+pub struct AttnDims {
+    pub batch: usize,
+    pub seq: usize,
+    pub heads: usize,
+    pub head_dim: usize,
+    pub lens: Vec<usize>,
+}
+
+impl AttnDims {
+    pub fn tokens(&self) -> usize {
+        self.batch * self.seq
+    }
+    pub fn hidden(&self) -> usize {
+        self.heads * self.head_dim
+    }
+}
+
+/// One device's implementation of the step's ops. See the module comment for conventions.
+pub trait Device {
+    /// A flat f32 buffer on the device.
+    type Buf;
+    /// Row or token indices on the device.
+    type Ids;
+    /// What attention keeps for its backward.
+    type AttnSaved;
+
+    fn upload(&self, x: &[f32]) -> Result<Self::Buf>;
+    fn download(&self, x: &Self::Buf) -> Result<Vec<f32>>;
+    /// Indices, already validated by the caller against the tables they index.
+    fn upload_ids(&self, x: &[i64]) -> Result<Self::Ids>;
+    fn zeros(&self, n: usize) -> Result<Self::Buf>;
+    fn len(&self, x: &Self::Buf) -> usize;
+
+    /// `y (rows,out) = x (rows,in) W^T + b`, W `(out,in)`, b `(out)`.
+    fn linear(
+        &self,
+        x: &Self::Buf,
+        w: &Self::Buf,
+        b: Option<&Self::Buf>,
+        rows: usize,
+        inp: usize,
+        out: usize,
+    ) -> Result<Self::Buf>;
+    /// `dx (rows,in) = dy (rows,out) W`.
+    fn linear_dx(
+        &self,
+        dy: &Self::Buf,
+        w: &Self::Buf,
+        rows: usize,
+        inp: usize,
+        out: usize,
+    ) -> Result<Self::Buf>;
+    /// `dw (out,in) += dy^T x`, `db (out) += column sums of dy`.
+    #[allow(clippy::too_many_arguments)]
+    fn linear_dw(
+        &self,
+        dy: &Self::Buf,
+        x: &Self::Buf,
+        rows: usize,
+        inp: usize,
+        out: usize,
+        dw: &mut Self::Buf,
+        db: Option<&mut Self::Buf>,
+    ) -> Result<()>;
+
+    /// `h = dropout(x) + residual` (either part optional: p = 0 skips the dropout), then
+    /// `y = LayerNorm(h) * gamma + beta` over rows of `cols`. Returns y and the saved state.
+    #[allow(clippy::too_many_arguments)]
+    fn layernorm(
+        &self,
+        x: &Self::Buf,
+        residual: Option<&Self::Buf>,
+        dropout: (f32, u64),
+        gamma: &Self::Buf,
+        beta: &Self::Buf,
+        cols: usize,
+        eps: f32,
+    ) -> Result<(Self::Buf, LnSaved<Self::Buf>)>;
+    /// Backward of [`Device::layernorm`] to h: returns dh (the residual's gradient; the
+    /// caller applies the dropout mask for x's), accumulates dgamma, dbeta.
+    fn layernorm_bwd(
+        &self,
+        saved: &LnSaved<Self::Buf>,
+        dy: &Self::Buf,
+        gamma: &Self::Buf,
+        cols: usize,
+        dgamma: &mut Self::Buf,
+        dbeta: &mut Self::Buf,
+    ) -> Result<Self::Buf>;
+
+    /// `dropout(x)` with the engine's mask for `seed`; applied to a gradient it is the backward.
+    fn dropout(&self, x: &Self::Buf, p: f32, seed: u64) -> Result<Self::Buf>;
+    fn gelu(&self, x: &Self::Buf, kind: Gelu) -> Result<Self::Buf>;
+    /// `dx = dy * gelu'(x)`.
+    fn gelu_bwd(&self, x: &Self::Buf, dy: &Self::Buf, kind: Gelu) -> Result<Self::Buf>;
+    fn tanh(&self, x: &Self::Buf) -> Result<Self::Buf>;
+    /// `dx = dy * (1 - y^2)` from the forward's output y.
+    fn tanh_bwd(&self, y: &Self::Buf, dy: &Self::Buf) -> Result<Self::Buf>;
+    /// `acc += x`.
+    fn add_into(&self, acc: &mut Self::Buf, x: &Self::Buf) -> Result<()>;
+
+    /// BERT's embedding sum `(word[ids] + type[types]) + pos[t % seq]`, `(tokens, dim)`.
+    #[allow(clippy::too_many_arguments)]
+    fn embed(
+        &self,
+        ids: &Self::Ids,
+        types: &Self::Ids,
+        word: &Self::Buf,
+        pos: &Self::Buf,
+        typ: &Self::Buf,
+        seq: usize,
+        dim: usize,
+    ) -> Result<Self::Buf>;
+    /// Backward of [`Device::embed`]: accumulates into the three tables' gradients.
+    #[allow(clippy::too_many_arguments)]
+    fn embed_bwd(
+        &self,
+        ids: &Self::Ids,
+        types: &Self::Ids,
+        dy: &Self::Buf,
+        seq: usize,
+        dim: usize,
+        dword: &mut Self::Buf,
+        dpos: &mut Self::Buf,
+        dtyp: &mut Self::Buf,
+    ) -> Result<()>;
+
+    /// Rows `x[rows[i]]` of x `(_, cols)`.
+    fn gather_rows(&self, x: &Self::Buf, rows: &Self::Ids, cols: usize) -> Result<Self::Buf>;
+    /// `dx[rows[i]] += dy[i]`.
+    fn scatter_add_rows(
+        &self,
+        dy: &Self::Buf,
+        rows: &Self::Ids,
+        cols: usize,
+        dx: &mut Self::Buf,
+    ) -> Result<()>;
+
+    /// Attention over a fused projection `qkv (tokens, 3, heads, head_dim)`: returns the
+    /// context `(tokens, heads * head_dim)` (heads merged) and the saved state. `dropout` on
+    /// the probabilities, mask index `((b * heads + h) * seq + i) * seq + j`.
+    fn attention(
+        &self,
+        qkv: &Self::Buf,
+        dims: &AttnDims,
+        scale: f32,
+        dropout: (f32, u64),
+    ) -> Result<(Self::Buf, Self::AttnSaved)>;
+    /// Backward of [`Device::attention`]: `dqkv (tokens, 3, heads, head_dim)`.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_bwd(
+        &self,
+        qkv: &Self::Buf,
+        out: &Self::Buf,
+        saved: &Self::AttnSaved,
+        dout: &Self::Buf,
+        dims: &AttnDims,
+        scale: f32,
+        dropout: (f32, u64),
+    ) -> Result<Self::Buf>;
+
+    /// Mean cross-entropy of `logits (rows, classes)` against `targets` (all valid): returns
+    /// the loss (a one-element buffer, left on the device) and `dlogits = dloss * d(mean)/dx`.
+    fn cross_entropy(
+        &self,
+        logits: &Self::Buf,
+        targets: &Self::Ids,
+        rows: usize,
+        classes: usize,
+        dloss: f32,
+    ) -> Result<(Self::Buf, Self::Buf)>;
+}
+
+/// The CPU: buffers are `Vec<f32>`, ops are the engine's SIMD kernels on all rayon threads.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Cpu;
+
+fn len_err(op: &'static str, what: &str, got: usize, want: usize) -> Error {
+    Error::Arg {
+        op,
+        shape: vec![got],
+        why: format!("{what} has {got} elements, expected {want}"),
+    }
+}
+
+fn need(op: &'static str, what: &str, x: &[f32], want: usize) -> Result<()> {
+    if x.len() == want {
+        Ok(())
+    } else {
+        Err(len_err(op, what, x.len(), want))
+    }
+}
+
+/// A contiguous Tensor over a copy of `x` (attention uses the Tensor-level kernels).
+fn tensor(x: &[f32], shape: &[usize]) -> Result<Tensor> {
+    Tensor::from_vec(x.to_vec(), shape)
+}
+
+impl Device for Cpu {
+    type Buf = Vec<f32>;
+    type Ids = Vec<i64>;
+    type AttnSaved = crate::attention::AttentionSaved;
+
+    fn upload(&self, x: &[f32]) -> Result<Vec<f32>> {
+        Ok(x.to_vec())
+    }
+    fn download(&self, x: &Vec<f32>) -> Result<Vec<f32>> {
+        Ok(x.clone())
+    }
+    fn upload_ids(&self, x: &[i64]) -> Result<Vec<i64>> {
+        Ok(x.to_vec())
+    }
+    fn zeros(&self, n: usize) -> Result<Vec<f32>> {
+        Ok(vec![0.0; n])
+    }
+    fn len(&self, x: &Vec<f32>) -> usize {
+        x.len()
+    }
+
+    fn linear(
+        &self,
+        x: &Vec<f32>,
+        w: &Vec<f32>,
+        b: Option<&Vec<f32>>,
+        rows: usize,
+        inp: usize,
+        out: usize,
+    ) -> Result<Vec<f32>> {
+        let op = "device linear";
+        need(op, "x", x, rows * inp)?;
+        need(op, "W", w, out * inp)?;
+        let mut y = vec![0.0; rows * out];
+        let beta = match b {
+            Some(b) => {
+                need(op, "bias", b, out)?;
+                for r in y.chunks_exact_mut(out) {
+                    r.copy_from_slice(b);
+                }
+                1.0
+            }
+            None => 0.0,
+        };
+        gemm(
+            1.0,
+            MatRef::row_major(x, rows, inp),
+            MatRef::row_major(w, out, inp).t(),
+            beta,
+            MatMut::row_major(&mut y, rows, out),
+        )
+        .map_err(|e| Error::Arg {
+            op,
+            shape: vec![rows, inp, out],
+            why: e.to_string(),
+        })?;
+        Ok(y)
+    }
+
+    fn linear_dx(
+        &self,
+        dy: &Vec<f32>,
+        w: &Vec<f32>,
+        rows: usize,
+        inp: usize,
+        out: usize,
+    ) -> Result<Vec<f32>> {
+        let op = "device linear_dx";
+        need(op, "dy", dy, rows * out)?;
+        need(op, "W", w, out * inp)?;
+        let mut dx = vec![0.0; rows * inp];
+        gemm(
+            1.0,
+            MatRef::row_major(dy, rows, out),
+            MatRef::row_major(w, out, inp),
+            0.0,
+            MatMut::row_major(&mut dx, rows, inp),
+        )
+        .map_err(|e| Error::Arg {
+            op,
+            shape: vec![rows, inp, out],
+            why: e.to_string(),
+        })?;
+        Ok(dx)
+    }
+
+    fn linear_dw(
+        &self,
+        dy: &Vec<f32>,
+        x: &Vec<f32>,
+        rows: usize,
+        inp: usize,
+        out: usize,
+        dw: &mut Vec<f32>,
+        db: Option<&mut Vec<f32>>,
+    ) -> Result<()> {
+        let op = "device linear_dw";
+        need(op, "dy", dy, rows * out)?;
+        need(op, "x", x, rows * inp)?;
+        need(op, "dW", dw, out * inp)?;
+        gemm(
+            1.0,
+            MatRef::row_major(dy, rows, out).t(),
+            MatRef::row_major(x, rows, inp),
+            1.0,
+            MatMut::row_major(dw, out, inp),
+        )
+        .map_err(|e| Error::Arg {
+            op,
+            shape: vec![rows, inp, out],
+            why: e.to_string(),
+        })?;
+        if let Some(db) = db {
+            need(op, "db", db, out)?;
+            for r in dy.chunks_exact(out) {
+                for (d, &g) in db.iter_mut().zip(r) {
+                    *d += g;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn layernorm(
+        &self,
+        x: &Vec<f32>,
+        residual: Option<&Vec<f32>>,
+        (p, seed): (f32, u64),
+        gamma: &Vec<f32>,
+        beta: &Vec<f32>,
+        cols: usize,
+        eps: f32,
+    ) -> Result<(Vec<f32>, LnSaved<Vec<f32>>)> {
+        let op = "device layernorm";
+        if cols == 0 || !x.len().is_multiple_of(cols) {
+            return Err(len_err(op, "x", x.len(), cols));
+        }
+        need(op, "gamma", gamma, cols)?;
+        need(op, "beta", beta, cols)?;
+        let mut h = x.clone();
+        if p > 0.0 {
+            crate::dropout::dropout_inplace(&mut h, p, seed);
+        }
+        if let Some(r) = residual {
+            need(op, "residual", r, x.len())?;
+            for (a, &b) in h.iter_mut().zip(r) {
+                *a += b;
+            }
+        }
+        let mut y = vec![0.0; h.len()];
+        let (mean, rstd) =
+            crate::layernorm::layernorm_rows(Isa::best(), &h, cols, gamma, beta, eps, &mut y);
+        Ok((y, LnSaved { h, mean, rstd }))
+    }
+
+    fn layernorm_bwd(
+        &self,
+        s: &LnSaved<Vec<f32>>,
+        dy: &Vec<f32>,
+        gamma: &Vec<f32>,
+        cols: usize,
+        dgamma: &mut Vec<f32>,
+        dbeta: &mut Vec<f32>,
+    ) -> Result<Vec<f32>> {
+        let op = "device layernorm_bwd";
+        need(op, "dy", dy, s.h.len())?;
+        need(op, "dgamma", dgamma, cols)?;
+        need(op, "dbeta", dbeta, cols)?;
+        let mut dx = vec![0.0; dy.len()];
+        let (dg, db) = crate::layernorm::layernorm_backward_rows(
+            Isa::best(),
+            &s.h,
+            dy,
+            cols,
+            gamma,
+            &s.mean,
+            &s.rstd,
+            &mut dx,
+        );
+        self.add_into(dgamma, &dg)?;
+        self.add_into(dbeta, &db)?;
+        Ok(dx)
+    }
+
+    fn dropout(&self, x: &Vec<f32>, p: f32, seed: u64) -> Result<Vec<f32>> {
+        let mut y = x.clone();
+        if p > 0.0 {
+            crate::dropout::dropout_inplace(&mut y, p, seed);
+        }
+        Ok(y)
+    }
+
+    fn gelu(&self, x: &Vec<f32>, kind: Gelu) -> Result<Vec<f32>> {
+        let mut y = x.clone();
+        crate::gelu::gelu_inplace(Isa::best(), &mut y, kind);
+        Ok(y)
+    }
+
+    fn gelu_bwd(&self, x: &Vec<f32>, dy: &Vec<f32>, kind: Gelu) -> Result<Vec<f32>> {
+        need("device gelu_bwd", "dy", dy, x.len())?;
+        let mut dx = dy.clone();
+        crate::gelu::gelu_backward_inplace(Isa::best(), x, &mut dx, kind);
+        Ok(dx)
+    }
+
+    fn tanh(&self, x: &Vec<f32>) -> Result<Vec<f32>> {
+        Ok(x.iter().map(|v| v.tanh()).collect())
+    }
+
+    fn tanh_bwd(&self, y: &Vec<f32>, dy: &Vec<f32>) -> Result<Vec<f32>> {
+        need("device tanh_bwd", "dy", dy, y.len())?;
+        Ok(y.iter().zip(dy).map(|(y, d)| d * (1.0 - y * y)).collect())
+    }
+
+    fn add_into(&self, acc: &mut Vec<f32>, x: &Vec<f32>) -> Result<()> {
+        need("device add_into", "x", x, acc.len())?;
+        for (a, &b) in acc.iter_mut().zip(x) {
+            *a += b;
+        }
+        Ok(())
+    }
+
+    fn embed(
+        &self,
+        ids: &Vec<i64>,
+        types: &Vec<i64>,
+        word: &Vec<f32>,
+        pos: &Vec<f32>,
+        typ: &Vec<f32>,
+        seq: usize,
+        dim: usize,
+    ) -> Result<Vec<f32>> {
+        let op = "device embed";
+        let tokens = ids.len();
+        if types.len() != tokens || seq == 0 || !tokens.is_multiple_of(seq) {
+            return Err(Error::Arg {
+                op,
+                shape: vec![tokens, types.len(), seq],
+                why: "ids and type ids must be whole sequences of equal length".into(),
+            });
+        }
+        if pos.len() < seq * dim {
+            return Err(len_err(op, "position table", pos.len(), seq * dim));
+        }
+        let mut y = vec![0.0; tokens * dim];
+        for (t, row) in y.chunks_exact_mut(dim).enumerate() {
+            let (w, ty, p) = (ids[t] as usize, types[t] as usize, t % seq);
+            let (wr, tr, pr) = (
+                &word[w * dim..(w + 1) * dim],
+                &typ[ty * dim..(ty + 1) * dim],
+                &pos[p * dim..(p + 1) * dim],
+            );
+            for j in 0..dim {
+                row[j] = (wr[j] + tr[j]) + pr[j];
+            }
+        }
+        Ok(y)
+    }
+
+    fn embed_bwd(
+        &self,
+        ids: &Vec<i64>,
+        types: &Vec<i64>,
+        dy: &Vec<f32>,
+        seq: usize,
+        dim: usize,
+        dword: &mut Vec<f32>,
+        dpos: &mut Vec<f32>,
+        dtyp: &mut Vec<f32>,
+    ) -> Result<()> {
+        need("device embed_bwd", "dy", dy, ids.len() * dim)?;
+        for (t, g) in dy.chunks_exact(dim).enumerate() {
+            let (w, ty, p) = (ids[t] as usize, types[t] as usize, t % seq);
+            for j in 0..dim {
+                dword[w * dim + j] += g[j];
+                dtyp[ty * dim + j] += g[j];
+                dpos[p * dim + j] += g[j];
+            }
+        }
+        Ok(())
+    }
+
+    fn gather_rows(&self, x: &Vec<f32>, rows: &Vec<i64>, cols: usize) -> Result<Vec<f32>> {
+        let mut y = Vec::with_capacity(rows.len() * cols);
+        for &r in rows {
+            let r = r as usize;
+            if (r + 1) * cols > x.len() {
+                return Err(Error::Index {
+                    op: "device gather_rows",
+                    index: r as i64,
+                    size: x.len() / cols.max(1),
+                    at: y.len() / cols.max(1),
+                });
+            }
+            y.extend_from_slice(&x[r * cols..(r + 1) * cols]);
+        }
+        Ok(y)
+    }
+
+    fn scatter_add_rows(
+        &self,
+        dy: &Vec<f32>,
+        rows: &Vec<i64>,
+        cols: usize,
+        dx: &mut Vec<f32>,
+    ) -> Result<()> {
+        need("device scatter_add_rows", "dy", dy, rows.len() * cols)?;
+        for (i, &r) in rows.iter().enumerate() {
+            let r = r as usize;
+            for j in 0..cols {
+                dx[r * cols + j] += dy[i * cols + j];
+            }
+        }
+        Ok(())
+    }
+
+    fn attention(
+        &self,
+        qkv: &Vec<f32>,
+        d: &AttnDims,
+        scale: f32,
+        (p, seed): (f32, u64),
+    ) -> Result<(Vec<f32>, crate::attention::AttentionSaved)> {
+        let (b, s, nh, hd) = (d.batch, d.seq, d.heads, d.head_dim);
+        let t = tensor(qkv, &[b, s, 3, nh, hd])?.permute(&[2, 0, 3, 1, 4])?;
+        let (q, k, v) = (t.select(0, 0)?, t.select(0, 1)?, t.select(0, 2)?);
+        let mask = key_mask(d)?;
+        let (o, saved) =
+            crate::attention::attention_forward(&q, &k, &v, mask.as_ref(), scale, p, seed)?;
+        let merged = o.permute(&[0, 2, 1, 3])?.contiguous().to_vec();
+        Ok((merged, saved))
+    }
+
+    fn attention_bwd(
+        &self,
+        qkv: &Vec<f32>,
+        _out: &Vec<f32>,
+        saved: &crate::attention::AttentionSaved,
+        dout: &Vec<f32>,
+        d: &AttnDims,
+        _scale: f32,
+        _dropout: (f32, u64),
+    ) -> Result<Vec<f32>> {
+        let (b, s, nh, hd) = (d.batch, d.seq, d.heads, d.head_dim);
+        let t = tensor(qkv, &[b, s, 3, nh, hd])?.permute(&[2, 0, 3, 1, 4])?;
+        let (q, k, v) = (t.select(0, 0)?, t.select(0, 1)?, t.select(0, 2)?);
+        let dout = tensor(dout, &[b, s, nh, hd])?.permute(&[0, 2, 1, 3])?;
+        let (dq, dk, dv) = crate::attention::attention_backward(&q, &k, &v, saved, &dout)?;
+        // (B,nh,S,hd) x 3 -> (B,S,3,nh,hd)
+        let mut dqkv = vec![0.0; qkv.len()];
+        for (which, g) in [dq, dk, dv].iter().enumerate() {
+            let g = g
+                .as_slice()
+                .expect("attention_backward returns contiguous tensors");
+            for bi in 0..b {
+                for h in 0..nh {
+                    for i in 0..s {
+                        let src = ((bi * nh + h) * s + i) * hd;
+                        let dst = (((bi * s + i) * 3 + which) * nh + h) * hd;
+                        dqkv[dst..dst + hd].copy_from_slice(&g[src..src + hd]);
+                    }
+                }
+            }
+        }
+        Ok(dqkv)
+    }
+
+    fn cross_entropy(
+        &self,
+        logits: &Vec<f32>,
+        targets: &Vec<i64>,
+        rows: usize,
+        classes: usize,
+        dloss: f32,
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
+        let op = "device cross_entropy";
+        need(op, "logits", logits, rows * classes)?;
+        let isa = Isa::best();
+        let (loss, lse, counted) = crate::cross_entropy::cross_entropy_rows(
+            isa, logits, classes, targets, -100,
+        )
+        .map_err(|(at, t)| Error::Index {
+            op,
+            index: t,
+            size: classes,
+            at,
+        })?;
+        let mut d = vec![0.0; logits.len()];
+        crate::cross_entropy::cross_entropy_backward_rows(
+            isa,
+            logits,
+            classes,
+            &lse,
+            targets,
+            -100,
+            dloss / counted.max(1) as f32,
+            &mut d,
+        );
+        Ok((vec![loss], d))
+    }
+}
+
+/// The additive key mask (B,1,1,S) of `lens`: 0 for valid keys, f32::MIN past them (HF's
+/// `(1 - mask) * finfo.min`); None when nothing is padded.
+fn key_mask(d: &AttnDims) -> Result<Option<Tensor>> {
+    if d.lens.len() != d.batch || d.lens.iter().any(|&l| l > d.seq) {
+        return Err(Error::Arg {
+            op: "device attention",
+            shape: vec![d.batch, d.seq],
+            why: format!("lengths {:?} do not fit the batch", d.lens),
+        });
+    }
+    if d.lens.iter().all(|&l| l == d.seq) {
+        return Ok(None);
+    }
+    let mut m = vec![0.0f32; d.batch * d.seq];
+    for (b, &l) in d.lens.iter().enumerate() {
+        m[b * d.seq + l..(b + 1) * d.seq].fill(f32::MIN);
+    }
+    Ok(Some(Tensor::from_vec(m, &[d.batch, 1, 1, d.seq])?))
+}
