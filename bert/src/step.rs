@@ -262,8 +262,8 @@ fn layer_seed(seed: u64, l: usize) -> u64 {
 pub fn forward_backward<D: Device>(
     dev: &D,
     c: &BertConfig,
-    params: &[D::Buf],
-    grads: &mut [D::Buf],
+    params: &[&D::Buf],
+    grads: &mut [&mut D::Buf],
     x: &StepBatch,
     dropout_seed: Option<u64>,
     scale: f32,
@@ -432,8 +432,8 @@ pub fn forward_backward<D: Device>(
                 n,
                 h,
                 v,
-                &mut g0[0],
-                Some(&mut rest[hp(MLM_BIAS) - 1]),
+                &mut *g0[0],
+                Some(&mut *rest[hp(MLM_BIAS) - 1]),
             )?;
         }
         let dt3 = dev.linear_dx(&dlogits, &params[0], n, h, v)?;
@@ -442,7 +442,7 @@ pub fn forward_backward<D: Device>(
         let dt2 = dev.layernorm_bwd(&lnm, &dt3, &params[hp(MLM_LN_G)], h, gg, gb)?;
         let dt1 = dev.gelu_bwd(&t1, &dt2, act)?;
         let (gw, gb) = pair_mut(grads, hp(MLM_W), hp(MLM_B));
-        dev.linear_dw(&dt1, &hm, n, h, h, gw, Some(gb))?;
+        dev.linear_dw(&dt1, &hm, n, h, h, gw, Some(&mut **gb))?;
         let dhm = dev.linear_dx(&dt1, &params[hp(MLM_W)], n, h, h)?;
         dev.scatter_add_rows(&dhm, &rows_d, h, &mut dx)?;
         Some(loss)
@@ -484,11 +484,11 @@ pub fn forward_backward<D: Device>(
     )?;
     let (nsp_loss, dnl) = dev.cross_entropy(&nl_logits, &nsp_t, b, 2, scale)?;
     let (gw, gb) = pair_mut(grads, hp(NSP_W), hp(NSP_B));
-    dev.linear_dw(&dnl, &pooled, b, h, 2, gw, Some(gb))?;
+    dev.linear_dw(&dnl, &pooled, b, h, 2, gw, Some(&mut **gb))?;
     let dpooled = dev.linear_dx(&dnl, &params[hp(NSP_W)], b, h, 2)?;
     let dpl = dev.tanh_bwd(&pooled, &dpooled)?;
     let (gw, gb) = pair_mut(grads, hp(POOL_W), hp(POOL_B));
-    dev.linear_dw(&dpl, &first, b, h, h, gw, Some(gb))?;
+    dev.linear_dw(&dpl, &first, b, h, h, gw, Some(&mut **gb))?;
     let dfirst = dev.linear_dx(&dpl, &params[hp(POOL_W)], b, h, h)?;
     dev.scatter_add_rows(&dfirst, &first_d, h, &mut dx)?;
 
@@ -501,13 +501,13 @@ pub fn forward_backward<D: Device>(
         let do_ = dev.dropout(&dh2, p, ls ^ 0xA2A2)?;
         let mut da = dh2;
         let (gw, gb) = pair_mut(grads, lp(l, O_W), lp(l, O_B));
-        dev.linear_dw(&do_, &sv.m, t, inter, h, gw, Some(gb))?;
+        dev.linear_dw(&do_, &sv.m, t, inter, h, gw, Some(&mut **gb))?;
         let dm = dev.linear_dx(&do_, &params[lp(l, O_W)], t, inter, h)?;
         drop(do_);
         let du = dev.gelu_bwd(&sv.u, &dm, act)?;
         drop(dm);
         let (gw, gb) = pair_mut(grads, lp(l, I_W), lp(l, I_B));
-        dev.linear_dw(&du, &sv.a, t, h, inter, gw, Some(gb))?;
+        dev.linear_dw(&du, &sv.a, t, h, inter, gw, Some(&mut **gb))?;
         let da2 = dev.linear_dx(&du, &params[lp(l, I_W)], t, h, inter)?;
         drop(du);
         dev.add_into(&mut da, &da2)?;
@@ -516,14 +516,14 @@ pub fn forward_backward<D: Device>(
         let dao = dev.dropout(&dh1, p, ls ^ 0x5151)?;
         let mut dxin = dh1;
         let (gw, gb) = pair_mut(grads, lp(l, AO_W), lp(l, AO_B));
-        dev.linear_dw(&dao, &sv.ctx, t, h, h, gw, Some(gb))?;
+        dev.linear_dw(&dao, &sv.ctx, t, h, h, gw, Some(&mut **gb))?;
         let dctx = dev.linear_dx(&dao, &params[lp(l, AO_W)], t, h, h)?;
         drop(dao);
         let dqkv =
             dev.attention_bwd(&sv.qkv, &sv.ctx, &sv.att, &dctx, &dims, att_scale, (pa, ls))?;
         drop(dctx);
         let (gw, gb) = pair_mut(grads, lp(l, QKV_W), lp(l, QKV_B));
-        dev.linear_dw(&dqkv, &sv.x, t, h, 3 * h, gw, Some(gb))?;
+        dev.linear_dw(&dqkv, &sv.x, t, h, 3 * h, gw, Some(&mut **gb))?;
         let dx2 = dev.linear_dx(&dqkv, &params[lp(l, QKV_W)], t, h, 3 * h)?;
         dev.add_into(&mut dxin, &dx2)?;
         dx = dxin;
@@ -556,4 +556,153 @@ fn pair_mut<T>(v: &mut [T], i: usize, j: usize) -> (&mut T, &mut T) {
     assert!(i < j, "pair_mut: indices must be increasing");
     let (a, b) = v.split_at_mut(j);
     (&mut a[i], &mut b[0])
+}
+
+/// A model training with [`forward_backward`] and the device's AdamW: parameters, gradients and
+/// moments stay on the device; the host sees the losses and the gradient norm when it asks.
+pub struct StepTrainer<'d, D: Device> {
+    pub dev: &'d D,
+    pub config: BertConfig,
+    pub opt: D::Optim,
+    pub adam: engine::optim::AdamWConfig,
+    /// Optimizer steps taken (the bias corrections' t).
+    pub steps: u64,
+}
+
+/// The device buffers of one optimizer step's figures (read them where they are logged).
+pub struct StepStats<B> {
+    /// Per micro-batch (MLM loss if any position was masked, NSP loss), unscaled means.
+    pub losses: Vec<StepLosses<B>>,
+    /// Global gradient norm before clipping.
+    pub grad_norm: B,
+}
+
+impl<'d, D: Device> StepTrainer<'d, D> {
+    /// Uploads step-ordered `values` ([`from_named`]); weight decay as BERT's (not on biases and
+    /// LayerNorm, [`engine::optim::decays`]).
+    pub fn new(
+        dev: &'d D,
+        config: &BertConfig,
+        values: &[Vec<f32>],
+        adam: engine::optim::AdamWConfig,
+        steps: u64,
+    ) -> Result<Self> {
+        let lay = layout(config);
+        if values.len() != lay.len() {
+            return Err(BertError::Input(format!(
+                "{} parameter tensors for a step that takes {}",
+                values.len(),
+                lay.len()
+            )));
+        }
+        let bufs = values
+            .iter()
+            .map(|v| dev.upload(v))
+            .collect::<engine::Result<Vec<_>>>()?;
+        let decay = lay
+            .iter()
+            .map(|(n, _)| {
+                if engine::optim::decays(n) {
+                    adam.weight_decay
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        Ok(StepTrainer {
+            dev,
+            config: config.clone(),
+            opt: dev.optim_new(bufs, decay)?,
+            adam,
+            steps,
+        })
+    }
+
+    /// One optimizer step: forward and backward over each micro-batch (its dropout seed beside
+    /// it; the loss scaled by 1 / micro-batches, gradients accumulated), clipping at `clip`,
+    /// AdamW at `lr`.
+    pub fn step(
+        &mut self,
+        micro: &[(StepBatch, Option<u64>)],
+        lr: f32,
+        clip: f32,
+    ) -> Result<StepStats<D::Buf>> {
+        let dev = self.dev;
+        dev.optim_zero_grads(&mut self.opt)?;
+        let mut losses = Vec::with_capacity(micro.len());
+        let scale = 1.0 / micro.len().max(1) as f32;
+        for (batch, seed) in micro {
+            let (params, mut grads) = dev.optim_parts(&mut self.opt);
+            losses.push(forward_backward(
+                dev,
+                &self.config,
+                &params,
+                &mut grads,
+                batch,
+                *seed,
+                scale,
+            )?);
+        }
+        self.steps += 1;
+        let a = &self.adam;
+        let t = self.steps as i32;
+        let (bc1, bc2) = if a.bias_correction {
+            (1.0 - a.beta1.powi(t), 1.0 - a.beta2.powi(t))
+        } else {
+            (1.0, 1.0)
+        };
+        let h = engine::device::AdamHyper {
+            lr,
+            beta1: a.beta1,
+            beta2: a.beta2,
+            eps: a.eps,
+            bc1,
+            bc2,
+        };
+        let grad_norm = dev.optim_step(&mut self.opt, h, clip)?;
+        Ok(StepStats { losses, grad_norm })
+    }
+
+    /// Host copies, HF-named: the parameters and the (first, second) moments.
+    #[allow(clippy::type_complexity)]
+    pub fn state_named(
+        &self,
+    ) -> Result<(
+        Vec<(String, Vec<usize>, Vec<f32>)>,
+        Vec<(String, Vec<usize>, Vec<f32>)>,
+        Vec<(String, Vec<usize>, Vec<f32>)>,
+    )> {
+        let st = self.dev.optim_state(&self.opt)?;
+        let mut p = Vec::with_capacity(st.len());
+        let mut m = Vec::with_capacity(st.len());
+        let mut v = Vec::with_capacity(st.len());
+        for (a, b, c) in st {
+            p.push(a);
+            m.push(b);
+            v.push(c);
+        }
+        Ok((
+            to_named(&self.config, &p),
+            to_named(&self.config, &m),
+            to_named(&self.config, &v),
+        ))
+    }
+
+    /// Sets the moments from HF-named host tensors (resuming a checkpoint).
+    pub fn set_moments_named(
+        &mut self,
+        m: impl Fn(&str) -> Option<Vec<f32>>,
+        v: impl Fn(&str) -> Option<Vec<f32>>,
+    ) -> Result<()> {
+        let ms = from_named(&self.config, m)?;
+        let vs = from_named(&self.config, v)?;
+        Ok(self
+            .dev
+            .optim_set_moments(&mut self.opt, ms.into_iter().zip(vs).collect())?)
+    }
+}
+
+/// Reads a one-element device buffer (a loss, a norm): this waits for the device.
+pub fn read_scalar<D: Device>(dev: &D, x: &D::Buf) -> Result<f32> {
+    Ok(dev.download(x)?.first().copied().unwrap_or(f32::NAN))
 }

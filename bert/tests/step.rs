@@ -2,52 +2,15 @@
 //! small random BERT and a padded batch with masked positions, both give the same MLM and NSP
 //! losses and the same gradient for every parameter, with dropout on and off.
 
-use bert::step::{forward_backward, from_named, layout, to_named, StepBatch};
-use bert::{Bert, BertConfig, BertInput, Forward, Task};
+use bert::step::{
+    forward_backward, from_named, layout, read_scalar, to_named, StepBatch, StepTrainer,
+};
+use bert::{Bert, Forward, Task};
 use engine::device::{Cpu, Device};
+use engine::optim::{clip_grad_norm, AdamW, AdamWConfig};
 
-fn config(act: &str) -> BertConfig {
-    let mut c = BertConfig::preset("bert-tiny", 97).unwrap();
-    c.hidden_size = 64;
-    c.num_attention_heads = 2;
-    c.intermediate_size = 96;
-    c.num_hidden_layers = 2;
-    c.max_position_embeddings = 24;
-    c.hidden_act = bert::Activation::parse(act).unwrap();
-    c
-}
-
-/// A padded batch of three sequences (lengths 16, 11, 6 of 16), types 0 then 1, about 20% of
-/// the valid positions masked, NSP labels 0/1.
-fn batch() -> (BertInput, Vec<i64>, Vec<i64>) {
-    let (b, s) = (3, 16);
-    let lens = [16, 11, 6];
-    let mut x = BertInput::new(vec![0; b * s], b, s).unwrap();
-    let mut labels = vec![-100i64; b * s];
-    let mut r = 12345u64;
-    let mut next = |m: u64| {
-        r = r
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (r >> 33) % m
-    };
-    for (bi, &len) in lens.iter().enumerate() {
-        for j in 0..s {
-            let i = bi * s + j;
-            if j < len {
-                x.input_ids[i] = 1 + next(96) as i64;
-                x.token_type_ids[i] = (j >= len / 2) as i64;
-                if j > 0 && next(5) == 0 {
-                    labels[i] = 1 + next(96) as i64;
-                }
-            } else {
-                x.input_ids[i] = 0;
-                x.attention_mask[i] = 0.0;
-            }
-        }
-    }
-    (x, labels, vec![0, 1, 1])
-}
+mod step_fixture;
+use step_fixture::{batch, config};
 
 fn check(act: &str, seed: Option<u64>) {
     let c = config(act);
@@ -74,7 +37,9 @@ fn check(act: &str, seed: Option<u64>) {
     let params = from_named(&c, get).unwrap();
     let mut grads: Vec<Vec<f32>> = params.iter().map(|p| vec![0.0; p.len()]).collect();
     let sb = StepBatch::new(&x, &labels, &nsp).unwrap();
-    let losses = forward_backward(&Cpu, &c, &params, &mut grads, &sb, seed, 1.0).unwrap();
+    let prefs: Vec<&Vec<f32>> = params.iter().collect();
+    let mut grefs: Vec<&mut Vec<f32>> = grads.iter_mut().collect();
+    let losses = forward_backward(&Cpu, &c, &prefs, &mut grefs, &sb, seed, 1.0).unwrap();
     let mlm = Cpu.download(losses.mlm.as_ref().unwrap()).unwrap()[0];
     let nspl = Cpu.download(&losses.nsp).unwrap()[0];
     assert!(
@@ -144,4 +109,90 @@ fn layout_round_trips_and_rejects_missing_tensors() {
     .unwrap()
     .to_string();
     assert!(err.contains("layer.1.attention.self.key.bias"), "{err}");
+}
+
+#[test]
+fn trainer_steps_match_the_tape_with_adamw_and_clipping() {
+    // Three optimizer steps, dropout on, clipping active (max norm 0.5), two micro-batches in
+    // the last step: losses and every parameter after each step equal the tape's.
+    let c = config("gelu");
+    let model = Bert::init(&c, Task::PreTraining, 11).unwrap();
+    let get = |n: &str| model.params.get(n).map(|v| v.value().to_vec());
+    let adam = AdamWConfig::default();
+    let mut tr =
+        StepTrainer::new(&Cpu, &c, &from_named(&c, get).unwrap(), adam.clone(), 0).unwrap();
+    let mut opt = AdamW::new(adam);
+    let (x, labels, nsp) = batch();
+    let sb = StepBatch::new(&x, &labels, &nsp).unwrap();
+    for step in 1..=3u64 {
+        let micro = if step == 3 { 2 } else { 1 };
+        let seeds: Vec<u64> = (0..micro).map(|m| step * 10 + m).collect();
+        // The tape.
+        model.params.zero_grad();
+        let mut tape_loss = 0.0;
+        for &sd in &seeds {
+            let o = model
+                .pretraining(
+                    &x,
+                    &labels,
+                    Some(&nsp),
+                    Forward {
+                        dropout_seed: Some(sd),
+                        ..Default::default()
+                    },
+                )
+                .unwrap();
+            let l = o.loss.affine(1.0 / micro as f32, 0.0).unwrap();
+            tape_loss += l.item();
+            l.backward().unwrap();
+        }
+        let tape_norm = clip_grad_norm(&model.params, 0.5).unwrap();
+        opt.step(&model.params, 1e-3).unwrap();
+        // The step.
+        let mb: Vec<_> = seeds.iter().map(|&sd| (sb.clone(), Some(sd))).collect();
+        let st = tr.step(&mb, 1e-3, 0.5).unwrap();
+        let loss: f32 = st
+            .losses
+            .iter()
+            .map(|l| {
+                read_scalar(&Cpu, l.mlm.as_ref().unwrap()).unwrap()
+                    + read_scalar(&Cpu, &l.nsp).unwrap()
+            })
+            .sum::<f32>()
+            / micro as f32;
+        let norm = read_scalar(&Cpu, &st.grad_norm).unwrap();
+        assert!(
+            (loss - tape_loss).abs() < 1e-5 * tape_loss.abs(),
+            "step {step}: loss {loss} vs {tape_loss}"
+        );
+        assert!(
+            tape_norm > 0.5,
+            "clipping must be active (norm {tape_norm})"
+        );
+        assert!(
+            (norm - tape_norm).abs() < 1e-4 * tape_norm,
+            "step {step}: norm {norm} vs {tape_norm}"
+        );
+        let (params, m, _) = tr.state_named().unwrap();
+        for (name, _, p) in params {
+            let want = model.params.get(&name).unwrap().value().to_vec();
+            let worst = p
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(worst < 1e-5, "step {step}: {name} differs by {worst:e}");
+        }
+        let (name, _, mm) = &m[7];
+        let (want, _) = opt.moments(name).unwrap();
+        let worst = mm
+            .iter()
+            .zip(want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            worst < 1e-6,
+            "step {step}: first moment of {name} differs by {worst:e}"
+        );
+    }
 }

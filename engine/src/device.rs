@@ -192,6 +192,29 @@ pub trait Device {
         dropout: (f32, u64),
     ) -> Result<Self::Buf>;
 
+    /// AdamW's state on the device: the parameters, their gradients and both moments.
+    type Optim;
+    /// Takes the parameters (step order) with their weight decay (0: none); zero gradients
+    /// and moments.
+    fn optim_new(&self, params: Vec<Self::Buf>, decay: Vec<f32>) -> Result<Self::Optim>;
+    /// The parameters and their gradients, for a forward/backward pass.
+    #[allow(clippy::type_complexity)]
+    fn optim_parts<'a>(
+        &self,
+        o: &'a mut Self::Optim,
+    ) -> (Vec<&'a Self::Buf>, Vec<&'a mut Self::Buf>);
+    fn optim_zero_grads(&self, o: &mut Self::Optim) -> Result<()>;
+    /// One update: the gradients' global L2 norm is computed (returned, a one-element buffer:
+    /// read it only where it is logged); when above `max_norm` they are scaled to it
+    /// (`max_norm / (norm + 1e-6)`, as [`crate::optim::clip_grad_norm`]); then AdamW as
+    /// [`crate::optim::AdamW::step`].
+    fn optim_step(&self, o: &mut Self::Optim, h: AdamHyper, max_norm: f32) -> Result<Self::Buf>;
+    /// Host copies of every tensor's (parameter, first moment, second moment).
+    #[allow(clippy::type_complexity)]
+    fn optim_state(&self, o: &Self::Optim) -> Result<Vec<(Vec<f32>, Vec<f32>, Vec<f32>)>>;
+    /// Replaces the moments (resuming), one (m, v) per tensor.
+    fn optim_set_moments(&self, o: &mut Self::Optim, mv: Vec<(Vec<f32>, Vec<f32>)>) -> Result<()>;
+
     /// Mean cross-entropy of `logits (rows, classes)` against `targets` (all valid): returns
     /// the loss (a one-element buffer, left on the device) and `dlogits = dloss * d(mean)/dx`.
     fn cross_entropy(
@@ -202,6 +225,26 @@ pub trait Device {
         classes: usize,
         dloss: f32,
     ) -> Result<(Self::Buf, Self::Buf)>;
+}
+
+/// AdamW hyper-parameters of one step; `bc1`, `bc2` the bias corrections (`1 - beta^t`, or 1).
+#[derive(Clone, Copy, Debug)]
+pub struct AdamHyper {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub bc1: f32,
+    pub bc2: f32,
+}
+
+/// [`Cpu`]'s optimizer state.
+pub struct CpuOptim {
+    pub params: Vec<Vec<f32>>,
+    pub grads: Vec<Vec<f32>>,
+    m: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
+    decay: Vec<f32>,
 }
 
 /// The CPU: buffers are `Vec<f32>`, ops are the engine's SIMD kernels on all rayon threads.
@@ -233,6 +276,86 @@ impl Device for Cpu {
     type Buf = Vec<f32>;
     type Ids = Vec<i64>;
     type AttnSaved = crate::attention::AttentionSaved;
+    type Optim = CpuOptim;
+
+    fn optim_new(&self, params: Vec<Vec<f32>>, decay: Vec<f32>) -> Result<CpuOptim> {
+        if decay.len() != params.len() {
+            return Err(Error::Arg {
+                op: "optim_new",
+                shape: vec![params.len(), decay.len()],
+                why: "one weight decay per parameter tensor".into(),
+            });
+        }
+        let zeros = |p: &Vec<Vec<f32>>| p.iter().map(|x| vec![0.0; x.len()]).collect::<Vec<_>>();
+        Ok(CpuOptim {
+            grads: zeros(&params),
+            m: zeros(&params),
+            v: zeros(&params),
+            params,
+            decay,
+        })
+    }
+
+    fn optim_parts<'a>(&self, o: &'a mut CpuOptim) -> (Vec<&'a Vec<f32>>, Vec<&'a mut Vec<f32>>) {
+        (o.params.iter().collect(), o.grads.iter_mut().collect())
+    }
+
+    fn optim_zero_grads(&self, o: &mut CpuOptim) -> Result<()> {
+        for g in &mut o.grads {
+            g.fill(0.0);
+        }
+        Ok(())
+    }
+
+    fn optim_step(&self, o: &mut CpuOptim, h: AdamHyper, max_norm: f32) -> Result<Vec<f32>> {
+        let sq: f64 = o
+            .grads
+            .iter()
+            .map(|g| g.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>())
+            .sum();
+        let norm = sq.sqrt() as f32;
+        let gs = if norm > max_norm && norm.is_finite() {
+            max_norm / (norm + 1e-6)
+        } else {
+            1.0
+        };
+        for i in 0..o.params.len() {
+            let wd = o.decay[i];
+            let (p, g, m, v) = (&mut o.params[i], &o.grads[i], &mut o.m[i], &mut o.v[i]);
+            for j in 0..p.len() {
+                let gi = g[j] * gs;
+                p[j] -= h.lr * wd * p[j];
+                m[j] = h.beta1 * m[j] + (1.0 - h.beta1) * gi;
+                v[j] = h.beta2 * v[j] + (1.0 - h.beta2) * gi * gi;
+                p[j] -= h.lr * (m[j] / h.bc1) / ((v[j] / h.bc2).sqrt() + h.eps);
+            }
+        }
+        Ok(vec![norm])
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn optim_state(&self, o: &CpuOptim) -> Result<Vec<(Vec<f32>, Vec<f32>, Vec<f32>)>> {
+        Ok((0..o.params.len())
+            .map(|i| (o.params[i].clone(), o.m[i].clone(), o.v[i].clone()))
+            .collect())
+    }
+
+    fn optim_set_moments(&self, o: &mut CpuOptim, mv: Vec<(Vec<f32>, Vec<f32>)>) -> Result<()> {
+        if mv.len() != o.params.len()
+            || mv
+                .iter()
+                .zip(&o.params)
+                .any(|((m, v), p)| m.len() != p.len() || v.len() != p.len())
+        {
+            return Err(Error::Arg {
+                op: "optim_set_moments",
+                shape: vec![mv.len(), o.params.len()],
+                why: "one (m, v) pair per parameter tensor, each of its size".into(),
+            });
+        }
+        (o.m, o.v) = mv.into_iter().unzip();
+        Ok(())
+    }
 
     fn upload(&self, x: &[f32]) -> Result<Vec<f32>> {
         Ok(x.to_vec())

@@ -40,6 +40,9 @@ pub enum Error {
     NonFinite { what: String, step: u64 },
     /// A graph whose saved tensors a previous `backward` already consumed.
     GraphConsumed,
+    /// A failure on a device (a CUDA call, a kernel launcher's argument check): the message
+    /// names the call or kernel.
+    Device(String),
 }
 
 impl std::fmt::Display for Error {
@@ -51,6 +54,7 @@ impl std::fmt::Display for Error {
                     "step {step}: {what} is not finite (NaN or infinity); not training through it"
                 )
             }
+            Error::Device(m) => write!(f, "device: {m}"),
             Error::GraphConsumed => {
                 write!(f, "backward: this graph was already consumed by a previous backward (build it again)")
             }

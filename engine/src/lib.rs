@@ -9,6 +9,8 @@ pub mod attention;
 pub mod autograd;
 pub mod cross_entropy;
 pub mod device;
+#[cfg(feature = "cuda")]
+pub mod device_cuda;
 pub mod dropout;
 pub mod elementwise;
 pub mod embedding;

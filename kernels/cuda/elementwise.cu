@@ -8,6 +8,8 @@
 //   bias_add_T(x[rows, cols], bias[cols], y[rows, cols])      y = x + bias (broadcast over rows)
 //   cast_f32_bf16(x[n] f32, y[n] bf16), cast_bf16_f32(x[n] bf16, y[n] f32)
 //   fill_f32(y[n], v)
+//   tanh_f32(x[n], y[n])                 y = tanh(x)          (BERT's pooler)
+//   tanh_bwd_f32(y[n], dy[n], dx[n])     dx = dy (1 - y^2), from the forward's output
 
 template <typename T, typename F>
 __device__ __forceinline__ void map2(const T* a, const T* b, T* y, i64 n, F f) {
@@ -92,4 +94,12 @@ extern "C" __global__ void cast_bf16_f32(const bf16* x, float* y, i64 n) {
 
 extern "C" __global__ void fill_f32(float* y, i64 n, float v) {
     GRID_STRIDE(i, n) y[i] = v;
+}
+
+extern "C" __global__ void tanh_f32(const float* x, float* y, i64 n) {
+    GRID_STRIDE(i, n) y[i] = tanhf(x[i]);
+}
+
+extern "C" __global__ void tanh_bwd_f32(const float* y, const float* dy, float* dx, i64 n) {
+    GRID_STRIDE(i, n) dx[i] = dy[i] * (1.f - y[i] * y[i]);
 }

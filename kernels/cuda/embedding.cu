@@ -11,6 +11,10 @@
 //   embedding_bwd_f32(ids[tokens], dy[tokens, dim] f32, dtable[vocab, dim] f32, tokens, dim)
 //       dtable[ids[t]] += dy[t] with atomics: the order of additions to a repeated id is not
 //       fixed, so results may differ in the last bits between runs.
+//   gather_rows_f32(x[_, cols], rows[n], y[n, cols], n, cols)
+//       y[i] = x[rows[i]]: the hidden states of the masked positions (the MLM head) and of each
+//       sequence's first token (the pooler). Rows are valid (checked on the host). The backward
+//       is embedding_bwd_f32 with rows as the ids.
 //   position_bwd_f32(dy[tokens, dim], dpos[max_pos, dim], tokens, seq_len, dim)
 //       dpos[s] += sum over the batch of dy[b, s]; deterministic (one thread per (s, column)).
 
@@ -59,5 +63,13 @@ extern "C" __global__ void position_bwd_f32(const float* dy, float* dpos, int to
         float acc = 0.f;
         for (int t = s; t < tokens; t += seq_len) acc += dy[(i64)t * dim + c];
         dpos[e] += acc;
+    }
+}
+
+extern "C" __global__ void gather_rows_f32(const float* x, const int* rows, float* y, int n,
+                                           int cols) {
+    GRID_STRIDE(e, (i64)n * cols) {
+        const int i = (int)(e / cols), c = (int)(e % cols);
+        y[e] = x[(i64)rows[i] * cols + c];
     }
 }

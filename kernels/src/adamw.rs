@@ -117,6 +117,11 @@ impl MultiAdamW {
         (&self.m[i], &self.v[i])
     }
 
+    /// The moments of tensor `i`, writable (restoring a checkpoint's optimizer state).
+    pub fn moments_mut(&mut self, i: usize) -> (&mut CudaSlice<f32>, &mut CudaSlice<f32>) {
+        (&mut self.m[i], &mut self.v[i])
+    }
+
     /// Global gradient norm and the clipping scale, computed on the device into a `[2]` buffer
     /// (`{norm, scale}`, scale = max_norm / (norm + 1e-6) when norm > max_norm, else 1) that
     /// [`MultiAdamW::step`] reads with `clip = true`. Returns that buffer (read it back only

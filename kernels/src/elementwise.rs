@@ -197,3 +197,48 @@ pub fn fill_f32(gpu: &Gpu, y: &mut impl DevicePtrMut<f32>, v: f32) -> Result<(),
         &[Arg::Ptr(py), Arg::I64(n as i64), Arg::F32(v)],
     )
 }
+
+/// `y = tanh(x)` (f32, `[n]`).
+pub fn tanh_fwd(
+    gpu: &Gpu,
+    x: &impl DevicePtr<f32>,
+    y: &mut impl DevicePtrMut<f32>,
+) -> Result<(), Error> {
+    let k = "tanh_f32";
+    let n = y.len();
+    check::len(k, "x", x.len(), n)?;
+    let (px, _gx) = addr(gpu, x);
+    let (py, _gy) = addr_mut(gpu, y);
+    let grid = gpu.grid_for(n as u64, BLOCK as u64);
+    gpu.launch(
+        Family::Elementwise,
+        k,
+        (grid, 1, 1),
+        BLOCK,
+        &[Arg::Ptr(px), Arg::Ptr(py), Arg::I64(n as i64)],
+    )
+}
+
+/// `dx = dy * (1 - y^2)` from the forward's output y (f32, all `[n]`).
+pub fn tanh_bwd(
+    gpu: &Gpu,
+    y: &impl DevicePtr<f32>,
+    dy: &impl DevicePtr<f32>,
+    dx: &mut impl DevicePtrMut<f32>,
+) -> Result<(), Error> {
+    let k = "tanh_bwd_f32";
+    let n = dx.len();
+    check::len(k, "y", y.len(), n)?;
+    check::len(k, "dy", dy.len(), n)?;
+    let (py, _gy) = addr(gpu, y);
+    let (pd, _gd) = addr(gpu, dy);
+    let (px, _gx) = addr_mut(gpu, dx);
+    let grid = gpu.grid_for(n as u64, BLOCK as u64);
+    gpu.launch(
+        Family::Elementwise,
+        k,
+        (grid, 1, 1),
+        BLOCK,
+        &[Arg::Ptr(py), Arg::Ptr(pd), Arg::Ptr(px), Arg::I64(n as i64)],
+    )
+}

@@ -143,3 +143,36 @@ pub fn position_bwd(
         &args,
     )
 }
+
+/// `y[i] = x[rows[i]]`; x `[_, cols]`, rows `[n]` i32 (valid: the caller checked them against
+/// x's row count), y `[n, cols]`. The backward is [`embedding_bwd`] with `rows` as the ids.
+pub fn gather_rows(
+    gpu: &Gpu,
+    x: &impl DevicePtr<f32>,
+    rows: &impl DevicePtr<i32>,
+    y: &mut impl DevicePtrMut<f32>,
+    cols: usize,
+) -> Result<(), Error> {
+    let k = "gather_rows";
+    let n = rows.len();
+    check::len(k, "y", y.len(), n * cols)?;
+    check::rows(k, "x", x.len(), cols)?;
+    let (p0, _g1) = addr(gpu, x);
+    let (p1, _g2) = addr(gpu, rows);
+    let (p2, _g3) = addr_mut(gpu, y);
+    let args = [
+        Arg::Ptr(p0),
+        Arg::Ptr(p1),
+        Arg::Ptr(p2),
+        Arg::I32(check::i32_of(k, "rows", n)?),
+        Arg::I32(check::i32_of(k, "cols", cols)?),
+    ];
+    let grid = gpu.grid_for((n * cols) as u64, BLOCK as u64);
+    gpu.launch(
+        Family::Embedding,
+        "gather_rows_f32",
+        (grid, 1, 1),
+        BLOCK,
+        &args,
+    )
+}

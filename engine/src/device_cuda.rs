@@ -1,0 +1,542 @@
+//! [`Device`] on a CUDA GPU (feature `cuda`): buffers are `CudaSlice<f32>` on one stream, every
+//! op one or two launches of the `kernels` crate, GEMMs through cuBLAS. Nothing here waits for
+//! the GPU except [`Device::download`].
+//!
+//! This is the f32 mode: cuBLAS in plain f32 (`Math::F32`, the default) so that a step matches the
+//! CPU's to rounding, or TF32 (`Math::Tf32`) for speed. Linear layers are a GEMM plus a k = 1 GEMM
+//! of a ones column and the bias row (which broadcasts the bias for any width, NSP's 2 included).
+
+use crate::device::{AdamHyper, AttnDims, Device, LnSaved};
+use crate::error::{Error, Result};
+use crate::gelu::Gelu;
+use kernels::adamw::{AdamStep, AdamTensor, MultiAdamW};
+use kernels::attention::{AttnBatch, AttnShape};
+use kernels::blas::{Blas, GemmShape, Math};
+use kernels::cudarc::driver::CudaSlice;
+use kernels::gelu::GeluKind;
+use kernels::Gpu;
+
+fn dev_err(e: kernels::Error) -> Error {
+    Error::Device(e.to_string())
+}
+
+/// A GPU with its cuBLAS handles.
+pub struct Cuda {
+    pub gpu: Gpu,
+    pub blas: Blas,
+    /// f32 GEMM math: exact f32 (default) or TF32 tensor cores.
+    pub math: Math,
+}
+
+impl Cuda {
+    /// Device `ordinal`: loads the driver, makes a stream and the cuBLAS handles.
+    pub fn new(ordinal: usize) -> Result<Cuda> {
+        let gpu = Gpu::new(ordinal).map_err(dev_err)?;
+        let blas = Blas::new(&gpu).map_err(dev_err)?;
+        Ok(Cuda {
+            gpu,
+            blas,
+            math: Math::F32,
+        })
+    }
+
+    fn alloc(&self, n: usize) -> Result<CudaSlice<f32>> {
+        self.gpu
+            .stream()
+            .alloc_zeros::<f32>(n.max(1))
+            .map_err(|e| Error::Device(format!("allocating {n} floats: {e}")))
+    }
+
+    fn gemm(
+        &self,
+        s: GemmShape,
+        a: &CudaSlice<f32>,
+        b: &CudaSlice<f32>,
+        beta: f32,
+        c: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        self.blas
+            .gemm(&self.gpu, s, self.math, 1.0, a, b, beta, c)
+            .map_err(dev_err)
+    }
+}
+
+fn kind(g: Gelu) -> GeluKind {
+    match g {
+        Gelu::Erf => GeluKind::Erf,
+        Gelu::Tanh => GeluKind::Tanh,
+    }
+}
+
+fn drop_arg((p, seed): (f32, u64)) -> Option<(f32, u64)> {
+    (p > 0.0).then_some((p, seed))
+}
+
+/// Attention's saved state: the per-(token, head) log-sum-exp and the batch's sequence tables.
+pub struct CudaAttnSaved {
+    lse: CudaSlice<f32>,
+    batch: AttnBatch,
+}
+
+impl Device for Cuda {
+    type Buf = CudaSlice<f32>;
+    type Ids = CudaSlice<i32>;
+    type AttnSaved = CudaAttnSaved;
+    type Optim = MultiAdamW;
+
+    fn optim_new(&self, params: Vec<CudaSlice<f32>>, decay: Vec<f32>) -> Result<MultiAdamW> {
+        if decay.len() != params.len() {
+            return Err(Error::Arg {
+                op: "optim_new",
+                shape: vec![params.len(), decay.len()],
+                why: "one weight decay per parameter tensor".into(),
+            });
+        }
+        let tensors = params
+            .into_iter()
+            .zip(decay)
+            .map(|(param, decay)| {
+                Ok(AdamTensor {
+                    grad: self.alloc(param.len())?,
+                    param,
+                    copy: None,
+                    decay,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        MultiAdamW::new(&self.gpu, tensors).map_err(dev_err)
+    }
+
+    fn optim_parts<'a>(
+        &self,
+        o: &'a mut MultiAdamW,
+    ) -> (Vec<&'a CudaSlice<f32>>, Vec<&'a mut CudaSlice<f32>>) {
+        o.tensors
+            .iter_mut()
+            .map(|t| (&t.param, &mut t.grad))
+            .unzip()
+    }
+
+    fn optim_zero_grads(&self, o: &mut MultiAdamW) -> Result<()> {
+        for t in &mut o.tensors {
+            self.gpu
+                .stream()
+                .memset_zeros(&mut t.grad)
+                .map_err(|e| Error::Device(format!("zeroing gradients: {e}")))?;
+        }
+        Ok(())
+    }
+
+    fn optim_step(
+        &self,
+        o: &mut MultiAdamW,
+        h: AdamHyper,
+        max_norm: f32,
+    ) -> Result<CudaSlice<f32>> {
+        let norm = {
+            let ns = o.clip_grad_norm(&self.gpu, max_norm).map_err(dev_err)?;
+            self.gpu
+                .stream()
+                .clone_dtod(&ns.slice(0..1))
+                .map_err(|e| Error::Device(format!("copying the gradient norm: {e}")))?
+        };
+        let step = AdamStep {
+            lr: h.lr,
+            beta1: h.beta1,
+            beta2: h.beta2,
+            eps: h.eps,
+            bc1: h.bc1,
+            bc2: h.bc2,
+        };
+        o.step(&self.gpu, step, true).map_err(dev_err)?;
+        Ok(norm)
+    }
+
+    fn optim_state(&self, o: &MultiAdamW) -> Result<Vec<(Vec<f32>, Vec<f32>, Vec<f32>)>> {
+        (0..o.tensors.len())
+            .map(|i| {
+                let (m, v) = o.moments(i);
+                Ok((
+                    self.download(&o.tensors[i].param)?,
+                    self.download(m)?,
+                    self.download(v)?,
+                ))
+            })
+            .collect()
+    }
+
+    fn optim_set_moments(&self, o: &mut MultiAdamW, mv: Vec<(Vec<f32>, Vec<f32>)>) -> Result<()> {
+        if mv.len() != o.tensors.len() {
+            return Err(Error::Arg {
+                op: "optim_set_moments",
+                shape: vec![mv.len(), o.tensors.len()],
+                why: "one (m, v) pair per parameter tensor".into(),
+            });
+        }
+        let s = self.gpu.stream().clone();
+        for (i, (hm, hv)) in mv.into_iter().enumerate() {
+            let (m, v) = o.moments_mut(i);
+            if hm.len() != m.len() || hv.len() != v.len() {
+                return Err(Error::Arg {
+                    op: "optim_set_moments",
+                    shape: vec![hm.len(), m.len()],
+                    why: format!("tensor {i}: moments of the wrong size"),
+                });
+            }
+            s.memcpy_htod(&hm, m)
+                .and_then(|_| s.memcpy_htod(&hv, v))
+                .map_err(|e| Error::Device(format!("copying moments to the GPU: {e}")))?;
+        }
+        Ok(())
+    }
+
+    fn upload(&self, x: &[f32]) -> Result<CudaSlice<f32>> {
+        self.gpu
+            .stream()
+            .clone_htod(x)
+            .map_err(|e| Error::Device(format!("copying {} floats to the GPU: {e}", x.len())))
+    }
+    fn download(&self, x: &CudaSlice<f32>) -> Result<Vec<f32>> {
+        self.gpu
+            .stream()
+            .clone_dtoh(x)
+            .map_err(|e| Error::Device(format!("copying {} floats from the GPU: {e}", x.len())))
+    }
+    fn upload_ids(&self, x: &[i64]) -> Result<CudaSlice<i32>> {
+        let v: Vec<i32> = x
+            .iter()
+            .enumerate()
+            .map(|(at, &i)| {
+                i32::try_from(i).map_err(|_| Error::Index {
+                    op: "upload_ids",
+                    index: i,
+                    size: i32::MAX as usize,
+                    at,
+                })
+            })
+            .collect::<Result<_>>()?;
+        self.gpu
+            .stream()
+            .clone_htod(&v)
+            .map_err(|e| Error::Device(format!("copying {} ids to the GPU: {e}", v.len())))
+    }
+    fn zeros(&self, n: usize) -> Result<CudaSlice<f32>> {
+        self.alloc(n)
+    }
+    fn len(&self, x: &CudaSlice<f32>) -> usize {
+        x.len()
+    }
+
+    fn linear(
+        &self,
+        x: &CudaSlice<f32>,
+        w: &CudaSlice<f32>,
+        b: Option<&CudaSlice<f32>>,
+        rows: usize,
+        inp: usize,
+        out: usize,
+    ) -> Result<CudaSlice<f32>> {
+        let mut y = self.alloc(rows * out)?;
+        let beta = match b {
+            Some(b) => {
+                let mut ones = self.alloc(rows)?;
+                kernels::elementwise::fill_f32(&self.gpu, &mut ones, 1.0).map_err(dev_err)?;
+                self.gemm(GemmShape::new(rows, out, 1), &ones, b, 0.0, &mut y)?;
+                1.0
+            }
+            None => 0.0,
+        };
+        self.gemm(GemmShape::new(rows, out, inp).trans_b(), x, w, beta, &mut y)?;
+        Ok(y)
+    }
+
+    fn linear_dx(
+        &self,
+        dy: &CudaSlice<f32>,
+        w: &CudaSlice<f32>,
+        rows: usize,
+        inp: usize,
+        out: usize,
+    ) -> Result<CudaSlice<f32>> {
+        let mut dx = self.alloc(rows * inp)?;
+        self.gemm(GemmShape::new(rows, inp, out), dy, w, 0.0, &mut dx)?;
+        Ok(dx)
+    }
+
+    fn linear_dw(
+        &self,
+        dy: &CudaSlice<f32>,
+        x: &CudaSlice<f32>,
+        rows: usize,
+        inp: usize,
+        out: usize,
+        dw: &mut CudaSlice<f32>,
+        db: Option<&mut CudaSlice<f32>>,
+    ) -> Result<()> {
+        self.gemm(GemmShape::new(out, inp, rows).trans_a(), dy, x, 1.0, dw)?;
+        if let Some(db) = db {
+            kernels::reduce::column_sum(&self.gpu, dy, db, out, 1.0).map_err(dev_err)?;
+        }
+        Ok(())
+    }
+
+    fn layernorm(
+        &self,
+        x: &CudaSlice<f32>,
+        residual: Option<&CudaSlice<f32>>,
+        dropout: (f32, u64),
+        gamma: &CudaSlice<f32>,
+        beta: &CudaSlice<f32>,
+        cols: usize,
+        eps: f32,
+    ) -> Result<(CudaSlice<f32>, LnSaved<CudaSlice<f32>>)> {
+        let n = x.len();
+        let rows = n / cols.max(1);
+        let mut y = self.alloc(n)?;
+        let mut h = self.alloc(n)?;
+        let mut mean = self.alloc(rows)?;
+        let mut rstd = self.alloc(rows)?;
+        let res = residual.map(|r| r.slice(..));
+        kernels::layernorm::layernorm_fwd(
+            &self.gpu,
+            x,
+            res.as_ref(),
+            gamma,
+            beta,
+            Some(&mut h.slice_mut(..)),
+            &mut y,
+            &mut mean,
+            &mut rstd,
+            cols,
+            eps,
+            drop_arg(dropout),
+        )
+        .map_err(dev_err)?;
+        Ok((y, LnSaved { h, mean, rstd }))
+    }
+
+    fn layernorm_bwd(
+        &self,
+        s: &LnSaved<CudaSlice<f32>>,
+        dy: &CudaSlice<f32>,
+        gamma: &CudaSlice<f32>,
+        cols: usize,
+        dgamma: &mut CudaSlice<f32>,
+        dbeta: &mut CudaSlice<f32>,
+    ) -> Result<CudaSlice<f32>> {
+        let mut dx = self.alloc(dy.len())?;
+        kernels::layernorm::layernorm_bwd(
+            &self.gpu, &s.h, dy, gamma, &s.mean, &s.rstd, &mut dx, cols,
+        )
+        .map_err(dev_err)?;
+        kernels::layernorm::layernorm_params_bwd(
+            &self.gpu, &s.h, dy, &s.mean, &s.rstd, dgamma, dbeta, cols, 1.0,
+        )
+        .map_err(dev_err)?;
+        Ok(dx)
+    }
+
+    fn dropout(&self, x: &CudaSlice<f32>, p: f32, seed: u64) -> Result<CudaSlice<f32>> {
+        if p == 0.0 {
+            return self
+                .gpu
+                .stream()
+                .clone_dtod(x)
+                .map_err(|e| Error::Device(format!("copying on the GPU: {e}")));
+        }
+        let mut y = self.alloc(x.len())?;
+        kernels::dropout::dropout(&self.gpu, x, &mut y, p, seed).map_err(dev_err)?;
+        Ok(y)
+    }
+
+    fn gelu(&self, x: &CudaSlice<f32>, g: Gelu) -> Result<CudaSlice<f32>> {
+        let mut y = self.alloc(x.len())?;
+        kernels::gelu::gelu_fwd(&self.gpu, kind(g), x, &mut y).map_err(dev_err)?;
+        Ok(y)
+    }
+
+    fn gelu_bwd(&self, x: &CudaSlice<f32>, dy: &CudaSlice<f32>, g: Gelu) -> Result<CudaSlice<f32>> {
+        let mut dx = self.alloc(x.len())?;
+        kernels::gelu::gelu_bwd(&self.gpu, kind(g), x, &dy.slice(..), &mut dx).map_err(dev_err)?;
+        Ok(dx)
+    }
+
+    fn tanh(&self, x: &CudaSlice<f32>) -> Result<CudaSlice<f32>> {
+        let mut y = self.alloc(x.len())?;
+        kernels::elementwise::tanh_fwd(&self.gpu, x, &mut y).map_err(dev_err)?;
+        Ok(y)
+    }
+
+    fn tanh_bwd(&self, y: &CudaSlice<f32>, dy: &CudaSlice<f32>) -> Result<CudaSlice<f32>> {
+        let mut dx = self.alloc(y.len())?;
+        kernels::elementwise::tanh_bwd(&self.gpu, y, dy, &mut dx).map_err(dev_err)?;
+        Ok(dx)
+    }
+
+    fn add_into(&self, acc: &mut CudaSlice<f32>, x: &CudaSlice<f32>) -> Result<()> {
+        kernels::elementwise::axpby_inplace(&self.gpu, acc, x, 1.0, 1.0).map_err(dev_err)
+    }
+
+    fn embed(
+        &self,
+        ids: &CudaSlice<i32>,
+        types: &CudaSlice<i32>,
+        word: &CudaSlice<f32>,
+        pos: &CudaSlice<f32>,
+        typ: &CudaSlice<f32>,
+        seq: usize,
+        dim: usize,
+    ) -> Result<CudaSlice<f32>> {
+        let mut y = self.alloc(ids.len() * dim)?;
+        kernels::embedding::bert_embed_fwd(
+            &self.gpu,
+            ids,
+            Some(&types.slice(..)),
+            word,
+            pos,
+            typ,
+            &mut y,
+            seq,
+            dim,
+            None,
+        )
+        .map_err(dev_err)?;
+        Ok(y)
+    }
+
+    fn embed_bwd(
+        &self,
+        ids: &CudaSlice<i32>,
+        types: &CudaSlice<i32>,
+        dy: &CudaSlice<f32>,
+        seq: usize,
+        dim: usize,
+        dword: &mut CudaSlice<f32>,
+        dpos: &mut CudaSlice<f32>,
+        dtyp: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        let g = &self.gpu;
+        kernels::embedding::embedding_bwd(g, ids, dy, dword, dim).map_err(dev_err)?;
+        kernels::embedding::embedding_bwd(g, types, dy, dtyp, dim).map_err(dev_err)?;
+        kernels::embedding::position_bwd(g, dy, dpos, seq, dim).map_err(dev_err)
+    }
+
+    fn gather_rows(
+        &self,
+        x: &CudaSlice<f32>,
+        rows: &CudaSlice<i32>,
+        cols: usize,
+    ) -> Result<CudaSlice<f32>> {
+        let mut y = self.alloc(rows.len() * cols)?;
+        kernels::embedding::gather_rows(&self.gpu, x, rows, &mut y, cols).map_err(dev_err)?;
+        Ok(y)
+    }
+
+    fn scatter_add_rows(
+        &self,
+        dy: &CudaSlice<f32>,
+        rows: &CudaSlice<i32>,
+        cols: usize,
+        dx: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        kernels::embedding::embedding_bwd(&self.gpu, rows, dy, dx, cols).map_err(dev_err)
+    }
+
+    fn attention(
+        &self,
+        qkv: &CudaSlice<f32>,
+        d: &AttnDims,
+        scale: f32,
+        dropout: (f32, u64),
+    ) -> Result<(CudaSlice<f32>, CudaAttnSaved)> {
+        let batch = AttnBatch::padded(&self.gpu, d.seq, &d.lens).map_err(dev_err)?;
+        let shape = AttnShape {
+            heads: d.heads,
+            head_dim: d.head_dim,
+            scale,
+        };
+        let mut o = self.alloc(d.tokens() * d.hidden())?;
+        let mut lse = self.alloc(d.tokens() * d.heads)?;
+        kernels::attention::attention_fwd::<f32>(
+            &self.gpu,
+            &batch,
+            shape,
+            &qkv.slice(..),
+            &mut o.slice_mut(..),
+            &mut lse,
+            drop_arg(dropout),
+        )
+        .map_err(dev_err)?;
+        Ok((o, CudaAttnSaved { lse, batch }))
+    }
+
+    fn attention_bwd(
+        &self,
+        qkv: &CudaSlice<f32>,
+        out: &CudaSlice<f32>,
+        saved: &CudaAttnSaved,
+        dout: &CudaSlice<f32>,
+        d: &AttnDims,
+        scale: f32,
+        dropout: (f32, u64),
+    ) -> Result<CudaSlice<f32>> {
+        let shape = AttnShape {
+            heads: d.heads,
+            head_dim: d.head_dim,
+            scale,
+        };
+        let mut dqkv = self.alloc(qkv.len())?;
+        kernels::attention::attention_bwd::<f32>(
+            &self.gpu,
+            &saved.batch,
+            shape,
+            &qkv.slice(..),
+            &out.slice(..),
+            &saved.lse,
+            &dout.slice(..),
+            &mut dqkv.slice_mut(..),
+            drop_arg(dropout),
+        )
+        .map_err(dev_err)?;
+        Ok(dqkv)
+    }
+
+    fn cross_entropy(
+        &self,
+        logits: &CudaSlice<f32>,
+        targets: &CudaSlice<i32>,
+        rows: usize,
+        classes: usize,
+        dloss: f32,
+    ) -> Result<(CudaSlice<f32>, CudaSlice<f32>)> {
+        let g = &self.gpu;
+        let mut loss_rows = self.alloc(rows)?;
+        let mut lse = self.alloc(rows)?;
+        kernels::cross_entropy::cross_entropy_fwd(
+            g,
+            logits,
+            targets,
+            &mut loss_rows,
+            &mut lse,
+            classes,
+            -100,
+        )
+        .map_err(dev_err)?;
+        let mut loss = self.alloc(1)?;
+        kernels::reduce::sum(g, &loss_rows, &mut loss, 1.0 / rows.max(1) as f32, false)
+            .map_err(dev_err)?;
+        let mut d = self.alloc(logits.len())?;
+        kernels::cross_entropy::cross_entropy_bwd(
+            g,
+            logits,
+            &lse,
+            targets,
+            &mut d,
+            classes,
+            -100,
+            dloss / rows.max(1) as f32,
+        )
+        .map_err(dev_err)?;
+        Ok((loss, d))
+    }
+}
