@@ -313,8 +313,8 @@ pub fn forward_backward<D: Device>(
     // ---- forward ----
     let ids = dev.upload_ids(&x.input_ids)?;
     let types = dev.upload_ids(&x.token_type_ids)?;
-    let e = dev.embed(&ids, &types, &params[0], &params[1], &params[2], s, h)?;
-    let (e_ln, ln_e) = dev.layernorm(&e, None, (0.0, 0), &params[3], &params[4], h, eps)?;
+    let e = dev.embed(&ids, &types, params[0], params[1], params[2], s, h)?;
+    let (e_ln, ln_e) = dev.layernorm(&e, None, (0.0, 0), params[3], params[4], h, eps)?;
     drop(e);
     let mut xcur = dev.dropout(&e_ln, p, seed ^ 0xE3B0)?;
     drop(e_ln);
@@ -323,8 +323,8 @@ pub fn forward_backward<D: Device>(
         let ls = layer_seed(seed, l);
         let qkv = dev.linear(
             &xcur,
-            &params[lp(l, QKV_W)],
-            Some(&params[lp(l, QKV_B)]),
+            params[lp(l, QKV_W)],
+            Some(params[lp(l, QKV_B)]),
             t,
             h,
             3 * h,
@@ -332,8 +332,8 @@ pub fn forward_backward<D: Device>(
         let (ctx, att) = dev.attention(&qkv, &dims, att_scale, (pa, ls))?;
         let ao = dev.linear(
             &ctx,
-            &params[lp(l, AO_W)],
-            Some(&params[lp(l, AO_B)]),
+            params[lp(l, AO_W)],
+            Some(params[lp(l, AO_B)]),
             t,
             h,
             h,
@@ -342,15 +342,15 @@ pub fn forward_backward<D: Device>(
             &ao,
             Some(&xcur),
             (p, ls ^ 0x5151),
-            &params[lp(l, LN1_G)],
-            &params[lp(l, LN1_B)],
+            params[lp(l, LN1_G)],
+            params[lp(l, LN1_B)],
             h,
             eps,
         )?;
         let u = dev.linear(
             &a,
-            &params[lp(l, I_W)],
-            Some(&params[lp(l, I_B)]),
+            params[lp(l, I_W)],
+            Some(params[lp(l, I_B)]),
             t,
             h,
             inter,
@@ -358,8 +358,8 @@ pub fn forward_backward<D: Device>(
         let m = dev.gelu(&u, act)?;
         let o = dev.linear(
             &m,
-            &params[lp(l, O_W)],
-            Some(&params[lp(l, O_B)]),
+            params[lp(l, O_W)],
+            Some(params[lp(l, O_B)]),
             t,
             inter,
             h,
@@ -368,8 +368,8 @@ pub fn forward_backward<D: Device>(
             &o,
             Some(&a),
             (p, ls ^ 0xA2A2),
-            &params[lp(l, LN2_G)],
-            &params[lp(l, LN2_B)],
+            params[lp(l, LN2_G)],
+            params[lp(l, LN2_B)],
             h,
             eps,
         )?;
@@ -408,19 +408,19 @@ pub fn forward_backward<D: Device>(
         let rows_d = dev.upload_ids(&rows)?;
         let targets_d = dev.upload_ids(&targets)?;
         let hm = dev.gather_rows(&xcur, &rows_d, h)?;
-        let t1 = dev.linear(&hm, &params[hp(MLM_W)], Some(&params[hp(MLM_B)]), n, h, h)?;
+        let t1 = dev.linear(&hm, params[hp(MLM_W)], Some(params[hp(MLM_B)]), n, h, h)?;
         let t2 = dev.gelu(&t1, act)?;
         let (t3, lnm) = dev.layernorm(
             &t2,
             None,
             (0.0, 0),
-            &params[hp(MLM_LN_G)],
-            &params[hp(MLM_LN_B)],
+            params[hp(MLM_LN_G)],
+            params[hp(MLM_LN_B)],
             h,
             eps,
         )?;
         drop(t2);
-        let logits = dev.linear(&t3, &params[0], Some(&params[hp(MLM_BIAS)]), n, h, v)?;
+        let logits = dev.linear(&t3, params[0], Some(params[hp(MLM_BIAS)]), n, h, v)?;
         let (loss, dlogits) = dev.cross_entropy(&logits, &targets_d, n, v, scale)?;
         drop(logits);
         // backward of the MLM head
@@ -436,14 +436,14 @@ pub fn forward_backward<D: Device>(
                 Some(&mut *rest[hp(MLM_BIAS) - 1]),
             )?;
         }
-        let dt3 = dev.linear_dx(&dlogits, &params[0], n, h, v)?;
+        let dt3 = dev.linear_dx(&dlogits, params[0], n, h, v)?;
         drop(dlogits);
         let (gg, gb) = pair_mut(grads, hp(MLM_LN_G), hp(MLM_LN_B));
-        let dt2 = dev.layernorm_bwd(&lnm, &dt3, &params[hp(MLM_LN_G)], h, gg, gb)?;
+        let dt2 = dev.layernorm_bwd(&lnm, &dt3, params[hp(MLM_LN_G)], h, gg, gb)?;
         let dt1 = dev.gelu_bwd(&t1, &dt2, act)?;
         let (gw, gb) = pair_mut(grads, hp(MLM_W), hp(MLM_B));
         dev.linear_dw(&dt1, &hm, n, h, h, gw, Some(&mut **gb))?;
-        let dhm = dev.linear_dx(&dt1, &params[hp(MLM_W)], n, h, h)?;
+        let dhm = dev.linear_dx(&dt1, params[hp(MLM_W)], n, h, h)?;
         dev.scatter_add_rows(&dhm, &rows_d, h, &mut dx)?;
         Some(loss)
     } else {
@@ -467,29 +467,22 @@ pub fn forward_backward<D: Device>(
     let first = dev.gather_rows(&xcur, &first_d, h)?;
     let pl = dev.linear(
         &first,
-        &params[hp(POOL_W)],
-        Some(&params[hp(POOL_B)]),
+        params[hp(POOL_W)],
+        Some(params[hp(POOL_B)]),
         b,
         h,
         h,
     )?;
     let pooled = dev.tanh(&pl)?;
-    let nl_logits = dev.linear(
-        &pooled,
-        &params[hp(NSP_W)],
-        Some(&params[hp(NSP_B)]),
-        b,
-        h,
-        2,
-    )?;
+    let nl_logits = dev.linear(&pooled, params[hp(NSP_W)], Some(params[hp(NSP_B)]), b, h, 2)?;
     let (nsp_loss, dnl) = dev.cross_entropy(&nl_logits, &nsp_t, b, 2, scale)?;
     let (gw, gb) = pair_mut(grads, hp(NSP_W), hp(NSP_B));
     dev.linear_dw(&dnl, &pooled, b, h, 2, gw, Some(&mut **gb))?;
-    let dpooled = dev.linear_dx(&dnl, &params[hp(NSP_W)], b, h, 2)?;
+    let dpooled = dev.linear_dx(&dnl, params[hp(NSP_W)], b, h, 2)?;
     let dpl = dev.tanh_bwd(&pooled, &dpooled)?;
     let (gw, gb) = pair_mut(grads, hp(POOL_W), hp(POOL_B));
     dev.linear_dw(&dpl, &first, b, h, h, gw, Some(&mut **gb))?;
-    let dfirst = dev.linear_dx(&dpl, &params[hp(POOL_W)], b, h, h)?;
+    let dfirst = dev.linear_dx(&dpl, params[hp(POOL_W)], b, h, h)?;
     dev.scatter_add_rows(&dfirst, &first_d, h, &mut dx)?;
 
     // ---- backward through the layers ----
@@ -497,34 +490,34 @@ pub fn forward_backward<D: Device>(
         let ls = layer_seed(seed, l);
         let sv = saved.pop().expect("one saved state per layer");
         let (gg, gb) = pair_mut(grads, lp(l, LN2_G), lp(l, LN2_B));
-        let dh2 = dev.layernorm_bwd(&sv.ln2, &dx, &params[lp(l, LN2_G)], h, gg, gb)?;
+        let dh2 = dev.layernorm_bwd(&sv.ln2, &dx, params[lp(l, LN2_G)], h, gg, gb)?;
         let do_ = dev.dropout(&dh2, p, ls ^ 0xA2A2)?;
         let mut da = dh2;
         let (gw, gb) = pair_mut(grads, lp(l, O_W), lp(l, O_B));
         dev.linear_dw(&do_, &sv.m, t, inter, h, gw, Some(&mut **gb))?;
-        let dm = dev.linear_dx(&do_, &params[lp(l, O_W)], t, inter, h)?;
+        let dm = dev.linear_dx(&do_, params[lp(l, O_W)], t, inter, h)?;
         drop(do_);
         let du = dev.gelu_bwd(&sv.u, &dm, act)?;
         drop(dm);
         let (gw, gb) = pair_mut(grads, lp(l, I_W), lp(l, I_B));
         dev.linear_dw(&du, &sv.a, t, h, inter, gw, Some(&mut **gb))?;
-        let da2 = dev.linear_dx(&du, &params[lp(l, I_W)], t, h, inter)?;
+        let da2 = dev.linear_dx(&du, params[lp(l, I_W)], t, h, inter)?;
         drop(du);
         dev.add_into(&mut da, &da2)?;
         let (gg, gb) = pair_mut(grads, lp(l, LN1_G), lp(l, LN1_B));
-        let dh1 = dev.layernorm_bwd(&sv.ln1, &da, &params[lp(l, LN1_G)], h, gg, gb)?;
+        let dh1 = dev.layernorm_bwd(&sv.ln1, &da, params[lp(l, LN1_G)], h, gg, gb)?;
         let dao = dev.dropout(&dh1, p, ls ^ 0x5151)?;
         let mut dxin = dh1;
         let (gw, gb) = pair_mut(grads, lp(l, AO_W), lp(l, AO_B));
         dev.linear_dw(&dao, &sv.ctx, t, h, h, gw, Some(&mut **gb))?;
-        let dctx = dev.linear_dx(&dao, &params[lp(l, AO_W)], t, h, h)?;
+        let dctx = dev.linear_dx(&dao, params[lp(l, AO_W)], t, h, h)?;
         drop(dao);
         let dqkv =
             dev.attention_bwd(&sv.qkv, &sv.ctx, &sv.att, &dctx, &dims, att_scale, (pa, ls))?;
         drop(dctx);
         let (gw, gb) = pair_mut(grads, lp(l, QKV_W), lp(l, QKV_B));
         dev.linear_dw(&dqkv, &sv.x, t, h, 3 * h, gw, Some(&mut **gb))?;
-        let dx2 = dev.linear_dx(&dqkv, &params[lp(l, QKV_W)], t, h, 3 * h)?;
+        let dx2 = dev.linear_dx(&dqkv, params[lp(l, QKV_W)], t, h, 3 * h)?;
         dev.add_into(&mut dxin, &dx2)?;
         dx = dxin;
     }
@@ -532,19 +525,10 @@ pub fn forward_backward<D: Device>(
     // ---- embeddings ----
     let de_ln = dev.dropout(&dx, p, seed ^ 0xE3B0)?;
     let (gg, gb) = pair_mut(grads, 3, 4);
-    let de = dev.layernorm_bwd(&ln_e, &de_ln, &params[3], h, gg, gb)?;
+    let de = dev.layernorm_bwd(&ln_e, &de_ln, params[3], h, gg, gb)?;
     let (g0, rest) = grads.split_at_mut(1);
     let (g1, rest) = rest.split_at_mut(1);
-    dev.embed_bwd(
-        &ids,
-        &types,
-        &de,
-        s,
-        h,
-        &mut g0[0],
-        &mut g1[0],
-        &mut rest[0],
-    )?;
+    dev.embed_bwd(&ids, &types, &de, s, h, g0[0], g1[0], rest[0])?;
     Ok(StepLosses {
         mlm: mlm_loss,
         nsp: nsp_loss,

@@ -1,0 +1,140 @@
+//! The pretraining step on the GPU against the same step on the CPU (feature `cuda`; compiled only
+//! with it, run on a GPU machine by `scripts/device/gpu-check.sh`). f32 mode (cuBLAS in plain
+//! f32): per-parameter gradients within 1e-4 of the largest, losses within 1e-5 relative, and ten
+//! optimizer steps (dropout, clipping, AdamW) with losses within 1e-4 relative at every step.
+#![cfg(feature = "cuda")]
+
+mod step_fixture;
+use bert::step::{forward_backward, from_named, read_scalar, to_named, StepBatch, StepTrainer};
+use bert::{Bert, Task};
+use engine::device::{Cpu, Device};
+use engine::device_cuda::Cuda;
+use engine::optim::AdamWConfig;
+use step_fixture::{batch, config};
+
+fn grads_on<D: Device>(
+    dev: &D,
+    c: &bert::BertConfig,
+    values: &[Vec<f32>],
+    sb: &StepBatch,
+    seed: Option<u64>,
+) -> (f32, f32, Vec<Vec<f32>>) {
+    let params: Vec<D::Buf> = values.iter().map(|v| dev.upload(v).unwrap()).collect();
+    let mut grads: Vec<D::Buf> = values.iter().map(|v| dev.zeros(v.len()).unwrap()).collect();
+    let prefs: Vec<&D::Buf> = params.iter().collect();
+    let mut grefs: Vec<&mut D::Buf> = grads.iter_mut().collect();
+    let l = forward_backward(dev, c, &prefs, &mut grefs, sb, seed, 1.0).unwrap();
+    (
+        read_scalar(dev, l.mlm.as_ref().unwrap()).unwrap(),
+        read_scalar(dev, &l.nsp).unwrap(),
+        grads.iter().map(|g| dev.download(g).unwrap()).collect(),
+    )
+}
+
+#[test]
+fn gpu_step_gradients_match_the_cpu_step() {
+    let gpu = Cuda::new(0).unwrap();
+    for (act, seed) in [("gelu", None), ("gelu", Some(99u64)), ("gelu_new", Some(5))] {
+        let c = config(act);
+        let model = Bert::init(&c, Task::PreTraining, 7).unwrap();
+        let values = from_named(&c, |n: &str| {
+            model.params.get(n).map(|v| v.value().to_vec())
+        })
+        .unwrap();
+        let (x, labels, nsp) = batch();
+        let sb = StepBatch::new(&x, &labels, &nsp).unwrap();
+        let (cm, cn, cg) = grads_on(&Cpu, &c, &values, &sb, seed);
+        let (gm, gn, gg) = grads_on(&gpu, &c, &values, &sb, seed);
+        println!("{act} seed {seed:?}: MLM loss cpu {cm} gpu {gm}; NSP cpu {cn} gpu {gn}");
+        assert!((cm - gm).abs() <= 1e-5 * cm.abs(), "MLM loss {gm} vs {cm}");
+        assert!((cn - gn).abs() <= 1e-5 * cn.abs(), "NSP loss {gn} vs {cn}");
+        for ((name, _, want), (_, _, got)) in to_named(&c, &cg).into_iter().zip(to_named(&c, &gg)) {
+            let scale = want.iter().fold(0.0f32, |m, x| m.max(x.abs())).max(1e-3);
+            let worst = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            println!("  {name}: rel {:.2e}", worst / scale);
+            assert!(
+                worst <= 1e-4 * scale,
+                "{name}: max |gpu - cpu| {worst:e}, largest {scale:e}"
+            );
+        }
+    }
+}
+
+#[test]
+fn gpu_trainer_ten_steps_match_the_cpu_trainer() {
+    let gpu = Cuda::new(0).unwrap();
+    let c = config("gelu");
+    let model = Bert::init(&c, Task::PreTraining, 11).unwrap();
+    let values = from_named(&c, |n: &str| {
+        model.params.get(n).map(|v| v.value().to_vec())
+    })
+    .unwrap();
+    let mut cpu_tr = StepTrainer::new(&Cpu, &c, &values, AdamWConfig::default(), 0).unwrap();
+    let mut gpu_tr = StepTrainer::new(&gpu, &c, &values, AdamWConfig::default(), 0).unwrap();
+    let (x, labels, nsp) = batch();
+    let sb = StepBatch::new(&x, &labels, &nsp).unwrap();
+    for step in 1..=10u64 {
+        let mb = vec![(sb.clone(), Some(step))];
+        let a = cpu_tr.step(&mb, 1e-3, 1.0).unwrap();
+        let b = gpu_tr.step(&mb, 1e-3, 1.0).unwrap();
+        let la = read_scalar(&Cpu, a.losses[0].mlm.as_ref().unwrap()).unwrap()
+            + read_scalar(&Cpu, &a.losses[0].nsp).unwrap();
+        let lb = read_scalar(&gpu, b.losses[0].mlm.as_ref().unwrap()).unwrap()
+            + read_scalar(&gpu, &b.losses[0].nsp).unwrap();
+        let (na, nb) = (
+            read_scalar(&Cpu, &a.grad_norm).unwrap(),
+            read_scalar(&gpu, &b.grad_norm).unwrap(),
+        );
+        println!("step {step}: loss cpu {la} gpu {lb}; grad norm cpu {na} gpu {nb}");
+        assert!(
+            (la - lb).abs() <= 1e-4 * la.abs(),
+            "step {step}: loss {lb} vs {la}"
+        );
+        assert!(
+            (na - nb).abs() <= 1e-4 * na.abs(),
+            "step {step}: norm {nb} vs {na}"
+        );
+    }
+    let (pa, _, _) = cpu_tr.state_named().unwrap();
+    let (pb, _, _) = gpu_tr.state_named().unwrap();
+    for ((name, _, a), (_, _, b)) in pa.into_iter().zip(pb) {
+        let scale = a.iter().fold(0.0f32, |m, x| m.max(x.abs())).max(1e-3);
+        let worst = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            worst <= 1e-4 * scale,
+            "{name} after 10 steps: {worst:e} of {scale:e}"
+        );
+    }
+}
+
+#[test]
+fn gpu_step_rejects_an_unsupported_head_size_with_an_error() {
+    let gpu = Cuda::new(0).unwrap();
+    let mut c = config("gelu");
+    c.hidden_size = 48; // head_dim 24: the fused attention kernels take 32, 64 or 128
+    c.intermediate_size = 96;
+    let model = Bert::init(&c, Task::PreTraining, 1).unwrap();
+    let values = from_named(&c, |n: &str| {
+        model.params.get(n).map(|v| v.value().to_vec())
+    })
+    .unwrap();
+    let (x, labels, nsp) = batch();
+    let sb = StepBatch::new(&x, &labels, &nsp).unwrap();
+    let params: Vec<_> = values.iter().map(|v| gpu.upload(v).unwrap()).collect();
+    let mut grads: Vec<_> = values.iter().map(|v| gpu.zeros(v.len()).unwrap()).collect();
+    let prefs: Vec<_> = params.iter().collect();
+    let mut grefs: Vec<_> = grads.iter_mut().collect();
+    let err = forward_backward(&gpu, &c, &prefs, &mut grefs, &sb, None, 1.0)
+        .err()
+        .expect("head_dim 24 must be refused")
+        .to_string();
+    assert!(err.contains("head_dim"), "{err}");
+}
