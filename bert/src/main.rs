@@ -165,6 +165,10 @@ enum Command {
         /// Stop after this step (after checkpointing), as an interrupted run would.
         #[arg(long, hide = true)]
         stop_after: Option<u64>,
+        /// cpu (the autograd tape), cpu-step (the hand-written step the GPU runs, on the CPU),
+        /// or cuda (GPU 0; a build with `--features cuda`).
+        #[arg(long, default_value = "cpu", value_parser = |s: &str| bert::train::TrainDevice::parse(s).map_err(|e| e.to_string()))]
+        device: bert::train::TrainDevice,
     },
     /// Fine-tune a sequence classifier: the built-in WordNet supersense task or TSV files;
     /// reports accuracy and macro-F1, writes OUT/model and OUT/metrics.jsonl.
@@ -391,6 +395,7 @@ fn main() {
             static_masking,
             resume,
             stop_after,
+            device,
         } => {
             if let Some(t) = threads {
                 let _ = rayon::ThreadPoolBuilder::new()
@@ -414,6 +419,7 @@ fn main() {
                 dynamic_masking: !static_masking,
                 progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
                 stop_after,
+                device,
                 ..Default::default()
             };
             pretrain(&model_config, &data, &out, &cfg, resume)

@@ -14,7 +14,9 @@ use crate::data::{DataConfig, Shard, Specials};
 use crate::heads::{Bert, Task};
 use crate::model::Forward;
 use crate::safetensors::SafeTensors;
+use crate::step::{from_named, read_scalar, StepBatch, StepTrainer};
 use crate::{BertError, Result};
+use engine::device::Device;
 use engine::optim::{clip_grad_norm, AdamW, AdamWConfig, LrSchedule};
 use engine::rng::SplitMix64;
 use std::collections::{BTreeMap, HashMap};
@@ -44,6 +46,33 @@ pub struct PretrainConfig {
     pub progress: bool,
     /// Stop (after checkpointing) once this step is done, as an interrupted run would.
     pub stop_after: Option<u64>,
+    /// Where and how the step runs.
+    pub device: TrainDevice,
+}
+
+/// Where the training step runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TrainDevice {
+    /// The CPU, through the autograd tape.
+    #[default]
+    Cpu,
+    /// The CPU, through the hand-written step (`crate::step`, the code path the GPU runs).
+    CpuStep,
+    /// A CUDA GPU (device 0) running the hand-written step; needs the `cuda` feature.
+    Cuda,
+}
+
+impl TrainDevice {
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "cpu" => Ok(TrainDevice::Cpu),
+            "cpu-step" => Ok(TrainDevice::CpuStep),
+            "cuda" | "gpu" => Ok(TrainDevice::Cuda),
+            _ => Err(BertError::Input(format!(
+                "unknown device '{s}' (known: cpu, cpu-step, cuda)"
+            ))),
+        }
+    }
 }
 
 impl Default for PretrainConfig {
@@ -64,6 +93,7 @@ impl Default for PretrainConfig {
             dynamic_masking: true,
             progress: true,
             stop_after: None,
+            device: TrainDevice::Cpu,
         }
     }
 }
@@ -210,6 +240,86 @@ fn save_checkpoint(
     )
 }
 
+/// How the loop takes a step: the tape (model and optimizer on the host), or the hand-written
+/// step on a device (parameters and moments there, copied back for evaluation and checkpoints).
+enum Runner<'d> {
+    Tape,
+    Cpu(StepTrainer<'static, engine::device::Cpu>),
+    #[cfg(feature = "cuda")]
+    Cuda(StepTrainer<'d, engine::device_cuda::Cuda>),
+    #[cfg(not(feature = "cuda"))]
+    #[allow(dead_code)]
+    Never(std::marker::PhantomData<&'d ()>),
+}
+
+/// A device trainer over `model`'s current values and `opt`'s moments and step count.
+fn device_trainer<'d, D: Device>(
+    dev: &'d D,
+    model: &Bert,
+    opt: &AdamW,
+) -> Result<StepTrainer<'d, D>> {
+    let c = &model.config;
+    let get = |n: &str| model.params.get(n).map(|v| v.value().to_vec());
+    let mut tr = StepTrainer::new(
+        dev,
+        c,
+        &from_named(c, get)?,
+        opt.config.clone(),
+        opt.steps(),
+    )?;
+    if opt.steps() > 0 {
+        tr.set_moments_named(
+            |n: &str| opt.moments(n).map(|(m, _)| m.to_vec()),
+            |n: &str| opt.moments(n).map(|(_, v)| v.to_vec()),
+        )?;
+    }
+    Ok(tr)
+}
+
+/// One optimizer step on a device: returns (loss, gradient norm), reading both back.
+fn device_step<D: Device>(
+    tr: &mut StepTrainer<'_, D>,
+    micro: &[(crate::BertInput, Vec<i64>, Vec<i64>, u64)],
+    lr: f32,
+    clip: f32,
+) -> Result<(f64, f32)> {
+    let batches = micro
+        .iter()
+        .map(|(x, labels, nsp, seed)| Ok((StepBatch::new(x, labels, nsp)?, Some(*seed))))
+        .collect::<Result<Vec<_>>>()?;
+    let st = tr.step(&batches, lr, clip)?;
+    let mut loss = 0.0f64;
+    for l in &st.losses {
+        if let Some(m) = &l.mlm {
+            loss += read_scalar(tr.dev, m)? as f64;
+        }
+        loss += read_scalar(tr.dev, &l.nsp)? as f64;
+    }
+    Ok((
+        loss / micro.len().max(1) as f64,
+        read_scalar(tr.dev, &st.grad_norm)?,
+    ))
+}
+
+/// Copies a device trainer's parameters and moments into the host model and optimizer.
+fn sync_to_host<D: Device>(tr: &StepTrainer<'_, D>, model: &Bert, opt: &mut AdamW) -> Result<()> {
+    let (p, m, v) = tr.state_named()?;
+    for (name, shape, vals) in p {
+        let var = model
+            .params
+            .get(&name)
+            .ok_or_else(|| BertError::Checkpoint(format!("the model has no parameter '{name}'")))?;
+        var.set_value(engine::Tensor::from_vec(vals, &shape)?)?;
+    }
+    let moments = m
+        .into_iter()
+        .zip(v)
+        .map(|((name, _, m), (_, _, v))| (name, (m, v)))
+        .collect();
+    opt.restore(tr.steps, moments);
+    Ok(())
+}
+
 /// Runs pretraining. `model_config` is a preset name or a config.json path.
 pub fn pretrain(
     model_config: &str,
@@ -306,6 +416,24 @@ pub fn pretrain(
         c.max_position_embeddings = c.max_position_embeddings.max(dcfg.max_seq_len);
         Bert::init(&c, Task::PreTraining, cfg.seed)?
     };
+    #[cfg(feature = "cuda")]
+    let cuda = match cfg.device {
+        TrainDevice::Cuda => Some(engine::device_cuda::Cuda::new(0)?),
+        _ => None,
+    };
+    let mut runner = match cfg.device {
+        TrainDevice::Cpu => Runner::Tape,
+        TrainDevice::CpuStep => Runner::Cpu(device_trainer(&engine::device::Cpu, &model, &opt)?),
+        #[cfg(feature = "cuda")]
+        TrainDevice::Cuda => Runner::Cuda(device_trainer(cuda.as_ref().unwrap(), &model, &opt)?),
+        #[cfg(not(feature = "cuda"))]
+        TrainDevice::Cuda => {
+            return Err(BertError::Input(
+                "--device cuda: this build has no CUDA support (build with `--features cuda`)"
+                    .into(),
+            ))
+        }
+    };
     let mut metrics = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -352,8 +480,7 @@ pub fn pretrain(
         // start; the total is fixed after 3 steps from their speed.
         let lr = sched.as_ref().map_or(cfg.lr * 0.01, |s| s.lr(step));
         let st = std::time::Instant::now();
-        model.params.zero_grad();
-        let mut loss_sum = 0.0f64;
+        let mut micro_batches = Vec::with_capacity(cfg.accum);
         for micro in 0..cfg.accum {
             let ids = batch_indices(train.len(), step, micro, cfg, &mut perm);
             let remask = cfg.dynamic_masking.then(|| {
@@ -370,26 +497,44 @@ pub fn pretrain(
                 .seed
                 .wrapping_mul(1_000_003)
                 .wrapping_add(step * 64 + micro as u64);
-            let o = model.pretraining(
-                &x,
-                &labels,
-                Some(&nsp),
-                Forward {
-                    dropout_seed: Some(seed),
-                    ..Default::default()
-                },
-            )?;
-            let loss = if cfg.accum > 1 {
-                o.loss.affine(1.0 / cfg.accum as f32, 0.0)?
-            } else {
-                o.loss
-            };
-            engine::optim::check_finite_loss(loss.item(), step)?;
-            loss_sum += loss.item() as f64;
-            loss.backward()?;
+            micro_batches.push((x, labels, nsp, seed));
         }
-        let gnorm = clip_grad_norm(&model.params, cfg.clip)?;
-        opt.step(&model.params, lr)?;
+        let (loss_sum, gnorm) = match &mut runner {
+            Runner::Tape => {
+                model.params.zero_grad();
+                let mut loss_sum = 0.0f64;
+                for (x, labels, nsp, seed) in &micro_batches {
+                    let o = model.pretraining(
+                        x,
+                        labels,
+                        Some(nsp),
+                        Forward {
+                            dropout_seed: Some(*seed),
+                            ..Default::default()
+                        },
+                    )?;
+                    let loss = if cfg.accum > 1 {
+                        o.loss.affine(1.0 / cfg.accum as f32, 0.0)?
+                    } else {
+                        o.loss
+                    };
+                    engine::optim::check_finite_loss(loss.item(), step)?;
+                    loss_sum += loss.item() as f64;
+                    loss.backward()?;
+                }
+                let gnorm = clip_grad_norm(&model.params, cfg.clip)?;
+                opt.step(&model.params, lr)?;
+                (loss_sum, gnorm)
+            }
+            Runner::Cpu(tr) => device_step(tr, &micro_batches, lr, cfg.clip)?,
+            #[cfg(feature = "cuda")]
+            Runner::Cuda(tr) => device_step(tr, &micro_batches, lr, cfg.clip)?,
+            #[cfg(not(feature = "cuda"))]
+            Runner::Never(_) => unreachable!("never constructed"),
+        };
+        // The device steps refuse non-finite losses here (after the update, which the next
+        // checkpoint does not keep): the run stops with the same error as the tape's.
+        engine::optim::check_finite_loss(loss_sum as f32, step)?;
         last_loss = loss_sum;
         let secs = t0.elapsed().as_secs_f64();
         if total.is_none() && step >= start_step + 3 {
@@ -407,6 +552,18 @@ pub fn pretrain(
             b.set_message(format!("loss {loss_sum:.3}  {tps:.0} tok/s"));
         }
         let done = total.is_some_and(|t| step >= t);
+        let stop = cfg.stop_after == Some(step);
+        let ckpt_now = step.is_multiple_of(cfg.checkpoint_every) || done || stop;
+        if step.is_multiple_of(cfg.eval_every) || done || ckpt_now {
+            match &runner {
+                Runner::Tape => {}
+                Runner::Cpu(tr) => sync_to_host(tr, &model, &mut opt)?,
+                #[cfg(feature = "cuda")]
+                Runner::Cuda(tr) => sync_to_host(tr, &model, &mut opt)?,
+                #[cfg(not(feature = "cuda"))]
+                Runner::Never(_) => {}
+            }
+        }
         if step.is_multiple_of(cfg.eval_every) || done {
             eval = evaluate(&model, &held, cfg.batch / cfg.accum, cfg.eval_batches, pad)?;
             log(
@@ -415,8 +572,7 @@ pub fn pretrain(
                 "eval_nsp_loss": eval.nsp_loss, "majority_accuracy": eval.majority_accuracy}),
             )?;
         }
-        let stop = cfg.stop_after == Some(step);
-        if step.is_multiple_of(cfg.checkpoint_every) || done || stop {
+        if ckpt_now {
             let state = serde_json::json!({"step": step, "total_steps": total, "seconds": elapsed0 + secs,
                 "seed": cfg.seed, "batch": cfg.batch, "lr": cfg.lr});
             save_checkpoint(&ckpt, &model, &opt, &state, data_dir)?;

@@ -267,6 +267,39 @@ fn need(op: &'static str, what: &str, x: &[f32], want: usize) -> Result<()> {
     }
 }
 
+/// `acc[i] += x[i]`, on every thread when large.
+fn add_assign(acc: &mut [f32], x: &[f32]) {
+    use rayon::prelude::*;
+    if acc.len() < crate::rows::PAR_MIN_ELEMS {
+        acc.iter_mut().zip(x).for_each(|(a, &b)| *a += b);
+    } else {
+        acc.par_chunks_mut(1 << 14)
+            .zip(x.par_chunks(1 << 14))
+            .for_each(|(a, b)| a.iter_mut().zip(b).for_each(|(a, &b)| *a += b));
+    }
+}
+
+/// `out += column sums of x (rows, cols)`: partial sums over fixed 64-row blocks (on every
+/// thread), added in block order, so the result does not depend on the thread count.
+fn add_column_sums(x: &[f32], cols: usize, out: &mut [f32]) {
+    use rayon::prelude::*;
+    let block = |b: &[f32]| {
+        let mut s = vec![0.0f32; cols];
+        for r in b.chunks_exact(cols) {
+            s.iter_mut().zip(r).for_each(|(s, &v)| *s += v);
+        }
+        s
+    };
+    let parts: Vec<Vec<f32>> = if x.len() < crate::rows::PAR_MIN_ELEMS {
+        x.chunks(64 * cols).map(block).collect()
+    } else {
+        x.par_chunks(64 * cols).map(block).collect()
+    };
+    for p in parts {
+        add_assign(out, &p);
+    }
+}
+
 /// A contiguous Tensor over a copy of `x` (attention uses the Tensor-level kernels).
 fn tensor(x: &[f32], shape: &[usize]) -> Result<Tensor> {
     Tensor::from_vec(x.to_vec(), shape)
@@ -311,7 +344,7 @@ impl Device for Cpu {
         let sq: f64 = o
             .grads
             .iter()
-            .map(|g| g.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>())
+            .map(|g| crate::optim::sum_squares_f64(g))
             .sum();
         let norm = sq.sqrt() as f32;
         let gs = if norm > max_norm && norm.is_finite() {
@@ -319,16 +352,25 @@ impl Device for Cpu {
         } else {
             1.0
         };
+        use rayon::prelude::*;
+        const CHUNK: usize = 1 << 14;
         for i in 0..o.params.len() {
             let wd = o.decay[i];
             let (p, g, m, v) = (&mut o.params[i], &o.grads[i], &mut o.m[i], &mut o.v[i]);
-            for j in 0..p.len() {
-                let gi = g[j] * gs;
-                p[j] -= h.lr * wd * p[j];
-                m[j] = h.beta1 * m[j] + (1.0 - h.beta1) * gi;
-                v[j] = h.beta2 * v[j] + (1.0 - h.beta2) * gi * gi;
-                p[j] -= h.lr * (m[j] / h.bc1) / ((v[j] / h.bc2).sqrt() + h.eps);
-            }
+            let update = |(((p, m), v), g): (((&mut [f32], &mut [f32]), &mut [f32]), &[f32])| {
+                for j in 0..p.len() {
+                    let gi = g[j] * gs;
+                    p[j] -= h.lr * wd * p[j];
+                    m[j] = h.beta1 * m[j] + (1.0 - h.beta1) * gi;
+                    v[j] = h.beta2 * v[j] + (1.0 - h.beta2) * gi * gi;
+                    p[j] -= h.lr * (m[j] / h.bc1) / ((v[j] / h.bc2).sqrt() + h.eps);
+                }
+            };
+            p.par_chunks_mut(CHUNK)
+                .zip(m.par_chunks_mut(CHUNK))
+                .zip(v.par_chunks_mut(CHUNK))
+                .zip(g.par_chunks(CHUNK))
+                .for_each(update);
         }
         Ok(vec![norm])
     }
@@ -466,11 +508,7 @@ impl Device for Cpu {
         })?;
         if let Some(db) = db {
             need(op, "db", db, out)?;
-            for r in dy.chunks_exact(out) {
-                for (d, &g) in db.iter_mut().zip(r) {
-                    *d += g;
-                }
-            }
+            add_column_sums(dy, out, db);
         }
         Ok(())
     }
@@ -497,9 +535,7 @@ impl Device for Cpu {
         }
         if let Some(r) = residual {
             need(op, "residual", r, x.len())?;
-            for (a, &b) in h.iter_mut().zip(r) {
-                *a += b;
-            }
+            add_assign(&mut h, r);
         }
         let mut y = vec![0.0; h.len()];
         let (mean, rstd) =
@@ -568,9 +604,7 @@ impl Device for Cpu {
 
     fn add_into(&self, acc: &mut Vec<f32>, x: &Vec<f32>) -> Result<()> {
         need("device add_into", "x", x, acc.len())?;
-        for (a, &b) in acc.iter_mut().zip(x) {
-            *a += b;
-        }
+        add_assign(acc, x);
         Ok(())
     }
 

@@ -150,7 +150,7 @@ fn find_non_finite(v: &[f32]) -> Option<f32> {
 }
 
 /// Sum of squares in f64: per-block sums on every thread, added in block order.
-fn sum_squares_f64(v: &[f32]) -> f64 {
+pub(crate) fn sum_squares_f64(v: &[f32]) -> f64 {
     use rayon::prelude::*;
     let block = |c: &[f32]| c.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>();
     if v.len() < SCAN_BLOCK * 4 {
