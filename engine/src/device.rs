@@ -238,6 +238,9 @@ pub struct AdamHyper {
     pub bc2: f32,
 }
 
+/// One chunk of (parameter, first moment, second moment) and the gradient, for AdamW.
+type Chunks<'a> = (((&'a mut [f32], &'a mut [f32]), &'a mut [f32]), &'a [f32]);
+
 /// [`Cpu`]'s optimizer state.
 pub struct CpuOptim {
     pub params: Vec<Vec<f32>>,
@@ -357,7 +360,7 @@ impl Device for Cpu {
         for i in 0..o.params.len() {
             let wd = o.decay[i];
             let (p, g, m, v) = (&mut o.params[i], &o.grads[i], &mut o.m[i], &mut o.v[i]);
-            let update = |(((p, m), v), g): (((&mut [f32], &mut [f32]), &mut [f32]), &[f32])| {
+            let update = |(((p, m), v), g): Chunks<'_>| {
                 for j in 0..p.len() {
                     let gi = g[j] * gs;
                     p[j] -= h.lr * wd * p[j];
