@@ -244,9 +244,9 @@ fn save_checkpoint(
 /// step on a device (parameters and moments there, copied back for evaluation and checkpoints).
 enum Runner<'d> {
     Tape,
-    Cpu(StepTrainer<'static, engine::device::Cpu>),
+    Cpu(Box<StepTrainer<'static, engine::device::Cpu>>),
     #[cfg(feature = "cuda")]
-    Cuda(StepTrainer<'d, engine::device_cuda::Cuda>),
+    Cuda(Box<StepTrainer<'d, engine::device_cuda::Cuda>>),
     #[cfg(not(feature = "cuda"))]
     #[allow(dead_code)]
     Never(std::marker::PhantomData<&'d ()>),
@@ -423,9 +423,17 @@ pub fn pretrain(
     };
     let mut runner = match cfg.device {
         TrainDevice::Cpu => Runner::Tape,
-        TrainDevice::CpuStep => Runner::Cpu(device_trainer(&engine::device::Cpu, &model, &opt)?),
+        TrainDevice::CpuStep => Runner::Cpu(Box::new(device_trainer(
+            &engine::device::Cpu,
+            &model,
+            &opt,
+        )?)),
         #[cfg(feature = "cuda")]
-        TrainDevice::Cuda => Runner::Cuda(device_trainer(cuda.as_ref().unwrap(), &model, &opt)?),
+        TrainDevice::Cuda => Runner::Cuda(Box::new(device_trainer(
+            cuda.as_ref().unwrap(),
+            &model,
+            &opt,
+        )?)),
         #[cfg(not(feature = "cuda"))]
         TrainDevice::Cuda => {
             return Err(BertError::Input(
