@@ -1,0 +1,169 @@
+//! Pretraining throughput on the GPU (feature `cuda`; run by scripts/device/gpu-check.sh beside
+//! scripts/gpu_train_torch.py, which trains transformers' BertForPreTraining on the same configs).
+//!
+//! Each row: the whole step (`bert::step::StepTrainer` on `engine::device_cuda::Cuda`: embeddings,
+//! encoder with the fused attention kernel, MLM head at the masked rows only, NSP, backward,
+//! clipping, multi-tensor AdamW) on synthetic batches: random ids, 15% of the valid positions
+//! masked, random NSP labels; `full` batches have every sequence at full length, `padded` ones
+//! the lengths BERT's data recipe gives (10% of sequences shorter, uniform in 8..S).
+//! Output lines: `train <model> B<b> S<s> <lengths> <math>  ms/step  tokens/s  model-TFLOP/s`
+//! (tokens counted as B x S, as torch's side counts them). Model FLOPs: 6 per parameter-weight
+//! per token for the Linear layers, 12 L B S^2 H for attention, the MLM head at the masked rows.
+
+use bert::step::{from_named, read_scalar, StepBatch, StepTrainer};
+use bert::{Bert, BertConfig, Task};
+use engine::cuda::blas::Math;
+use engine::device_cuda::Cuda;
+use engine::optim::AdamWConfig;
+use engine::rng::SplitMix64;
+
+struct Run {
+    model: &'static str,
+    batch: usize,
+    seq: usize,
+    padded: bool,
+}
+
+fn synthetic(c: &BertConfig, b: usize, s: usize, padded: bool, seed: u64) -> StepBatch {
+    let mut r = SplitMix64::new(seed);
+    let mut lens = Vec::with_capacity(b);
+    for _ in 0..b {
+        let short = padded && r.next_u64().is_multiple_of(10);
+        lens.push(if short {
+            8 + (r.next_u64() as usize % (s - 8))
+        } else {
+            s
+        });
+    }
+    let n = b * s;
+    let (mut ids, mut types, mut labels) = (vec![0i64; n], vec![0i64; n], vec![-100i64; n]);
+    for (bi, &len) in lens.iter().enumerate() {
+        for j in 0..len {
+            let i = bi * s + j;
+            ids[i] = 5 + (r.next_u64() % (c.vocab_size as u64 - 5)) as i64;
+            types[i] = (j >= len / 2) as i64;
+            if j > 0 && r.next_u64() % 100 < 15 {
+                labels[i] = ids[i];
+                ids[i] = 4;
+            }
+        }
+    }
+    StepBatch {
+        batch: b,
+        seq: s,
+        input_ids: ids,
+        token_type_ids: types,
+        lens,
+        mlm_labels: labels,
+        nsp_labels: (0..b).map(|_| (r.next_u64() % 2) as i64).collect(),
+    }
+}
+
+fn model_flops(c: &BertConfig, x: &StepBatch) -> f64 {
+    let (l, h, i, v) = (
+        c.num_hidden_layers as f64,
+        c.hidden_size as f64,
+        c.intermediate_size as f64,
+        c.vocab_size as f64,
+    );
+    let t = (x.batch * x.seq) as f64;
+    let masked = x.mlm_labels.iter().filter(|&&m| m != -100).count() as f64;
+    let linear = 6.0 * t * l * (4.0 * h * h + 2.0 * h * i);
+    let attention = 12.0 * l * x.batch as f64 * (x.seq * x.seq) as f64 * h;
+    let heads = 6.0 * masked * (h * h + v * h) + 6.0 * x.batch as f64 * (h * h + 2.0 * h);
+    linear + attention + heads
+}
+
+fn config(name: &str, seq: usize) -> BertConfig {
+    let mut c = match name {
+        "bert-base" => BertConfig::preset("bert-base", 30522).unwrap(),
+        // The "BERT 4L-256H": 4 layers, hidden 256, 4 heads of 64.
+        _ => BertConfig::preset("bert-mini", 30522).unwrap(),
+    };
+    c.max_position_embeddings = c.max_position_embeddings.max(seq);
+    c
+}
+
+fn main() {
+    let runs = [
+        Run {
+            model: "bert-mini",
+            batch: 128,
+            seq: 128,
+            padded: false,
+        },
+        Run {
+            model: "bert-base",
+            batch: 256,
+            seq: 128,
+            padded: false,
+        },
+        Run {
+            model: "bert-base",
+            batch: 256,
+            seq: 128,
+            padded: true,
+        },
+        Run {
+            model: "bert-base",
+            batch: 32,
+            seq: 512,
+            padded: false,
+        },
+    ];
+    let steps = 5;
+    println!("# model batch seq lengths math  ms/step  tokens/s  model-TFLOP/s");
+    for run in &runs {
+        let c = config(run.model, run.seq);
+        let model = Bert::init(&c, Task::PreTraining, 1).unwrap();
+        let values = from_named(&c, |n: &str| {
+            model.params.get(n).map(|v| v.value().to_vec())
+        })
+        .unwrap();
+        drop(model);
+        let batches: Vec<StepBatch> = (0..steps + 2)
+            .map(|k| synthetic(&c, run.batch, run.seq, run.padded, 17 + k as u64))
+            .collect();
+        for math in [Math::F32, Math::Tf32] {
+            let mut dev = Cuda::new(0).expect("a CUDA GPU");
+            dev.math = math;
+            let mut tr = StepTrainer::new(&dev, &c, &values, AdamWConfig::default(), 0).unwrap();
+            let one = |tr: &mut StepTrainer<'_, Cuda>, k: usize| {
+                tr.step(&[(batches[k].clone(), Some(k as u64))], 1e-4, 1.0)
+                    .unwrap()
+            };
+            // Warm-up (kernel compilation, the allocator's pool), then timed steps with one
+            // synchronisation at the end (reading the last loss).
+            for k in 0..2 {
+                let st = one(&mut tr, k);
+                read_scalar(&dev, &st.grad_norm).unwrap();
+            }
+            let t0 = std::time::Instant::now();
+            let mut flops = 0.0;
+            let mut last = None;
+            for (k, b) in batches.iter().enumerate().skip(2) {
+                flops += model_flops(&c, b);
+                last = Some(one(&mut tr, k));
+            }
+            let st = last.unwrap();
+            let mlm = read_scalar(&dev, st.losses[0].mlm.as_ref().unwrap()).unwrap();
+            let secs = t0.elapsed().as_secs_f64();
+            let nsp = read_scalar(&dev, &st.losses[0].nsp).unwrap();
+            assert!(
+                mlm.is_finite() && nsp.is_finite(),
+                "non-finite loss: MLM {mlm}, NSP {nsp}"
+            );
+            let ms = secs * 1e3 / steps as f64;
+            let tokens = (run.batch * run.seq * steps) as f64 / secs;
+            println!(
+                "train {} B{} S{} {} {:?}  {ms:.2}  {tokens:.0}  {:.1}",
+                run.model,
+                run.batch,
+                run.seq,
+                if run.padded { "padded" } else { "full" },
+                math,
+                flops / secs / 1e12
+            );
+        }
+    }
+}
