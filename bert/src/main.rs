@@ -40,6 +40,16 @@ enum Command {
         vocab_size: usize,
         #[arg(long)]
         threads: Option<usize>,
+        /// Where pretraining runs: cpu (the tape), cpu-step, or cuda (a `--features cuda` build);
+        /// fine-tuning runs on the CPU.
+        #[arg(long, default_value = "cpu", value_parser = |s: &str| bert::train::TrainDevice::parse(s).map_err(|e| e.to_string()))]
+        device: bert::train::TrainDevice,
+        /// The pretrained model's size (default: bert-mini on the CPU, bert-small on a GPU).
+        #[arg(long)]
+        model_config: Option<String>,
+        /// Sequences per pretraining step (default: 32 on the CPU, 128 on a GPU).
+        #[arg(long)]
+        batch: Option<usize>,
     },
     /// Train a WordPiece vocabulary; writes vocab.txt and tokenizer.json into --out.
     Vocab {
@@ -296,6 +306,9 @@ fn main() {
         minutes: 10.0,
         vocab_size: 8192,
         threads: None,
+        device: bert::train::TrainDevice::Cpu,
+        model_config: None,
+        batch: None,
     };
     let result = match cli.command.unwrap_or(default) {
         Command::Demo {
@@ -305,14 +318,24 @@ fn main() {
             minutes,
             vocab_size,
             threads,
+            device,
+            model_config,
+            batch,
         } => {
             if let Some(t) = threads {
                 let _ = rayon::ThreadPoolBuilder::new()
                     .num_threads(t)
                     .build_global();
             }
+            let gpu = device == bert::train::TrainDevice::Cuda;
+            let dm = DemoModel {
+                device,
+                config: model_config
+                    .unwrap_or_else(|| if gpu { "bert-small" } else { "bert-mini" }.into()),
+                batch: batch.unwrap_or(if gpu { 128 } else { 32 }),
+            };
             demo(model.clone()).and_then(|_| match corpus {
-                Some(c) => train_demo(&c, &out, minutes, vocab_size),
+                Some(c) => train_demo(&c, &out, minutes, vocab_size, &dm),
                 None => Ok(()),
             })
         }
@@ -1071,11 +1094,19 @@ fn demo(model: Option<String>) -> Result<(), Box<dyn std::error::Error>> {
 
 /// The training demo: corpus -> vocabulary -> shards -> pretraining -> fill-mask -> fine-tuning
 /// (pretrained and from scratch, same budget) -> OUT/report.md with plots.
+/// What the demo pretrains, and where.
+struct DemoModel {
+    device: bert::train::TrainDevice,
+    config: String,
+    batch: usize,
+}
+
 fn train_demo(
     corpus_dir: &str,
     out: &str,
     minutes: f64,
     vocab_size: usize,
+    dm: &DemoModel,
 ) -> Result<(), Box<dyn std::error::Error>> {
     use bert::report::{line_chart, smooth, Series};
     let t0 = std::time::Instant::now();
@@ -1105,12 +1136,13 @@ fn train_demo(
         &ddir,
         dcfg,
     )?;
-    step("3/6 pretraining BERT-Mini");
+    step(&format!("3/6 pretraining {} on {:?}", dm.config, dm.device));
     let pt_minutes = minutes * 0.6;
     let pcfg = bert::train::PretrainConfig {
         steps: None,
         minutes: Some(pt_minutes),
-        batch: 32,
+        batch: dm.batch,
+        device: dm.device,
         lr: 5e-4,
         warmup: 0.1,
         eval_every: 25,
@@ -1122,7 +1154,7 @@ fn train_demo(
     let pdir = format!("{out}/pretrain");
     let _ = std::fs::remove_file(format!("{pdir}/metrics.jsonl"));
     let ps = bert::train::pretrain(
-        "bert-mini",
+        &dm.config,
         std::path::Path::new(&ddir),
         std::path::Path::new(&pdir),
         &pcfg,
@@ -1257,11 +1289,23 @@ fn train_demo(
         ),
     )?;
     let t = |r: &bert::finetune::FinetuneReport| r.test.unwrap_or_default();
+    let model_desc = match bert::BertConfig::preset(&dm.config, vocab_size) {
+        Ok(c) => format!(
+            "{}: {} layers, hidden {}, {} heads, batch {}, on {:?}",
+            dm.config,
+            c.num_hidden_layers,
+            c.hidden_size,
+            c.num_attention_heads,
+            dm.batch,
+            dm.device
+        ),
+        Err(_) => format!("{}, batch {}, on {:?}", dm.config, dm.batch, dm.device),
+    };
     let report = format!(
         "# bert demo report\n\n\
          Corpus: `{corpus}` (Debian's dict-gcide without its WordNet senses, dict-foldoc, python3.11-doc and perl-doc).\n\
          Budget: {minutes} minutes for pretraining and fine-tuning; whole run {:.0} s on {} threads.\n\n\
-         ## Pretraining (BERT-Mini: 4 layers, hidden 256, 4 heads; vocabulary of {vocab_size} trained here)\n\n\
+         ## Pretraining ({model_desc}; vocabulary of {vocab_size} trained here)\n\n\
          | steps | seconds | tokens/s | last loss | held-out MLM accuracy | most-frequent-token accuracy | NSP accuracy |\n\
          |---|---|---|---|---|---|---|\n\
          | {} | {:.0} | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} |\n\n\
