@@ -95,27 +95,68 @@ pub fn embed_batch(
             ..Default::default()
         },
     )?;
+    let hidden = match pooling {
+        Pooling::SecondToLast => &out.hidden_states[out.hidden_states.len() - 2],
+        _ => &out.last_hidden,
+    };
+    Ok(pool(&hidden.value().to_vec(), x, pooling, normalize, h))
+}
+
+/// Pools hidden states `(B*S, H)` (the last layer's, or the second-to-last's for that pooling)
+/// into one vector per sequence, optionally L2-normalised.
+fn pool(hidden: &[f32], x: &BertInput, pooling: Pooling, normalize: bool, h: usize) -> Vec<f32> {
     let mut v = match pooling {
-        Pooling::Mean => masked_mean(
-            &out.last_hidden.value().to_vec(),
-            &x.attention_mask,
-            x.batch,
-            x.seq,
-            h,
-        ),
-        Pooling::SecondToLast => {
-            let hs = &out.hidden_states[out.hidden_states.len() - 2];
-            masked_mean(&hs.value().to_vec(), &x.attention_mask, x.batch, x.seq, h)
+        Pooling::Mean | Pooling::SecondToLast => {
+            masked_mean(hidden, &x.attention_mask, x.batch, x.seq, h)
         }
-        Pooling::Cls => {
-            let all = out.last_hidden.value().to_vec();
-            (0..x.batch)
-                .flat_map(|i| all[i * x.seq * h..i * x.seq * h + h].to_vec())
-                .collect()
-        }
+        Pooling::Cls => (0..x.batch)
+            .flat_map(|i| hidden[i * x.seq * h..i * x.seq * h + h].to_vec())
+            .collect(),
     };
     if normalize {
         normalize_rows(&mut v, h);
     }
-    Ok(v)
+    v
+}
+
+/// [`embed_batch`] on a device: the encoder runs there ([`crate::step::encode`], weights from
+/// [`crate::step::encoder_from_named`]), pooling on the host. The mask must be a prefix of ones
+/// per sequence (as tokenizer batches are).
+pub fn embed_batch_on<D: engine::device::Device>(
+    dev: &D,
+    c: &crate::BertConfig,
+    params: &[&D::Buf],
+    x: &BertInput,
+    pooling: Pooling,
+    normalize: bool,
+) -> Result<Vec<f32>> {
+    let layers = match pooling {
+        Pooling::SecondToLast if c.num_hidden_layers < 2 => {
+            return Err(BertError::Input(
+                "second-to-last pooling needs a model with at least 2 layers".into(),
+            ))
+        }
+        Pooling::SecondToLast => c.num_hidden_layers - 1,
+        _ => c.num_hidden_layers,
+    };
+    let mut lens = Vec::with_capacity(x.batch);
+    for b in 0..x.batch {
+        let m = &x.attention_mask[b * x.seq..(b + 1) * x.seq];
+        let l = m.iter().take_while(|&&v| v == 1.0).count();
+        if m[l..].iter().any(|&v| v != 0.0) {
+            return Err(BertError::Input(format!(
+                "sequence {b}: the attention mask must be ones then zeros"
+            )));
+        }
+        lens.push(l);
+    }
+    let input = crate::step::EncoderInput {
+        batch: x.batch,
+        seq: x.seq,
+        input_ids: &x.input_ids,
+        token_type_ids: &x.token_type_ids,
+        lens: &lens,
+    };
+    let hidden = dev.download(&crate::step::encode(dev, c, params, &input, layers)?)?;
+    Ok(pool(&hidden, x, pooling, normalize, c.hidden_size))
 }

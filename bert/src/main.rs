@@ -86,6 +86,9 @@ enum Command {
         batch: usize,
         #[arg(long, value_enum, default_value_t = EmbedFormat::Text)]
         format: EmbedFormat,
+        /// cpu, cpu-step (the device code path on the CPU) or cuda (a `--features cuda` build).
+        #[arg(long, default_value = "cpu", value_parser = |s: &str| bert::train::TrainDevice::parse(s).map_err(|e| e.to_string()))]
+        device: bert::train::TrainDevice,
     },
     /// Cosine similarity of two texts' mean-pooled embeddings.
     Similarity {
@@ -345,7 +348,8 @@ fn main() {
             normalize,
             batch,
             format,
-        } => embed(&model, &pooling, normalize, batch, format),
+            device,
+        } => embed(&model, &pooling, normalize, batch, format, device),
         Command::Similarity { model, a, b } => similarity(&model, &a, &b),
         Command::Info { model } => info(&model),
         Command::FillMask { model, text, top_k } => fill_mask(&model, &text, top_k).and_then(|t| {
@@ -607,16 +611,74 @@ fn embed_texts(
     Ok(bert::embed::embed_batch(model, &x, pooling, normalize)?)
 }
 
+/// Embeds a batch of texts (one vector per text, concatenated).
+type Embedder<'a> = Box<dyn FnMut(&[&str]) -> Result<Vec<f32>, Box<dyn std::error::Error>> + 'a>;
+
+/// An embedder running the encoder on `dev` (weights uploaded once).
+fn device_embedder<'a, D: engine::device::Device>(
+    dev: &'a D,
+    model: &'a bert::Bert,
+    tok: &'a BertTokenizer,
+    pooling: bert::embed::Pooling,
+    normalize: bool,
+) -> Result<Embedder<'a>, Box<dyn std::error::Error>>
+where
+    D::Buf: 'a,
+{
+    let c = &model.config;
+    let vals = bert::step::encoder_from_named(c, |n: &str| {
+        model.params.get(n).map(|v| v.value().to_vec())
+    })?;
+    let bufs = vals
+        .iter()
+        .map(|v| dev.upload(v))
+        .collect::<engine::Result<Vec<_>>>()?;
+    let pad = tok.vocab.id("[PAD]").unwrap_or(0);
+    Ok(Box::new(move |texts: &[&str]| {
+        let x = bert::BertInput::from_encodings(&tok.encode_batch(texts, true), pad)?;
+        let refs: Vec<&D::Buf> = bufs.iter().collect();
+        Ok(bert::embed::embed_batch_on(
+            dev, c, &refs, &x, pooling, normalize,
+        )?)
+    }))
+}
+
 fn embed(
     dir: &str,
     pooling: &str,
     normalize: bool,
     batch: usize,
     format: EmbedFormat,
+    device: bert::train::TrainDevice,
 ) -> Result<(), Box<dyn std::error::Error>> {
+    use bert::train::TrainDevice;
     let pooling = bert::embed::Pooling::parse(pooling).expect("clap checked the value");
     let (model, tok) = load_for_embedding(dir)?;
     let h = model.config.hidden_size;
+    #[cfg(feature = "cuda")]
+    let cuda = match device {
+        TrainDevice::Cuda => Some(engine::device_cuda::Cuda::new(0)?),
+        _ => None,
+    };
+    let mut run: Embedder<'_> = match device {
+        TrainDevice::Cpu => {
+            Box::new(|texts: &[&str]| embed_texts(&model, &tok, texts, pooling, normalize))
+        }
+        TrainDevice::CpuStep => {
+            device_embedder(&engine::device::Cpu, &model, &tok, pooling, normalize)?
+        }
+        #[cfg(feature = "cuda")]
+        TrainDevice::Cuda => {
+            device_embedder(cuda.as_ref().unwrap(), &model, &tok, pooling, normalize)?
+        }
+        #[cfg(not(feature = "cuda"))]
+        TrainDevice::Cuda => {
+            return Err(
+                "--device cuda: this build has no CUDA support (build with `--features cuda`)"
+                    .into(),
+            )
+        }
+    };
     let stdin = std::io::stdin();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut lines = Vec::new();
@@ -627,7 +689,7 @@ fn embed(
                 return Ok(());
             }
             let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
-            let v = embed_texts(&model, &tok, &refs, pooling, normalize)?;
+            let v = run(&refs)?;
             for row in v.chunks(h) {
                 match format {
                     EmbedFormat::Text => {

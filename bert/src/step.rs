@@ -59,6 +59,26 @@ const HEADS: usize = 9;
 /// The step's parameters in order: (name, shape). Names are HF's except the stacked
 /// `encoder.layer.L.attention.self.qkv.{weight,bias}`.
 pub fn layout(c: &BertConfig) -> Vec<(String, Vec<usize>)> {
+    let h = c.hidden_size;
+    let mut v = encoder_layout(c);
+    for (n, s) in [
+        ("bert.pooler.dense.weight", vec![h, h]),
+        ("bert.pooler.dense.bias", vec![h]),
+        ("cls.predictions.transform.dense.weight", vec![h, h]),
+        ("cls.predictions.transform.dense.bias", vec![h]),
+        ("cls.predictions.transform.LayerNorm.weight", vec![h]),
+        ("cls.predictions.transform.LayerNorm.bias", vec![h]),
+        ("cls.predictions.bias", vec![c.vocab_size]),
+        ("cls.seq_relationship.weight", vec![2, h]),
+        ("cls.seq_relationship.bias", vec![2]),
+    ] {
+        v.push((n.into(), s));
+    }
+    v
+}
+
+/// The first part of [`layout`]: embeddings and encoder layers (what [`encode`] reads).
+pub fn encoder_layout(c: &BertConfig) -> Vec<(String, Vec<usize>)> {
     let (h, i) = (c.hidden_size, c.intermediate_size);
     let mut v: Vec<(String, Vec<usize>)> = vec![
         (
@@ -95,25 +115,28 @@ pub fn layout(c: &BertConfig) -> Vec<(String, Vec<usize>)> {
             v.push((format!("{p}{n}"), s));
         }
     }
-    for (n, s) in [
-        ("bert.pooler.dense.weight", vec![h, h]),
-        ("bert.pooler.dense.bias", vec![h]),
-        ("cls.predictions.transform.dense.weight", vec![h, h]),
-        ("cls.predictions.transform.dense.bias", vec![h]),
-        ("cls.predictions.transform.LayerNorm.weight", vec![h]),
-        ("cls.predictions.transform.LayerNorm.bias", vec![h]),
-        ("cls.predictions.bias", vec![c.vocab_size]),
-        ("cls.seq_relationship.weight", vec![2, h]),
-        ("cls.seq_relationship.bias", vec![2]),
-    ] {
-        v.push((n.into(), s));
-    }
     v
 }
 
 /// Step-ordered host values from HF-named tensors (`get(name)` returns the values, row-major):
 /// the query, key and value tensors are stacked. Errors name a missing or misshapen tensor.
 pub fn from_named(c: &BertConfig, get: impl Fn(&str) -> Option<Vec<f32>>) -> Result<Vec<Vec<f32>>> {
+    values_for(layout(c), get)
+}
+
+/// [`from_named`] for the encoder alone ([`encoder_layout`]): what inference needs, from any
+/// BERT checkpoint (no pretraining heads required).
+pub fn encoder_from_named(
+    c: &BertConfig,
+    get: impl Fn(&str) -> Option<Vec<f32>>,
+) -> Result<Vec<Vec<f32>>> {
+    values_for(encoder_layout(c), get)
+}
+
+fn values_for(
+    lay: Vec<(String, Vec<usize>)>,
+    get: impl Fn(&str) -> Option<Vec<f32>>,
+) -> Result<Vec<Vec<f32>>> {
     let fetch = |name: &str, n: usize| -> Result<Vec<f32>> {
         let v =
             get(name).ok_or_else(|| BertError::Checkpoint(format!("missing tensor '{name}'")))?;
@@ -126,7 +149,7 @@ pub fn from_named(c: &BertConfig, get: impl Fn(&str) -> Option<Vec<f32>>) -> Res
         Ok(v)
     };
     let mut out = Vec::new();
-    for (name, shape) in layout(c) {
+    for (name, shape) in lay {
         let n: usize = shape.iter().product();
         if let Some(stem) = name
             .strip_suffix("qkv.weight")
@@ -255,6 +278,229 @@ fn layer_seed(seed: u64, l: usize) -> u64 {
     seed.wrapping_add(0x9E37_79B9_7F4A_7C15u64.wrapping_mul(l as u64 + 1))
 }
 
+/// A batch for the encoder alone: ids and type ids (B*S), valid lengths (the mask is a prefix).
+pub struct EncoderInput<'a> {
+    pub batch: usize,
+    pub seq: usize,
+    pub input_ids: &'a [i64],
+    pub token_type_ids: &'a [i64],
+    pub lens: &'a [usize],
+}
+
+impl EncoderInput<'_> {
+    /// Checks every id against the model's tables and the lengths against the batch; the error
+    /// names the first bad entry (the device kernels index with them unchecked).
+    fn validate(&self, c: &BertConfig) -> Result<()> {
+        let n = self.batch * self.seq;
+        if self.input_ids.len() != n
+            || self.token_type_ids.len() != n
+            || self.lens.len() != self.batch
+        {
+            return Err(BertError::Input(format!(
+                "a batch of {} x {} needs {n} ids and type ids and {} lengths; got {}, {} and {}",
+                self.batch,
+                self.seq,
+                self.batch,
+                self.input_ids.len(),
+                self.token_type_ids.len(),
+                self.lens.len()
+            )));
+        }
+        if self.seq > c.max_position_embeddings {
+            return Err(BertError::Input(format!(
+                "sequence length {} exceeds the model's {} positions",
+                self.seq, c.max_position_embeddings
+            )));
+        }
+        if let Some((b, &l)) = self.lens.iter().enumerate().find(|(_, &l)| l > self.seq) {
+            return Err(BertError::Input(format!(
+                "sequence {b} has length {l} > {}",
+                self.seq
+            )));
+        }
+        let bad = |what: &str, i: usize, v: i64, lim: usize| {
+            BertError::Input(format!(
+                "{what} {v} at batch {} position {} is outside 0..{lim}",
+                i / self.seq.max(1),
+                i % self.seq.max(1)
+            ))
+        };
+        if let Some((i, &t)) = self
+            .input_ids
+            .iter()
+            .enumerate()
+            .find(|(_, &t)| t < 0 || t as usize >= c.vocab_size)
+        {
+            return Err(bad("token id", i, t, c.vocab_size));
+        }
+        if let Some((i, &t)) = self
+            .token_type_ids
+            .iter()
+            .enumerate()
+            .find(|(_, &t)| t < 0 || t as usize >= c.type_vocab_size)
+        {
+            return Err(bad("token type id", i, t, c.type_vocab_size));
+        }
+        Ok(())
+    }
+}
+
+/// The encoder's forward and what its backward needs.
+struct Encoded<D: Device> {
+    ids: D::Ids,
+    types: D::Ids,
+    ln_e: engine::device::LnSaved<D::Buf>,
+    /// The last layer's output (T,H).
+    out: D::Buf,
+    /// Per layer, when kept.
+    saved: Vec<LayerSaved<D>>,
+}
+
+/// Embeddings then the first `layers` encoder layers (see the module comment), with dropout
+/// when `dropout_seed` is Some; `keep` retains each layer's activations for the backward.
+#[allow(clippy::too_many_arguments)]
+fn encoder_forward<D: Device>(
+    dev: &D,
+    c: &BertConfig,
+    params: &[&D::Buf],
+    x: &EncoderInput<'_>,
+    dropout_seed: Option<u64>,
+    layers: usize,
+    keep: bool,
+) -> Result<Encoded<D>> {
+    x.validate(c)?;
+    let act = match c.hidden_act {
+        Activation::Gelu(g) => g,
+        Activation::Relu => {
+            return Err(BertError::Input(
+                "the explicit step supports gelu activations, not relu".into(),
+            ))
+        }
+    };
+    if params.len() < EMB + PER_LAYER * layers || layers > c.num_hidden_layers {
+        return Err(BertError::Input(format!(
+            "{layers} layers need {} parameter buffers, got {}",
+            EMB + PER_LAYER * layers,
+            params.len()
+        )));
+    }
+    let (s, h, inter) = (x.seq, c.hidden_size, c.intermediate_size);
+    let t = x.batch * s;
+    let eps = c.layer_norm_eps;
+    let (p, pa, seed) = match dropout_seed {
+        Some(sd) => (c.hidden_dropout_prob, c.attention_probs_dropout_prob, sd),
+        None => (0.0, 0.0, 0),
+    };
+    let nh = c.num_attention_heads;
+    let dims = AttnDims {
+        batch: x.batch,
+        seq: s,
+        heads: nh,
+        head_dim: h / nh,
+        lens: x.lens.to_vec(),
+    };
+    let att_scale = 1.0 / ((h / nh) as f32).sqrt();
+    let lp = |l: usize, k: usize| EMB + PER_LAYER * l + k;
+    let ids = dev.upload_ids(x.input_ids)?;
+    let types = dev.upload_ids(x.token_type_ids)?;
+    let e = dev.embed(&ids, &types, params[0], params[1], params[2], s, h)?;
+    let (e_ln, ln_e) = dev.layernorm(&e, None, (0.0, 0), params[3], params[4], h, eps)?;
+    drop(e);
+    let mut xcur = dev.dropout(&e_ln, p, seed ^ 0xE3B0)?;
+    drop(e_ln);
+    let mut saved: Vec<LayerSaved<D>> = Vec::with_capacity(if keep { layers } else { 0 });
+    for l in 0..layers {
+        let ls = layer_seed(seed, l);
+        let qkv = dev.linear(
+            &xcur,
+            params[lp(l, QKV_W)],
+            Some(params[lp(l, QKV_B)]),
+            t,
+            h,
+            3 * h,
+        )?;
+        let (ctx, att) = dev.attention(&qkv, &dims, att_scale, (pa, ls))?;
+        let ao = dev.linear(
+            &ctx,
+            params[lp(l, AO_W)],
+            Some(params[lp(l, AO_B)]),
+            t,
+            h,
+            h,
+        )?;
+        let (a, ln1) = dev.layernorm(
+            &ao,
+            Some(&xcur),
+            (p, ls ^ 0x5151),
+            params[lp(l, LN1_G)],
+            params[lp(l, LN1_B)],
+            h,
+            eps,
+        )?;
+        let u = dev.linear(
+            &a,
+            params[lp(l, I_W)],
+            Some(params[lp(l, I_B)]),
+            t,
+            h,
+            inter,
+        )?;
+        let m = dev.gelu(&u, act)?;
+        let o = dev.linear(
+            &m,
+            params[lp(l, O_W)],
+            Some(params[lp(l, O_B)]),
+            t,
+            inter,
+            h,
+        )?;
+        let (y, ln2) = dev.layernorm(
+            &o,
+            Some(&a),
+            (p, ls ^ 0xA2A2),
+            params[lp(l, LN2_G)],
+            params[lp(l, LN2_B)],
+            h,
+            eps,
+        )?;
+        let x_in = std::mem::replace(&mut xcur, y);
+        if !keep {
+            continue;
+        }
+        saved.push(LayerSaved {
+            x: x_in,
+            qkv,
+            ctx,
+            att,
+            ln1,
+            a,
+            u,
+            m,
+            ln2,
+        });
+    }
+    Ok(Encoded {
+        ids,
+        types,
+        ln_e,
+        out: xcur,
+        saved,
+    })
+}
+
+/// The encoder's hidden states after `layers` layers (no dropout, nothing kept), `(B*S, H)`:
+/// inference on any device. `params` holds at least the embedding and those layers' buffers
+/// ([`encoder_from_named`]).
+pub fn encode<D: Device>(
+    dev: &D,
+    c: &BertConfig,
+    params: &[&D::Buf],
+    x: &EncoderInput<'_>,
+    layers: usize,
+) -> Result<D::Buf> {
+    Ok(encoder_forward(dev, c, params, x, None, layers, false)?.out)
+}
+
 /// Forward and backward of the pretraining loss on one batch: adds every parameter's gradient
 /// into `grads` (same order as `params`, see [`layout`]; zero them first for a fresh step) and
 /// returns the two losses. `dropout_seed` Some: training (dropout on), None: no dropout.
@@ -311,80 +557,28 @@ pub fn forward_backward<D: Device>(
     let hp = |k: usize| EMB + PER_LAYER * nl + k;
 
     // ---- forward ----
-    let ids = dev.upload_ids(&x.input_ids)?;
-    let types = dev.upload_ids(&x.token_type_ids)?;
-    let e = dev.embed(&ids, &types, params[0], params[1], params[2], s, h)?;
-    let (e_ln, ln_e) = dev.layernorm(&e, None, (0.0, 0), params[3], params[4], h, eps)?;
-    drop(e);
-    let mut xcur = dev.dropout(&e_ln, p, seed ^ 0xE3B0)?;
-    drop(e_ln);
-    let mut saved: Vec<LayerSaved<D>> = Vec::with_capacity(nl);
-    for l in 0..nl {
-        let ls = layer_seed(seed, l);
-        let qkv = dev.linear(
-            &xcur,
-            params[lp(l, QKV_W)],
-            Some(params[lp(l, QKV_B)]),
-            t,
-            h,
-            3 * h,
-        )?;
-        let (ctx, att) = dev.attention(&qkv, &dims, att_scale, (pa, ls))?;
-        let ao = dev.linear(
-            &ctx,
-            params[lp(l, AO_W)],
-            Some(params[lp(l, AO_B)]),
-            t,
-            h,
-            h,
-        )?;
-        let (a, ln1) = dev.layernorm(
-            &ao,
-            Some(&xcur),
-            (p, ls ^ 0x5151),
-            params[lp(l, LN1_G)],
-            params[lp(l, LN1_B)],
-            h,
-            eps,
-        )?;
-        let u = dev.linear(
-            &a,
-            params[lp(l, I_W)],
-            Some(params[lp(l, I_B)]),
-            t,
-            h,
-            inter,
-        )?;
-        let m = dev.gelu(&u, act)?;
-        let o = dev.linear(
-            &m,
-            params[lp(l, O_W)],
-            Some(params[lp(l, O_B)]),
-            t,
-            inter,
-            h,
-        )?;
-        let (y, ln2) = dev.layernorm(
-            &o,
-            Some(&a),
-            (p, ls ^ 0xA2A2),
-            params[lp(l, LN2_G)],
-            params[lp(l, LN2_B)],
-            h,
-            eps,
-        )?;
-        saved.push(LayerSaved {
-            x: std::mem::replace(&mut xcur, y),
-            qkv,
-            ctx,
-            att,
-            ln1,
-            a,
-            u,
-            m,
-            ln2,
-        });
-    }
+    let enc = encoder_forward(
+        dev,
+        c,
+        params,
+        &EncoderInput {
+            batch: b,
+            seq: s,
+            input_ids: &x.input_ids,
+            token_type_ids: &x.token_type_ids,
+            lens: &x.lens,
+        },
+        dropout_seed,
+        nl,
+        true,
+    )?;
+    let Encoded {
+        ids,
+        types,
+        ln_e,
+        out: xcur,
+        mut saved,
+    } = enc;
 
     // MLM head at the masked rows only.
     let rows: Vec<i64> = (0..t)

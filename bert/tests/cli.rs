@@ -177,6 +177,37 @@ fn embed_similarity_and_info() {
         "{out}"
     );
     assert!(out.contains("tokenizer:    99 tokens"), "{out}");
+    // The device code path (the encoder as the GPU runs it, here on the CPU) gives the same
+    // embeddings for every pooling; an unknown device is refused.
+    for pooling in ["mean", "cls", "second-to-last"] {
+        let args = |dev: &'static str| {
+            vec![
+                "embed",
+                "--model",
+                d,
+                "--pooling",
+                pooling,
+                "--batch",
+                "2",
+                "--device",
+                dev,
+            ]
+        };
+        let texts = "the cat sat on the mat.\nthe mat\nw42 w43 w44\n";
+        let (c1, a, e1) = run(&args("cpu"), texts);
+        let (c2, b, e2) = run(&args("cpu-step"), texts);
+        assert_eq!((c1, c2), (0, 0), "{e1}{e2}");
+        let parse =
+            |s: &str| -> Vec<f32> { s.split_whitespace().map(|x| x.parse().unwrap()).collect() };
+        let (a, b) = (parse(&a), parse(&b));
+        assert_eq!(a.len(), 3 * 32, "{pooling}");
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() < 1e-5, "{pooling}: {x} vs {y}");
+        }
+    }
+    let (code, _, err) = run(&["embed", "--model", d, "--device", "tpu"], "x\n");
+    assert_ne!(code, 0);
+    assert!(err.contains("unknown device 'tpu'"), "{err}");
     let (code, _, err) = run(&["embed", "--model", "/no/such/dir"], "x\n");
     assert_eq!(code, 1);
     assert!(err.contains("/no/such/dir"), "{err}");

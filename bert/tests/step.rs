@@ -196,3 +196,66 @@ fn trainer_steps_match_the_tape_with_adamw_and_clipping() {
         );
     }
 }
+
+#[test]
+fn encode_matches_the_model_forward_and_checks_ids() {
+    use bert::step::{encode, encoder_from_named, EncoderInput};
+    let c = config("gelu");
+    let model = Bert::init(&c, Task::PreTraining, 5).unwrap();
+    let (x, _, _) = batch();
+    let out = model
+        .forward(
+            &x,
+            Forward {
+                hidden_states: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let vals = encoder_from_named(&c, |n: &str| {
+        model.params.get(n).map(|v| v.value().to_vec())
+    })
+    .unwrap();
+    let refs: Vec<&Vec<f32>> = vals.iter().collect();
+    let lens: Vec<usize> = (0..x.batch)
+        .map(|b| {
+            x.attention_mask[b * x.seq..(b + 1) * x.seq]
+                .iter()
+                .filter(|&&m| m == 1.0)
+                .count()
+        })
+        .collect();
+    let input = EncoderInput {
+        batch: x.batch,
+        seq: x.seq,
+        input_ids: &x.input_ids,
+        token_type_ids: &x.token_type_ids,
+        lens: &lens,
+    };
+    for layers in [c.num_hidden_layers, c.num_hidden_layers - 1] {
+        let got = encode(&Cpu, &c, &refs, &input, layers).unwrap();
+        let want = out.hidden_states[layers].value().to_vec();
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst < 1e-5, "after {layers} layers: {worst:e}");
+    }
+    let mut bad = x.input_ids.clone();
+    bad[20] = c.vocab_size as i64;
+    let err = encode(
+        &Cpu,
+        &c,
+        &refs,
+        &EncoderInput {
+            input_ids: &bad,
+            ..input
+        },
+        2,
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("token id 97 at batch 1 position 4"), "{err}");
+}

@@ -138,3 +138,38 @@ fn gpu_step_rejects_an_unsupported_head_size_with_an_error() {
         .to_string();
     assert!(err.contains("head_dim"), "{err}");
 }
+
+#[test]
+fn gpu_encoder_matches_the_cpu_encoder() {
+    use bert::step::{encode, encoder_from_named, EncoderInput};
+    let gpu = Cuda::new(0).unwrap();
+    let c = config("gelu");
+    let model = Bert::init(&c, Task::PreTraining, 3).unwrap();
+    let vals = encoder_from_named(&c, |n: &str| {
+        model.params.get(n).map(|v| v.value().to_vec())
+    })
+    .unwrap();
+    let (x, _, _) = batch();
+    let lens = [16usize, 11, 6];
+    let input = EncoderInput {
+        batch: x.batch,
+        seq: x.seq,
+        input_ids: &x.input_ids,
+        token_type_ids: &x.token_type_ids,
+        lens: &lens,
+    };
+    let cpu_refs: Vec<&Vec<f32>> = vals.iter().collect();
+    let want = encode(&Cpu, &c, &cpu_refs, &input, 2).unwrap();
+    let bufs: Vec<_> = vals.iter().map(|v| gpu.upload(v).unwrap()).collect();
+    let refs: Vec<_> = bufs.iter().collect();
+    let got = gpu
+        .download(&encode(&gpu, &c, &refs, &input, 2).unwrap())
+        .unwrap();
+    let worst = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    println!("encoder: max |gpu - cpu| = {worst:e}");
+    assert!(worst < 1e-4, "encoder output differs by {worst:e}");
+}
