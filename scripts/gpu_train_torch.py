@@ -90,9 +90,46 @@ def run(name, b, s, padded, mode, steps=5):
         torch.cuda.empty_cache()
 
 
+def infer(name, b, s, mode, reps=20):
+    """BertModel forward (random weights, full-length batch): median ms of `reps` runs."""
+    from transformers import BertModel
+    torch.backends.cuda.matmul.allow_tf32 = mode == "tf32"
+    c = config(name, s)
+    c._attn_implementation = "sdpa"
+    torch.manual_seed(1)
+    model = BertModel(c).to(DEV).eval()
+    g = torch.Generator().manual_seed(5)
+    x = batch(c, b, s, False, g)
+    x = {k: x[k] for k in ("input_ids", "token_type_ids", "attention_mask")}
+    fn = model
+    if mode == "fp32-graphs":
+        fn = torch.compile(model, mode="reduce-overhead")
+    times = []
+    with torch.no_grad():
+        for k in range(reps + 3):
+            if DEV == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            out = fn(**x).last_hidden_state
+            if DEV == "cuda":
+                torch.cuda.synchronize()
+            if k >= 3:
+                times.append((time.perf_counter() - t0) * 1e3)
+    times.sort()
+    print(f"infer {name} B{b} S{s} full {mode}  {times[len(times) // 2]:.3f}", flush=True)
+    del model, fn
+
+
 if SMOKE:
     run("smoke", 4, 32, True, "fp32", steps=1)
+    infer("smoke", 2, 32, "fp32", reps=2)
     sys.exit(0)
+for b in (1, 32):
+    for mode in ["fp32", "tf32", "fp32-graphs"]:
+        try:
+            infer("bert-base", b, 128, mode)
+        except Exception as e:
+            print(f"# infer bert-base B{b} {mode}: {type(e).__name__}: {e}", flush=True)
 print(f"# torch {torch.__version__}, {torch.cuda.get_device_name()}")
 for name, b, s, padded in [("bert-mini", 128, 128, False), ("bert-base", 256, 128, False),
                            ("bert-base", 256, 128, True), ("bert-base", 32, 512, False)]:

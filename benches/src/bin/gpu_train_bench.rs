@@ -10,9 +10,12 @@
 //! (tokens counted as B x S, as torch's side counts them). Model FLOPs: 6 per parameter-weight
 //! per token for the Linear layers, 12 L B S^2 H for attention, the MLM head at the masked rows.
 
-use bert::step::{from_named, read_scalar, StepBatch, StepTrainer};
+use bert::step::{
+    encode, encoder_from_named, from_named, read_scalar, EncoderInput, StepBatch, StepTrainer,
+};
 use bert::{Bert, BertConfig, Task};
 use engine::cuda::blas::Math;
+use engine::device::Device;
 use engine::device_cuda::Cuda;
 use engine::optim::AdamWConfig;
 use engine::rng::SplitMix64;
@@ -84,7 +87,51 @@ fn config(name: &str, seq: usize) -> BertConfig {
     c
 }
 
+/// BERT-base inference (the encoder, random weights, full-length sequences): median ms of 20
+/// runs, each synchronised. Lines: `infer bert-base B<b> S<s> full <math>  ms`.
+fn inference() {
+    let c = config("bert-base", 128);
+    let model = Bert::init(&c, Task::PreTraining, 1).unwrap();
+    let vals = encoder_from_named(&c, |n: &str| {
+        model.params.get(n).map(|v| v.value().to_vec())
+    })
+    .unwrap();
+    drop(model);
+    for (b, s) in [(1usize, 128usize), (32, 128)] {
+        let x = synthetic(&c, b, s, false, 5);
+        let input = EncoderInput {
+            batch: b,
+            seq: s,
+            input_ids: &x.input_ids,
+            token_type_ids: &x.token_type_ids,
+            lens: &x.lens,
+        };
+        for math in [Math::F32, Math::Tf32] {
+            let mut dev = Cuda::new(0).expect("a CUDA GPU");
+            dev.math = math;
+            let bufs: Vec<_> = vals.iter().map(|v| dev.upload(v).unwrap()).collect();
+            let refs: Vec<_> = bufs.iter().collect();
+            let mut times = Vec::new();
+            for k in 0..23 {
+                let t0 = std::time::Instant::now();
+                let out = encode(&dev, &c, &refs, &input, c.num_hidden_layers).unwrap();
+                dev.gpu.synchronize().unwrap();
+                if k >= 3 {
+                    times.push(t0.elapsed().as_secs_f64() * 1e3);
+                }
+                drop(out);
+            }
+            times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            println!(
+                "infer bert-base B{b} S{s} full {math:?}  {:.3}",
+                times[times.len() / 2]
+            );
+        }
+    }
+}
+
 fn main() {
+    inference();
     let runs = [
         Run {
             model: "bert-mini",
