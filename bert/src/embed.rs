@@ -125,7 +125,7 @@ fn pool(hidden: &[f32], x: &BertInput, pooling: Pooling, normalize: bool, h: usi
 pub fn embed_batch_on<D: engine::device::Device>(
     dev: &D,
     c: &crate::BertConfig,
-    params: &[&D::Buf],
+    params: &[D::W<'_>],
     x: &BertInput,
     pooling: Pooling,
     normalize: bool,

@@ -623,20 +623,17 @@ fn device_embedder<'a, D: engine::device::Device>(
     normalize: bool,
 ) -> Result<Embedder<'a>, Box<dyn std::error::Error>>
 where
-    D::Buf: 'a,
+    D::Weights: 'a,
 {
     let c = &model.config;
     let vals = bert::step::encoder_from_named(c, |n: &str| {
         model.params.get(n).map(|v| v.value().to_vec())
     })?;
-    let bufs = vals
-        .iter()
-        .map(|v| dev.upload(v))
-        .collect::<engine::Result<Vec<_>>>()?;
+    let weights = dev.weights(&vals)?;
     let pad = tok.vocab.id("[PAD]").unwrap_or(0);
     Ok(Box::new(move |texts: &[&str]| {
         let x = bert::BertInput::from_encodings(&tok.encode_batch(texts, true), pad)?;
-        let refs: Vec<&D::Buf> = bufs.iter().collect();
+        let refs = dev.weight_refs(&weights);
         Ok(bert::embed::embed_batch_on(
             dev, c, &refs, &x, pooling, normalize,
         )?)

@@ -254,7 +254,7 @@ impl StepBatch {
     }
 }
 
-/// The step's losses, still on the device (one-element buffers): reading them synchronises.
+/// The step's losses, still on the device (one-element f32 buffers): reading them synchronises.
 pub struct StepLosses<B> {
     pub mlm: Option<B>,
     pub nsp: B,
@@ -266,11 +266,11 @@ struct LayerSaved<D: Device> {
     qkv: D::Buf,
     ctx: D::Buf,
     att: D::AttnSaved,
-    ln1: engine::device::LnSaved<D::Buf>,
+    ln1: engine::device::LnSaved<D::Buf, D::Grad>,
     a: D::Buf,
     u: D::Buf,
     m: D::Buf,
-    ln2: engine::device::LnSaved<D::Buf>,
+    ln2: engine::device::LnSaved<D::Buf, D::Grad>,
 }
 
 /// Seed of layer `l`'s dropout masks, as `BertModel::forward` derives it.
@@ -349,7 +349,7 @@ impl EncoderInput<'_> {
 struct Encoded<D: Device> {
     ids: D::Ids,
     types: D::Ids,
-    ln_e: engine::device::LnSaved<D::Buf>,
+    ln_e: engine::device::LnSaved<D::Buf, D::Grad>,
     /// The last layer's output (T,H).
     out: D::Buf,
     /// Per layer, when kept.
@@ -362,7 +362,7 @@ struct Encoded<D: Device> {
 fn encoder_forward<D: Device>(
     dev: &D,
     c: &BertConfig,
-    params: &[&D::Buf],
+    params: &[D::W<'_>],
     x: &EncoderInput<'_>,
     dropout_seed: Option<u64>,
     layers: usize,
@@ -494,7 +494,7 @@ fn encoder_forward<D: Device>(
 pub fn encode<D: Device>(
     dev: &D,
     c: &BertConfig,
-    params: &[&D::Buf],
+    params: &[D::W<'_>],
     x: &EncoderInput<'_>,
     layers: usize,
 ) -> Result<D::Buf> {
@@ -508,12 +508,12 @@ pub fn encode<D: Device>(
 pub fn forward_backward<D: Device>(
     dev: &D,
     c: &BertConfig,
-    params: &[&D::Buf],
-    grads: &mut [&mut D::Buf],
+    params: &[D::W<'_>],
+    grads: &mut [&mut D::Grad],
     x: &StepBatch,
     dropout_seed: Option<u64>,
     scale: f32,
-) -> Result<StepLosses<D::Buf>> {
+) -> Result<StepLosses<D::Grad>> {
     let nl = c.num_hidden_layers;
     let want = EMB + PER_LAYER * nl + HEADS;
     if params.len() != want || grads.len() != want {
@@ -773,10 +773,6 @@ impl<'d, D: Device> StepTrainer<'d, D> {
                 lay.len()
             )));
         }
-        let bufs = values
-            .iter()
-            .map(|v| dev.upload(v))
-            .collect::<engine::Result<Vec<_>>>()?;
         let decay = lay
             .iter()
             .map(|(n, _)| {
@@ -790,7 +786,7 @@ impl<'d, D: Device> StepTrainer<'d, D> {
         Ok(StepTrainer {
             dev,
             config: config.clone(),
-            opt: dev.optim_new(bufs, decay)?,
+            opt: dev.optim_new(values, decay)?,
             adam,
             steps,
         })
@@ -804,7 +800,7 @@ impl<'d, D: Device> StepTrainer<'d, D> {
         micro: &[(StepBatch, Option<u64>)],
         lr: f32,
         clip: f32,
-    ) -> Result<StepStats<D::Buf>> {
+    ) -> Result<StepStats<D::Grad>> {
         let dev = self.dev;
         dev.optim_zero_grads(&mut self.opt)?;
         let mut losses = Vec::with_capacity(micro.len());
@@ -881,6 +877,6 @@ impl<'d, D: Device> StepTrainer<'d, D> {
 }
 
 /// Reads a one-element device buffer (a loss, a norm): this waits for the device.
-pub fn read_scalar<D: Device>(dev: &D, x: &D::Buf) -> Result<f32> {
-    Ok(dev.download(x)?.first().copied().unwrap_or(f32::NAN))
+pub fn read_scalar<D: Device>(dev: &D, x: &D::Grad) -> Result<f32> {
+    Ok(dev.download_grad(x)?.first().copied().unwrap_or(f32::NAN))
 }

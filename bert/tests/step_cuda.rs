@@ -19,15 +19,21 @@ fn grads_on<D: Device>(
     sb: &StepBatch,
     seed: Option<u64>,
 ) -> (f32, f32, Vec<Vec<f32>>) {
-    let params: Vec<D::Buf> = values.iter().map(|v| dev.upload(v).unwrap()).collect();
-    let mut grads: Vec<D::Buf> = values.iter().map(|v| dev.zeros(v.len()).unwrap()).collect();
-    let prefs: Vec<&D::Buf> = params.iter().collect();
-    let mut grefs: Vec<&mut D::Buf> = grads.iter_mut().collect();
+    let weights = dev.weights(values).unwrap();
+    let mut grads: Vec<D::Grad> = values
+        .iter()
+        .map(|v| dev.zeros_grad(v.len()).unwrap())
+        .collect();
+    let prefs = dev.weight_refs(&weights);
+    let mut grefs: Vec<&mut D::Grad> = grads.iter_mut().collect();
     let l = forward_backward(dev, c, &prefs, &mut grefs, sb, seed, 1.0).unwrap();
     (
         read_scalar(dev, l.mlm.as_ref().unwrap()).unwrap(),
         read_scalar(dev, &l.nsp).unwrap(),
-        grads.iter().map(|g| dev.download(g).unwrap()).collect(),
+        grads
+            .iter()
+            .map(|g| dev.download_grad(g).unwrap())
+            .collect(),
     )
 }
 
@@ -128,9 +134,12 @@ fn gpu_step_rejects_an_unsupported_head_size_with_an_error() {
     .unwrap();
     let (x, labels, nsp) = batch();
     let sb = StepBatch::new(&x, &labels, &nsp).unwrap();
-    let params: Vec<_> = values.iter().map(|v| gpu.upload(v).unwrap()).collect();
-    let mut grads: Vec<_> = values.iter().map(|v| gpu.zeros(v.len()).unwrap()).collect();
-    let prefs: Vec<_> = params.iter().collect();
+    let weights = gpu.weights(&values).unwrap();
+    let mut grads: Vec<_> = values
+        .iter()
+        .map(|v| gpu.zeros_grad(v.len()).unwrap())
+        .collect();
+    let prefs = gpu.weight_refs(&weights);
     let mut grefs: Vec<_> = grads.iter_mut().collect();
     let err = forward_backward(&gpu, &c, &prefs, &mut grefs, &sb, None, 1.0)
         .err()
@@ -160,8 +169,8 @@ fn gpu_encoder_matches_the_cpu_encoder() {
     };
     let cpu_refs: Vec<&Vec<f32>> = vals.iter().collect();
     let want = encode(&Cpu, &c, &cpu_refs, &input, 2).unwrap();
-    let bufs: Vec<_> = vals.iter().map(|v| gpu.upload(v).unwrap()).collect();
-    let refs: Vec<_> = bufs.iter().collect();
+    let weights = gpu.weights(&vals).unwrap();
+    let refs = gpu.weight_refs(&weights);
     let got = gpu
         .download(&encode(&gpu, &c, &refs, &input, 2).unwrap())
         .unwrap();

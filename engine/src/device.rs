@@ -22,10 +22,10 @@ use crate::tensor::Tensor;
 
 /// Saved state of [`Device::layernorm`] for its backward: the normalised input h and per-row
 /// mean and 1/std.
-pub struct LnSaved<B> {
+pub struct LnSaved<B, S = B> {
     pub h: B,
-    pub mean: B,
-    pub rstd: B,
+    pub mean: S,
+    pub rstd: S,
 }
 
 /// The shape of one attention call: `batch` sequences padded to `seq` tokens, the first
@@ -50,8 +50,17 @@ impl AttnDims {
 
 /// One device's implementation of the step's ops. See the module comment for conventions.
 pub trait Device {
-    /// A flat f32 buffer on the device.
+    /// A flat buffer of activations (f32, or bf16 in a mixed-precision device).
     type Buf;
+    /// A flat f32 buffer: master weights, gradients, losses, norms, LayerNorm statistics.
+    type Grad;
+    /// A weight as the forward reads it (a reference to an f32 buffer, or to an f32 master and
+    /// its bf16 copy).
+    type W<'a>: Copy
+    where
+        Self: 'a;
+    /// Weights for inference alone (no gradients, no moments).
+    type Weights;
     /// Row or token indices on the device.
     type Ids;
     /// What attention keeps for its backward.
@@ -59,6 +68,11 @@ pub trait Device {
 
     fn upload(&self, x: &[f32]) -> Result<Self::Buf>;
     fn download(&self, x: &Self::Buf) -> Result<Vec<f32>>;
+    fn download_grad(&self, x: &Self::Grad) -> Result<Vec<f32>>;
+    fn zeros_grad(&self, n: usize) -> Result<Self::Grad>;
+    /// Weights from host values (step order), and views of them for a forward pass.
+    fn weights(&self, values: &[Vec<f32>]) -> Result<Self::Weights>;
+    fn weight_refs<'a>(&self, w: &'a Self::Weights) -> Vec<Self::W<'a>>;
     /// Indices, already validated by the caller against the tables they index.
     fn upload_ids(&self, x: &[i64]) -> Result<Self::Ids>;
     fn zeros(&self, n: usize) -> Result<Self::Buf>;
@@ -68,8 +82,8 @@ pub trait Device {
     fn linear(
         &self,
         x: &Self::Buf,
-        w: &Self::Buf,
-        b: Option<&Self::Buf>,
+        w: Self::W<'_>,
+        b: Option<Self::W<'_>>,
         rows: usize,
         inp: usize,
         out: usize,
@@ -78,7 +92,7 @@ pub trait Device {
     fn linear_dx(
         &self,
         dy: &Self::Buf,
-        w: &Self::Buf,
+        w: Self::W<'_>,
         rows: usize,
         inp: usize,
         out: usize,
@@ -92,33 +106,33 @@ pub trait Device {
         rows: usize,
         inp: usize,
         out: usize,
-        dw: &mut Self::Buf,
-        db: Option<&mut Self::Buf>,
+        dw: &mut Self::Grad,
+        db: Option<&mut Self::Grad>,
     ) -> Result<()>;
 
     /// `h = dropout(x) + residual` (either part optional: p = 0 skips the dropout), then
     /// `y = LayerNorm(h) * gamma + beta` over rows of `cols`. Returns y and the saved state.
-    #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
     fn layernorm(
         &self,
         x: &Self::Buf,
         residual: Option<&Self::Buf>,
         dropout: (f32, u64),
-        gamma: &Self::Buf,
-        beta: &Self::Buf,
+        gamma: Self::W<'_>,
+        beta: Self::W<'_>,
         cols: usize,
         eps: f32,
-    ) -> Result<(Self::Buf, LnSaved<Self::Buf>)>;
+    ) -> Result<(Self::Buf, LnSaved<Self::Buf, Self::Grad>)>;
     /// Backward of [`Device::layernorm`] to h: returns dh (the residual's gradient; the
     /// caller applies the dropout mask for x's), accumulates dgamma, dbeta.
     fn layernorm_bwd(
         &self,
-        saved: &LnSaved<Self::Buf>,
+        saved: &LnSaved<Self::Buf, Self::Grad>,
         dy: &Self::Buf,
-        gamma: &Self::Buf,
+        gamma: Self::W<'_>,
         cols: usize,
-        dgamma: &mut Self::Buf,
-        dbeta: &mut Self::Buf,
+        dgamma: &mut Self::Grad,
+        dbeta: &mut Self::Grad,
     ) -> Result<Self::Buf>;
 
     /// `dropout(x)` with the engine's mask for `seed`; applied to a gradient it is the backward.
@@ -138,9 +152,9 @@ pub trait Device {
         &self,
         ids: &Self::Ids,
         types: &Self::Ids,
-        word: &Self::Buf,
-        pos: &Self::Buf,
-        typ: &Self::Buf,
+        word: Self::W<'_>,
+        pos: Self::W<'_>,
+        typ: Self::W<'_>,
         seq: usize,
         dim: usize,
     ) -> Result<Self::Buf>;
@@ -153,9 +167,9 @@ pub trait Device {
         dy: &Self::Buf,
         seq: usize,
         dim: usize,
-        dword: &mut Self::Buf,
-        dpos: &mut Self::Buf,
-        dtyp: &mut Self::Buf,
+        dword: &mut Self::Grad,
+        dpos: &mut Self::Grad,
+        dtyp: &mut Self::Grad,
     ) -> Result<()>;
 
     /// Rows `x[rows[i]]` of x `(_, cols)`.
@@ -196,19 +210,19 @@ pub trait Device {
     type Optim;
     /// Takes the parameters (step order) with their weight decay (0: none); zero gradients
     /// and moments.
-    fn optim_new(&self, params: Vec<Self::Buf>, decay: Vec<f32>) -> Result<Self::Optim>;
+    fn optim_new(&self, params: &[Vec<f32>], decay: Vec<f32>) -> Result<Self::Optim>;
     /// The parameters and their gradients, for a forward/backward pass.
     #[allow(clippy::type_complexity)]
     fn optim_parts<'a>(
         &self,
         o: &'a mut Self::Optim,
-    ) -> (Vec<&'a Self::Buf>, Vec<&'a mut Self::Buf>);
+    ) -> (Vec<Self::W<'a>>, Vec<&'a mut Self::Grad>);
     fn optim_zero_grads(&self, o: &mut Self::Optim) -> Result<()>;
     /// One update: the gradients' global L2 norm is computed (returned, a one-element buffer:
     /// read it only where it is logged); when above `max_norm` they are scaled to it
     /// (`max_norm / (norm + 1e-6)`, as [`crate::optim::clip_grad_norm`]); then AdamW as
     /// [`crate::optim::AdamW::step`].
-    fn optim_step(&self, o: &mut Self::Optim, h: AdamHyper, max_norm: f32) -> Result<Self::Buf>;
+    fn optim_step(&self, o: &mut Self::Optim, h: AdamHyper, max_norm: f32) -> Result<Self::Grad>;
     /// Host copies of every tensor's (parameter, first moment, second moment).
     #[allow(clippy::type_complexity)]
     fn optim_state(&self, o: &Self::Optim) -> Result<Vec<(Vec<f32>, Vec<f32>, Vec<f32>)>>;
@@ -224,7 +238,7 @@ pub trait Device {
         rows: usize,
         classes: usize,
         dloss: f32,
-    ) -> Result<(Self::Buf, Self::Buf)>;
+    ) -> Result<(Self::Grad, Self::Buf)>;
 }
 
 /// AdamW hyper-parameters of one step; `bc1`, `bc2` the bias corrections (`1 - beta^t`, or 1).
@@ -310,11 +324,15 @@ fn tensor(x: &[f32], shape: &[usize]) -> Result<Tensor> {
 
 impl Device for Cpu {
     type Buf = Vec<f32>;
+    type Grad = Vec<f32>;
+    type W<'a> = &'a Vec<f32>;
+    type Weights = Vec<Vec<f32>>;
     type Ids = Vec<i64>;
     type AttnSaved = crate::attention::AttentionSaved;
     type Optim = CpuOptim;
 
-    fn optim_new(&self, params: Vec<Vec<f32>>, decay: Vec<f32>) -> Result<CpuOptim> {
+    fn optim_new(&self, params: &[Vec<f32>], decay: Vec<f32>) -> Result<CpuOptim> {
+        let params = params.to_vec();
         if decay.len() != params.len() {
             return Err(Error::Arg {
                 op: "optim_new",
@@ -407,6 +425,18 @@ impl Device for Cpu {
     }
     fn download(&self, x: &Vec<f32>) -> Result<Vec<f32>> {
         Ok(x.clone())
+    }
+    fn download_grad(&self, x: &Vec<f32>) -> Result<Vec<f32>> {
+        Ok(x.clone())
+    }
+    fn zeros_grad(&self, n: usize) -> Result<Vec<f32>> {
+        Ok(vec![0.0; n])
+    }
+    fn weights(&self, values: &[Vec<f32>]) -> Result<Vec<Vec<f32>>> {
+        Ok(values.to_vec())
+    }
+    fn weight_refs<'a>(&self, w: &'a Vec<Vec<f32>>) -> Vec<&'a Vec<f32>> {
+        w.iter().collect()
     }
     fn upload_ids(&self, x: &[i64]) -> Result<Vec<i64>> {
         Ok(x.to_vec())

@@ -80,11 +80,15 @@ pub struct CudaAttnSaved {
 
 impl Device for Cuda {
     type Buf = CudaSlice<f32>;
+    type Grad = CudaSlice<f32>;
+    type W<'a> = &'a CudaSlice<f32>;
+    type Weights = Vec<CudaSlice<f32>>;
     type Ids = CudaSlice<i32>;
     type AttnSaved = CudaAttnSaved;
     type Optim = MultiAdamW;
 
-    fn optim_new(&self, params: Vec<CudaSlice<f32>>, decay: Vec<f32>) -> Result<MultiAdamW> {
+    fn optim_new(&self, values: &[Vec<f32>], decay: Vec<f32>) -> Result<MultiAdamW> {
+        let params = self.weights(values)?;
         if decay.len() != params.len() {
             return Err(Error::Arg {
                 op: "optim_new",
@@ -222,6 +226,18 @@ impl Device for Cuda {
     }
     fn zeros(&self, n: usize) -> Result<CudaSlice<f32>> {
         self.alloc(n)
+    }
+    fn download_grad(&self, x: &CudaSlice<f32>) -> Result<Vec<f32>> {
+        self.download(x)
+    }
+    fn zeros_grad(&self, n: usize) -> Result<CudaSlice<f32>> {
+        self.alloc(n)
+    }
+    fn weights(&self, values: &[Vec<f32>]) -> Result<Vec<CudaSlice<f32>>> {
+        values.iter().map(|v| self.upload(v)).collect()
+    }
+    fn weight_refs<'a>(&self, w: &'a Vec<CudaSlice<f32>>) -> Vec<&'a CudaSlice<f32>> {
+        w.iter().collect()
     }
     fn len(&self, x: &CudaSlice<f32>) -> usize {
         x.len()

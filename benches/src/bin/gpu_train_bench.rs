@@ -109,8 +109,8 @@ fn inference() {
         for math in [Math::F32, Math::Tf32] {
             let mut dev = Cuda::new(0).expect("a CUDA GPU");
             dev.math = math;
-            let bufs: Vec<_> = vals.iter().map(|v| dev.upload(v).unwrap()).collect();
-            let refs: Vec<_> = bufs.iter().collect();
+            let weights = dev.weights(&vals).unwrap();
+            let refs = dev.weight_refs(&weights);
             let mut times = Vec::new();
             for k in 0..23 {
                 let t0 = std::time::Instant::now();
