@@ -40,8 +40,8 @@ enum Command {
         vocab_size: usize,
         #[arg(long)]
         threads: Option<usize>,
-        /// Where pretraining runs: cpu (the tape), cpu-step, or cuda (a `--features cuda` build);
-        /// fine-tuning runs on the CPU.
+        /// Where pretraining runs: cpu (the tape), cpu-step, cuda or cuda-bf16 (a `--features
+        /// cuda` build); fine-tuning runs on the CPU.
         #[arg(long, default_value = "cpu", value_parser = |s: &str| bert::train::TrainDevice::parse(s).map_err(|e| e.to_string()))]
         device: bert::train::TrainDevice,
         /// The pretrained model's size (default: bert-mini on the CPU, bert-small on a GPU).
@@ -86,7 +86,7 @@ enum Command {
         batch: usize,
         #[arg(long, value_enum, default_value_t = EmbedFormat::Text)]
         format: EmbedFormat,
-        /// cpu, cpu-step (the device code path on the CPU) or cuda (a `--features cuda` build).
+        /// cpu, cpu-step (the device code path on the CPU), cuda or cuda-bf16 (a `--features cuda` build).
         #[arg(long, default_value = "cpu", value_parser = |s: &str| bert::train::TrainDevice::parse(s).map_err(|e| e.to_string()))]
         device: bert::train::TrainDevice,
     },
@@ -179,7 +179,7 @@ enum Command {
         #[arg(long, hide = true)]
         stop_after: Option<u64>,
         /// cpu (the autograd tape), cpu-step (the hand-written step the GPU runs, on the CPU),
-        /// or cuda (GPU 0; a build with `--features cuda`).
+        /// cuda (GPU 0, f32) or cuda-bf16 (bf16 mixed precision); cuda needs `--features cuda`.
         #[arg(long, default_value = "cpu", value_parser = |s: &str| bert::train::TrainDevice::parse(s).map_err(|e| e.to_string()))]
         device: bert::train::TrainDevice,
     },
@@ -330,7 +330,10 @@ fn main() {
                     .num_threads(t)
                     .build_global();
             }
-            let gpu = device == bert::train::TrainDevice::Cuda;
+            let gpu = matches!(
+                device,
+                bert::train::TrainDevice::Cuda | bert::train::TrainDevice::CudaBf16
+            );
             let dm = DemoModel {
                 device,
                 config: model_config
@@ -657,6 +660,11 @@ fn embed(
         TrainDevice::Cuda => Some(engine::device_cuda::Cuda::new(0)?),
         _ => None,
     };
+    #[cfg(feature = "cuda")]
+    let cuda_bf16 = match device {
+        TrainDevice::CudaBf16 => Some(engine::device_cuda_bf16::CudaBf16::new(0)?),
+        _ => None,
+    };
     let mut run: Embedder<'_> = match device {
         TrainDevice::Cpu => {
             Box::new(|texts: &[&str]| embed_texts(&model, &tok, texts, pooling, normalize))
@@ -668,8 +676,16 @@ fn embed(
         TrainDevice::Cuda => {
             device_embedder(cuda.as_ref().unwrap(), &model, &tok, pooling, normalize)?
         }
+        #[cfg(feature = "cuda")]
+        TrainDevice::CudaBf16 => device_embedder(
+            cuda_bf16.as_ref().unwrap(),
+            &model,
+            &tok,
+            pooling,
+            normalize,
+        )?,
         #[cfg(not(feature = "cuda"))]
-        TrainDevice::Cuda => {
+        TrainDevice::Cuda | TrainDevice::CudaBf16 => {
             return Err(
                 "--device cuda: this build has no CUDA support (build with `--features cuda`)"
                     .into(),

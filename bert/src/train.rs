@@ -58,8 +58,10 @@ pub enum TrainDevice {
     Cpu,
     /// The CPU, through the hand-written step (`crate::step`, the code path the GPU runs).
     CpuStep,
-    /// A CUDA GPU (device 0) running the hand-written step; needs the `cuda` feature.
+    /// A CUDA GPU (device 0) running the hand-written step in f32; needs the `cuda` feature.
     Cuda,
+    /// The same in bf16 mixed precision (bf16 activations and GEMMs, f32 masters and moments).
+    CudaBf16,
 }
 
 impl TrainDevice {
@@ -68,8 +70,9 @@ impl TrainDevice {
             "cpu" => Ok(TrainDevice::Cpu),
             "cpu-step" => Ok(TrainDevice::CpuStep),
             "cuda" | "gpu" => Ok(TrainDevice::Cuda),
+            "cuda-bf16" => Ok(TrainDevice::CudaBf16),
             _ => Err(BertError::Input(format!(
-                "unknown device '{s}' (known: cpu, cpu-step, cuda)"
+                "unknown device '{s}' (known: cpu, cpu-step, cuda, cuda-bf16)"
             ))),
         }
     }
@@ -247,6 +250,8 @@ enum Runner<'d> {
     Cpu(Box<StepTrainer<'static, engine::device::Cpu>>),
     #[cfg(feature = "cuda")]
     Cuda(Box<StepTrainer<'d, engine::device_cuda::Cuda>>),
+    #[cfg(feature = "cuda")]
+    CudaBf16(Box<StepTrainer<'d, engine::device_cuda_bf16::CudaBf16>>),
     #[cfg(not(feature = "cuda"))]
     #[allow(dead_code)]
     Never(std::marker::PhantomData<&'d ()>),
@@ -421,6 +426,11 @@ pub fn pretrain(
         TrainDevice::Cuda => Some(engine::device_cuda::Cuda::new(0)?),
         _ => None,
     };
+    #[cfg(feature = "cuda")]
+    let cuda_bf16 = match cfg.device {
+        TrainDevice::CudaBf16 => Some(engine::device_cuda_bf16::CudaBf16::new(0)?),
+        _ => None,
+    };
     let mut runner = match cfg.device {
         TrainDevice::Cpu => Runner::Tape,
         TrainDevice::CpuStep => Runner::Cpu(Box::new(device_trainer(
@@ -434,8 +444,14 @@ pub fn pretrain(
             &model,
             &opt,
         )?)),
+        #[cfg(feature = "cuda")]
+        TrainDevice::CudaBf16 => Runner::CudaBf16(Box::new(device_trainer(
+            cuda_bf16.as_ref().unwrap(),
+            &model,
+            &opt,
+        )?)),
         #[cfg(not(feature = "cuda"))]
-        TrainDevice::Cuda => {
+        TrainDevice::Cuda | TrainDevice::CudaBf16 => {
             return Err(BertError::Input(
                 "--device cuda: this build has no CUDA support (build with `--features cuda`)"
                     .into(),
@@ -537,6 +553,8 @@ pub fn pretrain(
             Runner::Cpu(tr) => device_step(tr, &micro_batches, lr, cfg.clip)?,
             #[cfg(feature = "cuda")]
             Runner::Cuda(tr) => device_step(tr, &micro_batches, lr, cfg.clip)?,
+            #[cfg(feature = "cuda")]
+            Runner::CudaBf16(tr) => device_step(tr, &micro_batches, lr, cfg.clip)?,
             #[cfg(not(feature = "cuda"))]
             Runner::Never(_) => unreachable!("never constructed"),
         };
@@ -568,6 +586,8 @@ pub fn pretrain(
                 Runner::Cpu(tr) => sync_to_host(tr, &model, &mut opt)?,
                 #[cfg(feature = "cuda")]
                 Runner::Cuda(tr) => sync_to_host(tr, &model, &mut opt)?,
+                #[cfg(feature = "cuda")]
+                Runner::CudaBf16(tr) => sync_to_host(tr, &model, &mut opt)?,
                 #[cfg(not(feature = "cuda"))]
                 Runner::Never(_) => {}
             }

@@ -2,6 +2,7 @@
 //! with it, run on a GPU machine by `scripts/device/gpu-check.sh`). f32 mode (cuBLAS in plain
 //! f32): per-parameter gradients within 1e-4 of the largest, losses within 1e-5 relative, and ten
 //! optimizer steps (dropout, clipping, AdamW) with losses within 1e-4 relative at every step.
+//! bf16 mixed precision (`CudaBf16`): losses within 1e-2 relative, gradients within 10% (L2).
 #![cfg(feature = "cuda")]
 
 mod step_fixture;
@@ -181,4 +182,117 @@ fn gpu_encoder_matches_the_cpu_encoder() {
         .fold(0.0f32, f32::max);
     println!("encoder: max |gpu - cpu| = {worst:e}");
     assert!(worst < 1e-4, "encoder output differs by {worst:e}");
+}
+
+/// Relative L2 distance |a - b| / |b| (f64 sums).
+fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
+    let d: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
+    let n: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+    (d / n.max(1e-30)).sqrt()
+}
+
+#[test]
+fn gpu_bf16_step_is_close_to_the_cpu_step() {
+    // bf16 mixed precision: losses within 1e-2 relative of the f32 CPU step's, every gradient
+    // within 10% in relative L2 (bf16 keeps 8 bits of mantissa; a wiring error is off by ~100%).
+    let gpu = engine::device_cuda_bf16::CudaBf16::new(0).unwrap();
+    for (act, seed) in [("gelu", None), ("gelu", Some(99u64))] {
+        let c = config(act);
+        let model = Bert::init(&c, Task::PreTraining, 7).unwrap();
+        let values = from_named(&c, |n: &str| {
+            model.params.get(n).map(|v| v.value().to_vec())
+        })
+        .unwrap();
+        let (x, labels, nsp) = batch();
+        let sb = StepBatch::new(&x, &labels, &nsp).unwrap();
+        let (cm, cn, cg) = grads_on(&Cpu, &c, &values, &sb, seed);
+        let (gm, gn, gg) = grads_on(&gpu, &c, &values, &sb, seed);
+        println!("bf16 {act} seed {seed:?}: MLM loss cpu {cm} gpu {gm}; NSP cpu {cn} gpu {gn}");
+        assert!((cm - gm).abs() <= 1e-2 * cm.abs(), "MLM loss {gm} vs {cm}");
+        assert!((cn - gn).abs() <= 1e-2 * cn.abs(), "NSP loss {gn} vs {cn}");
+        // Gradients that are zero in exact arithmetic (the key bias: softmax ignores a constant
+        // added to every key) are rounding noise on both sides: measure each tensor against at
+        // least 1% of the whole gradient's norm.
+        let global: f64 = cg
+            .iter()
+            .flatten()
+            .map(|&g| (g as f64).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        for ((name, _, want), (_, _, got)) in to_named(&c, &cg).into_iter().zip(to_named(&c, &gg)) {
+            let n: f64 = want.iter().map(|&b| (b as f64).powi(2)).sum::<f64>().sqrt();
+            let d: f64 = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| ((a - b) as f64).powi(2))
+                .sum::<f64>()
+                .sqrt();
+            let r = d / n.max(0.01 * global);
+            println!("  {name}: relative L2 {r:.2e}");
+            assert!(
+                r <= 0.1,
+                "{name}: bf16 gradient off by {r:.3} (relative L2)"
+            );
+        }
+    }
+}
+
+#[test]
+fn gpu_bf16_trainer_losses_follow_the_cpu_trainer() {
+    let gpu = engine::device_cuda_bf16::CudaBf16::new(0).unwrap();
+    let c = config("gelu");
+    let model = Bert::init(&c, Task::PreTraining, 11).unwrap();
+    let values = from_named(&c, |n: &str| {
+        model.params.get(n).map(|v| v.value().to_vec())
+    })
+    .unwrap();
+    let mut cpu_tr = StepTrainer::new(&Cpu, &c, &values, AdamWConfig::default(), 0).unwrap();
+    let mut gpu_tr = StepTrainer::new(&gpu, &c, &values, AdamWConfig::default(), 0).unwrap();
+    let (x, labels, nsp) = batch();
+    let sb = StepBatch::new(&x, &labels, &nsp).unwrap();
+    for step in 1..=10u64 {
+        let mb = vec![(sb.clone(), Some(step))];
+        let a = cpu_tr.step(&mb, 1e-3, 1.0).unwrap();
+        let b = gpu_tr.step(&mb, 1e-3, 1.0).unwrap();
+        let la = read_scalar(&Cpu, a.losses[0].mlm.as_ref().unwrap()).unwrap()
+            + read_scalar(&Cpu, &a.losses[0].nsp).unwrap();
+        let lb = read_scalar(&gpu, b.losses[0].mlm.as_ref().unwrap()).unwrap()
+            + read_scalar(&gpu, &b.losses[0].nsp).unwrap();
+        println!("bf16 step {step}: loss cpu {la} gpu {lb}");
+        assert!(
+            (la - lb).abs() <= 1e-2 * la.abs(),
+            "step {step}: loss {lb} vs {la}"
+        );
+    }
+}
+
+#[test]
+fn gpu_bf16_encoder_is_close_to_the_cpu_encoder() {
+    use bert::step::{encode, encoder_from_named, EncoderInput};
+    let gpu = engine::device_cuda_bf16::CudaBf16::new(0).unwrap();
+    let c = config("gelu");
+    let model = Bert::init(&c, Task::PreTraining, 3).unwrap();
+    let vals = encoder_from_named(&c, |n: &str| {
+        model.params.get(n).map(|v| v.value().to_vec())
+    })
+    .unwrap();
+    let (x, _, _) = batch();
+    let lens = [16usize, 11, 6];
+    let input = EncoderInput {
+        batch: x.batch,
+        seq: x.seq,
+        input_ids: &x.input_ids,
+        token_type_ids: &x.token_type_ids,
+        lens: &lens,
+    };
+    let cpu_refs: Vec<&Vec<f32>> = vals.iter().collect();
+    let want = encode(&Cpu, &c, &cpu_refs, &input, 2).unwrap();
+    let weights = gpu.weights(&vals).unwrap();
+    let refs = gpu.weight_refs(&weights);
+    let got = gpu
+        .download(&encode(&gpu, &c, &refs, &input, 2).unwrap())
+        .unwrap();
+    let r = rel_l2(&got, &want);
+    println!("bf16 encoder: relative L2 {r:.2e}");
+    assert!(r < 2e-2, "bf16 encoder output off by {r:.3} (relative L2)");
 }

@@ -16,7 +16,7 @@ use kernels::cudarc::driver::CudaSlice;
 use kernels::gelu::GeluKind;
 use kernels::Gpu;
 
-fn dev_err(e: kernels::Error) -> Error {
+pub(crate) fn dev_err(e: kernels::Error) -> Error {
     Error::Device(e.to_string())
 }
 
@@ -40,7 +40,7 @@ impl Cuda {
         })
     }
 
-    fn alloc(&self, n: usize) -> Result<CudaSlice<f32>> {
+    pub(crate) fn alloc(&self, n: usize) -> Result<CudaSlice<f32>> {
         self.gpu
             .stream()
             .alloc_zeros::<f32>(n.max(1))
@@ -61,21 +61,21 @@ impl Cuda {
     }
 }
 
-fn kind(g: Gelu) -> GeluKind {
+pub(crate) fn kind(g: Gelu) -> GeluKind {
     match g {
         Gelu::Erf => GeluKind::Erf,
         Gelu::Tanh => GeluKind::Tanh,
     }
 }
 
-fn drop_arg((p, seed): (f32, u64)) -> Option<(f32, u64)> {
+pub(crate) fn drop_arg((p, seed): (f32, u64)) -> Option<(f32, u64)> {
     (p > 0.0).then_some((p, seed))
 }
 
 /// Attention's saved state: the per-(token, head) log-sum-exp and the batch's sequence tables.
 pub struct CudaAttnSaved {
-    lse: CudaSlice<f32>,
-    batch: AttnBatch,
+    pub(crate) lse: CudaSlice<f32>,
+    pub(crate) batch: AttnBatch,
 }
 
 impl Device for Cuda {

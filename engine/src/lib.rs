@@ -11,6 +11,8 @@ pub mod cross_entropy;
 pub mod device;
 #[cfg(feature = "cuda")]
 pub mod device_cuda;
+#[cfg(feature = "cuda")]
+pub mod device_cuda_bf16;
 pub mod dropout;
 pub mod elementwise;
 pub mod embedding;

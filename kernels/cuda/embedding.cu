@@ -11,7 +11,7 @@
 //   embedding_bwd_f32(ids[tokens], dy[tokens, dim] f32, dtable[vocab, dim] f32, tokens, dim)
 //       dtable[ids[t]] += dy[t] with atomics: the order of additions to a repeated id is not
 //       fixed, so results may differ in the last bits between runs.
-//   gather_rows_f32(x[_, cols], rows[n], y[n, cols], n, cols)
+//   gather_rows_T(x[_, cols], rows[n], y[n, cols], n, cols)
 //       y[i] = x[rows[i]]: the hidden states of the masked positions (the MLM head) and of each
 //       sequence's first token (the pooler). Rows are valid (checked on the host). The backward
 //       is embedding_bwd_f32 with rows as the ids.
@@ -66,10 +66,14 @@ extern "C" __global__ void position_bwd_f32(const float* dy, float* dpos, int to
     }
 }
 
-extern "C" __global__ void gather_rows_f32(const float* x, const int* rows, float* y, int n,
-                                           int cols) {
-    GRID_STRIDE(e, (i64)n * cols) {
-        const int i = (int)(e / cols), c = (int)(e % cols);
-        y[e] = x[(i64)rows[i] * cols + c];
+#define GATHER(T, S)                                                                             \
+    extern "C" __global__ void gather_rows_##S(const T* x, const int* rows, T* y, int n,         \
+                                               int cols) {                                       \
+        GRID_STRIDE(e, (i64)n * cols) {                                                          \
+            const int i = (int)(e / cols), c = (int)(e % cols);                                  \
+            y[e] = x[(i64)rows[i] * cols + c];                                                   \
+        }                                                                                        \
     }
-}
+
+GATHER(float, f32)
+GATHER(bf16, bf16)

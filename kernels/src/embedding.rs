@@ -146,11 +146,11 @@ pub fn position_bwd(
 
 /// `y[i] = x[rows[i]]`; x `[_, cols]`, rows `[n]` i32 (valid: the caller checked them against
 /// x's row count), y `[n, cols]`. The backward is [`embedding_bwd`] with `rows` as the ids.
-pub fn gather_rows(
+pub fn gather_rows<T: Elem>(
     gpu: &Gpu,
-    x: &impl DevicePtr<f32>,
+    x: &impl DevicePtr<T>,
     rows: &impl DevicePtr<i32>,
-    y: &mut impl DevicePtrMut<f32>,
+    y: &mut impl DevicePtrMut<T>,
     cols: usize,
 ) -> Result<(), Error> {
     let k = "gather_rows";
@@ -170,7 +170,7 @@ pub fn gather_rows(
     let grid = gpu.grid_for((n * cols) as u64, BLOCK as u64);
     gpu.launch(
         Family::Embedding,
-        "gather_rows_f32",
+        &format!("gather_rows_{}", T::SUFFIX),
         (grid, 1, 1),
         BLOCK,
         &args,

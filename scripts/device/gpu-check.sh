@@ -79,10 +79,10 @@ def load_inf(p):
             rows[(w[1], w[2], w[3], w[5])] = float(w[6])
     return rows
 oi, ti = load_inf(sys.argv[1]), load_inf(sys.argv[2])
-print(f"\n{'inference':<24}{'ours F32 ms':>12}{'ours TF32 ms':>13}{'torch fp32':>11}{'tf32':>8}{'fp32 graphs':>12}")
+print(f"\n{'inference':<24}{'ours F32 ms':>12}{'TF32':>8}{'bf16':>8}{'torch fp32':>11}{'tf32':>8}{'fp32 graphs':>12}")
 for (m, b, s) in sorted({k[:3] for k in oi}):
     g = lambda d, mode: d.get((m, b, s, mode), float('nan'))
-    print(f"{m + ' ' + b + ' ' + s:<24}{g(oi, 'F32'):>12.3f}{g(oi, 'Tf32'):>13.3f}{g(ti, 'fp32'):>11.3f}{g(ti, 'tf32'):>8.3f}{g(ti, 'fp32-graphs'):>12.3f}")
+    print(f"{m + ' ' + b + ' ' + s:<24}{g(oi, 'F32'):>12.3f}{g(oi, 'Tf32'):>8.3f}{g(oi, 'Bf16'):>8.3f}{g(ti, 'fp32'):>11.3f}{g(ti, 'tf32'):>8.3f}{g(ti, 'fp32-graphs'):>12.3f}")
 PY
 fi
 echo "rc: $rc"

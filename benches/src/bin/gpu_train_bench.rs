@@ -3,7 +3,7 @@
 //!
 //! Each row: the whole step (`bert::step::StepTrainer` on `engine::device_cuda::Cuda`: embeddings,
 //! encoder with the fused attention kernel, MLM head at the masked rows only, NSP, backward,
-//! clipping, multi-tensor AdamW) on synthetic batches: random ids, 15% of the valid positions
+//! clipping, multi-tensor AdamW), in f32, TF32 and bf16 mixed precision, on synthetic batches: random ids, 15% of the valid positions
 //! masked, random NSP labels; `full` batches have every sequence at full length, `padded` ones
 //! the lengths BERT's data recipe gives (10% of sequences shorter, uniform in 8..S).
 //! Output lines: `train <model> B<b> S<s> <lengths> <math>  ms/step  tokens/s  model-TFLOP/s`
@@ -17,6 +17,7 @@ use bert::{Bert, BertConfig, Task};
 use engine::cuda::blas::Math;
 use engine::device::Device;
 use engine::device_cuda::Cuda;
+use engine::device_cuda_bf16::CudaBf16;
 use engine::optim::AdamWConfig;
 use engine::rng::SplitMix64;
 
@@ -89,6 +90,45 @@ fn config(name: &str, seq: usize) -> BertConfig {
 
 /// BERT-base inference (the encoder, random weights, full-length sequences): median ms of 20
 /// runs, each synchronised. Lines: `infer bert-base B<b> S<s> full <math>  ms`.
+/// The devices each row runs on: f32, TF32, bf16 mixed precision.
+const MODES: [&str; 3] = ["F32", "Tf32", "Bf16"];
+
+fn cuda(mode: &str) -> Cuda {
+    let mut dev = Cuda::new(0).expect("a CUDA GPU");
+    dev.math = if mode == "Tf32" {
+        Math::Tf32
+    } else {
+        Math::F32
+    };
+    dev
+}
+
+/// Median ms of 20 synchronised encoder passes (after 3 warm-up passes).
+fn time_encoder<D: Device>(
+    dev: &D,
+    sync: &dyn Fn(),
+    c: &BertConfig,
+    vals: &[Vec<f32>],
+    input: &EncoderInput<'_>,
+) -> f64 {
+    let weights = dev.weights(vals).unwrap();
+    let refs = dev.weight_refs(&weights);
+    let mut times = Vec::new();
+    for k in 0..23 {
+        let t0 = std::time::Instant::now();
+        let out = encode(dev, c, &refs, input, c.num_hidden_layers).unwrap();
+        sync();
+        if k >= 3 {
+            times.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+        drop(out);
+    }
+    times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    times[times.len() / 2]
+}
+
+/// BERT-base inference (the encoder, random weights, full-length sequences): median ms of 20
+/// runs, each synchronised. Lines: `infer bert-base B<b> S<s> full <mode>  ms`.
 fn inference() {
     let c = config("bert-base", 128);
     let model = Bert::init(&c, Task::PreTraining, 1).unwrap();
@@ -106,28 +146,58 @@ fn inference() {
             token_type_ids: &x.token_type_ids,
             lens: &x.lens,
         };
-        for math in [Math::F32, Math::Tf32] {
-            let mut dev = Cuda::new(0).expect("a CUDA GPU");
-            dev.math = math;
-            let weights = dev.weights(&vals).unwrap();
-            let refs = dev.weight_refs(&weights);
-            let mut times = Vec::new();
-            for k in 0..23 {
-                let t0 = std::time::Instant::now();
-                let out = encode(&dev, &c, &refs, &input, c.num_hidden_layers).unwrap();
-                dev.gpu.synchronize().unwrap();
-                if k >= 3 {
-                    times.push(t0.elapsed().as_secs_f64() * 1e3);
-                }
-                drop(out);
-            }
-            times.sort_by(|a, b| a.partial_cmp(b).unwrap());
-            println!(
-                "infer bert-base B{b} S{s} full {math:?}  {:.3}",
-                times[times.len() / 2]
-            );
+        for mode in MODES {
+            let ms = if mode == "Bf16" {
+                let dev = CudaBf16::new(0).expect("a CUDA GPU");
+                time_encoder(
+                    &dev,
+                    &|| dev.inner.gpu.synchronize().unwrap(),
+                    &c,
+                    &vals,
+                    &input,
+                )
+            } else {
+                let dev = cuda(mode);
+                time_encoder(&dev, &|| dev.gpu.synchronize().unwrap(), &c, &vals, &input)
+            };
+            println!("infer bert-base B{b} S{s} full {mode}  {ms:.3}");
         }
     }
+}
+
+/// Times `batches[2..]` after two warm-up steps (kernel compilation, the allocator's pool),
+/// with one synchronisation at the end; returns (seconds, model FLOPs).
+fn time_training<D: Device>(
+    dev: &D,
+    c: &BertConfig,
+    values: &[Vec<f32>],
+    batches: &[StepBatch],
+) -> (f64, f64) {
+    let mut tr = StepTrainer::new(dev, c, values, AdamWConfig::default(), 0).unwrap();
+    let mut one = |k: usize| {
+        tr.step(&[(batches[k].clone(), Some(k as u64))], 1e-4, 1.0)
+            .unwrap()
+    };
+    for k in 0..2 {
+        let st = one(k);
+        read_scalar(dev, &st.grad_norm).unwrap();
+    }
+    let t0 = std::time::Instant::now();
+    let mut flops = 0.0;
+    let mut last = None;
+    for (k, b) in batches.iter().enumerate().skip(2) {
+        flops += model_flops(c, b);
+        last = Some(one(k));
+    }
+    let st = last.unwrap();
+    let mlm = read_scalar(dev, st.losses[0].mlm.as_ref().unwrap()).unwrap();
+    let secs = t0.elapsed().as_secs_f64();
+    let nsp = read_scalar(dev, &st.losses[0].nsp).unwrap();
+    assert!(
+        mlm.is_finite() && nsp.is_finite(),
+        "non-finite loss: MLM {mlm}, NSP {nsp}"
+    );
+    (secs, flops)
 }
 
 fn main() {
@@ -171,44 +241,25 @@ fn main() {
         let batches: Vec<StepBatch> = (0..steps + 2)
             .map(|k| synthetic(&c, run.batch, run.seq, run.padded, 17 + k as u64))
             .collect();
-        for math in [Math::F32, Math::Tf32] {
-            let mut dev = Cuda::new(0).expect("a CUDA GPU");
-            dev.math = math;
-            let mut tr = StepTrainer::new(&dev, &c, &values, AdamWConfig::default(), 0).unwrap();
-            let one = |tr: &mut StepTrainer<'_, Cuda>, k: usize| {
-                tr.step(&[(batches[k].clone(), Some(k as u64))], 1e-4, 1.0)
-                    .unwrap()
+        for mode in MODES {
+            let (secs, flops) = if mode == "Bf16" {
+                time_training(
+                    &CudaBf16::new(0).expect("a CUDA GPU"),
+                    &c,
+                    &values,
+                    &batches,
+                )
+            } else {
+                time_training(&cuda(mode), &c, &values, &batches)
             };
-            // Warm-up (kernel compilation, the allocator's pool), then timed steps with one
-            // synchronisation at the end (reading the last loss).
-            for k in 0..2 {
-                let st = one(&mut tr, k);
-                read_scalar(&dev, &st.grad_norm).unwrap();
-            }
-            let t0 = std::time::Instant::now();
-            let mut flops = 0.0;
-            let mut last = None;
-            for (k, b) in batches.iter().enumerate().skip(2) {
-                flops += model_flops(&c, b);
-                last = Some(one(&mut tr, k));
-            }
-            let st = last.unwrap();
-            let mlm = read_scalar(&dev, st.losses[0].mlm.as_ref().unwrap()).unwrap();
-            let secs = t0.elapsed().as_secs_f64();
-            let nsp = read_scalar(&dev, &st.losses[0].nsp).unwrap();
-            assert!(
-                mlm.is_finite() && nsp.is_finite(),
-                "non-finite loss: MLM {mlm}, NSP {nsp}"
-            );
             let ms = secs * 1e3 / steps as f64;
             let tokens = (run.batch * run.seq * steps) as f64 / secs;
             println!(
-                "train {} B{} S{} {} {:?}  {ms:.2}  {tokens:.0}  {:.1}",
+                "train {} B{} S{} {} {mode}  {ms:.2}  {tokens:.0}  {:.1}",
                 run.model,
                 run.batch,
                 run.seq,
                 if run.padded { "padded" } else { "full" },
-                math,
                 flops / secs / 1e12
             );
         }

@@ -1,0 +1,579 @@
+//! [`Device`] on a CUDA GPU in bf16 mixed precision (feature `cuda`), the way BERT is trained on
+//! tensor cores: activations bf16, every GEMM on bf16 operands with f32 accumulation (weight
+//! gradients accumulated straight into f32 buffers), attention on the tensor-core kernels;
+//! f32 master weights, gradients, AdamW moments, LayerNorm parameters and statistics, losses.
+//! AdamW refreshes each weight's bf16 copy in the same launch that updates its master. No loss
+//! scaling: bf16 has f32's exponent range.
+//!
+//! Where a kernel exists only in f32 (tanh for the pooler, the atomic scatter-adds of the
+//! embedding and row gradients) the bf16 operand is widened to f32 first; those touch the
+//! (B, H) pooler or small gathered rows, or run once per step.
+
+use crate::device::{AdamHyper, AttnDims, Device, LnSaved};
+use crate::device_cuda::{dev_err, drop_arg, kind, Cuda, CudaAttnSaved};
+use crate::error::{Error, Result};
+use crate::gelu::Gelu;
+use half::bf16;
+use kernels::adamw::{AdamStep, AdamTensor, MultiAdamW};
+use kernels::attention::{AttnBatch, AttnShape};
+use kernels::blas::{GemmShape, Math};
+use kernels::cudarc::driver::CudaSlice;
+use std::cell::RefCell;
+
+/// The GPU in bf16 mixed precision. `inner` holds the context, stream and cuBLAS handles.
+pub struct CudaBf16 {
+    pub inner: Cuda,
+    /// A column of ones (bf16), grown on demand: the k = 1 GEMM that broadcasts a bias.
+    ones: RefCell<Option<CudaSlice<bf16>>>,
+}
+
+/// A weight as the bf16 forward reads it: the f32 master (LayerNorm's gamma and beta) and its
+/// bf16 copy (GEMM operands, embedding tables).
+#[derive(Clone, Copy)]
+pub struct BfW<'a> {
+    pub master: &'a CudaSlice<f32>,
+    pub copy: &'a CudaSlice<bf16>,
+}
+
+fn cuda_err(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Device(format!("{what}: {e}"))
+}
+
+impl CudaBf16 {
+    pub fn new(ordinal: usize) -> Result<CudaBf16> {
+        Ok(CudaBf16 {
+            inner: Cuda::new(ordinal)?,
+            ones: RefCell::new(None),
+        })
+    }
+
+    fn gpu(&self) -> &kernels::Gpu {
+        &self.inner.gpu
+    }
+
+    fn alloc(&self, n: usize) -> Result<CudaSlice<bf16>> {
+        self.gpu()
+            .stream()
+            .alloc_zeros::<bf16>(n.max(1))
+            .map_err(|e| cuda_err(&format!("allocating {n} bf16 values"), e))
+    }
+
+    fn to_f32(&self, x: &CudaSlice<bf16>) -> Result<CudaSlice<f32>> {
+        let mut y = self.inner.alloc(x.len())?;
+        kernels::elementwise::cast_bf16_f32(self.gpu(), x, &mut y).map_err(dev_err)?;
+        Ok(y)
+    }
+
+    fn to_bf16(&self, x: &CudaSlice<f32>) -> Result<CudaSlice<bf16>> {
+        let mut y = self.alloc(x.len())?;
+        kernels::elementwise::cast_f32_bf16(self.gpu(), x, &mut y).map_err(dev_err)?;
+        Ok(y)
+    }
+
+    /// `C = op(A) op(B) + beta C` on bf16 operands, C bf16 or f32.
+    fn gemm<TC: kernels::Elem>(
+        &self,
+        s: GemmShape,
+        a: &CudaSlice<bf16>,
+        b: &CudaSlice<bf16>,
+        beta: f32,
+        c: &mut CudaSlice<TC>,
+    ) -> Result<()> {
+        self.inner
+            .blas
+            .gemm(self.gpu(), s, Math::F32, 1.0, a, b, beta, c)
+            .map_err(dev_err)
+    }
+
+    /// Runs `f` with a column of at least `n` bf16 ones (its first `n` used).
+    fn with_ones<T>(&self, n: usize, f: impl FnOnce(&CudaSlice<bf16>) -> Result<T>) -> Result<T> {
+        let mut cache = self.ones.borrow_mut();
+        if cache.as_ref().is_none_or(|o| o.len() < n) {
+            let host = vec![bf16::ONE; n.next_power_of_two()];
+            *cache = Some(
+                self.gpu()
+                    .stream()
+                    .clone_htod(&host)
+                    .map_err(|e| cuda_err("copying ones to the GPU", e))?,
+            );
+        }
+        let ones = cache.as_ref().unwrap();
+        if ones.len() == n {
+            f(ones)
+        } else {
+            // An exact-length copy: the GEMM checks A's length against the shape.
+            let exact = self
+                .gpu()
+                .stream()
+                .clone_dtod(&ones.slice(0..n))
+                .map_err(|e| cuda_err("copying ones", e))?;
+            f(&exact)
+        }
+    }
+}
+
+impl Device for CudaBf16 {
+    type Buf = CudaSlice<bf16>;
+    type Grad = CudaSlice<f32>;
+    type W<'a> = BfW<'a>;
+    type Weights = Vec<(CudaSlice<f32>, CudaSlice<bf16>)>;
+    type Ids = CudaSlice<i32>;
+    type AttnSaved = CudaAttnSaved;
+    type Optim = MultiAdamW;
+
+    fn upload(&self, x: &[f32]) -> Result<CudaSlice<bf16>> {
+        let h: Vec<bf16> = x.iter().map(|&v| bf16::from_f32(v)).collect();
+        self.gpu()
+            .stream()
+            .clone_htod(&h)
+            .map_err(|e| cuda_err(&format!("copying {} values to the GPU", x.len()), e))
+    }
+    fn download(&self, x: &CudaSlice<bf16>) -> Result<Vec<f32>> {
+        let h = self
+            .gpu()
+            .stream()
+            .clone_dtoh(x)
+            .map_err(|e| cuda_err(&format!("copying {} values from the GPU", x.len()), e))?;
+        Ok(h.iter().map(|v| v.to_f32()).collect())
+    }
+    fn download_grad(&self, x: &CudaSlice<f32>) -> Result<Vec<f32>> {
+        self.inner.download(x)
+    }
+    fn zeros_grad(&self, n: usize) -> Result<CudaSlice<f32>> {
+        self.inner.alloc(n)
+    }
+    fn weights(&self, values: &[Vec<f32>]) -> Result<Self::Weights> {
+        values
+            .iter()
+            .map(|v| {
+                let m = self.inner.upload(v)?;
+                let c = self.to_bf16(&m)?;
+                Ok((m, c))
+            })
+            .collect()
+    }
+    fn weight_refs<'a>(&self, w: &'a Self::Weights) -> Vec<BfW<'a>> {
+        w.iter()
+            .map(|(master, copy)| BfW { master, copy })
+            .collect()
+    }
+    fn upload_ids(&self, x: &[i64]) -> Result<CudaSlice<i32>> {
+        self.inner.upload_ids(x)
+    }
+    fn zeros(&self, n: usize) -> Result<CudaSlice<bf16>> {
+        self.alloc(n)
+    }
+    fn len(&self, x: &CudaSlice<bf16>) -> usize {
+        x.len()
+    }
+
+    fn optim_new(&self, values: &[Vec<f32>], decay: Vec<f32>) -> Result<MultiAdamW> {
+        if decay.len() != values.len() {
+            return Err(Error::Arg {
+                op: "optim_new",
+                shape: vec![values.len(), decay.len()],
+                why: "one weight decay per parameter tensor".into(),
+            });
+        }
+        let tensors = self
+            .weights(values)?
+            .into_iter()
+            .zip(decay)
+            .map(|((param, copy), decay)| {
+                Ok(AdamTensor {
+                    grad: self.inner.alloc(param.len())?,
+                    param,
+                    copy: Some(copy),
+                    decay,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        MultiAdamW::new(self.gpu(), tensors).map_err(dev_err)
+    }
+    fn optim_parts<'a>(
+        &self,
+        o: &'a mut MultiAdamW,
+    ) -> (Vec<BfW<'a>>, Vec<&'a mut CudaSlice<f32>>) {
+        o.tensors
+            .iter_mut()
+            .map(|t| {
+                let w = BfW {
+                    master: &t.param,
+                    copy: t
+                        .copy
+                        .as_ref()
+                        .expect("optim_new gives every tensor a bf16 copy"),
+                };
+                (w, &mut t.grad)
+            })
+            .unzip()
+    }
+    fn optim_zero_grads(&self, o: &mut MultiAdamW) -> Result<()> {
+        self.inner.optim_zero_grads(o)
+    }
+    fn optim_step(
+        &self,
+        o: &mut MultiAdamW,
+        h: AdamHyper,
+        max_norm: f32,
+    ) -> Result<CudaSlice<f32>> {
+        let norm = {
+            let ns = o.clip_grad_norm(self.gpu(), max_norm).map_err(dev_err)?;
+            self.gpu()
+                .stream()
+                .clone_dtod(&ns.slice(0..1))
+                .map_err(|e| cuda_err("copying the gradient norm", e))?
+        };
+        let step = AdamStep {
+            lr: h.lr,
+            beta1: h.beta1,
+            beta2: h.beta2,
+            eps: h.eps,
+            bc1: h.bc1,
+            bc2: h.bc2,
+        };
+        o.step(self.gpu(), step, true).map_err(dev_err)?;
+        Ok(norm)
+    }
+    fn optim_state(&self, o: &MultiAdamW) -> Result<Vec<(Vec<f32>, Vec<f32>, Vec<f32>)>> {
+        self.inner.optim_state(o)
+    }
+    fn optim_set_moments(&self, o: &mut MultiAdamW, mv: Vec<(Vec<f32>, Vec<f32>)>) -> Result<()> {
+        self.inner.optim_set_moments(o, mv)
+    }
+
+    fn linear(
+        &self,
+        x: &CudaSlice<bf16>,
+        w: BfW<'_>,
+        b: Option<BfW<'_>>,
+        rows: usize,
+        inp: usize,
+        out: usize,
+    ) -> Result<CudaSlice<bf16>> {
+        let mut y = self.alloc(rows * out)?;
+        let beta = match b {
+            Some(b) => {
+                self.with_ones(rows, |ones| {
+                    self.gemm(GemmShape::new(rows, out, 1), ones, b.copy, 0.0, &mut y)
+                })?;
+                1.0
+            }
+            None => 0.0,
+        };
+        self.gemm(
+            GemmShape::new(rows, out, inp).trans_b(),
+            x,
+            w.copy,
+            beta,
+            &mut y,
+        )?;
+        Ok(y)
+    }
+
+    fn linear_dx(
+        &self,
+        dy: &CudaSlice<bf16>,
+        w: BfW<'_>,
+        rows: usize,
+        inp: usize,
+        out: usize,
+    ) -> Result<CudaSlice<bf16>> {
+        let mut dx = self.alloc(rows * inp)?;
+        self.gemm(GemmShape::new(rows, inp, out), dy, w.copy, 0.0, &mut dx)?;
+        Ok(dx)
+    }
+
+    fn linear_dw(
+        &self,
+        dy: &CudaSlice<bf16>,
+        x: &CudaSlice<bf16>,
+        rows: usize,
+        inp: usize,
+        out: usize,
+        dw: &mut CudaSlice<f32>,
+        db: Option<&mut CudaSlice<f32>>,
+    ) -> Result<()> {
+        self.gemm(GemmShape::new(out, inp, rows).trans_a(), dy, x, 1.0, dw)?;
+        if let Some(db) = db {
+            kernels::reduce::column_sum(self.gpu(), dy, db, out, 1.0).map_err(dev_err)?;
+        }
+        Ok(())
+    }
+
+    fn layernorm(
+        &self,
+        x: &CudaSlice<bf16>,
+        residual: Option<&CudaSlice<bf16>>,
+        dropout: (f32, u64),
+        gamma: BfW<'_>,
+        beta: BfW<'_>,
+        cols: usize,
+        eps: f32,
+    ) -> Result<(CudaSlice<bf16>, LnSaved<CudaSlice<bf16>, CudaSlice<f32>>)> {
+        let n = x.len();
+        let rows = n / cols.max(1);
+        let mut y = self.alloc(n)?;
+        let mut h = self.alloc(n)?;
+        let mut mean = self.inner.alloc(rows)?;
+        let mut rstd = self.inner.alloc(rows)?;
+        let res = residual.map(|r| r.slice(..));
+        kernels::layernorm::layernorm_fwd(
+            self.gpu(),
+            x,
+            res.as_ref(),
+            gamma.master,
+            beta.master,
+            Some(&mut h.slice_mut(..)),
+            &mut y,
+            &mut mean,
+            &mut rstd,
+            cols,
+            eps,
+            drop_arg(dropout),
+        )
+        .map_err(dev_err)?;
+        Ok((y, LnSaved { h, mean, rstd }))
+    }
+
+    fn layernorm_bwd(
+        &self,
+        s: &LnSaved<CudaSlice<bf16>, CudaSlice<f32>>,
+        dy: &CudaSlice<bf16>,
+        gamma: BfW<'_>,
+        cols: usize,
+        dgamma: &mut CudaSlice<f32>,
+        dbeta: &mut CudaSlice<f32>,
+    ) -> Result<CudaSlice<bf16>> {
+        let g = self.gpu();
+        let mut dx = self.alloc(dy.len())?;
+        kernels::layernorm::layernorm_bwd(
+            g,
+            &s.h,
+            dy,
+            gamma.master,
+            &s.mean,
+            &s.rstd,
+            &mut dx,
+            cols,
+        )
+        .map_err(dev_err)?;
+        kernels::layernorm::layernorm_params_bwd(
+            g, &s.h, dy, &s.mean, &s.rstd, dgamma, dbeta, cols, 1.0,
+        )
+        .map_err(dev_err)?;
+        Ok(dx)
+    }
+
+    fn dropout(&self, x: &CudaSlice<bf16>, p: f32, seed: u64) -> Result<CudaSlice<bf16>> {
+        if p == 0.0 {
+            return self
+                .gpu()
+                .stream()
+                .clone_dtod(x)
+                .map_err(|e| cuda_err("copying on the GPU", e));
+        }
+        let mut y = self.alloc(x.len())?;
+        kernels::dropout::dropout(self.gpu(), x, &mut y, p, seed).map_err(dev_err)?;
+        Ok(y)
+    }
+
+    fn gelu(&self, x: &CudaSlice<bf16>, g: Gelu) -> Result<CudaSlice<bf16>> {
+        let mut y = self.alloc(x.len())?;
+        kernels::gelu::gelu_fwd(self.gpu(), kind(g), x, &mut y).map_err(dev_err)?;
+        Ok(y)
+    }
+
+    fn gelu_bwd(
+        &self,
+        x: &CudaSlice<bf16>,
+        dy: &CudaSlice<bf16>,
+        g: Gelu,
+    ) -> Result<CudaSlice<bf16>> {
+        let mut dx = self.alloc(x.len())?;
+        kernels::gelu::gelu_bwd(self.gpu(), kind(g), x, &dy.slice(..), &mut dx).map_err(dev_err)?;
+        Ok(dx)
+    }
+
+    fn tanh(&self, x: &CudaSlice<bf16>) -> Result<CudaSlice<bf16>> {
+        let xf = self.to_f32(x)?;
+        self.to_bf16(&self.inner.tanh(&xf)?)
+    }
+
+    fn tanh_bwd(&self, y: &CudaSlice<bf16>, dy: &CudaSlice<bf16>) -> Result<CudaSlice<bf16>> {
+        let (yf, dyf) = (self.to_f32(y)?, self.to_f32(dy)?);
+        self.to_bf16(&self.inner.tanh_bwd(&yf, &dyf)?)
+    }
+
+    fn add_into(&self, acc: &mut CudaSlice<bf16>, x: &CudaSlice<bf16>) -> Result<()> {
+        kernels::elementwise::axpby_inplace(self.gpu(), acc, x, 1.0, 1.0).map_err(dev_err)
+    }
+
+    fn embed(
+        &self,
+        ids: &CudaSlice<i32>,
+        types: &CudaSlice<i32>,
+        word: BfW<'_>,
+        pos: BfW<'_>,
+        typ: BfW<'_>,
+        seq: usize,
+        dim: usize,
+    ) -> Result<CudaSlice<bf16>> {
+        let mut y = self.alloc(ids.len() * dim)?;
+        kernels::embedding::bert_embed_fwd(
+            self.gpu(),
+            ids,
+            Some(&types.slice(..)),
+            word.copy,
+            pos.copy,
+            typ.copy,
+            &mut y,
+            seq,
+            dim,
+            None,
+        )
+        .map_err(dev_err)?;
+        Ok(y)
+    }
+
+    fn embed_bwd(
+        &self,
+        ids: &CudaSlice<i32>,
+        types: &CudaSlice<i32>,
+        dy: &CudaSlice<bf16>,
+        seq: usize,
+        dim: usize,
+        dword: &mut CudaSlice<f32>,
+        dpos: &mut CudaSlice<f32>,
+        dtyp: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        let dyf = self.to_f32(dy)?;
+        self.inner
+            .embed_bwd(ids, types, &dyf, seq, dim, dword, dpos, dtyp)
+    }
+
+    fn gather_rows(
+        &self,
+        x: &CudaSlice<bf16>,
+        rows: &CudaSlice<i32>,
+        cols: usize,
+    ) -> Result<CudaSlice<bf16>> {
+        let mut y = self.alloc(rows.len() * cols)?;
+        kernels::embedding::gather_rows(self.gpu(), x, rows, &mut y, cols).map_err(dev_err)?;
+        Ok(y)
+    }
+
+    fn scatter_add_rows(
+        &self,
+        dy: &CudaSlice<bf16>,
+        rows: &CudaSlice<i32>,
+        cols: usize,
+        dx: &mut CudaSlice<bf16>,
+    ) -> Result<()> {
+        // f32 atomics into a zeroed f32 buffer, then one bf16 add into dx.
+        let dyf = self.to_f32(dy)?;
+        let mut acc = self.inner.alloc(dx.len())?;
+        kernels::embedding::embedding_bwd(self.gpu(), rows, &dyf, &mut acc, cols)
+            .map_err(dev_err)?;
+        let accb = self.to_bf16(&acc)?;
+        self.add_into(dx, &accb)
+    }
+
+    fn attention(
+        &self,
+        qkv: &CudaSlice<bf16>,
+        d: &AttnDims,
+        scale: f32,
+        dropout: (f32, u64),
+    ) -> Result<(CudaSlice<bf16>, CudaAttnSaved)> {
+        let batch = AttnBatch::padded(self.gpu(), d.seq, &d.lens).map_err(dev_err)?;
+        let shape = AttnShape {
+            heads: d.heads,
+            head_dim: d.head_dim,
+            scale,
+        };
+        let mut o = self.alloc(d.tokens() * d.hidden())?;
+        let mut lse = self.inner.alloc(d.tokens() * d.heads)?;
+        kernels::attention::attention_fwd::<bf16>(
+            self.gpu(),
+            &batch,
+            shape,
+            &qkv.slice(..),
+            &mut o.slice_mut(..),
+            &mut lse,
+            drop_arg(dropout),
+        )
+        .map_err(dev_err)?;
+        Ok((o, CudaAttnSaved { lse, batch }))
+    }
+
+    fn attention_bwd(
+        &self,
+        qkv: &CudaSlice<bf16>,
+        out: &CudaSlice<bf16>,
+        saved: &CudaAttnSaved,
+        dout: &CudaSlice<bf16>,
+        d: &AttnDims,
+        scale: f32,
+        dropout: (f32, u64),
+    ) -> Result<CudaSlice<bf16>> {
+        let shape = AttnShape {
+            heads: d.heads,
+            head_dim: d.head_dim,
+            scale,
+        };
+        let mut dqkv = self.alloc(qkv.len())?;
+        kernels::attention::attention_bwd::<bf16>(
+            self.gpu(),
+            &saved.batch,
+            shape,
+            &qkv.slice(..),
+            &out.slice(..),
+            &saved.lse,
+            &dout.slice(..),
+            &mut dqkv.slice_mut(..),
+            drop_arg(dropout),
+        )
+        .map_err(dev_err)?;
+        Ok(dqkv)
+    }
+
+    fn cross_entropy(
+        &self,
+        logits: &CudaSlice<bf16>,
+        targets: &CudaSlice<i32>,
+        rows: usize,
+        classes: usize,
+        dloss: f32,
+    ) -> Result<(CudaSlice<f32>, CudaSlice<bf16>)> {
+        let g = self.gpu();
+        let mut loss_rows = self.inner.alloc(rows)?;
+        let mut lse = self.inner.alloc(rows)?;
+        kernels::cross_entropy::cross_entropy_fwd(
+            g,
+            logits,
+            targets,
+            &mut loss_rows,
+            &mut lse,
+            classes,
+            -100,
+        )
+        .map_err(dev_err)?;
+        let mut loss = self.inner.alloc(1)?;
+        kernels::reduce::sum(g, &loss_rows, &mut loss, 1.0 / rows.max(1) as f32, false)
+            .map_err(dev_err)?;
+        let mut d = self.alloc(logits.len())?;
+        kernels::cross_entropy::cross_entropy_bwd(
+            g,
+            logits,
+            &lse,
+            targets,
+            &mut d,
+            classes,
+            -100,
+            dloss / rows.max(1) as f32,
+        )
+        .map_err(dev_err)?;
+        Ok((loss, d))
+    }
+}
