@@ -190,3 +190,63 @@ pub fn check_gemm_sampled(
         );
     }
 }
+
+/// A synthetic pretraining batch for `c`: random ids, types 0 then 1, 15% of the valid positions
+/// (not the first) masked, random NSP labels; `padded`: 10% of the sequences shorter (8..S).
+pub fn synthetic(
+    c: &bert::BertConfig,
+    b: usize,
+    s: usize,
+    padded: bool,
+    seed: u64,
+) -> bert::step::StepBatch {
+    let mut r = engine::rng::SplitMix64::new(seed);
+    let mut lens = Vec::with_capacity(b);
+    for _ in 0..b {
+        let short = padded && r.next_u64().is_multiple_of(10);
+        lens.push(if short {
+            8 + (r.next_u64() as usize % (s - 8))
+        } else {
+            s
+        });
+    }
+    let n = b * s;
+    let (mut ids, mut types, mut labels) = (vec![0i64; n], vec![0i64; n], vec![-100i64; n]);
+    for (bi, &len) in lens.iter().enumerate() {
+        for j in 0..len {
+            let i = bi * s + j;
+            ids[i] = 5 + (r.next_u64() % (c.vocab_size as u64 - 5)) as i64;
+            types[i] = (j >= len / 2) as i64;
+            if j > 0 && r.next_u64() % 100 < 15 {
+                labels[i] = ids[i];
+                ids[i] = 4;
+            }
+        }
+    }
+    bert::step::StepBatch {
+        batch: b,
+        seq: s,
+        input_ids: ids,
+        token_type_ids: types,
+        lens,
+        mlm_labels: labels,
+        nsp_labels: (0..b).map(|_| (r.next_u64() % 2) as i64).collect(),
+    }
+}
+
+/// Model FLOPs of one training step on `x`: 6 per weight per token for the Linear layers,
+/// 12 L B S^2 H for attention, the MLM head at the masked rows, NSP.
+pub fn model_flops(c: &bert::BertConfig, x: &bert::step::StepBatch) -> f64 {
+    let (l, h, i, v) = (
+        c.num_hidden_layers as f64,
+        c.hidden_size as f64,
+        c.intermediate_size as f64,
+        c.vocab_size as f64,
+    );
+    let t = (x.batch * x.seq) as f64;
+    let masked = x.mlm_labels.iter().filter(|&&m| m != -100).count() as f64;
+    let linear = 6.0 * t * l * (4.0 * h * h + 2.0 * h * i);
+    let attention = 12.0 * l * x.batch as f64 * (x.seq * x.seq) as f64 * h;
+    let heads = 6.0 * masked * (h * h + v * h) + 6.0 * x.batch as f64 * (h * h + 2.0 * h);
+    linear + attention + heads
+}

@@ -40,8 +40,8 @@ enum Command {
         vocab_size: usize,
         #[arg(long)]
         threads: Option<usize>,
-        /// Where pretraining runs: cpu (the tape), cpu-step, cuda or cuda-bf16 (a `--features
-        /// cuda` build); fine-tuning runs on the CPU.
+        /// Where pretraining runs: cpu, cpu-tape, cuda or cuda-bf16 (a `--features cuda`
+        /// build); fine-tuning runs on the CPU.
         #[arg(long, default_value = "cpu", value_parser = |s: &str| bert::train::TrainDevice::parse(s).map_err(|e| e.to_string()))]
         device: bert::train::TrainDevice,
         /// The pretrained model's size (default: bert-mini on the CPU, bert-small on a GPU).
@@ -178,7 +178,7 @@ enum Command {
         /// Stop after this step (after checkpointing), as an interrupted run would.
         #[arg(long, hide = true)]
         stop_after: Option<u64>,
-        /// cpu (the autograd tape), cpu-step (the hand-written step the GPU runs, on the CPU),
+        /// cpu (the hand-written step, the code path the GPU runs), cpu-tape (the autograd tape),
         /// cuda (GPU 0, f32) or cuda-bf16 (bf16 mixed precision); cuda needs `--features cuda`.
         #[arg(long, default_value = "cpu", value_parser = |s: &str| bert::train::TrainDevice::parse(s).map_err(|e| e.to_string()))]
         device: bert::train::TrainDevice,
@@ -666,7 +666,7 @@ fn embed(
         _ => None,
     };
     let mut run: Embedder<'_> = match device {
-        TrainDevice::Cpu => {
+        TrainDevice::Cpu | TrainDevice::CpuTape => {
             Box::new(|texts: &[&str]| embed_texts(&model, &tok, texts, pooling, normalize))
         }
         TrainDevice::CpuStep => {

@@ -53,10 +53,14 @@ pub struct PretrainConfig {
 /// Where the training step runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum TrainDevice {
-    /// The CPU, through the autograd tape.
+    /// The CPU, the fastest way: pretraining runs the hand-written step (`crate::step`, the
+    /// code path the GPU runs; the tape for a relu model, which the step does not take),
+    /// inference the prepacked fast path.
     #[default]
     Cpu,
-    /// The CPU, through the hand-written step (`crate::step`, the code path the GPU runs).
+    /// The CPU through the autograd tape (pretraining; for inference the same as `Cpu`).
+    CpuTape,
+    /// The CPU through the hand-written step (`crate::step`), for inference too.
     CpuStep,
     /// A CUDA GPU (device 0) running the hand-written step in f32; needs the `cuda` feature.
     Cuda,
@@ -68,11 +72,12 @@ impl TrainDevice {
     pub fn parse(s: &str) -> Result<Self> {
         match s {
             "cpu" => Ok(TrainDevice::Cpu),
+            "cpu-tape" => Ok(TrainDevice::CpuTape),
             "cpu-step" => Ok(TrainDevice::CpuStep),
             "cuda" | "gpu" => Ok(TrainDevice::Cuda),
             "cuda-bf16" => Ok(TrainDevice::CudaBf16),
             _ => Err(BertError::Input(format!(
-                "unknown device '{s}' (known: cpu, cpu-step, cuda, cuda-bf16)"
+                "unknown device '{s}' (known: cpu, cpu-tape, cpu-step, cuda, cuda-bf16)"
             ))),
         }
     }
@@ -431,9 +436,11 @@ pub fn pretrain(
         TrainDevice::CudaBf16 => Some(engine::device_cuda_bf16::CudaBf16::new(0)?),
         _ => None,
     };
+    let relu = model.config.hidden_act == crate::config::Activation::Relu;
     let mut runner = match cfg.device {
-        TrainDevice::Cpu => Runner::Tape,
-        TrainDevice::CpuStep => Runner::Cpu(Box::new(device_trainer(
+        TrainDevice::CpuTape => Runner::Tape,
+        TrainDevice::Cpu if relu => Runner::Tape,
+        TrainDevice::Cpu | TrainDevice::CpuStep => Runner::Cpu(Box::new(device_trainer(
             &engine::device::Cpu,
             &model,
             &opt,

@@ -66,6 +66,18 @@ fn weights(dir: &Path) -> Vec<(String, Vec<f32>)> {
         .collect()
 }
 
+/// Metrics: one line per step (the resumed run appends), evaluations at steps 4 and 8.
+fn check_metrics(dir: &Path) {
+    let lines = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+    let steps: Vec<u64> = lines
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v.get("loss").is_some())
+        .map(|v| v["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, (1..=8).collect::<Vec<_>>());
+}
+
 #[test]
 fn resumed_run_ends_with_the_same_weights_and_training_learns() {
     let data = tmp("data");
@@ -83,33 +95,34 @@ fn resumed_run_ends_with_the_same_weights_and_training_learns() {
         progress: false,
         ..Default::default()
     };
-    let a = tmp("a");
-    let sa = pretrain(&config, &data, &a, &cfg, false).unwrap();
-    assert_eq!(sa.steps, 8);
-    let b = tmp("b");
-    let stopped = PretrainConfig {
-        stop_after: Some(3),
-        ..cfg.clone()
-    };
-    let sb = pretrain(&config, &data, &b, &stopped, false).unwrap();
-    assert_eq!(sb.steps, 3);
-    let sb = pretrain(&config, &data, &b, &cfg, true).unwrap();
-    assert_eq!(sb.steps, 8);
-    let (wa, wb) = (weights(&a), weights(&b));
-    assert_eq!(wa.len(), wb.len());
-    for ((na, va), (nb, vb)) in wa.iter().zip(&wb) {
-        assert_eq!(na, nb);
-        assert!(va == vb, "{na} differs after resuming");
+    // Both CPU paths: the hand-written step (the default) and the tape.
+    for device in [TrainDevice::CpuTape, TrainDevice::Cpu] {
+        let cfg = PretrainConfig {
+            device,
+            ..cfg.clone()
+        };
+        let a = tmp("a");
+        let sa = pretrain(&config, &data, &a, &cfg, false).unwrap();
+        assert_eq!(sa.steps, 8);
+        let b = tmp("b");
+        let stopped = PretrainConfig {
+            stop_after: Some(3),
+            ..cfg.clone()
+        };
+        let sb = pretrain(&config, &data, &b, &stopped, false).unwrap();
+        assert_eq!(sb.steps, 3);
+        let sb = pretrain(&config, &data, &b, &cfg, true).unwrap();
+        assert_eq!(sb.steps, 8);
+        let (wa, wb) = (weights(&a), weights(&b));
+        assert_eq!(wa.len(), wb.len());
+        for ((na, va), (nb, vb)) in wa.iter().zip(&wb) {
+            assert_eq!(na, nb);
+            assert!(va == vb, "{na} differs after resuming ({device:?})");
+        }
+        check_metrics(&b);
+        std::fs::remove_dir_all(a).unwrap();
+        std::fs::remove_dir_all(b).unwrap();
     }
-    // Metrics: one line per step (the resumed run appends), evaluations at steps 4 and 8.
-    let lines = std::fs::read_to_string(b.join("metrics.jsonl")).unwrap();
-    let steps: Vec<u64> = lines
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v.get("loss").is_some())
-        .map(|v| v["step"].as_u64().unwrap())
-        .collect();
-    assert_eq!(steps, (1..=8).collect::<Vec<_>>());
 
     // Learning: 60 steps lower the loss well below its start (each document cycles through
     // six tokens, so a masked one is predictable from its neighbours).
@@ -129,19 +142,21 @@ fn resumed_run_ends_with_the_same_weights_and_training_learns() {
     let first: f64 = losses[..5].iter().sum::<f64>() / 5.0;
     let last: f64 = losses[losses.len() - 5..].iter().sum::<f64>() / 5.0;
     assert!(last < first - 0.5, "loss {first:.3} -> {last:.3}");
-    for d in [data, a, b, c] {
+    for d in [data, c] {
         std::fs::remove_dir_all(d).unwrap();
     }
 }
 
 #[test]
 fn the_hand_written_step_trains_as_the_tape_does_and_resumes_exactly() {
-    // `--device cpu-step` (the step the GPU runs) against the tape: same losses at every step
+    // The hand-written step (the CPU default, and what the GPU runs) against the tape: same
+    // losses at every step
     // and the same final weights to rounding; stopped and resumed, bit-identical to one run.
     let data = tmp("step-data");
     tiny_data(&data);
     let config = tiny_config(&data);
     let cfg = PretrainConfig {
+        device: TrainDevice::CpuTape,
         steps: Some(6),
         batch: 8,
         accum: 2,
@@ -154,7 +169,7 @@ fn the_hand_written_step_trains_as_the_tape_does_and_resumes_exactly() {
         ..Default::default()
     };
     let step_cfg = PretrainConfig {
-        device: TrainDevice::CpuStep,
+        device: TrainDevice::Cpu,
         ..cfg.clone()
     };
     let (t, s, r) = (tmp("step-tape"), tmp("step-step"), tmp("step-resumed"));

@@ -247,3 +247,272 @@ pub fn attention_inference(
     }
     Tensor::from_vec(out, &[b, sq, h * dv])
 }
+
+/// The shape of [`fused_qkv_forward`]: `batch` sequences of `seq` tokens, `heads` of `head_dim`;
+/// keys at or past `lens[b]` are masked (BERT's key padding mask).
+#[derive(Clone, Copy, Debug)]
+pub struct FusedDims<'a> {
+    pub batch: usize,
+    pub seq: usize,
+    pub heads: usize,
+    pub head_dim: usize,
+    pub lens: &'a [usize],
+}
+
+/// Per-thread scratch of the fused training kernels: three S x S blocks and a mask row.
+struct Scratch {
+    a: Vec<f32>,
+    b: Vec<f32>,
+    c: Vec<f32>,
+    mask: Vec<f32>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = const {
+        std::cell::RefCell::new(Scratch { a: Vec::new(), b: Vec::new(), c: Vec::new(), mask: Vec::new() })
+    };
+}
+
+/// `x = dropout(x)` for the block of a larger tensor that starts at element `base` (the mask is
+/// the whole tensor's: [`crate::dropout::dropout_inplace`] on all of it gives the same values).
+fn dropout_block(x: &mut [f32], base: u64, p: f32, seed: u64) {
+    if p == 0.0 {
+        return;
+    }
+    let scale = 1.0 / (1.0 - p);
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 was detected at run time.
+        unsafe { crate::dropout::avx2::apply(x, base, seed, p, scale) };
+        return;
+    }
+    crate::dropout::apply_scalar(x, base, seed, p, scale);
+}
+
+fn check_fused(qkv: usize, d: &FusedDims) -> Result<()> {
+    let (b, s, h, hd) = (d.batch, d.seq, d.heads, d.head_dim);
+    if qkv != b * s * 3 * h * hd || d.lens.len() != b || d.lens.iter().any(|&l| l > s) {
+        return Err(Error::Arg {
+            op: "attention",
+            shape: vec![b, s, 3, h, hd],
+            why: format!(
+                "a fused QKV buffer of {qkv} values with lengths {:?} does not fit",
+                d.lens
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Training attention over a fused projection, the CPU's counterpart of the GPU kernel: `qkv`
+/// `(B*S, 3*H*D)` laid out `(B, S, 3, H, D)`; returns the context `(B*S, H*D)` (heads merged,
+/// the layout the output projection reads) and the probabilities `(B, H, S, S)` before dropout
+/// (what the backward needs). One task per (sequence, head) on all threads; Q, K and V are read
+/// in place by the GEMM's strides, the scores live in a per-thread S x S block, and P V is
+/// written straight into the head's columns. Dropout on the probabilities uses the mask of
+/// [`crate::dropout::dropout_inplace`] over the whole `(B, H, S, S)` tensor.
+pub fn fused_qkv_forward(
+    qkv: &[f32],
+    d: &FusedDims,
+    scale: f32,
+    p: f32,
+    seed: u64,
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    use crate::gemm::{run_serial, Job};
+    use crate::simd::Isa;
+    check_fused(qkv.len(), d)?;
+    let (b, s, h, hd) = (d.batch, d.seq, d.heads, d.head_dim);
+    let (row, hdim) = (3 * h * hd, h * hd);
+    let mut out = vec![0.0f32; b * s * hdim];
+    let mut probs = vec![0.0f32; b * h * s * s];
+    if out.is_empty() || s == 0 {
+        return Ok((out, probs));
+    }
+    let isa = Isa::best();
+    let (qp, op) = (qkv.as_ptr() as usize, out.as_mut_ptr() as usize);
+    let task = |(bh, pblock): (usize, &mut [f32])| {
+        let (bi, hi) = (bh / h, bh % h);
+        let base = (bi * s * row) as isize;
+        SCRATCH.with(|sc| {
+            let sc = &mut *sc.borrow_mut();
+            sc.a.resize(s * s, 0.0);
+            sc.b.resize(s * s, 0.0);
+            // SAFETY: Q, K, V of this (sequence, head) lie inside qkv (checked length); the
+            // output block (rows of sequence bi, columns of head hi) belongs to this task alone.
+            unsafe {
+                let q = (qp as *const f32).offset(base).add(hi * hd);
+                run_serial(
+                    isa,
+                    Job {
+                        m: s,
+                        n: s,
+                        k: hd,
+                        alpha: scale,
+                        beta: 0.0,
+                        a: q,
+                        ars: row,
+                        acs: 1,
+                        b: q.add(hdim),
+                        brs: 1,
+                        bcs: row,
+                        c: sc.a.as_mut_ptr(),
+                        crs: s,
+                        ccs: 1,
+                    },
+                );
+            }
+            let len = d.lens[bi];
+            let offsets;
+            let mask = if len < s {
+                sc.mask.clear();
+                sc.mask.resize(s, 0.0);
+                sc.mask[len..].fill(f32::MIN);
+                offsets = vec![0usize; s];
+                Some((sc.mask.as_slice(), offsets.as_slice()))
+            } else {
+                None
+            };
+            crate::softmax::softmax_rows_serial(isa, &sc.a, s, mask, pblock);
+            let pd: &[f32] = if p > 0.0 {
+                sc.b.copy_from_slice(pblock);
+                dropout_block(&mut sc.b, (bh * s * s) as u64, p, seed);
+                &sc.b
+            } else {
+                pblock
+            };
+            // SAFETY: as above.
+            unsafe {
+                let v = (qp as *const f32).offset(base).add(2 * hdim + hi * hd);
+                run_serial(
+                    isa,
+                    Job {
+                        m: s,
+                        n: hd,
+                        k: s,
+                        alpha: 1.0,
+                        beta: 0.0,
+                        a: pd.as_ptr(),
+                        ars: s,
+                        acs: 1,
+                        b: v,
+                        brs: row,
+                        bcs: 1,
+                        c: (op as *mut f32).add(bi * s * hdim + hi * hd),
+                        crs: hdim,
+                        ccs: 1,
+                    },
+                );
+            }
+        })
+    };
+    use rayon::prelude::*;
+    if rayon::current_num_threads() > 1 && b * h > 1 {
+        probs.par_chunks_mut(s * s).enumerate().for_each(task);
+    } else {
+        probs.chunks_mut(s * s).enumerate().for_each(task);
+    }
+    Ok((out, probs))
+}
+
+/// Backward of [`fused_qkv_forward`]: from the probabilities it returned and `dout` `(B*S, H*D)`,
+/// writes `dqkv` `(B*S, 3*H*D)` (every element). Per (sequence, head), as the GPU does it:
+/// `dV = Pd^T dO`, `dPd = dO V^T`, `dP = dropout(dPd)`, `dS = P (dP - rowsum(dP P))`,
+/// `dQ = scale dS K`, `dK = scale dS^T Q`.
+pub fn fused_qkv_backward(
+    qkv: &[f32],
+    probs: &[f32],
+    dout: &[f32],
+    d: &FusedDims,
+    scale: f32,
+    p: f32,
+    seed: u64,
+) -> Result<Vec<f32>> {
+    use crate::gemm::{run_serial, Job};
+    use crate::simd::Isa;
+    check_fused(qkv.len(), d)?;
+    let (b, s, h, hd) = (d.batch, d.seq, d.heads, d.head_dim);
+    let (row, hdim) = (3 * h * hd, h * hd);
+    if probs.len() != b * h * s * s || dout.len() != b * s * hdim {
+        return Err(Error::Arg {
+            op: "attention backward",
+            shape: vec![probs.len(), dout.len()],
+            why: format!("probabilities and dout must be (B,H,S,S) and (B*S,H*D) for {b} x {s} tokens, {h} heads of {hd}"),
+        });
+    }
+    let mut dqkv = vec![0.0f32; qkv.len()];
+    if dqkv.is_empty() || s == 0 {
+        return Ok(dqkv);
+    }
+    let isa = Isa::best();
+    let (qp, dop, gp) = (
+        qkv.as_ptr() as usize,
+        dout.as_ptr() as usize,
+        dqkv.as_mut_ptr() as usize,
+    );
+    let task = |bh: usize| {
+        let (bi, hi) = (bh / h, bh % h);
+        let pblock = &probs[bh * s * s..(bh + 1) * s * s];
+        let base = bi * s * row;
+        SCRATCH.with(|sc| {
+            let sc = &mut *sc.borrow_mut();
+            sc.a.resize(s * s, 0.0);
+            sc.b.resize(s * s, 0.0);
+            sc.c.resize(s * s, 0.0);
+            let pd: &[f32] = if p > 0.0 {
+                sc.a.copy_from_slice(pblock);
+                dropout_block(&mut sc.a, (bh * s * s) as u64, p, seed);
+                &sc.a
+            } else {
+                pblock
+            };
+            // SAFETY: every read lies inside qkv / dout (checked lengths); every write goes to
+            // this (sequence, head)'s Q, K or V columns of dqkv, which no other task touches.
+            unsafe {
+                let q = (qp as *const f32).add(base + hi * hd);
+                let (k, v) = (q.add(hdim), q.add(2 * hdim));
+                let dq = (gp as *mut f32).add(base + hi * hd);
+                let (dk, dv) = (dq.add(hdim), dq.add(2 * hdim));
+                let dob = (dop as *const f32).add(bi * s * hdim + hi * hd);
+                let job = |m, n, kk, alpha, a, ars, acs, bm, brs, bcs, c, crs| Job {
+                    m,
+                    n,
+                    k: kk,
+                    alpha,
+                    beta: 0.0,
+                    a,
+                    ars,
+                    acs,
+                    b: bm,
+                    brs,
+                    bcs,
+                    c,
+                    crs,
+                    ccs: 1,
+                };
+                // dV = Pd^T dO
+                run_serial(
+                    isa,
+                    job(s, hd, s, 1.0, pd.as_ptr(), 1, s, dob, hdim, 1, dv, row),
+                );
+                // dPd = dO V^T
+                run_serial(
+                    isa,
+                    job(s, s, hd, 1.0, dob, hdim, 1, v, 1, row, sc.b.as_mut_ptr(), s),
+                );
+                dropout_block(&mut sc.b, (bh * s * s) as u64, p, seed);
+                crate::softmax::softmax_backward_rows(isa, pblock, &sc.b, s, &mut sc.c);
+                let ds = sc.c.as_ptr();
+                // dQ = scale dS K;  dK = scale dS^T Q
+                run_serial(isa, job(s, hd, s, scale, ds, s, 1, k, row, 1, dq, row));
+                run_serial(isa, job(s, hd, s, scale, ds, 1, s, q, row, 1, dk, row));
+            }
+        })
+    };
+    use rayon::prelude::*;
+    if rayon::current_num_threads() > 1 && b * h > 1 {
+        (0..b * h).into_par_iter().for_each(task);
+    } else {
+        (0..b * h).for_each(task);
+    }
+    Ok(dqkv)
+}

@@ -18,7 +18,6 @@ use crate::error::{Error, Result};
 use crate::gelu::Gelu;
 use crate::gemm::{gemm, MatMut, MatRef};
 use crate::simd::Isa;
-use crate::tensor::Tensor;
 
 /// Saved state of [`Device::layernorm`] for its backward: the normalised input h and per-row
 /// mean and 1/std.
@@ -317,18 +316,14 @@ fn add_column_sums(x: &[f32], cols: usize, out: &mut [f32]) {
     }
 }
 
-/// A contiguous Tensor over a copy of `x` (attention uses the Tensor-level kernels).
-fn tensor(x: &[f32], shape: &[usize]) -> Result<Tensor> {
-    Tensor::from_vec(x.to_vec(), shape)
-}
-
 impl Device for Cpu {
     type Buf = Vec<f32>;
     type Grad = Vec<f32>;
     type W<'a> = &'a Vec<f32>;
     type Weights = Vec<Vec<f32>>;
     type Ids = Vec<i64>;
-    type AttnSaved = crate::attention::AttentionSaved;
+    /// The attention probabilities (B, H, S, S) before dropout.
+    type AttnSaved = Vec<f32>;
     type Optim = CpuOptim;
 
     fn optim_new(&self, params: &[Vec<f32>], decay: Vec<f32>) -> Result<CpuOptim> {
@@ -741,49 +736,21 @@ impl Device for Cpu {
         d: &AttnDims,
         scale: f32,
         (p, seed): (f32, u64),
-    ) -> Result<(Vec<f32>, crate::attention::AttentionSaved)> {
-        let (b, s, nh, hd) = (d.batch, d.seq, d.heads, d.head_dim);
-        let t = tensor(qkv, &[b, s, 3, nh, hd])?.permute(&[2, 0, 3, 1, 4])?;
-        let (q, k, v) = (t.select(0, 0)?, t.select(0, 1)?, t.select(0, 2)?);
-        let mask = key_mask(d)?;
-        let (o, saved) =
-            crate::attention::attention_forward(&q, &k, &v, mask.as_ref(), scale, p, seed)?;
-        let merged = o.permute(&[0, 2, 1, 3])?.contiguous().to_vec();
-        Ok((merged, saved))
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
+        crate::attention::fused_qkv_forward(qkv, &fused_dims(d), scale, p, seed)
     }
 
     fn attention_bwd(
         &self,
         qkv: &Vec<f32>,
         _out: &Vec<f32>,
-        saved: &crate::attention::AttentionSaved,
+        probs: &Vec<f32>,
         dout: &Vec<f32>,
         d: &AttnDims,
-        _scale: f32,
-        _dropout: (f32, u64),
+        scale: f32,
+        (p, seed): (f32, u64),
     ) -> Result<Vec<f32>> {
-        let (b, s, nh, hd) = (d.batch, d.seq, d.heads, d.head_dim);
-        let t = tensor(qkv, &[b, s, 3, nh, hd])?.permute(&[2, 0, 3, 1, 4])?;
-        let (q, k, v) = (t.select(0, 0)?, t.select(0, 1)?, t.select(0, 2)?);
-        let dout = tensor(dout, &[b, s, nh, hd])?.permute(&[0, 2, 1, 3])?;
-        let (dq, dk, dv) = crate::attention::attention_backward(&q, &k, &v, saved, &dout)?;
-        // (B,nh,S,hd) x 3 -> (B,S,3,nh,hd)
-        let mut dqkv = vec![0.0; qkv.len()];
-        for (which, g) in [dq, dk, dv].iter().enumerate() {
-            let g = g
-                .as_slice()
-                .expect("attention_backward returns contiguous tensors");
-            for bi in 0..b {
-                for h in 0..nh {
-                    for i in 0..s {
-                        let src = ((bi * nh + h) * s + i) * hd;
-                        let dst = (((bi * s + i) * 3 + which) * nh + h) * hd;
-                        dqkv[dst..dst + hd].copy_from_slice(&g[src..src + hd]);
-                    }
-                }
-            }
-        }
-        Ok(dqkv)
+        crate::attention::fused_qkv_backward(qkv, probs, dout, &fused_dims(d), scale, p, seed)
     }
 
     fn cross_entropy(
@@ -821,22 +788,12 @@ impl Device for Cpu {
     }
 }
 
-/// The additive key mask (B,1,1,S) of `lens`: 0 for valid keys, f32::MIN past them (HF's
-/// `(1 - mask) * finfo.min`); None when nothing is padded.
-fn key_mask(d: &AttnDims) -> Result<Option<Tensor>> {
-    if d.lens.len() != d.batch || d.lens.iter().any(|&l| l > d.seq) {
-        return Err(Error::Arg {
-            op: "device attention",
-            shape: vec![d.batch, d.seq],
-            why: format!("lengths {:?} do not fit the batch", d.lens),
-        });
+fn fused_dims(d: &AttnDims) -> crate::attention::FusedDims<'_> {
+    crate::attention::FusedDims {
+        batch: d.batch,
+        seq: d.seq,
+        heads: d.heads,
+        head_dim: d.head_dim,
+        lens: &d.lens,
     }
-    if d.lens.iter().all(|&l| l == d.seq) {
-        return Ok(None);
-    }
-    let mut m = vec![0.0f32; d.batch * d.seq];
-    for (b, &l) in d.lens.iter().enumerate() {
-        m[b * d.seq + l..(b + 1) * d.seq].fill(f32::MIN);
-    }
-    Ok(Some(Tensor::from_vec(m, &[d.batch, 1, 1, d.seq])?))
 }

@@ -13,6 +13,7 @@ pub mod device;
 pub mod device_cuda;
 #[cfg(feature = "cuda")]
 pub mod device_cuda_bf16;
+pub mod device_profile;
 pub mod dropout;
 pub mod elementwise;
 pub mod embedding;
