@@ -139,17 +139,7 @@ pub fn embed_batch_on<D: engine::device::Device>(
         Pooling::SecondToLast => c.num_hidden_layers - 1,
         _ => c.num_hidden_layers,
     };
-    let mut lens = Vec::with_capacity(x.batch);
-    for b in 0..x.batch {
-        let m = &x.attention_mask[b * x.seq..(b + 1) * x.seq];
-        let l = m.iter().take_while(|&&v| v == 1.0).count();
-        if m[l..].iter().any(|&v| v != 0.0) {
-            return Err(BertError::Input(format!(
-                "sequence {b}: the attention mask must be ones then zeros"
-            )));
-        }
-        lens.push(l);
-    }
+    let lens = crate::step::key_lengths(x)?;
     let input = crate::step::EncoderInput {
         batch: x.batch,
         seq: x.seq,

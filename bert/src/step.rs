@@ -202,6 +202,23 @@ pub fn to_named(c: &BertConfig, values: &[Vec<f32>]) -> Vec<(String, Vec<usize>,
     out
 }
 
+/// Each sequence's valid length from a batch's attention mask, which must be ones then zeros
+/// (as tokenizer batches and pretraining shards give); the error names the sequence.
+pub fn key_lengths(x: &crate::BertInput) -> Result<Vec<usize>> {
+    (0..x.batch)
+        .map(|b| {
+            let m = &x.attention_mask[b * x.seq..(b + 1) * x.seq];
+            let l = m.iter().take_while(|&&v| v == 1.0).count();
+            if m[l..].iter().any(|&v| v != 0.0) {
+                return Err(BertError::Input(format!(
+                    "sequence {b}: the attention mask must be ones then zeros"
+                )));
+            }
+            Ok(l)
+        })
+        .collect()
+}
+
 /// One padded batch of pretraining instances.
 #[derive(Clone, Debug)]
 pub struct StepBatch {
@@ -222,17 +239,7 @@ pub struct StepBatch {
 impl StepBatch {
     /// From a [`crate::BertInput`] (its mask must be a prefix of ones per sequence) and labels.
     pub fn new(x: &crate::BertInput, mlm_labels: &[i64], nsp_labels: &[i64]) -> Result<Self> {
-        let mut lens = Vec::with_capacity(x.batch);
-        for b in 0..x.batch {
-            let m = &x.attention_mask[b * x.seq..(b + 1) * x.seq];
-            let l = m.iter().take_while(|&&v| v == 1.0).count();
-            if m[l..].iter().any(|&v| v != 0.0) {
-                return Err(BertError::Input(format!(
-                    "sequence {b}: the attention mask must be ones then zeros"
-                )));
-            }
-            lens.push(l);
-        }
+        let lens = key_lengths(x)?;
         if mlm_labels.len() != x.batch * x.seq || nsp_labels.len() != x.batch {
             return Err(BertError::Input(format!(
                 "{} MLM labels and {} NSP labels for a batch of {} x {}",

@@ -7,10 +7,11 @@
 //! of a ones column and the bias row (which broadcasts the bias for any width, NSP's 2 included).
 
 use crate::device::{AdamHyper, AttnDims, Device, LnSaved};
+use crate::device_cuda_ops as ops;
 use crate::error::{Error, Result};
 use crate::gelu::Gelu;
-use kernels::adamw::{AdamStep, AdamTensor, MultiAdamW};
-use kernels::attention::{AttnBatch, AttnShape};
+use kernels::adamw::{AdamTensor, MultiAdamW};
+use kernels::attention::AttnBatch;
 use kernels::blas::{Blas, GemmShape, Math};
 use kernels::cudarc::driver::CudaSlice;
 use kernels::gelu::GeluKind;
@@ -41,10 +42,7 @@ impl Cuda {
     }
 
     pub(crate) fn alloc(&self, n: usize) -> Result<CudaSlice<f32>> {
-        self.gpu
-            .stream()
-            .alloc_zeros::<f32>(n.max(1))
-            .map_err(|e| Error::Device(format!("allocating {n} floats: {e}")))
+        ops::alloc(&self.gpu, n)
     }
 
     fn gemm(
@@ -137,23 +135,7 @@ impl Device for Cuda {
         h: AdamHyper,
         max_norm: f32,
     ) -> Result<CudaSlice<f32>> {
-        let norm = {
-            let ns = o.clip_grad_norm(&self.gpu, max_norm).map_err(dev_err)?;
-            self.gpu
-                .stream()
-                .clone_dtod(&ns.slice(0..1))
-                .map_err(|e| Error::Device(format!("copying the gradient norm: {e}")))?
-        };
-        let step = AdamStep {
-            lr: h.lr,
-            beta1: h.beta1,
-            beta2: h.beta2,
-            eps: h.eps,
-            bc1: h.bc1,
-            bc2: h.bc2,
-        };
-        o.step(&self.gpu, step, true).map_err(dev_err)?;
-        Ok(norm)
+        ops::optim_step(&self.gpu, o, h, max_norm)
     }
 
     fn optim_state(&self, o: &MultiAdamW) -> Result<Vec<(Vec<f32>, Vec<f32>, Vec<f32>)>> {
@@ -306,29 +288,7 @@ impl Device for Cuda {
         cols: usize,
         eps: f32,
     ) -> Result<(CudaSlice<f32>, LnSaved<CudaSlice<f32>>)> {
-        let n = x.len();
-        let rows = n / cols.max(1);
-        let mut y = self.alloc(n)?;
-        let mut h = self.alloc(n)?;
-        let mut mean = self.alloc(rows)?;
-        let mut rstd = self.alloc(rows)?;
-        let res = residual.map(|r| r.slice(..));
-        kernels::layernorm::layernorm_fwd(
-            &self.gpu,
-            x,
-            res.as_ref(),
-            gamma,
-            beta,
-            Some(&mut h.slice_mut(..)),
-            &mut y,
-            &mut mean,
-            &mut rstd,
-            cols,
-            eps,
-            drop_arg(dropout),
-        )
-        .map_err(dev_err)?;
-        Ok((y, LnSaved { h, mean, rstd }))
+        ops::layernorm(&self.gpu, x, residual, dropout, gamma, beta, cols, eps)
     }
 
     fn layernorm_bwd(
@@ -340,41 +300,19 @@ impl Device for Cuda {
         dgamma: &mut CudaSlice<f32>,
         dbeta: &mut CudaSlice<f32>,
     ) -> Result<CudaSlice<f32>> {
-        let mut dx = self.alloc(dy.len())?;
-        kernels::layernorm::layernorm_bwd(
-            &self.gpu, &s.h, dy, gamma, &s.mean, &s.rstd, &mut dx, cols,
-        )
-        .map_err(dev_err)?;
-        kernels::layernorm::layernorm_params_bwd(
-            &self.gpu, &s.h, dy, &s.mean, &s.rstd, dgamma, dbeta, cols, 1.0,
-        )
-        .map_err(dev_err)?;
-        Ok(dx)
+        ops::layernorm_bwd(&self.gpu, s, dy, gamma, cols, dgamma, dbeta)
     }
 
     fn dropout(&self, x: &CudaSlice<f32>, p: f32, seed: u64) -> Result<CudaSlice<f32>> {
-        if p == 0.0 {
-            return self
-                .gpu
-                .stream()
-                .clone_dtod(x)
-                .map_err(|e| Error::Device(format!("copying on the GPU: {e}")));
-        }
-        let mut y = self.alloc(x.len())?;
-        kernels::dropout::dropout(&self.gpu, x, &mut y, p, seed).map_err(dev_err)?;
-        Ok(y)
+        ops::dropout(&self.gpu, x, p, seed)
     }
 
     fn gelu(&self, x: &CudaSlice<f32>, g: Gelu) -> Result<CudaSlice<f32>> {
-        let mut y = self.alloc(x.len())?;
-        kernels::gelu::gelu_fwd(&self.gpu, kind(g), x, &mut y).map_err(dev_err)?;
-        Ok(y)
+        ops::gelu(&self.gpu, x, g)
     }
 
     fn gelu_bwd(&self, x: &CudaSlice<f32>, dy: &CudaSlice<f32>, g: Gelu) -> Result<CudaSlice<f32>> {
-        let mut dx = self.alloc(x.len())?;
-        kernels::gelu::gelu_bwd(&self.gpu, kind(g), x, &dy.slice(..), &mut dx).map_err(dev_err)?;
-        Ok(dx)
+        ops::gelu_bwd(&self.gpu, x, dy, g)
     }
 
     fn tanh(&self, x: &CudaSlice<f32>) -> Result<CudaSlice<f32>> {
@@ -390,7 +328,7 @@ impl Device for Cuda {
     }
 
     fn add_into(&self, acc: &mut CudaSlice<f32>, x: &CudaSlice<f32>) -> Result<()> {
-        kernels::elementwise::axpby_inplace(&self.gpu, acc, x, 1.0, 1.0).map_err(dev_err)
+        ops::add_into(&self.gpu, acc, x)
     }
 
     fn embed(
@@ -403,21 +341,7 @@ impl Device for Cuda {
         seq: usize,
         dim: usize,
     ) -> Result<CudaSlice<f32>> {
-        let mut y = self.alloc(ids.len() * dim)?;
-        kernels::embedding::bert_embed_fwd(
-            &self.gpu,
-            ids,
-            Some(&types.slice(..)),
-            word,
-            pos,
-            typ,
-            &mut y,
-            seq,
-            dim,
-            None,
-        )
-        .map_err(dev_err)?;
-        Ok(y)
+        ops::embed(&self.gpu, ids, types, word, pos, typ, seq, dim)
     }
 
     fn embed_bwd(
@@ -443,9 +367,7 @@ impl Device for Cuda {
         rows: &CudaSlice<i32>,
         cols: usize,
     ) -> Result<CudaSlice<f32>> {
-        let mut y = self.alloc(rows.len() * cols)?;
-        kernels::embedding::gather_rows(&self.gpu, x, rows, &mut y, cols).map_err(dev_err)?;
-        Ok(y)
+        ops::gather_rows(&self.gpu, x, rows, cols)
     }
 
     fn scatter_add_rows(
@@ -465,25 +387,7 @@ impl Device for Cuda {
         scale: f32,
         dropout: (f32, u64),
     ) -> Result<(CudaSlice<f32>, CudaAttnSaved)> {
-        let batch = AttnBatch::padded(&self.gpu, d.seq, &d.lens).map_err(dev_err)?;
-        let shape = AttnShape {
-            heads: d.heads,
-            head_dim: d.head_dim,
-            scale,
-        };
-        let mut o = self.alloc(d.tokens() * d.hidden())?;
-        let mut lse = self.alloc(d.tokens() * d.heads)?;
-        kernels::attention::attention_fwd::<f32>(
-            &self.gpu,
-            &batch,
-            shape,
-            &qkv.slice(..),
-            &mut o.slice_mut(..),
-            &mut lse,
-            drop_arg(dropout),
-        )
-        .map_err(dev_err)?;
-        Ok((o, CudaAttnSaved { lse, batch }))
+        ops::attention(&self.gpu, qkv, d, scale, dropout)
     }
 
     fn attention_bwd(
@@ -496,25 +400,7 @@ impl Device for Cuda {
         scale: f32,
         dropout: (f32, u64),
     ) -> Result<CudaSlice<f32>> {
-        let shape = AttnShape {
-            heads: d.heads,
-            head_dim: d.head_dim,
-            scale,
-        };
-        let mut dqkv = self.alloc(qkv.len())?;
-        kernels::attention::attention_bwd::<f32>(
-            &self.gpu,
-            &saved.batch,
-            shape,
-            &qkv.slice(..),
-            &out.slice(..),
-            &saved.lse,
-            &dout.slice(..),
-            &mut dqkv.slice_mut(..),
-            drop_arg(dropout),
-        )
-        .map_err(dev_err)?;
-        Ok(dqkv)
+        ops::attention_bwd(&self.gpu, qkv, out, saved, dout, d, scale, dropout)
     }
 
     fn cross_entropy(
@@ -525,34 +411,6 @@ impl Device for Cuda {
         classes: usize,
         dloss: f32,
     ) -> Result<(CudaSlice<f32>, CudaSlice<f32>)> {
-        let g = &self.gpu;
-        let mut loss_rows = self.alloc(rows)?;
-        let mut lse = self.alloc(rows)?;
-        kernels::cross_entropy::cross_entropy_fwd(
-            g,
-            logits,
-            targets,
-            &mut loss_rows,
-            &mut lse,
-            classes,
-            -100,
-        )
-        .map_err(dev_err)?;
-        let mut loss = self.alloc(1)?;
-        kernels::reduce::sum(g, &loss_rows, &mut loss, 1.0 / rows.max(1) as f32, false)
-            .map_err(dev_err)?;
-        let mut d = self.alloc(logits.len())?;
-        kernels::cross_entropy::cross_entropy_bwd(
-            g,
-            logits,
-            &lse,
-            targets,
-            &mut d,
-            classes,
-            -100,
-            dloss / rows.max(1) as f32,
-        )
-        .map_err(dev_err)?;
-        Ok((loss, d))
+        ops::cross_entropy(&self.gpu, logits, targets, rows, classes, dloss)
     }
 }

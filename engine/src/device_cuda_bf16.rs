@@ -10,12 +10,12 @@
 //! (B, H) pooler or small gathered rows, or run once per step.
 
 use crate::device::{AdamHyper, AttnDims, Device, LnSaved};
-use crate::device_cuda::{dev_err, drop_arg, kind, Cuda, CudaAttnSaved};
+use crate::device_cuda::{dev_err, Cuda, CudaAttnSaved};
+use crate::device_cuda_ops as ops;
 use crate::error::{Error, Result};
 use crate::gelu::Gelu;
 use half::bf16;
-use kernels::adamw::{AdamStep, AdamTensor, MultiAdamW};
-use kernels::attention::{AttnBatch, AttnShape};
+use kernels::adamw::{AdamTensor, MultiAdamW};
 use kernels::blas::{GemmShape, Math};
 use kernels::cudarc::driver::CudaSlice;
 use std::cell::RefCell;
@@ -52,10 +52,7 @@ impl CudaBf16 {
     }
 
     fn alloc(&self, n: usize) -> Result<CudaSlice<bf16>> {
-        self.gpu()
-            .stream()
-            .alloc_zeros::<bf16>(n.max(1))
-            .map_err(|e| cuda_err(&format!("allocating {n} bf16 values"), e))
+        ops::alloc(self.gpu(), n)
     }
 
     fn to_f32(&self, x: &CudaSlice<bf16>) -> Result<CudaSlice<f32>> {
@@ -217,23 +214,7 @@ impl Device for CudaBf16 {
         h: AdamHyper,
         max_norm: f32,
     ) -> Result<CudaSlice<f32>> {
-        let norm = {
-            let ns = o.clip_grad_norm(self.gpu(), max_norm).map_err(dev_err)?;
-            self.gpu()
-                .stream()
-                .clone_dtod(&ns.slice(0..1))
-                .map_err(|e| cuda_err("copying the gradient norm", e))?
-        };
-        let step = AdamStep {
-            lr: h.lr,
-            beta1: h.beta1,
-            beta2: h.beta2,
-            eps: h.eps,
-            bc1: h.bc1,
-            bc2: h.bc2,
-        };
-        o.step(self.gpu(), step, true).map_err(dev_err)?;
-        Ok(norm)
+        ops::optim_step(self.gpu(), o, h, max_norm)
     }
     fn optim_state(&self, o: &MultiAdamW) -> Result<Vec<(Vec<f32>, Vec<f32>, Vec<f32>)>> {
         self.inner.optim_state(o)
@@ -311,29 +292,16 @@ impl Device for CudaBf16 {
         cols: usize,
         eps: f32,
     ) -> Result<(CudaSlice<bf16>, LnSaved<CudaSlice<bf16>, CudaSlice<f32>>)> {
-        let n = x.len();
-        let rows = n / cols.max(1);
-        let mut y = self.alloc(n)?;
-        let mut h = self.alloc(n)?;
-        let mut mean = self.inner.alloc(rows)?;
-        let mut rstd = self.inner.alloc(rows)?;
-        let res = residual.map(|r| r.slice(..));
-        kernels::layernorm::layernorm_fwd(
+        ops::layernorm(
             self.gpu(),
             x,
-            res.as_ref(),
+            residual,
+            dropout,
             gamma.master,
             beta.master,
-            Some(&mut h.slice_mut(..)),
-            &mut y,
-            &mut mean,
-            &mut rstd,
             cols,
             eps,
-            drop_arg(dropout),
         )
-        .map_err(dev_err)?;
-        Ok((y, LnSaved { h, mean, rstd }))
     }
 
     fn layernorm_bwd(
@@ -345,43 +313,15 @@ impl Device for CudaBf16 {
         dgamma: &mut CudaSlice<f32>,
         dbeta: &mut CudaSlice<f32>,
     ) -> Result<CudaSlice<bf16>> {
-        let g = self.gpu();
-        let mut dx = self.alloc(dy.len())?;
-        kernels::layernorm::layernorm_bwd(
-            g,
-            &s.h,
-            dy,
-            gamma.master,
-            &s.mean,
-            &s.rstd,
-            &mut dx,
-            cols,
-        )
-        .map_err(dev_err)?;
-        kernels::layernorm::layernorm_params_bwd(
-            g, &s.h, dy, &s.mean, &s.rstd, dgamma, dbeta, cols, 1.0,
-        )
-        .map_err(dev_err)?;
-        Ok(dx)
+        ops::layernorm_bwd(self.gpu(), s, dy, gamma.master, cols, dgamma, dbeta)
     }
 
     fn dropout(&self, x: &CudaSlice<bf16>, p: f32, seed: u64) -> Result<CudaSlice<bf16>> {
-        if p == 0.0 {
-            return self
-                .gpu()
-                .stream()
-                .clone_dtod(x)
-                .map_err(|e| cuda_err("copying on the GPU", e));
-        }
-        let mut y = self.alloc(x.len())?;
-        kernels::dropout::dropout(self.gpu(), x, &mut y, p, seed).map_err(dev_err)?;
-        Ok(y)
+        ops::dropout(self.gpu(), x, p, seed)
     }
 
     fn gelu(&self, x: &CudaSlice<bf16>, g: Gelu) -> Result<CudaSlice<bf16>> {
-        let mut y = self.alloc(x.len())?;
-        kernels::gelu::gelu_fwd(self.gpu(), kind(g), x, &mut y).map_err(dev_err)?;
-        Ok(y)
+        ops::gelu(self.gpu(), x, g)
     }
 
     fn gelu_bwd(
@@ -390,9 +330,7 @@ impl Device for CudaBf16 {
         dy: &CudaSlice<bf16>,
         g: Gelu,
     ) -> Result<CudaSlice<bf16>> {
-        let mut dx = self.alloc(x.len())?;
-        kernels::gelu::gelu_bwd(self.gpu(), kind(g), x, &dy.slice(..), &mut dx).map_err(dev_err)?;
-        Ok(dx)
+        ops::gelu_bwd(self.gpu(), x, dy, g)
     }
 
     fn tanh(&self, x: &CudaSlice<bf16>) -> Result<CudaSlice<bf16>> {
@@ -406,7 +344,7 @@ impl Device for CudaBf16 {
     }
 
     fn add_into(&self, acc: &mut CudaSlice<bf16>, x: &CudaSlice<bf16>) -> Result<()> {
-        kernels::elementwise::axpby_inplace(self.gpu(), acc, x, 1.0, 1.0).map_err(dev_err)
+        ops::add_into(self.gpu(), acc, x)
     }
 
     fn embed(
@@ -419,21 +357,16 @@ impl Device for CudaBf16 {
         seq: usize,
         dim: usize,
     ) -> Result<CudaSlice<bf16>> {
-        let mut y = self.alloc(ids.len() * dim)?;
-        kernels::embedding::bert_embed_fwd(
+        ops::embed(
             self.gpu(),
             ids,
-            Some(&types.slice(..)),
+            types,
             word.copy,
             pos.copy,
             typ.copy,
-            &mut y,
             seq,
             dim,
-            None,
         )
-        .map_err(dev_err)?;
-        Ok(y)
     }
 
     fn embed_bwd(
@@ -458,9 +391,7 @@ impl Device for CudaBf16 {
         rows: &CudaSlice<i32>,
         cols: usize,
     ) -> Result<CudaSlice<bf16>> {
-        let mut y = self.alloc(rows.len() * cols)?;
-        kernels::embedding::gather_rows(self.gpu(), x, rows, &mut y, cols).map_err(dev_err)?;
-        Ok(y)
+        ops::gather_rows(self.gpu(), x, rows, cols)
     }
 
     fn scatter_add_rows(
@@ -486,25 +417,7 @@ impl Device for CudaBf16 {
         scale: f32,
         dropout: (f32, u64),
     ) -> Result<(CudaSlice<bf16>, CudaAttnSaved)> {
-        let batch = AttnBatch::padded(self.gpu(), d.seq, &d.lens).map_err(dev_err)?;
-        let shape = AttnShape {
-            heads: d.heads,
-            head_dim: d.head_dim,
-            scale,
-        };
-        let mut o = self.alloc(d.tokens() * d.hidden())?;
-        let mut lse = self.inner.alloc(d.tokens() * d.heads)?;
-        kernels::attention::attention_fwd::<bf16>(
-            self.gpu(),
-            &batch,
-            shape,
-            &qkv.slice(..),
-            &mut o.slice_mut(..),
-            &mut lse,
-            drop_arg(dropout),
-        )
-        .map_err(dev_err)?;
-        Ok((o, CudaAttnSaved { lse, batch }))
+        ops::attention(self.gpu(), qkv, d, scale, dropout)
     }
 
     fn attention_bwd(
@@ -517,25 +430,7 @@ impl Device for CudaBf16 {
         scale: f32,
         dropout: (f32, u64),
     ) -> Result<CudaSlice<bf16>> {
-        let shape = AttnShape {
-            heads: d.heads,
-            head_dim: d.head_dim,
-            scale,
-        };
-        let mut dqkv = self.alloc(qkv.len())?;
-        kernels::attention::attention_bwd::<bf16>(
-            self.gpu(),
-            &saved.batch,
-            shape,
-            &qkv.slice(..),
-            &out.slice(..),
-            &saved.lse,
-            &dout.slice(..),
-            &mut dqkv.slice_mut(..),
-            drop_arg(dropout),
-        )
-        .map_err(dev_err)?;
-        Ok(dqkv)
+        ops::attention_bwd(self.gpu(), qkv, out, saved, dout, d, scale, dropout)
     }
 
     fn cross_entropy(
@@ -546,34 +441,6 @@ impl Device for CudaBf16 {
         classes: usize,
         dloss: f32,
     ) -> Result<(CudaSlice<f32>, CudaSlice<bf16>)> {
-        let g = self.gpu();
-        let mut loss_rows = self.inner.alloc(rows)?;
-        let mut lse = self.inner.alloc(rows)?;
-        kernels::cross_entropy::cross_entropy_fwd(
-            g,
-            logits,
-            targets,
-            &mut loss_rows,
-            &mut lse,
-            classes,
-            -100,
-        )
-        .map_err(dev_err)?;
-        let mut loss = self.inner.alloc(1)?;
-        kernels::reduce::sum(g, &loss_rows, &mut loss, 1.0 / rows.max(1) as f32, false)
-            .map_err(dev_err)?;
-        let mut d = self.alloc(logits.len())?;
-        kernels::cross_entropy::cross_entropy_bwd(
-            g,
-            logits,
-            &lse,
-            targets,
-            &mut d,
-            classes,
-            -100,
-            dloss / rows.max(1) as f32,
-        )
-        .map_err(dev_err)?;
-        Ok((loss, d))
+        ops::cross_entropy(self.gpu(), logits, targets, rows, classes, dloss)
     }
 }

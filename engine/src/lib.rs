@@ -13,6 +13,8 @@ pub mod device;
 pub mod device_cuda;
 #[cfg(feature = "cuda")]
 pub mod device_cuda_bf16;
+#[cfg(feature = "cuda")]
+mod device_cuda_ops;
 pub mod device_profile;
 pub mod dropout;
 pub mod elementwise;

@@ -1,0 +1,280 @@
+//! The CUDA ops both GPU devices share, generic over the activation type `T` (f32 for
+//! [`crate::device_cuda::Cuda`], bf16 for [`crate::device_cuda_bf16::CudaBf16`]): each allocates
+//! its output and makes one or two launches. Master weights, LayerNorm parameters and
+//! statistics, attention's log-sum-exp and losses are always f32.
+
+use crate::device::{AdamHyper, AttnDims, LnSaved};
+use crate::device_cuda::{dev_err, drop_arg, kind, CudaAttnSaved};
+use crate::error::{Error, Result};
+use crate::gelu::Gelu;
+use kernels::adamw::{AdamStep, MultiAdamW};
+use kernels::attention::{AttnBatch, AttnShape};
+use kernels::cudarc::driver::{CudaSlice, ValidAsZeroBits};
+use kernels::{Elem, Gpu};
+
+/// The element types the devices keep activations in.
+pub(crate) trait Act: Elem + ValidAsZeroBits {}
+impl Act for f32 {}
+impl Act for half::bf16 {}
+
+/// A zeroed buffer of `n` elements (at least one: a zero-length CUDA allocation is refused).
+pub(crate) fn alloc<T: Act>(gpu: &Gpu, n: usize) -> Result<CudaSlice<T>> {
+    gpu.stream()
+        .alloc_zeros::<T>(n.max(1))
+        .map_err(|e| Error::Device(format!("allocating {n} {} values: {e}", T::SUFFIX)))
+}
+
+pub(crate) fn dropout<T: Act>(
+    gpu: &Gpu,
+    x: &CudaSlice<T>,
+    p: f32,
+    seed: u64,
+) -> Result<CudaSlice<T>> {
+    if p == 0.0 {
+        return gpu
+            .stream()
+            .clone_dtod(x)
+            .map_err(|e| Error::Device(format!("copying on the GPU: {e}")));
+    }
+    let mut y = alloc(gpu, x.len())?;
+    kernels::dropout::dropout(gpu, x, &mut y, p, seed).map_err(dev_err)?;
+    Ok(y)
+}
+
+pub(crate) fn gelu<T: Act>(gpu: &Gpu, x: &CudaSlice<T>, g: Gelu) -> Result<CudaSlice<T>> {
+    let mut y = alloc(gpu, x.len())?;
+    kernels::gelu::gelu_fwd(gpu, kind(g), x, &mut y).map_err(dev_err)?;
+    Ok(y)
+}
+
+pub(crate) fn gelu_bwd<T: Act>(
+    gpu: &Gpu,
+    x: &CudaSlice<T>,
+    dy: &CudaSlice<T>,
+    g: Gelu,
+) -> Result<CudaSlice<T>> {
+    let mut dx = alloc(gpu, x.len())?;
+    kernels::gelu::gelu_bwd(gpu, kind(g), x, &dy.slice(..), &mut dx).map_err(dev_err)?;
+    Ok(dx)
+}
+
+pub(crate) fn add_into<T: Act>(gpu: &Gpu, acc: &mut CudaSlice<T>, x: &CudaSlice<T>) -> Result<()> {
+    kernels::elementwise::axpby_inplace(gpu, acc, x, 1.0, 1.0).map_err(dev_err)
+}
+
+/// `h = dropout(x) + residual`, `y = LayerNorm(h)` with f32 gamma and beta.
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+pub(crate) fn layernorm<T: Act>(
+    gpu: &Gpu,
+    x: &CudaSlice<T>,
+    residual: Option<&CudaSlice<T>>,
+    dropout: (f32, u64),
+    gamma: &CudaSlice<f32>,
+    beta: &CudaSlice<f32>,
+    cols: usize,
+    eps: f32,
+) -> Result<(CudaSlice<T>, LnSaved<CudaSlice<T>, CudaSlice<f32>>)> {
+    let n = x.len();
+    let rows = n / cols.max(1);
+    let mut y = alloc(gpu, n)?;
+    let mut h = alloc(gpu, n)?;
+    let mut mean = alloc(gpu, rows)?;
+    let mut rstd = alloc(gpu, rows)?;
+    let res = residual.map(|r| r.slice(..));
+    kernels::layernorm::layernorm_fwd(
+        gpu,
+        x,
+        res.as_ref(),
+        gamma,
+        beta,
+        Some(&mut h.slice_mut(..)),
+        &mut y,
+        &mut mean,
+        &mut rstd,
+        cols,
+        eps,
+        drop_arg(dropout),
+    )
+    .map_err(dev_err)?;
+    Ok((y, LnSaved { h, mean, rstd }))
+}
+
+pub(crate) fn layernorm_bwd<T: Act>(
+    gpu: &Gpu,
+    s: &LnSaved<CudaSlice<T>, CudaSlice<f32>>,
+    dy: &CudaSlice<T>,
+    gamma: &CudaSlice<f32>,
+    cols: usize,
+    dgamma: &mut CudaSlice<f32>,
+    dbeta: &mut CudaSlice<f32>,
+) -> Result<CudaSlice<T>> {
+    let mut dx = alloc(gpu, dy.len())?;
+    kernels::layernorm::layernorm_bwd(gpu, &s.h, dy, gamma, &s.mean, &s.rstd, &mut dx, cols)
+        .map_err(dev_err)?;
+    kernels::layernorm::layernorm_params_bwd(
+        gpu, &s.h, dy, &s.mean, &s.rstd, dgamma, dbeta, cols, 1.0,
+    )
+    .map_err(dev_err)?;
+    Ok(dx)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn embed<T: Act>(
+    gpu: &Gpu,
+    ids: &CudaSlice<i32>,
+    types: &CudaSlice<i32>,
+    word: &CudaSlice<T>,
+    pos: &CudaSlice<T>,
+    typ: &CudaSlice<T>,
+    seq: usize,
+    dim: usize,
+) -> Result<CudaSlice<T>> {
+    let mut y = alloc(gpu, ids.len() * dim)?;
+    kernels::embedding::bert_embed_fwd(
+        gpu,
+        ids,
+        Some(&types.slice(..)),
+        word,
+        pos,
+        typ,
+        &mut y,
+        seq,
+        dim,
+        None,
+    )
+    .map_err(dev_err)?;
+    Ok(y)
+}
+
+pub(crate) fn gather_rows<T: Act>(
+    gpu: &Gpu,
+    x: &CudaSlice<T>,
+    rows: &CudaSlice<i32>,
+    cols: usize,
+) -> Result<CudaSlice<T>> {
+    let mut y = alloc(gpu, rows.len() * cols)?;
+    kernels::embedding::gather_rows(gpu, x, rows, &mut y, cols).map_err(dev_err)?;
+    Ok(y)
+}
+
+fn shape(d: &AttnDims, scale: f32) -> AttnShape {
+    AttnShape {
+        heads: d.heads,
+        head_dim: d.head_dim,
+        scale,
+    }
+}
+
+pub(crate) fn attention<T: Act>(
+    gpu: &Gpu,
+    qkv: &CudaSlice<T>,
+    d: &AttnDims,
+    scale: f32,
+    dropout: (f32, u64),
+) -> Result<(CudaSlice<T>, CudaAttnSaved)> {
+    let batch = AttnBatch::padded(gpu, d.seq, &d.lens).map_err(dev_err)?;
+    let mut o = alloc(gpu, d.tokens() * d.hidden())?;
+    let mut lse = alloc(gpu, d.tokens() * d.heads)?;
+    kernels::attention::attention_fwd::<T>(
+        gpu,
+        &batch,
+        shape(d, scale),
+        &qkv.slice(..),
+        &mut o.slice_mut(..),
+        &mut lse,
+        drop_arg(dropout),
+    )
+    .map_err(dev_err)?;
+    Ok((o, CudaAttnSaved { lse, batch }))
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attention_bwd<T: Act>(
+    gpu: &Gpu,
+    qkv: &CudaSlice<T>,
+    out: &CudaSlice<T>,
+    saved: &CudaAttnSaved,
+    dout: &CudaSlice<T>,
+    d: &AttnDims,
+    scale: f32,
+    dropout: (f32, u64),
+) -> Result<CudaSlice<T>> {
+    let mut dqkv = alloc(gpu, qkv.len())?;
+    kernels::attention::attention_bwd::<T>(
+        gpu,
+        &saved.batch,
+        shape(d, scale),
+        &qkv.slice(..),
+        &out.slice(..),
+        &saved.lse,
+        &dout.slice(..),
+        &mut dqkv.slice_mut(..),
+        drop_arg(dropout),
+    )
+    .map_err(dev_err)?;
+    Ok(dqkv)
+}
+
+/// Mean cross-entropy (f32, one element) and `dlogits` in the logits' type.
+pub(crate) fn cross_entropy<T: Act>(
+    gpu: &Gpu,
+    logits: &CudaSlice<T>,
+    targets: &CudaSlice<i32>,
+    rows: usize,
+    classes: usize,
+    dloss: f32,
+) -> Result<(CudaSlice<f32>, CudaSlice<T>)> {
+    let mut loss_rows = alloc::<f32>(gpu, rows)?;
+    let mut lse = alloc::<f32>(gpu, rows)?;
+    kernels::cross_entropy::cross_entropy_fwd(
+        gpu,
+        logits,
+        targets,
+        &mut loss_rows,
+        &mut lse,
+        classes,
+        -100,
+    )
+    .map_err(dev_err)?;
+    let mut loss = alloc::<f32>(gpu, 1)?;
+    kernels::reduce::sum(gpu, &loss_rows, &mut loss, 1.0 / rows.max(1) as f32, false)
+        .map_err(dev_err)?;
+    let mut d = alloc(gpu, logits.len())?;
+    kernels::cross_entropy::cross_entropy_bwd(
+        gpu,
+        logits,
+        &lse,
+        targets,
+        &mut d,
+        classes,
+        -100,
+        dloss / rows.max(1) as f32,
+    )
+    .map_err(dev_err)?;
+    Ok((loss, d))
+}
+
+/// Clipping's norm and scale on the device, then AdamW reading the scale: returns the norm.
+pub(crate) fn optim_step(
+    gpu: &Gpu,
+    o: &mut MultiAdamW,
+    h: AdamHyper,
+    max_norm: f32,
+) -> Result<CudaSlice<f32>> {
+    let norm = {
+        let ns = o.clip_grad_norm(gpu, max_norm).map_err(dev_err)?;
+        gpu.stream()
+            .clone_dtod(&ns.slice(0..1))
+            .map_err(|e| Error::Device(format!("copying the gradient norm: {e}")))?
+    };
+    let step = AdamStep {
+        lr: h.lr,
+        beta1: h.beta1,
+        beta2: h.beta2,
+        eps: h.eps,
+        bc1: h.bc1,
+        bc2: h.bc2,
+    };
+    o.step(gpu, step, true).map_err(dev_err)?;
+    Ok(norm)
+}
