@@ -622,8 +622,7 @@ pub fn forward_backward<D: Device>(
         )?;
         drop(t2);
         let logits = dev.linear(&t3, params[0], Some(params[hp(MLM_BIAS)]), n, h, v)?;
-        let (loss, dlogits) = dev.cross_entropy(&logits, &targets_d, n, v, scale)?;
-        drop(logits);
+        let (loss, dlogits) = dev.cross_entropy(logits, &targets_d, n, v, scale)?;
         // backward of the MLM head
         {
             let (g0, rest) = grads.split_at_mut(1);
@@ -676,7 +675,7 @@ pub fn forward_backward<D: Device>(
     )?;
     let pooled = dev.tanh(&pl)?;
     let nl_logits = dev.linear(&pooled, params[hp(NSP_W)], Some(params[hp(NSP_B)]), b, h, 2)?;
-    let (nsp_loss, dnl) = dev.cross_entropy(&nl_logits, &nsp_t, b, 2, scale)?;
+    let (nsp_loss, dnl) = dev.cross_entropy(nl_logits, &nsp_t, b, 2, scale)?;
     let (gw, gb) = pair_mut(grads, hp(NSP_W), hp(NSP_B));
     dev.linear_dw(&dnl, &pooled, b, h, 2, gw, Some(&mut **gb))?;
     let dpooled = dev.linear_dx(&dnl, params[hp(NSP_W)], b, h, 2)?;

@@ -225,3 +225,53 @@ pub fn cross_entropy_backward_rows(
         classes,
     );
 }
+
+struct CeBackwardInPlace<'a> {
+    lse: &'a [f32],
+    targets: &'a [i64],
+    ignore: i64,
+    scale: f32,
+}
+
+impl crate::rows::RowOp for CeBackwardInPlace<'_> {
+    #[inline(always)]
+    fn row<S: Simd>(&self, s: S, r: usize, d: &mut [f32]) {
+        let t = self.targets[r];
+        if t == self.ignore {
+            d.fill(0.0);
+            return;
+        }
+        let (lse, sc) = (s.splat(self.lse[r]), s.splat(self.scale));
+        crate::simd::map_inplace(
+            s,
+            d,
+            #[inline(always)]
+            |v| s.mul(sc, s.exp(s.sub(v, lse))),
+        );
+        d[t as usize] -= self.scale;
+    }
+}
+
+/// [`cross_entropy_backward_rows`] written over the logits themselves (the MLM head's
+/// `[masked rows, vocabulary]` buffer is not needed after the loss, so no second one is made).
+pub fn cross_entropy_backward_rows_inplace(
+    isa: Isa,
+    logits: &mut [f32],
+    classes: usize,
+    lse: &[f32],
+    targets: &[i64],
+    ignore: i64,
+    scale: f32,
+) {
+    crate::rows::for_rows(
+        isa,
+        &CeBackwardInPlace {
+            lse,
+            targets,
+            ignore,
+            scale,
+        },
+        logits,
+        classes,
+    );
+}

@@ -229,10 +229,11 @@ pub trait Device {
     fn optim_set_moments(&self, o: &mut Self::Optim, mv: Vec<(Vec<f32>, Vec<f32>)>) -> Result<()>;
 
     /// Mean cross-entropy of `logits (rows, classes)` against `targets` (all valid): returns
-    /// the loss (a one-element buffer, left on the device) and `dlogits = dloss * d(mean)/dx`.
+    /// the loss (a one-element buffer, left on the device) and `dlogits = dloss * d(mean)/dx`,
+    /// written over the logits (taken by value: the MLM head's largest buffer is not copied).
     fn cross_entropy(
         &self,
-        logits: &Self::Buf,
+        logits: Self::Buf,
         targets: &Self::Ids,
         rows: usize,
         classes: usize,
@@ -755,36 +756,33 @@ impl Device for Cpu {
 
     fn cross_entropy(
         &self,
-        logits: &Vec<f32>,
+        mut logits: Vec<f32>,
         targets: &Vec<i64>,
         rows: usize,
         classes: usize,
         dloss: f32,
     ) -> Result<(Vec<f32>, Vec<f32>)> {
         let op = "device cross_entropy";
-        need(op, "logits", logits, rows * classes)?;
+        need(op, "logits", &logits, rows * classes)?;
         let isa = Isa::best();
-        let (loss, lse, counted) = crate::cross_entropy::cross_entropy_rows(
-            isa, logits, classes, targets, -100,
-        )
-        .map_err(|(at, t)| Error::Index {
-            op,
-            index: t,
-            size: classes,
-            at,
-        })?;
-        let mut d = vec![0.0; logits.len()];
-        crate::cross_entropy::cross_entropy_backward_rows(
+        let (loss, lse, counted) =
+            crate::cross_entropy::cross_entropy_rows(isa, &logits, classes, targets, -100)
+                .map_err(|(at, t)| Error::Index {
+                    op,
+                    index: t,
+                    size: classes,
+                    at,
+                })?;
+        crate::cross_entropy::cross_entropy_backward_rows_inplace(
             isa,
-            logits,
+            &mut logits,
             classes,
             &lse,
             targets,
             -100,
             dloss / counted.max(1) as f32,
-            &mut d,
         );
-        Ok((vec![loss], d))
+        Ok((vec![loss], logits))
     }
 }
 

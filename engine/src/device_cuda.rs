@@ -405,7 +405,7 @@ impl Device for Cuda {
 
     fn cross_entropy(
         &self,
-        logits: &CudaSlice<f32>,
+        logits: CudaSlice<f32>,
         targets: &CudaSlice<i32>,
         rows: usize,
         classes: usize,

@@ -435,7 +435,7 @@ impl Device for CudaBf16 {
 
     fn cross_entropy(
         &self,
-        logits: &CudaSlice<bf16>,
+        logits: CudaSlice<bf16>,
         targets: &CudaSlice<i32>,
         rows: usize,
         classes: usize,

@@ -215,10 +215,11 @@ pub(crate) fn attention_bwd<T: Act>(
     Ok(dqkv)
 }
 
-/// Mean cross-entropy (f32, one element) and `dlogits` in the logits' type.
+/// Mean cross-entropy (f32, one element) and `dlogits` in the logits' type, written over the
+/// logits by the fused kernel (forward and backward in one pass).
 pub(crate) fn cross_entropy<T: Act>(
     gpu: &Gpu,
-    logits: &CudaSlice<T>,
+    mut logits: CudaSlice<T>,
     targets: &CudaSlice<i32>,
     rows: usize,
     classes: usize,
@@ -226,32 +227,21 @@ pub(crate) fn cross_entropy<T: Act>(
 ) -> Result<(CudaSlice<f32>, CudaSlice<T>)> {
     let mut loss_rows = alloc::<f32>(gpu, rows)?;
     let mut lse = alloc::<f32>(gpu, rows)?;
-    kernels::cross_entropy::cross_entropy_fwd(
+    kernels::cross_entropy::cross_entropy_fused_inplace(
         gpu,
-        logits,
+        &mut logits,
         targets,
         &mut loss_rows,
         &mut lse,
         classes,
         -100,
+        dloss / rows.max(1) as f32,
     )
     .map_err(dev_err)?;
     let mut loss = alloc::<f32>(gpu, 1)?;
     kernels::reduce::sum(gpu, &loss_rows, &mut loss, 1.0 / rows.max(1) as f32, false)
         .map_err(dev_err)?;
-    let mut d = alloc(gpu, logits.len())?;
-    kernels::cross_entropy::cross_entropy_bwd(
-        gpu,
-        logits,
-        &lse,
-        targets,
-        &mut d,
-        classes,
-        -100,
-        dloss / rows.max(1) as f32,
-    )
-    .map_err(dev_err)?;
-    Ok((loss, d))
+    Ok((loss, logits))
 }
 
 /// Clipping's norm and scale on the device, then AdamW reading the scale: returns the norm.

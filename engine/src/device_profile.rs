@@ -275,7 +275,7 @@ impl<D: Device> Device for Profiled<'_, D> {
     }
     fn cross_entropy(
         &self,
-        logits: &D::Buf,
+        logits: D::Buf,
         targets: &D::Ids,
         rows: usize,
         classes: usize,
