@@ -208,6 +208,14 @@ fn embed_similarity_and_info() {
     let (code, _, err) = run(&["embed", "--model", d, "--device", "tpu"], "x\n");
     assert_ne!(code, 0);
     assert!(err.contains("unknown device 'tpu'"), "{err}");
+    // A CPU-only build says how to get the GPU path instead of failing obscurely.
+    if !cfg!(feature = "cuda") {
+        for dev in ["cuda", "cuda-bf16"] {
+            let (code, _, err) = run(&["embed", "--model", d, "--device", dev], "x\n");
+            assert_eq!(code, 1);
+            assert!(err.contains("build with `--features cuda`"), "{err}");
+        }
+    }
     let (code, _, err) = run(&["embed", "--model", "/no/such/dir"], "x\n");
     assert_eq!(code, 1);
     assert!(err.contains("/no/such/dir"), "{err}");
