@@ -248,8 +248,11 @@ pub fn attention_inference(
     Tensor::from_vec(out, &[b, sq, h * dv])
 }
 
-/// The shape of [`fused_qkv_forward`]: `batch` sequences of `seq` tokens, `heads` of `head_dim`;
-/// keys at or past `lens[b]` are masked (BERT's key padding mask).
+/// The shape of [`fused_qkv_forward`]: `batch` sequences, `heads` of `head_dim`. Padded
+/// (`packed` false): every sequence has `seq` rows (tokens `b*seq ..`), keys at or past
+/// `lens[b]` masked (BERT's key padding mask). Packed: sequence b has `lens[b]` rows, back to
+/// back with no padding, and `seq` is the longest length. Either way the dropout mask of
+/// element (b, h, i, j) is that of index `((b*H + h)*seq + i)*seq + j`, the GPU kernels' too.
 #[derive(Clone, Copy, Debug)]
 pub struct FusedDims<'a> {
     pub batch: usize,
@@ -257,19 +260,45 @@ pub struct FusedDims<'a> {
     pub heads: usize,
     pub head_dim: usize,
     pub lens: &'a [usize],
+    pub packed: bool,
 }
 
-/// Per-thread scratch of the fused training kernels: three S x S blocks and a mask row.
+impl FusedDims<'_> {
+    /// Tokens in the QKV and output buffers.
+    pub fn tokens(&self) -> usize {
+        if self.packed {
+            self.lens.iter().sum()
+        } else {
+            self.batch * self.seq
+        }
+    }
+    /// (first token, rows) of every sequence.
+    fn spans(&self) -> Vec<(usize, usize)> {
+        let mut at = 0;
+        self.lens
+            .iter()
+            .map(|&l| {
+                let rows = if self.packed { l } else { self.seq };
+                let span = (at, rows);
+                at += rows;
+                span
+            })
+            .collect()
+    }
+}
+
+/// Per-thread scratch of the fused training kernels: three S x S blocks, a mask row, offsets.
 struct Scratch {
     a: Vec<f32>,
     b: Vec<f32>,
     c: Vec<f32>,
     mask: Vec<f32>,
+    zeros: Vec<usize>,
 }
 
 thread_local! {
     static SCRATCH: std::cell::RefCell<Scratch> = const {
-        std::cell::RefCell::new(Scratch { a: Vec::new(), b: Vec::new(), c: Vec::new(), mask: Vec::new() })
+        std::cell::RefCell::new(Scratch { a: Vec::new(), b: Vec::new(), c: Vec::new(), mask: Vec::new(), zeros: Vec::new() })
     };
 }
 
@@ -289,15 +318,27 @@ fn dropout_block(x: &mut [f32], base: u64, p: f32, seed: u64) {
     crate::dropout::apply_scalar(x, base, seed, p, scale);
 }
 
+/// Dropout on an n x n block kept contiguously whose row i sits at index `base + i * stride`
+/// of the (B, H, stride, stride) tensor the mask is defined over.
+fn dropout_rows(x: &mut [f32], n: usize, base: u64, stride: usize, p: f32, seed: u64) {
+    if p == 0.0 || n == 0 {
+        return;
+    }
+    for (i, row) in x.chunks_mut(n).enumerate() {
+        dropout_block(row, base + (i * stride) as u64, p, seed);
+    }
+}
+
 fn check_fused(qkv: usize, d: &FusedDims) -> Result<()> {
     let (b, s, h, hd) = (d.batch, d.seq, d.heads, d.head_dim);
-    if qkv != b * s * 3 * h * hd || d.lens.len() != b || d.lens.iter().any(|&l| l > s) {
+    if d.lens.len() != b || d.lens.iter().any(|&l| l > s) || qkv != d.tokens() * 3 * h * hd {
         return Err(Error::Arg {
             op: "attention",
             shape: vec![b, s, 3, h, hd],
             why: format!(
-                "a fused QKV buffer of {qkv} values with lengths {:?} does not fit",
-                d.lens
+                "a fused QKV buffer of {qkv} values with lengths {:?} ({}) does not fit",
+                d.lens,
+                if d.packed { "packed" } else { "padded" }
             ),
         });
     }
@@ -305,12 +346,12 @@ fn check_fused(qkv: usize, d: &FusedDims) -> Result<()> {
 }
 
 /// Training attention over a fused projection, the CPU's counterpart of the GPU kernel: `qkv`
-/// `(B*S, 3*H*D)` laid out `(B, S, 3, H, D)`; returns the context `(B*S, H*D)` (heads merged,
-/// the layout the output projection reads) and the probabilities `(B, H, S, S)` before dropout
-/// (what the backward needs). One task per (sequence, head) on all threads; Q, K and V are read
-/// in place by the GEMM's strides, the scores live in a per-thread S x S block, and P V is
-/// written straight into the head's columns. Dropout on the probabilities uses the mask of
-/// [`crate::dropout::dropout_inplace`] over the whole `(B, H, S, S)` tensor.
+/// `(tokens, 3*H*D)` laid out `(tokens, 3, H, D)`; returns the context `(tokens, H*D)` (heads
+/// merged, the layout the output projection reads) and the probabilities before dropout (what
+/// the backward needs), as `(B, H, seq, seq)` blocks whose first n x n (n = the sequence's rows)
+/// hold row i at offset `i * seq`. One task per (sequence, head) on all threads; Q, K and V are
+/// read in place by the GEMM's strides, the scores live in a per-thread block, and P V is
+/// written straight into the head's columns.
 pub fn fused_qkv_forward(
     qkv: &[f32],
     d: &FusedDims,
@@ -323,20 +364,27 @@ pub fn fused_qkv_forward(
     check_fused(qkv.len(), d)?;
     let (b, s, h, hd) = (d.batch, d.seq, d.heads, d.head_dim);
     let (row, hdim) = (3 * h * hd, h * hd);
-    let mut out = vec![0.0f32; b * s * hdim];
+    let mut out = vec![0.0f32; d.tokens() * hdim];
     let mut probs = vec![0.0f32; b * h * s * s];
     if out.is_empty() || s == 0 {
         return Ok((out, probs));
     }
     let isa = Isa::best();
+    let spans = d.spans();
     let (qp, op) = (qkv.as_ptr() as usize, out.as_mut_ptr() as usize);
     let task = |(bh, pblock): (usize, &mut [f32])| {
         let (bi, hi) = (bh / h, bh % h);
-        let base = (bi * s * row) as isize;
+        let (start, n) = spans[bi];
+        if n == 0 {
+            return;
+        }
+        let base = (start * row) as isize;
+        let drop_base = (bh * s * s) as u64;
         SCRATCH.with(|sc| {
             let sc = &mut *sc.borrow_mut();
-            sc.a.resize(s * s, 0.0);
-            sc.b.resize(s * s, 0.0);
+            sc.a.resize(n * n, 0.0);
+            sc.b.resize(n * n, 0.0);
+            sc.c.resize(n * n, 0.0);
             // SAFETY: Q, K, V of this (sequence, head) lie inside qkv (checked length); the
             // output block (rows of sequence bi, columns of head hi) belongs to this task alone.
             unsafe {
@@ -344,8 +392,8 @@ pub fn fused_qkv_forward(
                 run_serial(
                     isa,
                     Job {
-                        m: s,
-                        n: s,
+                        m: n,
+                        n,
                         k: hd,
                         alpha: scale,
                         beta: 0.0,
@@ -356,48 +404,49 @@ pub fn fused_qkv_forward(
                         brs: 1,
                         bcs: row,
                         c: sc.a.as_mut_ptr(),
-                        crs: s,
+                        crs: n,
                         ccs: 1,
                     },
                 );
             }
             let len = d.lens[bi];
-            let offsets;
-            let mask = if len < s {
+            let mask = if len < n {
                 sc.mask.clear();
-                sc.mask.resize(s, 0.0);
+                sc.mask.resize(n, 0.0);
                 sc.mask[len..].fill(f32::MIN);
-                offsets = vec![0usize; s];
-                Some((sc.mask.as_slice(), offsets.as_slice()))
+                sc.zeros.clear();
+                sc.zeros.resize(n, 0);
+                Some((sc.mask.as_slice(), sc.zeros.as_slice()))
             } else {
                 None
             };
-            crate::softmax::softmax_rows_serial(isa, &sc.a, s, mask, pblock);
-            let pd: &[f32] = if p > 0.0 {
-                sc.b.copy_from_slice(pblock);
-                dropout_block(&mut sc.b, (bh * s * s) as u64, p, seed);
-                &sc.b
-            } else {
-                pblock
-            };
+            crate::softmax::softmax_rows_serial(isa, &sc.a, n, mask, &mut sc.c);
+            for (i, r) in sc.c.chunks(n).enumerate() {
+                pblock[i * s..i * s + n].copy_from_slice(r);
+            }
+            if p > 0.0 {
+                sc.b.copy_from_slice(&sc.c);
+                dropout_rows(&mut sc.b, n, drop_base, s, p, seed);
+            }
+            let pd = if p > 0.0 { &sc.b } else { &sc.c };
             // SAFETY: as above.
             unsafe {
                 let v = (qp as *const f32).offset(base).add(2 * hdim + hi * hd);
                 run_serial(
                     isa,
                     Job {
-                        m: s,
+                        m: n,
                         n: hd,
-                        k: s,
+                        k: n,
                         alpha: 1.0,
                         beta: 0.0,
                         a: pd.as_ptr(),
-                        ars: s,
+                        ars: n,
                         acs: 1,
                         b: v,
                         brs: row,
                         bcs: 1,
-                        c: (op as *mut f32).add(bi * s * hdim + hi * hd),
+                        c: (op as *mut f32).add(start * hdim + hi * hd),
                         crs: hdim,
                         ccs: 1,
                     },
@@ -414,10 +463,10 @@ pub fn fused_qkv_forward(
     Ok((out, probs))
 }
 
-/// Backward of [`fused_qkv_forward`]: from the probabilities it returned and `dout` `(B*S, H*D)`,
-/// writes `dqkv` `(B*S, 3*H*D)` (every element). Per (sequence, head), as the GPU does it:
-/// `dV = Pd^T dO`, `dPd = dO V^T`, `dP = dropout(dPd)`, `dS = P (dP - rowsum(dP P))`,
-/// `dQ = scale dS K`, `dK = scale dS^T Q`.
+/// Backward of [`fused_qkv_forward`]: from the probabilities it returned and `dout`
+/// `(tokens, H*D)`, writes `dqkv` `(tokens, 3*H*D)` (every element). Per (sequence, head), as
+/// the GPU does it: `dV = Pd^T dO`, `dPd = dO V^T`, `dP = dropout(dPd)`,
+/// `dS = P (dP - rowsum(dP P))`, `dQ = scale dS K`, `dK = scale dS^T Q`.
 pub fn fused_qkv_backward(
     qkv: &[f32],
     probs: &[f32],
@@ -432,11 +481,14 @@ pub fn fused_qkv_backward(
     check_fused(qkv.len(), d)?;
     let (b, s, h, hd) = (d.batch, d.seq, d.heads, d.head_dim);
     let (row, hdim) = (3 * h * hd, h * hd);
-    if probs.len() != b * h * s * s || dout.len() != b * s * hdim {
+    if probs.len() != b * h * s * s || dout.len() != d.tokens() * hdim {
         return Err(Error::Arg {
             op: "attention backward",
             shape: vec![probs.len(), dout.len()],
-            why: format!("probabilities and dout must be (B,H,S,S) and (B*S,H*D) for {b} x {s} tokens, {h} heads of {hd}"),
+            why: format!(
+                "probabilities and dout must be (B,H,S,S) and (tokens,H*D) for {} tokens of {b} sequences, {h} heads of {hd}",
+                d.tokens()
+            ),
         });
     }
     let mut dqkv = vec![0.0f32; qkv.len()];
@@ -444,6 +496,7 @@ pub fn fused_qkv_backward(
         return Ok(dqkv);
     }
     let isa = Isa::best();
+    let spans = d.spans();
     let (qp, dop, gp) = (
         qkv.as_ptr() as usize,
         dout.as_ptr() as usize,
@@ -451,20 +504,24 @@ pub fn fused_qkv_backward(
     );
     let task = |bh: usize| {
         let (bi, hi) = (bh / h, bh % h);
+        let (start, n) = spans[bi];
+        if n == 0 {
+            return;
+        }
         let pblock = &probs[bh * s * s..(bh + 1) * s * s];
-        let base = bi * s * row;
+        let base = start * row;
         SCRATCH.with(|sc| {
             let sc = &mut *sc.borrow_mut();
-            sc.a.resize(s * s, 0.0);
-            sc.b.resize(s * s, 0.0);
-            sc.c.resize(s * s, 0.0);
-            let pd: &[f32] = if p > 0.0 {
-                sc.a.copy_from_slice(pblock);
-                dropout_block(&mut sc.a, (bh * s * s) as u64, p, seed);
-                &sc.a
-            } else {
-                pblock
-            };
+            sc.a.resize(n * n, 0.0);
+            sc.b.resize(n * n, 0.0);
+            sc.c.resize(n * n, 0.0);
+            sc.mask.resize(n * n, 0.0);
+            // P, contiguous (sc.mask holds it), then Pd (sc.a).
+            for (i, r) in sc.mask.chunks_mut(n).enumerate() {
+                r.copy_from_slice(&pblock[i * s..i * s + n]);
+            }
+            sc.a.copy_from_slice(&sc.mask);
+            dropout_rows(&mut sc.a, n, (bh * s * s) as u64, s, p, seed);
             // SAFETY: every read lies inside qkv / dout (checked lengths); every write goes to
             // this (sequence, head)'s Q, K or V columns of dqkv, which no other task touches.
             unsafe {
@@ -472,10 +529,10 @@ pub fn fused_qkv_backward(
                 let (k, v) = (q.add(hdim), q.add(2 * hdim));
                 let dq = (gp as *mut f32).add(base + hi * hd);
                 let (dk, dv) = (dq.add(hdim), dq.add(2 * hdim));
-                let dob = (dop as *const f32).add(bi * s * hdim + hi * hd);
-                let job = |m, n, kk, alpha, a, ars, acs, bm, brs, bcs, c, crs| Job {
+                let dob = (dop as *const f32).add(start * hdim + hi * hd);
+                let job = |m, nn, kk, alpha, a, ars, acs, bm, brs, bcs, c, crs| Job {
                     m,
-                    n,
+                    n: nn,
                     k: kk,
                     alpha,
                     beta: 0.0,
@@ -492,19 +549,19 @@ pub fn fused_qkv_backward(
                 // dV = Pd^T dO
                 run_serial(
                     isa,
-                    job(s, hd, s, 1.0, pd.as_ptr(), 1, s, dob, hdim, 1, dv, row),
+                    job(n, hd, n, 1.0, sc.a.as_ptr(), 1, n, dob, hdim, 1, dv, row),
                 );
                 // dPd = dO V^T
                 run_serial(
                     isa,
-                    job(s, s, hd, 1.0, dob, hdim, 1, v, 1, row, sc.b.as_mut_ptr(), s),
+                    job(n, n, hd, 1.0, dob, hdim, 1, v, 1, row, sc.b.as_mut_ptr(), n),
                 );
-                dropout_block(&mut sc.b, (bh * s * s) as u64, p, seed);
-                crate::softmax::softmax_backward_rows(isa, pblock, &sc.b, s, &mut sc.c);
+                dropout_rows(&mut sc.b, n, (bh * s * s) as u64, s, p, seed);
+                crate::softmax::softmax_backward_rows(isa, &sc.mask, &sc.b, n, &mut sc.c);
                 let ds = sc.c.as_ptr();
                 // dQ = scale dS K;  dK = scale dS^T Q
-                run_serial(isa, job(s, hd, s, scale, ds, s, 1, k, row, 1, dq, row));
-                run_serial(isa, job(s, hd, s, scale, ds, 1, s, q, row, 1, dk, row));
+                run_serial(isa, job(n, hd, n, scale, ds, n, 1, k, row, 1, dq, row));
+                run_serial(isa, job(n, hd, n, scale, ds, 1, n, q, row, 1, dk, row));
             }
         })
     };

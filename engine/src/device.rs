@@ -793,5 +793,6 @@ fn fused_dims(d: &AttnDims) -> crate::attention::FusedDims<'_> {
         heads: d.heads,
         head_dim: d.head_dim,
         lens: &d.lens,
+        packed: false,
     }
 }

@@ -30,6 +30,7 @@ fn check(b: usize, s: usize, h: usize, hd: usize, lens: &[usize], p: f32) {
         heads: h,
         head_dim: hd,
         lens,
+        packed: false,
     };
     let (out, probs) = fused_qkv_forward(&qkv, &dims, scale, p, seed).unwrap();
     let dqkv = fused_qkv_backward(&qkv, &probs, &dout, &dims, scale, p, seed).unwrap();
@@ -101,9 +102,60 @@ fn fused_attention_rejects_a_buffer_of_the_wrong_size() {
         heads: 2,
         head_dim: 8,
         lens: &[4, 5],
+        packed: false,
     };
     let e = fused_qkv_forward(&vec![0.0; 2 * 4 * 3 * 16], &dims, 1.0, 0.0, 0)
         .unwrap_err()
         .to_string();
     assert!(e.contains("[4, 5]"), "{e}");
+}
+
+#[test]
+fn packed_sequences_give_the_padded_results_on_their_tokens() {
+    // Packed (no padding) against padded to the longest, dropout on: the same outputs and
+    // gradients on every real token when the padded rows' output gradient is zero (in a padded
+    // batch the padding rows are queries too, and their gradients would reach the keys).
+    let (h, hd, lens) = (2, 8, [9usize, 4, 1]);
+    let (b, s) = (lens.len(), 9);
+    let row = 3 * h * hd;
+    let padded_qkv = rand(b * s * row, 5);
+    let mut dout_p = rand(b * s * h * hd, 6);
+    let (mut qkv, mut dout) = (Vec::new(), Vec::new());
+    for (bi, &l) in lens.iter().enumerate() {
+        qkv.extend_from_slice(&padded_qkv[bi * s * row..(bi * s + l) * row]);
+        dout.extend_from_slice(&dout_p[bi * s * h * hd..(bi * s + l) * h * hd]);
+        dout_p[(bi * s + l) * h * hd..(bi + 1) * s * h * hd].fill(0.0);
+    }
+    let dims = |packed| FusedDims {
+        batch: b,
+        seq: s,
+        heads: h,
+        head_dim: hd,
+        lens: &lens,
+        packed,
+    };
+    let (scale, p, seed) = (0.3, 0.2, 9);
+    let (op, pp) = fused_qkv_forward(&padded_qkv, &dims(false), scale, p, seed).unwrap();
+    let gp = fused_qkv_backward(&padded_qkv, &pp, &dout_p, &dims(false), scale, p, seed).unwrap();
+    let (ok, pk) = fused_qkv_forward(&qkv, &dims(true), scale, p, seed).unwrap();
+    let gk = fused_qkv_backward(&qkv, &pk, &dout, &dims(true), scale, p, seed).unwrap();
+    let mut at = 0;
+    for (bi, &l) in lens.iter().enumerate() {
+        let (o1, o2) = (
+            &op[bi * s * h * hd..(bi * s + l) * h * hd],
+            &ok[at * h * hd..(at + l) * h * hd],
+        );
+        assert!(worst(o1, o2) < 1e-6, "output of sequence {bi}");
+        let (g1, g2) = (
+            &gp[bi * s * row..(bi * s + l) * row],
+            &gk[at * row..(at + l) * row],
+        );
+        assert!(
+            worst(g1, g2) < 1e-6,
+            "dqkv of sequence {bi}: {}",
+            worst(g1, g2)
+        );
+        at += l;
+    }
+    assert_eq!(at * row, qkv.len());
 }
