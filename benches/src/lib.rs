@@ -231,11 +231,13 @@ pub fn synthetic(
         lens,
         mlm_labels: labels,
         nsp_labels: (0..b).map(|_| (r.next_u64() % 2) as i64).collect(),
+        packed: false,
     }
 }
 
-/// Model FLOPs of one training step on `x`: 6 per weight per token for the Linear layers,
-/// 12 L B S^2 H for attention, the MLM head at the masked rows, NSP.
+/// FLOPs of one training step on `x` as computed (padding tokens included when padded): 6 per
+/// weight per token for the Linear layers, 12 L rows^2 H per sequence for attention, the MLM
+/// head at the masked rows, NSP.
 pub fn model_flops(c: &bert::BertConfig, x: &bert::step::StepBatch) -> f64 {
     let (l, h, i, v) = (
         c.num_hidden_layers as f64,
@@ -243,10 +245,22 @@ pub fn model_flops(c: &bert::BertConfig, x: &bert::step::StepBatch) -> f64 {
         c.intermediate_size as f64,
         c.vocab_size as f64,
     );
-    let t = (x.batch * x.seq) as f64;
+    // Tokens computed on, and each sequence's rows (all S when padded, its length when packed).
+    let t = x.mlm_labels.len() as f64;
     let masked = x.mlm_labels.iter().filter(|&&m| m != -100).count() as f64;
     let linear = 6.0 * t * l * (4.0 * h * h + 2.0 * h * i);
-    let attention = 12.0 * l * x.batch as f64 * (x.seq * x.seq) as f64 * h;
+    let rows2: f64 = x
+        .lens
+        .iter()
+        .map(|&n| {
+            if x.packed {
+                (n * n) as f64
+            } else {
+                (x.seq * x.seq) as f64
+            }
+        })
+        .sum();
+    let attention = 12.0 * l * rows2 * h;
     let heads = 6.0 * masked * (h * h + v * h) + 6.0 * x.batch as f64 * (h * h + 2.0 * h);
     linear + attention + heads
 }

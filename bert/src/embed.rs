@@ -146,6 +146,7 @@ pub fn embed_batch_on<D: engine::device::Device>(
         input_ids: &x.input_ids,
         token_type_ids: &x.token_type_ids,
         lens: &lens,
+        packed: false,
     };
     let hidden = dev.download(&crate::step::encode(dev, c, params, &input, layers)?)?;
     Ok(pool(&hidden, x, pooling, normalize, c.hidden_size))

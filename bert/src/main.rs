@@ -182,6 +182,10 @@ enum Command {
         /// cuda (GPU 0, f32) or cuda-bf16 (bf16 mixed precision); cuda needs `--features cuda`.
         #[arg(long, default_value = "cpu", value_parser = |s: &str| bert::train::TrainDevice::parse(s).map_err(|e| e.to_string()))]
         device: bert::train::TrainDevice,
+        /// Keep the padding tokens (the hand-written step packs each batch's sequences back to
+        /// back by default: no compute on padding; the tape always pads).
+        #[arg(long)]
+        padded: bool,
     },
     /// Fine-tune a sequence classifier: the built-in WordNet supersense task or TSV files;
     /// reports accuracy and macro-F1, writes OUT/model and OUT/metrics.jsonl.
@@ -426,6 +430,7 @@ fn main() {
             resume,
             stop_after,
             device,
+            padded,
         } => {
             if let Some(t) = threads {
                 let _ = rayon::ThreadPoolBuilder::new()
@@ -450,6 +455,7 @@ fn main() {
                 progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
                 stop_after,
                 device,
+                packed: !padded,
                 ..Default::default()
             };
             pretrain(&model_config, &data, &out, &cfg, resume)

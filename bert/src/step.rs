@@ -220,21 +220,24 @@ pub fn key_lengths(x: &crate::BertInput) -> Result<Vec<usize>> {
         .collect()
 }
 
-/// One padded batch of pretraining instances.
+/// One batch of pretraining instances: padded (B x S tokens, sequence b valid for its first
+/// `lens[b]`), or packed (the valid tokens only, back to back; `seq` the longest length).
 #[derive(Clone, Debug)]
 pub struct StepBatch {
     pub batch: usize,
     pub seq: usize,
-    /// (B*S)
+    /// (tokens): B*S padded, the sum of `lens` packed.
     pub input_ids: Vec<i64>,
-    /// (B*S)
+    /// (tokens)
     pub token_type_ids: Vec<i64>,
     /// Valid tokens per sequence (the attention mask is a prefix of ones).
     pub lens: Vec<usize>,
-    /// (B*S): the original id at masked positions, -100 elsewhere.
+    /// (tokens): the original id at masked positions, -100 elsewhere.
     pub mlm_labels: Vec<i64>,
     /// (B): 0 = B follows A, 1 = random.
     pub nsp_labels: Vec<i64>,
+    /// No padding tokens: no compute spent on them.
+    pub packed: bool,
 }
 
 impl StepBatch {
@@ -258,7 +261,47 @@ impl StepBatch {
             lens,
             mlm_labels: mlm_labels.to_vec(),
             nsp_labels: nsp_labels.to_vec(),
+            packed: false,
         })
+    }
+
+    /// The same instances with the padding removed: each sequence's valid tokens back to back,
+    /// `seq` the longest length. Same losses and gradients as the padded batch (without
+    /// dropout; with dropout the hidden-state masks follow the token index, so they differ).
+    pub fn to_packed(&self) -> StepBatch {
+        if self.packed {
+            return self.clone();
+        }
+        let take = |v: &[i64]| -> Vec<i64> {
+            self.lens
+                .iter()
+                .enumerate()
+                .flat_map(|(b, &l)| v[b * self.seq..b * self.seq + l].iter().copied())
+                .collect()
+        };
+        StepBatch {
+            batch: self.batch,
+            seq: self.lens.iter().copied().max().unwrap_or(0),
+            input_ids: take(&self.input_ids),
+            token_type_ids: take(&self.token_type_ids),
+            lens: self.lens.clone(),
+            mlm_labels: take(&self.mlm_labels),
+            nsp_labels: self.nsp_labels.clone(),
+            packed: true,
+        }
+    }
+
+    /// The first token of every sequence (the pooler's input).
+    fn first_tokens(&self) -> Vec<i64> {
+        let mut at = 0;
+        self.lens
+            .iter()
+            .map(|&l| {
+                let first = at as i64;
+                at += if self.packed { l } else { self.seq };
+                first
+            })
+            .collect()
     }
 }
 
@@ -286,28 +329,59 @@ fn layer_seed(seed: u64, l: usize) -> u64 {
     seed.wrapping_add(0x9E37_79B9_7F4A_7C15u64.wrapping_mul(l as u64 + 1))
 }
 
-/// A batch for the encoder alone: ids and type ids (B*S), valid lengths (the mask is a prefix).
+/// A batch for the encoder alone: ids and type ids (B*S padded, or the valid tokens only when
+/// `packed`), valid lengths (the mask is a prefix).
 pub struct EncoderInput<'a> {
     pub batch: usize,
     pub seq: usize,
     pub input_ids: &'a [i64],
     pub token_type_ids: &'a [i64],
     pub lens: &'a [usize],
+    pub packed: bool,
 }
 
 impl EncoderInput<'_> {
+    fn tokens(&self) -> usize {
+        if self.packed {
+            self.lens.iter().sum()
+        } else {
+            self.batch * self.seq
+        }
+    }
+
+    /// (sequence, position) of token `t`.
+    fn place(&self, t: usize) -> (usize, usize) {
+        if !self.packed {
+            return (t / self.seq.max(1), t % self.seq.max(1));
+        }
+        let mut at = 0;
+        for (b, &l) in self.lens.iter().enumerate() {
+            if t < at + l {
+                return (b, t - at);
+            }
+            at += l;
+        }
+        (self.batch, 0)
+    }
+
+    /// Each token's position within its sequence (packed batches; padded ones use t % S).
+    fn positions(&self) -> Vec<i64> {
+        self.lens.iter().flat_map(|&l| 0..l as i64).collect()
+    }
+
     /// Checks every id against the model's tables and the lengths against the batch; the error
     /// names the first bad entry (the device kernels index with them unchecked).
     fn validate(&self, c: &BertConfig) -> Result<()> {
-        let n = self.batch * self.seq;
+        let n = self.tokens();
         if self.input_ids.len() != n
             || self.token_type_ids.len() != n
             || self.lens.len() != self.batch
         {
             return Err(BertError::Input(format!(
-                "a batch of {} x {} needs {n} ids and type ids and {} lengths; got {}, {} and {}",
+                "a batch of {} x {}{} needs {n} ids and type ids and {} lengths; got {}, {} and {}",
                 self.batch,
                 self.seq,
+                if self.packed { " (packed)" } else { "" },
                 self.batch,
                 self.input_ids.len(),
                 self.token_type_ids.len(),
@@ -327,10 +401,9 @@ impl EncoderInput<'_> {
             )));
         }
         let bad = |what: &str, i: usize, v: i64, lim: usize| {
+            let (b, p) = self.place(i);
             BertError::Input(format!(
-                "{what} {v} at batch {} position {} is outside 0..{lim}",
-                i / self.seq.max(1),
-                i % self.seq.max(1)
+                "{what} {v} at batch {b} position {p} is outside 0..{lim}"
             ))
         };
         if let Some((i, &t)) = self
@@ -357,6 +430,7 @@ impl EncoderInput<'_> {
 struct Encoded<D: Device> {
     ids: D::Ids,
     types: D::Ids,
+    positions: Option<D::Ids>,
     ln_e: engine::device::LnSaved<D::Buf, D::Grad>,
     /// The last layer's output (T,H).
     out: D::Buf,
@@ -393,7 +467,7 @@ fn encoder_forward<D: Device>(
         )));
     }
     let (s, h, inter) = (x.seq, c.hidden_size, c.intermediate_size);
-    let t = x.batch * s;
+    let t = x.tokens();
     let eps = c.layer_norm_eps;
     let (p, pa, seed) = match dropout_seed {
         Some(sd) => (c.hidden_dropout_prob, c.attention_probs_dropout_prob, sd),
@@ -406,12 +480,27 @@ fn encoder_forward<D: Device>(
         heads: nh,
         head_dim: h / nh,
         lens: x.lens.to_vec(),
+        packed: x.packed,
     };
     let att_scale = 1.0 / ((h / nh) as f32).sqrt();
     let lp = |l: usize, k: usize| EMB + PER_LAYER * l + k;
     let ids = dev.upload_ids(x.input_ids)?;
     let types = dev.upload_ids(x.token_type_ids)?;
-    let e = dev.embed(&ids, &types, params[0], params[1], params[2], s, h)?;
+    let positions = if x.packed {
+        Some(dev.upload_ids(&x.positions())?)
+    } else {
+        None
+    };
+    let e = dev.embed(
+        &ids,
+        &types,
+        positions.as_ref(),
+        params[0],
+        params[1],
+        params[2],
+        s,
+        h,
+    )?;
     let (e_ln, ln_e) = dev.layernorm(&e, None, (0.0, 0), params[3], params[4], h, eps)?;
     drop(e);
     let mut xcur = dev.dropout(&e_ln, p, seed ^ 0xE3B0)?;
@@ -490,6 +579,7 @@ fn encoder_forward<D: Device>(
     Ok(Encoded {
         ids,
         types,
+        positions,
         ln_e,
         out: xcur,
         saved,
@@ -546,7 +636,13 @@ pub fn forward_backward<D: Device>(
         c.intermediate_size,
         c.vocab_size,
     );
-    let t = b * s;
+    let t = if x.packed { x.lens.iter().sum() } else { b * s };
+    if x.mlm_labels.len() != t {
+        return Err(BertError::Input(format!(
+            "{} MLM labels for a batch of {t} tokens",
+            x.mlm_labels.len()
+        )));
+    }
     let eps = c.layer_norm_eps;
     let (p, pa, seed) = match dropout_seed {
         Some(sd) => (c.hidden_dropout_prob, c.attention_probs_dropout_prob, sd),
@@ -559,6 +655,7 @@ pub fn forward_backward<D: Device>(
         heads: nh,
         head_dim: h / nh,
         lens: x.lens.clone(),
+        packed: x.packed,
     };
     let att_scale = 1.0 / ((h / nh) as f32).sqrt();
     let lp = |l: usize, k: usize| EMB + PER_LAYER * l + k;
@@ -575,6 +672,7 @@ pub fn forward_backward<D: Device>(
             input_ids: &x.input_ids,
             token_type_ids: &x.token_type_ids,
             lens: &x.lens,
+            packed: x.packed,
         },
         dropout_seed,
         nl,
@@ -583,6 +681,7 @@ pub fn forward_backward<D: Device>(
     let Encoded {
         ids,
         types,
+        positions,
         ln_e,
         out: xcur,
         mut saved,
@@ -662,7 +761,7 @@ pub fn forward_backward<D: Device>(
             "NSP label {bad} of sequence {i} is not 0 or 1"
         )));
     }
-    let first_rows: Vec<i64> = (0..b).map(|i| (i * s) as i64).collect();
+    let first_rows = x.first_tokens();
     let first_d = dev.upload_ids(&first_rows)?;
     let nsp_t = dev.upload_ids(&x.nsp_labels)?;
     let first = dev.gather_rows(&xcur, &first_d, h)?;
@@ -729,7 +828,17 @@ pub fn forward_backward<D: Device>(
     let de = dev.layernorm_bwd(&ln_e, &de_ln, params[3], h, gg, gb)?;
     let (g0, rest) = grads.split_at_mut(1);
     let (g1, rest) = rest.split_at_mut(1);
-    dev.embed_bwd(&ids, &types, &de, s, h, g0[0], g1[0], rest[0])?;
+    dev.embed_bwd(
+        &ids,
+        &types,
+        positions.as_ref(),
+        &de,
+        s,
+        h,
+        g0[0],
+        g1[0],
+        rest[0],
+    )?;
     Ok(StepLosses {
         mlm: mlm_loss,
         nsp: nsp_loss,

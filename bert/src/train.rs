@@ -48,6 +48,10 @@ pub struct PretrainConfig {
     pub stop_after: Option<u64>,
     /// Where and how the step runs.
     pub device: TrainDevice,
+    /// Drop the padding tokens of each batch (the hand-written step; the tape always pads): no
+    /// compute on them. The same losses and gradients without dropout; with dropout the
+    /// hidden-state masks follow the token index, so a packed run draws other masks.
+    pub packed: bool,
 }
 
 /// Where the training step runs.
@@ -102,6 +106,7 @@ impl Default for PretrainConfig {
             progress: true,
             stop_after: None,
             device: TrainDevice::Cpu,
+            packed: true,
         }
     }
 }
@@ -292,10 +297,14 @@ fn device_step<D: Device>(
     micro: &[(crate::BertInput, Vec<i64>, Vec<i64>, u64)],
     lr: f32,
     clip: f32,
+    packed: bool,
 ) -> Result<(f64, f32)> {
     let batches = micro
         .iter()
-        .map(|(x, labels, nsp, seed)| Ok((StepBatch::new(x, labels, nsp)?, Some(*seed))))
+        .map(|(x, labels, nsp, seed)| {
+            let b = StepBatch::new(x, labels, nsp)?;
+            Ok((if packed { b.to_packed() } else { b }, Some(*seed)))
+        })
         .collect::<Result<Vec<_>>>()?;
     let st = tr.step(&batches, lr, clip)?;
     let mut loss = 0.0f64;
@@ -557,11 +566,11 @@ pub fn pretrain(
                 opt.step(&model.params, lr)?;
                 (loss_sum, gnorm)
             }
-            Runner::Cpu(tr) => device_step(tr, &micro_batches, lr, cfg.clip)?,
+            Runner::Cpu(tr) => device_step(tr, &micro_batches, lr, cfg.clip, cfg.packed)?,
             #[cfg(feature = "cuda")]
-            Runner::Cuda(tr) => device_step(tr, &micro_batches, lr, cfg.clip)?,
+            Runner::Cuda(tr) => device_step(tr, &micro_batches, lr, cfg.clip, cfg.packed)?,
             #[cfg(feature = "cuda")]
-            Runner::CudaBf16(tr) => device_step(tr, &micro_batches, lr, cfg.clip)?,
+            Runner::CudaBf16(tr) => device_step(tr, &micro_batches, lr, cfg.clip, cfg.packed)?,
             #[cfg(not(feature = "cuda"))]
             Runner::Never(_) => unreachable!("never constructed"),
         };

@@ -170,6 +170,7 @@ fn the_hand_written_step_trains_as_the_tape_does_and_resumes_exactly() {
     };
     let step_cfg = PretrainConfig {
         device: TrainDevice::Cpu,
+        packed: false,
         ..cfg.clone()
     };
     let (t, s, r) = (tmp("step-tape"), tmp("step-step"), tmp("step-resumed"));

@@ -231,6 +231,7 @@ fn encode_matches_the_model_forward_and_checks_ids() {
         input_ids: &x.input_ids,
         token_type_ids: &x.token_type_ids,
         lens: &lens,
+        packed: false,
     };
     for layers in [c.num_hidden_layers, c.num_hidden_layers - 1] {
         let got = encode(&Cpu, &c, &refs, &input, layers).unwrap();
@@ -258,4 +259,60 @@ fn encode_matches_the_model_forward_and_checks_ids() {
     .unwrap()
     .to_string();
     assert!(err.contains("token id 97 at batch 1 position 4"), "{err}");
+}
+
+#[test]
+fn packed_batches_give_the_padded_losses_and_gradients() {
+    // Without padding tokens (packed) the step computes the same losses and the same gradient
+    // for every parameter as on the padded batch (no dropout: its hidden-state masks follow
+    // the token index, which packing changes).
+    let c = config("gelu");
+    let model = Bert::init(&c, Task::PreTraining, 13).unwrap();
+    let params = from_named(&c, |n: &str| {
+        model.params.get(n).map(|v| v.value().to_vec())
+    })
+    .unwrap();
+    let (x, labels, nsp) = batch();
+    let padded = StepBatch::new(&x, &labels, &nsp).unwrap();
+    let packed = padded.to_packed();
+    assert_eq!(packed.input_ids.len(), 16 + 11 + 6);
+    assert_eq!(packed.seq, 16);
+    let run = |b: &StepBatch| {
+        let prefs: Vec<&Vec<f32>> = params.iter().collect();
+        let mut grads: Vec<Vec<f32>> = params.iter().map(|p| vec![0.0; p.len()]).collect();
+        let mut grefs: Vec<&mut Vec<f32>> = grads.iter_mut().collect();
+        let l = forward_backward(&Cpu, &c, &prefs, &mut grefs, b, None, 1.0).unwrap();
+        let losses = (l.mlm.unwrap()[0], l.nsp[0]);
+        (losses, grads)
+    };
+    let ((m1, n1), g1) = run(&padded);
+    let ((m2, n2), g2) = run(&packed);
+    assert!((m1 - m2).abs() < 1e-5 * m1.abs(), "MLM {m1} vs {m2}");
+    assert!((n1 - n2).abs() < 1e-5 * n1.abs(), "NSP {n1} vs {n2}");
+    for ((name, _, a), (_, _, b)) in to_named(&c, &g1).into_iter().zip(to_named(&c, &g2)) {
+        let scale = a.iter().fold(1e-3f32, |m, x| m.max(x.abs()));
+        let worst = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            worst < 1e-5 * scale,
+            "{name}: padded and packed differ by {worst:e}"
+        );
+    }
+    // With dropout it trains too (finite losses), and a packed batch with the wrong number of
+    // labels is an error, not a panic.
+    let prefs: Vec<&Vec<f32>> = params.iter().collect();
+    let mut grads: Vec<Vec<f32>> = params.iter().map(|p| vec![0.0; p.len()]).collect();
+    let mut grefs: Vec<&mut Vec<f32>> = grads.iter_mut().collect();
+    let l = forward_backward(&Cpu, &c, &prefs, &mut grefs, &packed, Some(3), 1.0).unwrap();
+    assert!(l.mlm.unwrap()[0].is_finite() && l.nsp[0].is_finite());
+    let mut bad = packed.clone();
+    bad.mlm_labels.pop();
+    let e = forward_backward(&Cpu, &c, &prefs, &mut grefs, &bad, None, 1.0)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("32 MLM labels for a batch of 33 tokens"), "{e}");
 }

@@ -27,8 +27,9 @@ pub struct LnSaved<B, S = B> {
     pub rstd: S,
 }
 
-/// The shape of one attention call: `batch` sequences padded to `seq` tokens, the first
-/// `lens[b]` of sequence b valid keys; `heads` x `head_dim` = hidden.
+/// The shape of one attention call, `heads` x `head_dim` = hidden. Padded: `batch` sequences
+/// of `seq` tokens, the first `lens[b]` of sequence b valid keys. Packed: sequence b is
+/// `lens[b]` tokens, back to back, and `seq` is the longest (the dropout index's stride).
 #[derive(Clone, Debug)]
 pub struct AttnDims {
     pub batch: usize,
@@ -36,11 +37,16 @@ pub struct AttnDims {
     pub heads: usize,
     pub head_dim: usize,
     pub lens: Vec<usize>,
+    pub packed: bool,
 }
 
 impl AttnDims {
     pub fn tokens(&self) -> usize {
-        self.batch * self.seq
+        if self.packed {
+            self.lens.iter().sum()
+        } else {
+            self.batch * self.seq
+        }
     }
     pub fn hidden(&self) -> usize {
         self.heads * self.head_dim
@@ -145,12 +151,14 @@ pub trait Device {
     /// `acc += x`.
     fn add_into(&self, acc: &mut Self::Buf, x: &Self::Buf) -> Result<()>;
 
-    /// BERT's embedding sum `(word[ids] + type[types]) + pos[t % seq]`, `(tokens, dim)`.
+    /// BERT's embedding sum `(word[ids] + type[types]) + pos[p]`, `(tokens, dim)`; p is
+    /// `positions[t]` when given (packed batches), else `t % seq`.
     #[allow(clippy::too_many_arguments)]
     fn embed(
         &self,
         ids: &Self::Ids,
         types: &Self::Ids,
+        positions: Option<&Self::Ids>,
         word: Self::W<'_>,
         pos: Self::W<'_>,
         typ: Self::W<'_>,
@@ -163,6 +171,7 @@ pub trait Device {
         &self,
         ids: &Self::Ids,
         types: &Self::Ids,
+        positions: Option<&Self::Ids>,
         dy: &Self::Buf,
         seq: usize,
         dim: usize,
@@ -641,6 +650,7 @@ impl Device for Cpu {
         &self,
         ids: &Vec<i64>,
         types: &Vec<i64>,
+        positions: Option<&Vec<i64>>,
         word: &Vec<f32>,
         pos: &Vec<f32>,
         typ: &Vec<f32>,
@@ -649,19 +659,27 @@ impl Device for Cpu {
     ) -> Result<Vec<f32>> {
         let op = "device embed";
         let tokens = ids.len();
-        if types.len() != tokens || seq == 0 || !tokens.is_multiple_of(seq) {
+        let whole = positions.map_or(seq > 0 && tokens.is_multiple_of(seq), |p| p.len() == tokens);
+        if types.len() != tokens || !whole {
             return Err(Error::Arg {
                 op,
                 shape: vec![tokens, types.len(), seq],
-                why: "ids and type ids must be whole sequences of equal length".into(),
+                why: "ids, type ids and positions must cover the same tokens (whole sequences when padded)".into(),
             });
         }
-        if pos.len() < seq * dim {
-            return Err(len_err(op, "position table", pos.len(), seq * dim));
+        let max_pos = pos.len() / dim.max(1);
+        let position = |t: usize| positions.map_or(t % seq.max(1), |p| p[t] as usize);
+        if let Some(t) = (0..tokens).find(|&t| position(t) >= max_pos) {
+            return Err(Error::Index {
+                op,
+                index: position(t) as i64,
+                size: max_pos,
+                at: t,
+            });
         }
         let mut y = vec![0.0; tokens * dim];
         for (t, row) in y.chunks_exact_mut(dim).enumerate() {
-            let (w, ty, p) = (ids[t] as usize, types[t] as usize, t % seq);
+            let (w, ty, p) = (ids[t] as usize, types[t] as usize, position(t));
             let (wr, tr, pr) = (
                 &word[w * dim..(w + 1) * dim],
                 &typ[ty * dim..(ty + 1) * dim],
@@ -678,6 +696,7 @@ impl Device for Cpu {
         &self,
         ids: &Vec<i64>,
         types: &Vec<i64>,
+        positions: Option<&Vec<i64>>,
         dy: &Vec<f32>,
         seq: usize,
         dim: usize,
@@ -687,7 +706,8 @@ impl Device for Cpu {
     ) -> Result<()> {
         need("device embed_bwd", "dy", dy, ids.len() * dim)?;
         for (t, g) in dy.chunks_exact(dim).enumerate() {
-            let (w, ty, p) = (ids[t] as usize, types[t] as usize, t % seq);
+            let p = positions.map_or(t % seq.max(1), |p| p[t] as usize);
+            let (w, ty) = (ids[t] as usize, types[t] as usize);
             for j in 0..dim {
                 dword[w * dim + j] += g[j];
                 dtyp[ty * dim + j] += g[j];
@@ -793,6 +813,6 @@ fn fused_dims(d: &AttnDims) -> crate::attention::FusedDims<'_> {
         heads: d.heads,
         head_dim: d.head_dim,
         lens: &d.lens,
-        packed: false,
+        packed: d.packed,
     }
 }

@@ -335,19 +335,21 @@ impl Device for Cuda {
         &self,
         ids: &CudaSlice<i32>,
         types: &CudaSlice<i32>,
+        positions: Option<&CudaSlice<i32>>,
         word: &CudaSlice<f32>,
         pos: &CudaSlice<f32>,
         typ: &CudaSlice<f32>,
         seq: usize,
         dim: usize,
     ) -> Result<CudaSlice<f32>> {
-        ops::embed(&self.gpu, ids, types, word, pos, typ, seq, dim)
+        ops::embed(&self.gpu, ids, types, positions, word, pos, typ, seq, dim)
     }
 
     fn embed_bwd(
         &self,
         ids: &CudaSlice<i32>,
         types: &CudaSlice<i32>,
+        positions: Option<&CudaSlice<i32>>,
         dy: &CudaSlice<f32>,
         seq: usize,
         dim: usize,
@@ -355,10 +357,9 @@ impl Device for Cuda {
         dpos: &mut CudaSlice<f32>,
         dtyp: &mut CudaSlice<f32>,
     ) -> Result<()> {
-        let g = &self.gpu;
-        kernels::embedding::embedding_bwd(g, ids, dy, dword, dim).map_err(dev_err)?;
-        kernels::embedding::embedding_bwd(g, types, dy, dtyp, dim).map_err(dev_err)?;
-        kernels::embedding::position_bwd(g, dy, dpos, seq, dim).map_err(dev_err)
+        ops::embed_bwd(
+            &self.gpu, ids, types, positions, dy, seq, dim, dword, dpos, dtyp,
+        )
     }
 
     fn gather_rows(

@@ -351,6 +351,7 @@ impl Device for CudaBf16 {
         &self,
         ids: &CudaSlice<i32>,
         types: &CudaSlice<i32>,
+        positions: Option<&CudaSlice<i32>>,
         word: BfW<'_>,
         pos: BfW<'_>,
         typ: BfW<'_>,
@@ -361,6 +362,7 @@ impl Device for CudaBf16 {
             self.gpu(),
             ids,
             types,
+            positions,
             word.copy,
             pos.copy,
             typ.copy,
@@ -373,6 +375,7 @@ impl Device for CudaBf16 {
         &self,
         ids: &CudaSlice<i32>,
         types: &CudaSlice<i32>,
+        positions: Option<&CudaSlice<i32>>,
         dy: &CudaSlice<bf16>,
         seq: usize,
         dim: usize,
@@ -381,8 +384,18 @@ impl Device for CudaBf16 {
         dtyp: &mut CudaSlice<f32>,
     ) -> Result<()> {
         let dyf = self.to_f32(dy)?;
-        self.inner
-            .embed_bwd(ids, types, &dyf, seq, dim, dword, dpos, dtyp)
+        ops::embed_bwd(
+            self.gpu(),
+            ids,
+            types,
+            positions,
+            &dyf,
+            seq,
+            dim,
+            dword,
+            dpos,
+            dtyp,
+        )
     }
 
     fn gather_rows(

@@ -123,6 +123,7 @@ pub(crate) fn embed<T: Act>(
     gpu: &Gpu,
     ids: &CudaSlice<i32>,
     types: &CudaSlice<i32>,
+    positions: Option<&CudaSlice<i32>>,
     word: &CudaSlice<T>,
     pos: &CudaSlice<T>,
     typ: &CudaSlice<T>,
@@ -130,10 +131,12 @@ pub(crate) fn embed<T: Act>(
     dim: usize,
 ) -> Result<CudaSlice<T>> {
     let mut y = alloc(gpu, ids.len() * dim)?;
-    kernels::embedding::bert_embed_fwd(
+    let pv = positions.map(|p| p.slice(..));
+    kernels::embedding::bert_embed_fwd_at(
         gpu,
         ids,
         Some(&types.slice(..)),
+        pv.as_ref(),
         word,
         pos,
         typ,
@@ -144,6 +147,29 @@ pub(crate) fn embed<T: Act>(
     )
     .map_err(dev_err)?;
     Ok(y)
+}
+
+/// The three tables' gradients from dy `[tokens, dim]` in f32 (atomics for words and types;
+/// positions deterministic when padded, atomics when packed).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn embed_bwd(
+    gpu: &Gpu,
+    ids: &CudaSlice<i32>,
+    types: &CudaSlice<i32>,
+    positions: Option<&CudaSlice<i32>>,
+    dy: &CudaSlice<f32>,
+    seq: usize,
+    dim: usize,
+    dword: &mut CudaSlice<f32>,
+    dpos: &mut CudaSlice<f32>,
+    dtyp: &mut CudaSlice<f32>,
+) -> Result<()> {
+    kernels::embedding::embedding_bwd(gpu, ids, dy, dword, dim).map_err(dev_err)?;
+    kernels::embedding::embedding_bwd(gpu, types, dy, dtyp, dim).map_err(dev_err)?;
+    match positions {
+        Some(p) => kernels::embedding::embedding_bwd(gpu, p, dy, dpos, dim).map_err(dev_err),
+        None => kernels::embedding::position_bwd(gpu, dy, dpos, seq, dim).map_err(dev_err),
+    }
 }
 
 pub(crate) fn gather_rows<T: Act>(
@@ -172,7 +198,12 @@ pub(crate) fn attention<T: Act>(
     scale: f32,
     dropout: (f32, u64),
 ) -> Result<(CudaSlice<T>, CudaAttnSaved)> {
-    let batch = AttnBatch::padded(gpu, d.seq, &d.lens).map_err(dev_err)?;
+    let batch = if d.packed {
+        AttnBatch::packed(gpu, &d.lens)
+    } else {
+        AttnBatch::padded(gpu, d.seq, &d.lens)
+    }
+    .map_err(dev_err)?;
     let mut o = alloc(gpu, d.tokens() * d.hidden())?;
     let mut lse = alloc(gpu, d.tokens() * d.heads)?;
     kernels::attention::attention_fwd::<T>(

@@ -189,6 +189,7 @@ impl<D: Device> Device for Profiled<'_, D> {
         &self,
         ids: &D::Ids,
         types: &D::Ids,
+        positions: Option<&D::Ids>,
         word: D::W<'_>,
         pos: D::W<'_>,
         typ: D::W<'_>,
@@ -196,13 +197,15 @@ impl<D: Device> Device for Profiled<'_, D> {
         dim: usize,
     ) -> Result<D::Buf> {
         self.t("embed", || {
-            self.inner.embed(ids, types, word, pos, typ, seq, dim)
+            self.inner
+                .embed(ids, types, positions, word, pos, typ, seq, dim)
         })
     }
     fn embed_bwd(
         &self,
         ids: &D::Ids,
         types: &D::Ids,
+        positions: Option<&D::Ids>,
         dy: &D::Buf,
         seq: usize,
         dim: usize,
@@ -212,7 +215,7 @@ impl<D: Device> Device for Profiled<'_, D> {
     ) -> Result<()> {
         self.t("embed_bwd", || {
             self.inner
-                .embed_bwd(ids, types, dy, seq, dim, dword, dpos, dtyp)
+                .embed_bwd(ids, types, positions, dy, seq, dim, dword, dpos, dtyp)
         })
     }
     fn gather_rows(&self, x: &D::Buf, rows: &D::Ids, cols: usize) -> Result<D::Buf> {

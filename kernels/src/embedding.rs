@@ -23,15 +23,47 @@ pub fn bert_embed_fwd<T: Elem>(
     dim: usize,
     bad: Option<&mut CudaViewMut<'_, i32>>,
 ) -> Result<(), Error> {
+    bert_embed_fwd_at(
+        gpu, word_ids, type_ids, None, word, pos, types, out, seq_len, dim, bad,
+    )
+}
+
+/// [`bert_embed_fwd`] with each token's position given (`pos_ids` `[tokens]` i32; a packed
+/// batch, where a position is the token's place in its own sequence), or `t % seq_len` when
+/// None. A position outside the table is a bad id (NaN row, reported in `bad`).
+#[allow(clippy::too_many_arguments)]
+pub fn bert_embed_fwd_at<T: Elem>(
+    gpu: &Gpu,
+    word_ids: &impl DevicePtr<i32>,
+    type_ids: Option<&CudaView<'_, i32>>,
+    pos_ids: Option<&CudaView<'_, i32>>,
+    word: &impl DevicePtr<T>,
+    pos: &impl DevicePtr<T>,
+    types: &impl DevicePtr<T>,
+    out: &mut impl DevicePtrMut<T>,
+    seq_len: usize,
+    dim: usize,
+    bad: Option<&mut CudaViewMut<'_, i32>>,
+) -> Result<(), Error> {
     let k = "bert_embed_fwd";
     let tokens = word_ids.len();
     check::len(k, "out", out.len(), tokens * dim)?;
     let vocab = check::rows(k, "word table", word.len(), dim)?;
     let max_pos = check::rows(k, "position table", pos.len(), dim)?;
     let n_types = check::rows(k, "type table", types.len(), dim)?;
-    if seq_len == 0 || tokens % seq_len != 0 || seq_len > max_pos {
-        return check::fail(k, format!("{tokens} tokens are not whole sequences of {seq_len} (at most {max_pos} positions)"));
-    }
+    let (pp, _gp) = match pos_ids {
+        Some(p) => {
+            check::len(k, "pos_ids", p.len(), tokens)?;
+            let (a, g) = addr(gpu, p);
+            (a, Some(g))
+        }
+        None => {
+            if seq_len == 0 || tokens % seq_len != 0 || seq_len > max_pos {
+                return check::fail(k, format!("{tokens} tokens are not whole sequences of {seq_len} (at most {max_pos} positions)"));
+            }
+            (0, None)
+        }
+    };
     let (pt, _gt) = match type_ids {
         Some(t) => {
             check::len(k, "type_ids", t.len(), tokens)?;
@@ -56,15 +88,17 @@ pub fn bert_embed_fwd<T: Elem>(
     let args = [
         Arg::Ptr(p0),
         Arg::Ptr(pt),
+        Arg::Ptr(pp),
         Arg::Ptr(p1),
         Arg::Ptr(p2),
         Arg::Ptr(p3),
         Arg::Ptr(p4),
         Arg::I32(check::i32_of(k, "tokens", tokens)?),
-        Arg::I32(check::i32_of(k, "seq_len", seq_len)?),
+        Arg::I32(check::i32_of(k, "seq_len", seq_len.max(1))?),
         Arg::I32(check::i32_of(k, "dim", dim)?),
         Arg::I32(check::i32_of(k, "vocab", vocab)?),
         Arg::I32(check::i32_of(k, "types", n_types)?),
+        Arg::I32(check::i32_of(k, "max_pos", max_pos)?),
         Arg::Ptr(pbad),
     ];
     let grid = gpu.grid_for((tokens * dim) as u64, BLOCK as u64 * 4);

@@ -3,12 +3,16 @@
 //!
 //! Each row: the whole step (`bert::step::StepTrainer` on `engine::device_cuda::Cuda`: embeddings,
 //! encoder with the fused attention kernel, MLM head at the masked rows only, NSP, backward,
-//! clipping, multi-tensor AdamW), in f32, TF32 and bf16 mixed precision, on synthetic batches: random ids, 15% of the valid positions
-//! masked, random NSP labels; `full` batches have every sequence at full length, `padded` ones
-//! the lengths BERT's data recipe gives (10% of sequences shorter, uniform in 8..S).
+//! clipping, multi-tensor AdamW), in f32, TF32 and bf16 mixed precision, on synthetic batches:
+//! random ids, 15% of the valid positions masked, random NSP labels; `full` batches have every
+//! sequence at full length, `padded` ones
+//! the lengths BERT's data recipe gives (10% of sequences shorter, uniform in 8..S), `packed`
+//! the padded batches without their padding tokens (tokens/s still counted as B x S, so that
+//! the row compares with torch's padded one).
 //! Output lines: `train <model> B<b> S<s> <lengths> <math>  ms/step  tokens/s  model-TFLOP/s`
-//! (tokens counted as B x S, as torch's side counts them). Model FLOPs: 6 per parameter-weight
-//! per token for the Linear layers, 12 L B S^2 H for attention, the MLM head at the masked rows.
+//! (tokens counted as B x S, as torch's side counts them). Model FLOPs (`benches::model_flops`):
+//! what the step computes, 6 per weight per token for the Linear layers, attention per sequence,
+//! the MLM head at the masked rows.
 
 use benches::{model_flops, synthetic};
 use bert::step::{
@@ -26,6 +30,8 @@ struct Run {
     batch: usize,
     seq: usize,
     padded: bool,
+    /// The padded batches with their padding removed (`StepBatch::to_packed`).
+    packed: bool,
 }
 
 fn config(name: &str, seq: usize) -> BertConfig {
@@ -95,6 +101,7 @@ fn inference() {
             input_ids: &x.input_ids,
             token_type_ids: &x.token_type_ids,
             lens: &x.lens,
+            packed: false,
         };
         for mode in MODES {
             let ms = if mode == "Bf16" {
@@ -158,24 +165,35 @@ fn main() {
             batch: 128,
             seq: 128,
             padded: false,
+            packed: false,
         },
         Run {
             model: "bert-base",
             batch: 256,
             seq: 128,
             padded: false,
+            packed: false,
         },
         Run {
             model: "bert-base",
             batch: 256,
             seq: 128,
             padded: true,
+            packed: false,
+        },
+        Run {
+            model: "bert-base",
+            batch: 256,
+            seq: 128,
+            padded: true,
+            packed: true,
         },
         Run {
             model: "bert-base",
             batch: 32,
             seq: 512,
             padded: false,
+            packed: false,
         },
     ];
     let steps = 5;
@@ -190,6 +208,7 @@ fn main() {
         drop(model);
         let batches: Vec<StepBatch> = (0..steps + 2)
             .map(|k| synthetic(&c, run.batch, run.seq, run.padded, 17 + k as u64))
+            .map(|b| if run.packed { b.to_packed() } else { b })
             .collect();
         for mode in MODES {
             let (secs, flops) = if mode == "Bf16" {
@@ -209,7 +228,11 @@ fn main() {
                 run.model,
                 run.batch,
                 run.seq,
-                if run.padded { "padded" } else { "full" },
+                match (run.padded, run.packed) {
+                    (_, true) => "packed",
+                    (true, false) => "padded",
+                    _ => "full",
+                },
                 flops / secs / 1e12
             );
         }
