@@ -57,63 +57,27 @@ const NSP_B: usize = 8;
 /// Parameters after the last layer.
 const HEADS: usize = 9;
 
-/// The step's parameters in order: (name, shape). Names are HF's except the stacked
-/// `encoder.layer.L.attention.self.qkv.{weight,bias}`.
+/// The step's parameters in order: (name, shape). HF's names and order (the model's
+/// [`crate::model::encoder_param_shapes`], then the pretraining heads'), except that each layer's
+/// query, key and value tensors are one stacked `attention.self.qkv.{weight,bias}`.
 pub fn layout(c: &BertConfig) -> Vec<(String, Vec<usize>)> {
-    let h = c.hidden_size;
     let mut v = encoder_layout(c);
-    for (n, s) in [
-        ("bert.pooler.dense.weight", vec![h, h]),
-        ("bert.pooler.dense.bias", vec![h]),
-        ("cls.predictions.transform.dense.weight", vec![h, h]),
-        ("cls.predictions.transform.dense.bias", vec![h]),
-        ("cls.predictions.transform.LayerNorm.weight", vec![h]),
-        ("cls.predictions.transform.LayerNorm.bias", vec![h]),
-        ("cls.predictions.bias", vec![c.vocab_size]),
-        ("cls.seq_relationship.weight", vec![2, h]),
-        ("cls.seq_relationship.bias", vec![2]),
-    ] {
-        v.push((n.into(), s));
-    }
+    let with_pooler = crate::model::encoder_param_shapes(c, true);
+    v.extend(with_pooler[with_pooler.len() - 2..].iter().cloned());
+    v.extend(crate::heads::Task::PreTraining.head_param_shapes(c));
     v
 }
 
 /// The first part of [`layout`]: embeddings and encoder layers (what [`encode`] reads).
 pub fn encoder_layout(c: &BertConfig) -> Vec<(String, Vec<usize>)> {
-    let (h, i) = (c.hidden_size, c.intermediate_size);
-    let mut v: Vec<(String, Vec<usize>)> = vec![
-        (
-            "bert.embeddings.word_embeddings.weight".into(),
-            vec![c.vocab_size, h],
-        ),
-        (
-            "bert.embeddings.position_embeddings.weight".into(),
-            vec![c.max_position_embeddings, h],
-        ),
-        (
-            "bert.embeddings.token_type_embeddings.weight".into(),
-            vec![c.type_vocab_size, h],
-        ),
-        ("bert.embeddings.LayerNorm.weight".into(), vec![h]),
-        ("bert.embeddings.LayerNorm.bias".into(), vec![h]),
-    ];
-    for l in 0..c.num_hidden_layers {
-        let p = format!("bert.encoder.layer.{l}.");
-        for (n, s) in [
-            ("attention.self.qkv.weight", vec![3 * h, h]),
-            ("attention.self.qkv.bias", vec![3 * h]),
-            ("attention.output.dense.weight", vec![h, h]),
-            ("attention.output.dense.bias", vec![h]),
-            ("attention.output.LayerNorm.weight", vec![h]),
-            ("attention.output.LayerNorm.bias", vec![h]),
-            ("intermediate.dense.weight", vec![i, h]),
-            ("intermediate.dense.bias", vec![i]),
-            ("output.dense.weight", vec![h, i]),
-            ("output.dense.bias", vec![h]),
-            ("output.LayerNorm.weight", vec![h]),
-            ("output.LayerNorm.bias", vec![h]),
-        ] {
-            v.push((format!("{p}{n}"), s));
+    let mut v = Vec::new();
+    for (name, shape) in crate::model::encoder_param_shapes(c, false) {
+        if name.contains(".attention.self.query.") {
+            let mut stacked = shape;
+            stacked[0] *= 3;
+            v.push((name.replace(".query.", ".qkv."), stacked));
+        } else if !name.contains(".attention.self.") {
+            v.push((name, shape));
         }
     }
     v
