@@ -10,7 +10,7 @@ use engine::device::{Cpu, Device};
 use engine::optim::{clip_grad_norm, AdamW, AdamWConfig};
 
 mod step_fixture;
-use step_fixture::{batch, config};
+use step_fixture::{batch, config, grads_on};
 
 fn check(act: &str, seed: Option<u64>) {
     let c = config(act);
@@ -277,16 +277,8 @@ fn packed_batches_give_the_padded_losses_and_gradients() {
     let packed = padded.to_packed();
     assert_eq!(packed.input_ids.len(), 16 + 11 + 6);
     assert_eq!(packed.seq, 16);
-    let run = |b: &StepBatch| {
-        let prefs: Vec<&Vec<f32>> = params.iter().collect();
-        let mut grads: Vec<Vec<f32>> = params.iter().map(|p| vec![0.0; p.len()]).collect();
-        let mut grefs: Vec<&mut Vec<f32>> = grads.iter_mut().collect();
-        let l = forward_backward(&Cpu, &c, &prefs, &mut grefs, b, None, 1.0).unwrap();
-        let losses = (l.mlm.unwrap()[0], l.nsp[0]);
-        (losses, grads)
-    };
-    let ((m1, n1), g1) = run(&padded);
-    let ((m2, n2), g2) = run(&packed);
+    let (m1, n1, g1) = grads_on(&Cpu, &c, &params, &padded, None);
+    let (m2, n2, g2) = grads_on(&Cpu, &c, &params, &packed, None);
     assert!((m1 - m2).abs() < 1e-5 * m1.abs(), "MLM {m1} vs {m2}");
     assert!((n1 - n2).abs() < 1e-5 * n1.abs(), "NSP {n1} vs {n2}");
     for ((name, _, a), (_, _, b)) in to_named(&c, &g1).into_iter().zip(to_named(&c, &g2)) {

@@ -11,32 +11,7 @@ use bert::{Bert, Task};
 use engine::device::{Cpu, Device};
 use engine::device_cuda::Cuda;
 use engine::optim::AdamWConfig;
-use step_fixture::{batch, config};
-
-fn grads_on<D: Device>(
-    dev: &D,
-    c: &bert::BertConfig,
-    values: &[Vec<f32>],
-    sb: &StepBatch,
-    seed: Option<u64>,
-) -> (f32, f32, Vec<Vec<f32>>) {
-    let weights = dev.weights(values).unwrap();
-    let mut grads: Vec<D::Grad> = values
-        .iter()
-        .map(|v| dev.zeros_grad(v.len()).unwrap())
-        .collect();
-    let prefs = dev.weight_refs(&weights);
-    let mut grefs: Vec<&mut D::Grad> = grads.iter_mut().collect();
-    let l = forward_backward(dev, c, &prefs, &mut grefs, sb, seed, 1.0).unwrap();
-    (
-        read_scalar(dev, l.mlm.as_ref().unwrap()).unwrap(),
-        read_scalar(dev, &l.nsp).unwrap(),
-        grads
-            .iter()
-            .map(|g| dev.download_grad(g).unwrap())
-            .collect(),
-    )
-}
+use step_fixture::{batch, config, grads_on};
 
 #[test]
 fn gpu_step_gradients_match_the_cpu_step() {
@@ -165,10 +140,9 @@ fn gpu_step_rejects_an_unsupported_head_size_with_an_error() {
     assert!(err.contains("head_dim"), "{err}");
 }
 
-#[test]
-fn gpu_encoder_matches_the_cpu_encoder() {
+/// The encoder's output on `dev` and on the CPU (a padded batch, two layers).
+fn encoder_outputs<D: Device>(dev: &D) -> (Vec<f32>, Vec<f32>) {
     use bert::step::{encode, encoder_from_named, EncoderInput};
-    let gpu = Cuda::new(0).unwrap();
     let c = config("gelu");
     let model = Bert::init(&c, Task::PreTraining, 3).unwrap();
     let vals = encoder_from_named(&c, |n: &str| {
@@ -187,11 +161,17 @@ fn gpu_encoder_matches_the_cpu_encoder() {
     };
     let cpu_refs: Vec<&Vec<f32>> = vals.iter().collect();
     let want = encode(&Cpu, &c, &cpu_refs, &input, 2).unwrap();
-    let weights = gpu.weights(&vals).unwrap();
-    let refs = gpu.weight_refs(&weights);
-    let got = gpu
-        .download(&encode(&gpu, &c, &refs, &input, 2).unwrap())
+    let weights = dev.weights(&vals).unwrap();
+    let refs = dev.weight_refs(&weights);
+    let got = dev
+        .download(&encode(dev, &c, &refs, &input, 2).unwrap())
         .unwrap();
+    (got, want)
+}
+
+#[test]
+fn gpu_encoder_matches_the_cpu_encoder() {
+    let (got, want) = encoder_outputs(&Cuda::new(0).unwrap());
     let worst = got
         .iter()
         .zip(&want)
@@ -261,36 +241,11 @@ fn gpu_bf16_trainer_losses_follow_the_cpu_trainer() {
 
 #[test]
 fn gpu_bf16_encoder_is_close_to_the_cpu_encoder() {
-    use bert::step::{encode, encoder_from_named, EncoderInput};
-    let gpu = engine::device_cuda_bf16::CudaBf16::new(0).unwrap();
-    let c = config("gelu");
-    let model = Bert::init(&c, Task::PreTraining, 3).unwrap();
-    let vals = encoder_from_named(&c, |n: &str| {
-        model.params.get(n).map(|v| v.value().to_vec())
-    })
-    .unwrap();
-    let (x, _, _) = batch();
-    let lens = [16usize, 11, 6];
-    let input = EncoderInput {
-        batch: x.batch,
-        seq: x.seq,
-        input_ids: &x.input_ids,
-        token_type_ids: &x.token_type_ids,
-        lens: &lens,
-        packed: false,
-    };
-    let cpu_refs: Vec<&Vec<f32>> = vals.iter().collect();
-    let want = encode(&Cpu, &c, &cpu_refs, &input, 2).unwrap();
-    let weights = gpu.weights(&vals).unwrap();
-    let refs = gpu.weight_refs(&weights);
-    let got = gpu
-        .download(&encode(&gpu, &c, &refs, &input, 2).unwrap())
-        .unwrap();
+    let (got, want) = encoder_outputs(&engine::device_cuda_bf16::CudaBf16::new(0).unwrap());
     let r = rel_l2(&got, &want);
     println!("bf16 encoder: relative L2 {r:.2e}");
     assert!(r < 2e-2, "bf16 encoder output off by {r:.3} (relative L2)");
 }
-
 #[test]
 fn gpu_packed_step_matches_the_cpu_packed_step() {
     // Packed batches (no padding tokens; attention over AttnBatch::packed, positions given per

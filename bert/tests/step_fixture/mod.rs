@@ -1,7 +1,9 @@
 //! The small BERT and padded batch both step tests use (`step.rs` on the CPU, `step_cuda.rs`).
 #![allow(dead_code)]
 
+use bert::step::{forward_backward, read_scalar, StepBatch};
 use bert::{BertConfig, BertInput};
+use engine::device::Device;
 
 pub fn config(act: &str) -> BertConfig {
     let mut c = BertConfig::preset("bert-tiny", 97).unwrap();
@@ -44,4 +46,31 @@ pub fn batch() -> (BertInput, Vec<i64>, Vec<i64>) {
         }
     }
     (x, labels, vec![0, 1, 1])
+}
+
+/// One forward and backward on `dev` from step-ordered `values`: (MLM loss, NSP loss, every
+/// gradient on the host).
+pub fn grads_on<D: Device>(
+    dev: &D,
+    c: &bert::BertConfig,
+    values: &[Vec<f32>],
+    sb: &StepBatch,
+    seed: Option<u64>,
+) -> (f32, f32, Vec<Vec<f32>>) {
+    let weights = dev.weights(values).unwrap();
+    let mut grads: Vec<D::Grad> = values
+        .iter()
+        .map(|v| dev.zeros_grad(v.len()).unwrap())
+        .collect();
+    let prefs = dev.weight_refs(&weights);
+    let mut grefs: Vec<&mut D::Grad> = grads.iter_mut().collect();
+    let l = forward_backward(dev, c, &prefs, &mut grefs, sb, seed, 1.0).unwrap();
+    (
+        read_scalar(dev, l.mlm.as_ref().unwrap()).unwrap(),
+        read_scalar(dev, &l.nsp).unwrap(),
+        grads
+            .iter()
+            .map(|g| dev.download_grad(g).unwrap())
+            .collect(),
+    )
 }
