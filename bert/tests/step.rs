@@ -308,3 +308,39 @@ fn packed_batches_give_the_padded_losses_and_gradients() {
         .to_string();
     assert!(e.contains("32 MLM labels for a batch of 33 tokens"), "{e}");
 }
+
+#[test]
+fn a_profiled_device_gives_the_same_step_and_counts_every_op() {
+    // engine::device_profile::Profiled only adds a stopwatch: the same losses and gradients as
+    // the device it wraps, and a table with each op's call count.
+    let c = config("gelu");
+    let model = Bert::init(&c, Task::PreTraining, 17).unwrap();
+    let params = from_named(&c, |n: &str| {
+        model.params.get(n).map(|v| v.value().to_vec())
+    })
+    .unwrap();
+    let (x, labels, nsp) = batch();
+    let sb = StepBatch::new(&x, &labels, &nsp).unwrap().to_packed();
+    let p = engine::device_profile::Profiled::new(&Cpu, || {});
+    let (m1, n1, g1) = grads_on(&Cpu, &c, &params, &sb, Some(4));
+    let (m2, n2, g2) = grads_on(&p, &c, &params, &sb, Some(4));
+    assert_eq!((m1, n1), (m2, n2));
+    assert_eq!(g1, g2);
+    let table = p.table();
+    // Two layers: 4 Linear layers each, plus the MLM transform, decoder, pooler and NSP.
+    let calls = |op: &str| -> u64 {
+        table
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(op))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    assert_eq!(calls("linear"), 2 * 4 + 4, "{table}");
+    assert_eq!(calls("attention"), 2, "{table}");
+    assert_eq!(calls("cross_entropy"), 2, "{table}");
+    assert!(
+        table.lines().last().unwrap().starts_with("total"),
+        "{table}"
+    );
+}
