@@ -291,22 +291,126 @@ fn device_trainer<'d, D: Device>(
     Ok(tr)
 }
 
+/// One optimizer step's input, built ahead of time by the [`Loader`] thread.
+struct StepData {
+    /// The micro-batches as the tape takes them: (input, MLM labels, NSP labels, dropout seed).
+    /// Empty when the step runs on a device.
+    tape: Vec<(crate::BertInput, Vec<i64>, Vec<i64>, u64)>,
+    /// The same, as the hand-written step takes them (packed unless `--padded`); empty for the
+    /// tape.
+    device: Vec<(StepBatch, Option<u64>)>,
+    /// Real (non-padding) tokens in the step.
+    tokens: usize,
+}
+
+/// Builds each step's batches on a thread of its own, up to two steps ahead of the trainer, so
+/// that reading the memory-mapped shard, masking and packing overlap the step (on a GPU the
+/// host is otherwise idle while it waits; on the CPU it fills the step's serial gaps). Every
+/// batch is a function of (seed, step) alone, so the batches are the same as built in line.
+/// Dropping the loader stops and joins the thread.
+struct Loader {
+    rx: Option<std::sync::mpsc::Receiver<Result<StepData>>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+/// What the loader thread needs (owned: it outlives no borrow).
+struct LoaderJob {
+    train: Shard,
+    pad: u32,
+    dcfg: DataConfig,
+    sp: Specials,
+    cfg: PretrainConfig,
+    /// Build [`StepData::device`] (packed per `cfg.packed`) rather than [`StepData::tape`].
+    device: bool,
+}
+
+impl LoaderJob {
+    fn build(&self, step: u64, perm: &mut (u64, Vec<usize>)) -> Result<StepData> {
+        let cfg = &self.cfg;
+        let mut data = StepData {
+            tape: Vec::new(),
+            device: Vec::new(),
+            tokens: 0,
+        };
+        for micro in 0..cfg.accum {
+            let ids = batch_indices(self.train.len(), step, micro, cfg, perm);
+            let remask = cfg.dynamic_masking.then(|| {
+                let epoch = ((step - 1) as usize * cfg.batch / self.train.len()) as u64;
+                (
+                    &self.dcfg,
+                    &self.sp,
+                    cfg.seed ^ 0xAA55 ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                )
+            });
+            let (x, labels, nsp) = self.train.batch(&ids, self.pad, remask);
+            data.tokens += x.attention_mask.iter().filter(|&&m| m == 1.0).count();
+            let seed = cfg
+                .seed
+                .wrapping_mul(1_000_003)
+                .wrapping_add(step * 64 + micro as u64);
+            if self.device {
+                let b = StepBatch::new(&x, &labels, &nsp)?;
+                let b = if cfg.packed { b.to_packed() } else { b };
+                data.device.push((b, Some(seed)));
+            } else {
+                data.tape.push((x, labels, nsp, seed));
+            }
+        }
+        Ok(data)
+    }
+}
+
+impl Loader {
+    /// Starts building steps `first`, `first + 1`, ... on a new thread.
+    fn spawn(job: LoaderJob, first: u64) -> Result<Loader> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(2);
+        let handle = std::thread::Builder::new()
+            .name("batch-loader".into())
+            .spawn(move || {
+                let mut perm = (u64::MAX, Vec::new());
+                for step in first.. {
+                    let data = job.build(step, &mut perm);
+                    let failed = data.is_err();
+                    // The trainer hung up (the run is over): stop.
+                    if tx.send(data).is_err() || failed {
+                        break;
+                    }
+                }
+            })
+            .map_err(|e| BertError::Io(format!("cannot start the batch loader thread: {e}")))?;
+        Ok(Loader {
+            rx: Some(rx),
+            handle: Some(handle),
+        })
+    }
+
+    /// The next step's batches, waiting for them if the loader is behind.
+    fn next(&self) -> Result<StepData> {
+        self.rx
+            .as_ref()
+            .and_then(|rx| rx.recv().ok())
+            .unwrap_or_else(|| Err(BertError::Io("the batch loader thread stopped".into())))
+    }
+}
+
+impl Drop for Loader {
+    fn drop(&mut self) {
+        // Hang up first: a loader blocked on a full channel then sees the send fail and exits.
+        self.rx.take();
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
 /// One optimizer step on a device: returns (loss, gradient norm), reading both back.
 fn device_step<D: Device>(
     tr: &mut StepTrainer<'_, D>,
-    micro: &[(crate::BertInput, Vec<i64>, Vec<i64>, u64)],
+    batches: &[(StepBatch, Option<u64>)],
     lr: f32,
     clip: f32,
-    packed: bool,
 ) -> Result<(f64, f32)> {
-    let batches = micro
-        .iter()
-        .map(|(x, labels, nsp, seed)| {
-            let b = StepBatch::new(x, labels, nsp)?;
-            Ok((if packed { b.to_packed() } else { b }, Some(*seed)))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let st = tr.step(&batches, lr, clip)?;
+    let st = tr.step(batches, lr, clip)?;
     let mut loss = 0.0f64;
     for l in &st.losses {
         if let Some(m) = &l.mlm {
@@ -315,7 +419,7 @@ fn device_step<D: Device>(
         loss += read_scalar(tr.dev, &l.nsp)? as f64;
     }
     Ok((
-        loss / micro.len().max(1) as f64,
+        loss / batches.len().max(1) as f64,
         read_scalar(tr.dev, &st.grad_norm)?,
     ))
 }
@@ -482,7 +586,17 @@ pub fn pretrain(
     let mut log = |v: serde_json::Value| -> Result<()> {
         writeln!(metrics, "{v}").map_err(|e| io_err(out, e))
     };
-    let mut perm = (u64::MAX, Vec::new());
+    let loader = Loader::spawn(
+        LoaderJob {
+            train,
+            pad,
+            dcfg,
+            sp,
+            cfg: cfg.clone(),
+            device: !matches!(runner, Runner::Tape),
+        },
+        start_step + 1,
+    )?;
     let t0 = std::time::Instant::now();
     let mut step = start_step;
     let mut tokens = 0usize;
@@ -520,30 +634,14 @@ pub fn pretrain(
         // start; the total is fixed after 3 steps from their speed.
         let lr = sched.as_ref().map_or(cfg.lr * 0.01, |s| s.lr(step));
         let st = std::time::Instant::now();
-        let mut micro_batches = Vec::with_capacity(cfg.accum);
-        for micro in 0..cfg.accum {
-            let ids = batch_indices(train.len(), step, micro, cfg, &mut perm);
-            let remask = cfg.dynamic_masking.then(|| {
-                let epoch = ((step - 1) as usize * cfg.batch / train.len()) as u64;
-                (
-                    &dcfg,
-                    &sp,
-                    cfg.seed ^ 0xAA55 ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15),
-                )
-            });
-            let (x, labels, nsp) = train.batch(&ids, pad, remask);
-            tokens += x.attention_mask.iter().filter(|&&m| m == 1.0).count();
-            let seed = cfg
-                .seed
-                .wrapping_mul(1_000_003)
-                .wrapping_add(step * 64 + micro as u64);
-            micro_batches.push((x, labels, nsp, seed));
-        }
+        let data = loader.next()?;
+        let data_wait = st.elapsed().as_secs_f64();
+        tokens += data.tokens;
         let (loss_sum, gnorm) = match &mut runner {
             Runner::Tape => {
                 model.params.zero_grad();
                 let mut loss_sum = 0.0f64;
-                for (x, labels, nsp, seed) in &micro_batches {
+                for (x, labels, nsp, seed) in &data.tape {
                     let o = model.pretraining(
                         x,
                         labels,
@@ -566,11 +664,11 @@ pub fn pretrain(
                 opt.step(&model.params, lr)?;
                 (loss_sum, gnorm)
             }
-            Runner::Cpu(tr) => device_step(tr, &micro_batches, lr, cfg.clip, cfg.packed)?,
+            Runner::Cpu(tr) => device_step(tr, &data.device, lr, cfg.clip)?,
             #[cfg(feature = "cuda")]
-            Runner::Cuda(tr) => device_step(tr, &micro_batches, lr, cfg.clip, cfg.packed)?,
+            Runner::Cuda(tr) => device_step(tr, &data.device, lr, cfg.clip)?,
             #[cfg(feature = "cuda")]
-            Runner::CudaBf16(tr) => device_step(tr, &micro_batches, lr, cfg.clip, cfg.packed)?,
+            Runner::CudaBf16(tr) => device_step(tr, &data.device, lr, cfg.clip)?,
             #[cfg(not(feature = "cuda"))]
             Runner::Never(_) => unreachable!("never constructed"),
         };
@@ -587,7 +685,7 @@ pub fn pretrain(
         let tps = tokens as f64 / secs.max(1e-9);
         log(
             serde_json::json!({"step": step, "loss": loss_sum, "lr": lr, "grad_norm": gnorm,
-            "step_seconds": st.elapsed().as_secs_f64(), "tokens_per_second": tps, "seconds": elapsed0 + secs}),
+            "step_seconds": st.elapsed().as_secs_f64(), "data_wait_seconds": data_wait, "tokens_per_second": tps, "seconds": elapsed0 + secs}),
         )?;
         if let Some(b) = &bar {
             b.set_position(step);
