@@ -22,8 +22,8 @@ pub fn logsumexp<S: Simd>(s: S, x: &[f32]) -> f32 {
     // SAFETY: i + l <= len in the loops; the tail uses load_partial with -inf fill (exp -> 0).
     unsafe {
         while i + 2 * l <= x.len() {
-            a0 = s.add(a0, s.exp(s.sub(s.load(x.as_ptr().add(i)), vmax)));
-            a1 = s.add(a1, s.exp(s.sub(s.load(x.as_ptr().add(i + l)), vmax)));
+            a0 = s.add(a0, s.exp_fast(s.sub(s.load(x.as_ptr().add(i)), vmax)));
+            a1 = s.add(a1, s.exp_fast(s.sub(s.load(x.as_ptr().add(i + l)), vmax)));
             i += 2 * l;
         }
         while i < x.len() {
@@ -32,7 +32,7 @@ pub fn logsumexp<S: Simd>(s: S, x: &[f32]) -> f32 {
             } else {
                 s.load_partial(x.as_ptr().add(i), x.len() - i, f32::NEG_INFINITY)
             };
-            a0 = s.add(a0, s.exp(s.sub(v, vmax)));
+            a0 = s.add(a0, s.exp_fast(s.sub(v, vmax)));
             i += l;
         }
     }
@@ -188,7 +188,7 @@ impl crate::rows::RowOp for CeBackward<'_> {
             d,
             x,
             #[inline(always)]
-            |_, v| s.mul(sc, s.exp(s.sub(v, lse))),
+            |_, v| s.mul(sc, s.exp_fast(s.sub(v, lse))),
         );
         d[t as usize] -= self.scale;
     }
@@ -246,7 +246,7 @@ impl crate::rows::RowOp for CeBackwardInPlace<'_> {
             s,
             d,
             #[inline(always)]
-            |v| s.mul(sc, s.exp(s.sub(v, lse))),
+            |v| s.mul(sc, s.exp_fast(s.sub(v, lse))),
         );
         d[t as usize] -= self.scale;
     }

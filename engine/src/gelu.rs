@@ -2,6 +2,10 @@
 //!
 //! erf form (`gelu`):       `x/2 (1 + erf(x / sqrt 2))`
 //! tanh form (`gelu_new`):  `x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`
+//!
+//! The forward computes the tanh form as `x / (1 + exp(-2u))`, u = sqrt(2/pi) (x + 0.044715 x^3),
+//! since `(1 + tanh u) / 2` is the logistic function of 2u: one exp and one division, and no
+//! cancellation in `1 + tanh u` where tanh u is near -1.
 
 use crate::simd::{dispatch, map_inplace, Isa, Simd, SimdKernel};
 
@@ -37,9 +41,11 @@ impl SimdKernel for GeluK<'_> {
                 self.x,
                 #[inline(always)]
                 |v| {
-                    let k = s.splat(0.797_884_6); // sqrt(2/pi)
-                    let inner = s.mul(k, s.fma(s.mul(s.splat(0.044715), s.mul(v, v)), v, v));
-                    s.mul(s.mul(half, v), s.add(one, s.tanh(inner)))
+                    // -2 sqrt(2/pi) (x + 0.044715 x^3): above 88 (x below about -9.7) exp_fast
+                    // saturates at exp(88) and the result is x / 1.7e38, about 0, as it should.
+                    let m2k = s.splat(-2.0 * 0.797_884_6);
+                    let arg = s.mul(m2k, s.fma(s.mul(s.splat(0.044715), s.mul(v, v)), v, v));
+                    s.div(v, s.add(one, s.exp_fast(arg)))
                 },
             ),
         }
@@ -81,7 +87,7 @@ impl SimdKernel for GeluBackward<'_> {
                     );
                     let pdf = s.mul(
                         s.splat(0.398_942_3),
-                        s.exp(s.mul(s.splat(-0.5), s.mul(xv, xv))),
+                        s.exp_fast(s.mul(s.splat(-0.5), s.mul(xv, xv))),
                     );
                     s.mul(dy, s.fma(xv, pdf, cdf))
                 },

@@ -52,13 +52,14 @@ impl RowOp for Softmax<'_> {
         // SAFETY: i + l <= n in the loop; the tail handles n - i < l elements.
         unsafe {
             while i + l <= n {
-                let e = s.exp(s.sub(s.load(zp.add(i)), vmax));
+                let e = s.exp_fast(s.sub(s.load(zp.add(i)), vmax));
                 acc = s.add(acc, e);
                 s.store(yp.add(i), e);
                 i += l;
             }
             if i < n {
-                let e = s.exp(s.sub(s.load_partial(zp.add(i), n - i, f32::NEG_INFINITY), vmax));
+                let e =
+                    s.exp_fast(s.sub(s.load_partial(zp.add(i), n - i, f32::NEG_INFINITY), vmax));
                 acc = s.add(acc, e);
                 s.store_partial(yp.add(i), e, n - i);
             }

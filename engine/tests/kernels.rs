@@ -762,3 +762,32 @@ fn bf16_gemm_error_against_f32_is_reported_and_small() {
     // Two operands rounded to 8 significant bits: about 2^-9 each, partly cancelling.
     assert!(rel < 6e-3 && rel > 1e-5, "relative error {rel}");
 }
+
+/// GELU's tails and special values: the erf form clamps its argument at 4 / sqrt 2 and its
+/// result to [-1, 1]; the tanh form divides by 1 + exp(-2u) with the exponential saturating.
+#[test]
+fn gelu_extremes_and_nan() {
+    let x = [
+        -1e30f32, -1e4, -100.0, -20.0, -9.8, -5.7, -4.0, -1e-30, -0.0, 0.0, 1e-30, 4.0, 5.7, 9.8,
+        20.0, 100.0, 1e4, 1e30,
+    ];
+    for isa in Isa::available() {
+        for (kind, f) in [
+            (Gelu::Erf, r::gelu_erf as fn(f64) -> f64),
+            (Gelu::Tanh, r::gelu_tanh),
+        ] {
+            let mut y = x.to_vec();
+            engine::gelu::gelu_inplace(isa, &mut y, kind);
+            for (xi, yi) in x.iter().zip(&y) {
+                let w = f(*xi as f64);
+                assert!(
+                    (*yi as f64 - w).abs() <= 1e-6 * (1.0 + w.abs()),
+                    "{isa:?} {kind:?} gelu({xi}) = {yi}, want {w}"
+                );
+            }
+            let mut nan = vec![f32::NAN; 9];
+            engine::gelu::gelu_inplace(isa, &mut nan, kind);
+            assert!(nan.iter().all(|v| v.is_nan()), "{isa:?} {kind:?}: gelu(NaN)");
+        }
+    }
+}
