@@ -273,7 +273,7 @@ pub trait Simd: Copy + Send + Sync + 'static {
     #[inline(always)]
     fn erf(self, x: Self::F) -> Self::F {
         const P: [f32; 6] = [
-            1.128_379,
+            std::f32::consts::FRAC_2_SQRT_PI, // the fit's 1.128_379 (erf'(0) = 2 / sqrt pi)
             0.196_876_62,
             0.053_547_516,
             0.004_029_814,
@@ -300,7 +300,12 @@ pub trait Simd: Copy + Send + Sync + 'static {
         let y = self.min(hi, self.max(lo, self.div(self.mul(z, p), q)));
         // From |x| = 4 on, exactly +-1 (z / 4): what f32 erf is there, so that GELU's
         // `1 + erf` is exactly 0 far out on the negative side. NaN fails the test: z / 4 = NaN.
-        self.select_lt(self.abs(x), self.splat(4.0), y, self.mul(z, self.splat(0.25)))
+        self.select_lt(
+            self.abs(x),
+            self.splat(4.0),
+            y,
+            self.mul(z, self.splat(0.25)),
+        )
     }
 
     /// `tanh(x)` as `sign(x) (1 - e) / (1 + e)`, `e = exp(-2|x|)`; absolute error below 1e-7.

@@ -787,7 +787,10 @@ fn gelu_extremes_and_nan() {
             }
             let mut nan = vec![f32::NAN; 9];
             engine::gelu::gelu_inplace(isa, &mut nan, kind);
-            assert!(nan.iter().all(|v| v.is_nan()), "{isa:?} {kind:?}: gelu(NaN)");
+            assert!(
+                nan.iter().all(|v| v.is_nan()),
+                "{isa:?} {kind:?}: gelu(NaN)"
+            );
         }
     }
 }
