@@ -458,6 +458,8 @@ pub fn finetune(
     } else {
         Some(eval(&cap(&data.test))?)
     };
+    drop(metrics);
+    crate::report::write_finetune_plot(&out.join("metrics.jsonl"), out)?;
     model.save_dir(&out.join("model"))?;
     crate::io::write_atomic(
         &out.join("model/tokenizer.json"),

@@ -1189,7 +1189,7 @@ fn train_demo(
     vocab_size: usize,
     dm: &DemoModel,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    use bert::report::{line_chart, smooth, Series};
+    use bert::report::{line_chart, Series};
     let t0 = std::time::Instant::now();
     let corpus = format!("{corpus_dir}/corpus.txt");
     let wordnet = format!("{corpus_dir}/wordnet");
@@ -1294,56 +1294,9 @@ fn train_demo(
         &wordnet,
     )?;
     step("6/6 report");
-    let metrics: Vec<serde_json::Value> = std::fs::read_to_string(format!("{pdir}/metrics.jsonl"))?
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    let series = |key: &str| -> Vec<(f64, f64)> {
-        metrics
-            .iter()
-            .filter_map(|m| Some((m["step"].as_f64()?, m.get(key)?.as_f64()?)))
-            .collect()
-    };
-    let loss = series("loss");
-    std::fs::write(
-        format!("{out}/pretrain_loss.svg"),
-        line_chart(
-            "Pretraining loss (MLM + NSP)",
-            "step",
-            "loss",
-            &[
-                Series {
-                    name: "training loss (moving average of 10 steps)",
-                    points: smooth(&loss, 10),
-                },
-                Series {
-                    name: "held-out MLM loss",
-                    points: series("eval_mlm_loss"),
-                },
-            ],
-        ),
-    )?;
-    std::fs::write(
-        format!("{out}/pretrain_accuracy.svg"),
-        line_chart(
-            "Held-out accuracy during pretraining",
-            "step",
-            "accuracy",
-            &[
-                Series {
-                    name: "MLM accuracy",
-                    points: series("eval_mlm_accuracy"),
-                },
-                Series {
-                    name: "most frequent token",
-                    points: series("majority_accuracy"),
-                },
-                Series {
-                    name: "NSP accuracy",
-                    points: series("eval_nsp_accuracy"),
-                },
-            ],
-        ),
+    bert::report::write_pretrain_plots(
+        std::path::Path::new(&format!("{pdir}/metrics.jsonl")),
+        std::path::Path::new(out),
     )?;
     let curve = |r: &bert::finetune::FinetuneReport| {
         r.curve

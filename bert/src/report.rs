@@ -126,6 +126,93 @@ pub fn smooth(points: &[(f64, f64)], k: usize) -> Vec<(f64, f64)> {
         .collect()
 }
 
+/// The (step, value) points of `key` in a metrics.jsonl file's records (records without it skipped).
+pub fn metric_series(records: &[serde_json::Value], key: &str) -> Vec<(f64, f64)> {
+    records
+        .iter()
+        .filter_map(|m| Some((m["step"].as_f64()?, m.get(key)?.as_f64()?)))
+        .collect()
+}
+
+/// Reads a metrics.jsonl file (lines that do not parse, e.g. one cut short, are skipped).
+pub fn read_metrics(path: &std::path::Path) -> crate::Result<Vec<serde_json::Value>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| crate::BertError::Io(format!("{}: {e}", path.display())))?;
+    Ok(text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect())
+}
+
+/// Pretraining curves from `bert pretrain`'s metrics.jsonl: `dir/pretrain_loss.svg` (training
+/// loss, smoothed, and held-out MLM loss) and `dir/pretrain_accuracy.svg` (held-out MLM
+/// accuracy beside the most-frequent-token baseline, NSP accuracy), each written atomically.
+pub fn write_pretrain_plots(metrics: &std::path::Path, dir: &std::path::Path) -> crate::Result<()> {
+    let m = read_metrics(metrics)?;
+    let loss = line_chart(
+        "Pretraining loss (MLM + NSP)",
+        "step",
+        "loss",
+        &[
+            Series {
+                name: "training loss (moving average of 10 steps)",
+                points: smooth(&metric_series(&m, "loss"), 10),
+            },
+            Series {
+                name: "held-out MLM loss",
+                points: metric_series(&m, "eval_mlm_loss"),
+            },
+        ],
+    );
+    let acc = line_chart(
+        "Held-out accuracy during pretraining",
+        "step",
+        "accuracy",
+        &[
+            Series {
+                name: "MLM accuracy",
+                points: metric_series(&m, "eval_mlm_accuracy"),
+            },
+            Series {
+                name: "most frequent token",
+                points: metric_series(&m, "majority_accuracy"),
+            },
+            Series {
+                name: "NSP accuracy",
+                points: metric_series(&m, "eval_nsp_accuracy"),
+            },
+        ],
+    );
+    crate::io::write_atomic(&dir.join("pretrain_loss.svg"), loss.as_bytes())?;
+    crate::io::write_atomic(&dir.join("pretrain_accuracy.svg"), acc.as_bytes())
+}
+
+/// Fine-tuning curves from `bert finetune`'s metrics.jsonl: `dir/finetune.svg` (training loss,
+/// smoothed, and dev accuracy and macro-F1 at each evaluation), written atomically.
+pub fn write_finetune_plot(metrics: &std::path::Path, dir: &std::path::Path) -> crate::Result<()> {
+    let m = read_metrics(metrics)?;
+    let chart = line_chart(
+        "Fine-tuning",
+        "step",
+        "loss / score",
+        &[
+            Series {
+                name: "training loss (moving average of 10 steps)",
+                points: smooth(&metric_series(&m, "loss"), 10),
+            },
+            Series {
+                name: "dev accuracy",
+                points: metric_series(&m, "dev_accuracy"),
+            },
+            Series {
+                name: "dev macro-F1",
+                points: metric_series(&m, "dev_macro_f1"),
+            },
+        ],
+    );
+    crate::io::write_atomic(&dir.join("finetune.svg"), chart.as_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -718,6 +718,7 @@ pub fn pretrain(
             let state = serde_json::json!({"step": step, "total_steps": total, "seconds": elapsed0 + secs,
                 "seed": cfg.seed, "batch": cfg.batch, "lr": cfg.lr});
             save_checkpoint(&ckpt, &model, &opt, &state, data_dir)?;
+            crate::report::write_pretrain_plots(&out.join("metrics.jsonl"), out)?;
         }
         if stop {
             break;

@@ -76,6 +76,11 @@ fn check_metrics(dir: &Path) {
         .map(|v| v["step"].as_u64().unwrap())
         .collect();
     assert_eq!(steps, (1..=8).collect::<Vec<_>>());
+    // The curves, redrawn at every checkpoint: a polyline per series with points.
+    for f in ["pretrain_loss.svg", "pretrain_accuracy.svg"] {
+        let svg = std::fs::read_to_string(dir.join(f)).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("<polyline"), "{f}");
+    }
 }
 
 #[test]
