@@ -681,7 +681,6 @@ impl PackedLinear {
         let rows = x.numel() / self.nin.max(1);
         let mut shape = x.shape().to_vec();
         *shape.last_mut().unwrap() = self.nout;
-        let mut out = vec![0.0f32; rows * self.nout];
         let r = match residual {
             Some(r) => {
                 if r.shape() != shape.as_slice() {
@@ -696,9 +695,13 @@ impl PackedLinear {
             }
             None => None,
         };
-        // C starts as bias (+ residual), written in parallel row blocks.
+        // C starts as bias (+ residual), written in parallel row blocks straight into fresh
+        // memory: no zeroing pass first (it cost as much as this fill, single-threaded, and
+        // took all the first-touch page faults on one thread).
         let nout = self.nout.max(1);
-        let fill = |(i, blk): (usize, &mut [f32])| {
+        let n = rows * self.nout;
+        let mut out: Vec<f32> = Vec::with_capacity(n);
+        let fill = |(i, blk): (usize, &mut [std::mem::MaybeUninit<f32>])| {
             let rows_per = blk.len() / nout;
             for (j, row) in blk.chunks_exact_mut(nout).enumerate() {
                 match &r {
@@ -706,20 +709,28 @@ impl PackedLinear {
                         let at = (i * rows_per + j) * nout;
                         let rr = &r.as_slice().unwrap()[at..at + nout];
                         for ((o, a), b) in row.iter_mut().zip(rr).zip(&self.bias) {
-                            *o = a + b;
+                            o.write(a + b);
                         }
                     }
-                    None => row.copy_from_slice(&self.bias),
+                    None => {
+                        for (o, b) in row.iter_mut().zip(&self.bias) {
+                            o.write(*b);
+                        }
+                    }
                 }
             }
         };
         let per = rows.div_ceil(rayon::current_num_threads() * 4).max(16) * nout;
-        if rows * nout >= 1 << 16 && rayon::current_num_threads() > 1 {
+        let spare = &mut out.spare_capacity_mut()[..n];
+        if n >= 1 << 16 && rayon::current_num_threads() > 1 {
             use rayon::prelude::*;
-            out.par_chunks_mut(per).enumerate().for_each(fill);
-        } else if !out.is_empty() {
-            fill((0, &mut out[..]));
+            spare.par_chunks_mut(per).enumerate().for_each(fill);
+        } else if n > 0 {
+            fill((0, spare));
         }
+        // SAFETY: every one of the n elements was written above (rows of nout each; `per` is a
+        // multiple of nout, so each block holds whole rows).
+        unsafe { out.set_len(n) };
         if rows > 0 && self.nout > 0 {
             crate::gemm::gemm_prepacked(
                 rayon::current_num_threads(),
