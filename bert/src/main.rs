@@ -1082,7 +1082,14 @@ fn vocab(
         text.push_str(&std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?);
         text.push('\n');
     }
-    let lines: Vec<&str> = text.lines().collect();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    if lines.is_empty() {
+        return Err(format!(
+            "{}: no text to train a vocabulary on (every line is empty)",
+            corpus.join(", ")
+        )
+        .into());
+    }
     let normalizer = if cased {
         tokenizer::NormalizerConfig::cased()
     } else {
@@ -1107,13 +1114,13 @@ fn vocab(
     Ok(())
 }
 
-/// Writes `path` through a temporary file and a rename, so a reader never sees half a file
-/// and an interrupted run leaves the old file intact.
+/// Writes `path` through a temporary file and a rename ([`bert::io::write_atomic`]), so a
+/// reader never sees half a file and an interrupted run leaves the old file intact.
 fn write_atomic(path: &str, contents: &str) -> Result<(), Box<dyn std::error::Error>> {
-    let tmp = format!("{path}.tmp");
-    std::fs::write(&tmp, contents).map_err(|e| format!("{tmp}: {e}"))?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("{path}: {e}"))?;
-    Ok(())
+    Ok(bert::io::write_atomic(
+        std::path::Path::new(path),
+        contents.as_bytes(),
+    )?)
 }
 
 fn demo(model: Option<String>) -> Result<(), Box<dyn std::error::Error>> {

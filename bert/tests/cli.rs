@@ -94,6 +94,30 @@ fn tokenize_errors_name_the_problem() {
     );
 }
 
+#[test]
+fn vocab_refuses_a_corpus_without_text() {
+    let v = vocab_file();
+    let empty = v.with_file_name("blank-corpus.txt");
+    std::fs::write(&empty, "\n  \n\n").unwrap();
+    let out = v.with_file_name("vocab-out");
+    let (code, _, err) = run(
+        &[
+            "vocab",
+            "--corpus",
+            empty.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("blank-corpus.txt") && err.contains("no text"),
+        "{err}"
+    );
+    assert!(!out.join("vocab.txt").exists());
+}
+
 /// The tiny random BertModel fixture plus a 99-token vocabulary of our own, as a model folder.
 fn tiny_model_dir() -> std::path::PathBuf {
     tiny_class_dir("BertModel")

@@ -66,7 +66,12 @@ fn finetune_learns_a_keyword_task_and_saves_a_model_that_predicts_the_same() {
     let r = finetune(&model, &tok, &data, &cfg, &out).unwrap();
     assert_eq!(r.steps, 150);
     let test = r.test.unwrap();
-    assert!(r.dev.accuracy >= 0.9, "dev accuracy {} {:?}", r.dev.accuracy, r.curve);
+    assert!(
+        r.dev.accuracy >= 0.9,
+        "dev accuracy {} {:?}",
+        r.dev.accuracy,
+        r.curve
+    );
     assert!(test.accuracy >= 0.9, "test accuracy {}", test.accuracy);
     assert_eq!(r.curve.len(), 3, "{:?}", r.curve);
 

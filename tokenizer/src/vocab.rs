@@ -29,6 +29,8 @@ impl std::fmt::Display for VocabError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             VocabError::Io { path, error } => write!(f, "{path}: {error}"),
+            // Line 0: a problem of the whole file (e.g. a special token it lacks).
+            VocabError::Invalid { path, line: 0, why } => write!(f, "{path}: {why}"),
             VocabError::Invalid { path, line, why } => write!(f, "{path}:{line}: {why}"),
         }
     }
