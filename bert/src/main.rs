@@ -458,6 +458,13 @@ fn main() {
                 packed: !padded,
                 ..Default::default()
             };
+            if resume
+                && !std::path::Path::new(&out)
+                    .join("checkpoint/trainer.json")
+                    .exists()
+            {
+                eprintln!("bert pretrain: --resume: no checkpoint in {out}/checkpoint yet; starting from step 0");
+            }
             pretrain(&model_config, &data, &out, &cfg, resume)
         }
         Command::Data {
