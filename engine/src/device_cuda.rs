@@ -13,7 +13,7 @@ use crate::gelu::Gelu;
 use kernels::adamw::{AdamTensor, MultiAdamW};
 use kernels::attention::AttnBatch;
 use kernels::blas::{Blas, GemmShape, Math};
-use kernels::cudarc::driver::CudaSlice;
+use kernels::cudarc::driver::{CudaSlice, DevicePtr};
 use kernels::gelu::GeluKind;
 use kernels::Gpu;
 
@@ -27,6 +27,8 @@ pub struct Cuda {
     pub blas: Blas,
     /// f32 GEMM math: exact f32 (default) or TF32 tensor cores.
     pub math: Math,
+    /// A column of ones, grown on demand: the k = 1 GEMM that broadcasts a bias.
+    ones: std::cell::RefCell<Option<CudaSlice<f32>>>,
 }
 
 impl Cuda {
@@ -38,6 +40,7 @@ impl Cuda {
             gpu,
             blas,
             math: Math::F32,
+            ones: std::cell::RefCell::new(None),
         })
     }
 
@@ -48,8 +51,8 @@ impl Cuda {
     fn gemm(
         &self,
         s: GemmShape,
-        a: &CudaSlice<f32>,
-        b: &CudaSlice<f32>,
+        a: &impl DevicePtr<f32>,
+        b: &impl DevicePtr<f32>,
         beta: f32,
         c: &mut CudaSlice<f32>,
     ) -> Result<()> {
@@ -234,12 +237,19 @@ impl Device for Cuda {
         inp: usize,
         out: usize,
     ) -> Result<CudaSlice<f32>> {
-        let mut y = self.alloc(rows * out)?;
+        // Written in full by the first GEMM (beta = 0).
+        let mut y = ops::alloc_out(&self.gpu, rows * out)?;
         let beta = match b {
             Some(b) => {
-                let mut ones = self.alloc(rows)?;
-                kernels::elementwise::fill_f32(&self.gpu, &mut ones, 1.0).map_err(dev_err)?;
-                self.gemm(GemmShape::new(rows, out, 1), &ones, b, 0.0, &mut y)?;
+                let mut cache = self.ones.borrow_mut();
+                let ones = ops::ones(&self.gpu, &mut cache, rows, 1.0f32)?;
+                self.gemm(
+                    GemmShape::new(rows, out, 1),
+                    &ones.slice(0..rows),
+                    b,
+                    0.0,
+                    &mut y,
+                )?;
                 1.0
             }
             None => 0.0,
@@ -256,7 +266,7 @@ impl Device for Cuda {
         inp: usize,
         out: usize,
     ) -> Result<CudaSlice<f32>> {
-        let mut dx = self.alloc(rows * inp)?;
+        let mut dx = ops::alloc_out(&self.gpu, rows * inp)?;
         self.gemm(GemmShape::new(rows, inp, out), dy, w, 0.0, &mut dx)?;
         Ok(dx)
     }

@@ -17,7 +17,7 @@ use crate::gelu::Gelu;
 use half::bf16;
 use kernels::adamw::{AdamTensor, MultiAdamW};
 use kernels::blas::{GemmShape, Math};
-use kernels::cudarc::driver::CudaSlice;
+use kernels::cudarc::driver::{CudaSlice, DevicePtr};
 use std::cell::RefCell;
 
 /// The GPU in bf16 mixed precision. `inner` holds the context, stream and cuBLAS handles.
@@ -56,13 +56,13 @@ impl CudaBf16 {
     }
 
     fn to_f32(&self, x: &CudaSlice<bf16>) -> Result<CudaSlice<f32>> {
-        let mut y = self.inner.alloc(x.len())?;
+        let mut y = ops::alloc_out(self.gpu(), x.len())?;
         kernels::elementwise::cast_bf16_f32(self.gpu(), x, &mut y).map_err(dev_err)?;
         Ok(y)
     }
 
     fn to_bf16(&self, x: &CudaSlice<f32>) -> Result<CudaSlice<bf16>> {
-        let mut y = self.alloc(x.len())?;
+        let mut y = ops::alloc_out(self.gpu(), x.len())?;
         kernels::elementwise::cast_f32_bf16(self.gpu(), x, &mut y).map_err(dev_err)?;
         Ok(y)
     }
@@ -71,8 +71,8 @@ impl CudaBf16 {
     fn gemm<TC: kernels::Elem>(
         &self,
         s: GemmShape,
-        a: &CudaSlice<bf16>,
-        b: &CudaSlice<bf16>,
+        a: &impl DevicePtr<bf16>,
+        b: &impl DevicePtr<bf16>,
         beta: f32,
         c: &mut CudaSlice<TC>,
     ) -> Result<()> {
@@ -80,32 +80,6 @@ impl CudaBf16 {
             .blas
             .gemm(self.gpu(), s, Math::F32, 1.0, a, b, beta, c)
             .map_err(dev_err)
-    }
-
-    /// Runs `f` with a column of at least `n` bf16 ones (its first `n` used).
-    fn with_ones<T>(&self, n: usize, f: impl FnOnce(&CudaSlice<bf16>) -> Result<T>) -> Result<T> {
-        let mut cache = self.ones.borrow_mut();
-        if cache.as_ref().is_none_or(|o| o.len() < n) {
-            let host = vec![bf16::ONE; n.next_power_of_two()];
-            *cache = Some(
-                self.gpu()
-                    .stream()
-                    .clone_htod(&host)
-                    .map_err(|e| cuda_err("copying ones to the GPU", e))?,
-            );
-        }
-        let ones = cache.as_ref().unwrap();
-        if ones.len() == n {
-            f(ones)
-        } else {
-            // An exact-length copy: the GEMM checks A's length against the shape.
-            let exact = self
-                .gpu()
-                .stream()
-                .clone_dtod(&ones.slice(0..n))
-                .map_err(|e| cuda_err("copying ones", e))?;
-            f(&exact)
-        }
     }
 }
 
@@ -232,12 +206,19 @@ impl Device for CudaBf16 {
         inp: usize,
         out: usize,
     ) -> Result<CudaSlice<bf16>> {
-        let mut y = self.alloc(rows * out)?;
+        // Written in full by the first GEMM (beta = 0).
+        let mut y = ops::alloc_out(self.gpu(), rows * out)?;
         let beta = match b {
             Some(b) => {
-                self.with_ones(rows, |ones| {
-                    self.gemm(GemmShape::new(rows, out, 1), ones, b.copy, 0.0, &mut y)
-                })?;
+                let mut cache = self.ones.borrow_mut();
+                let ones = ops::ones(self.gpu(), &mut cache, rows, bf16::ONE)?;
+                self.gemm(
+                    GemmShape::new(rows, out, 1),
+                    &ones.slice(0..rows),
+                    b.copy,
+                    0.0,
+                    &mut y,
+                )?;
                 1.0
             }
             None => 0.0,
@@ -260,7 +241,7 @@ impl Device for CudaBf16 {
         inp: usize,
         out: usize,
     ) -> Result<CudaSlice<bf16>> {
-        let mut dx = self.alloc(rows * inp)?;
+        let mut dx = ops::alloc_out(self.gpu(), rows * inp)?;
         self.gemm(GemmShape::new(rows, inp, out), dy, w.copy, 0.0, &mut dx)?;
         Ok(dx)
     }
