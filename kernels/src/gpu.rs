@@ -83,6 +83,15 @@ impl Gpu {
         let sms = ctx.attribute(
             cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
         )? as u32;
+        // Everything this crate does runs on this one stream, in order, so cudarc's cross-stream
+        // event tracking has nothing to order. Left on (its default once a second stream
+        // exists, and `new_stream` makes one), every allocation would create two CUDA events and
+        // every kernel argument would cost a cuStreamWaitEvent and a cuEventRecord: several
+        // driver calls per buffer per launch, host time that a step of a small model (hundreds
+        // of short launches) is bound by.
+        // SAFETY: see above: one stream; host reads go through this stream's synchronising
+        // copies, and buffers are freed stream-ordered on the stream that allocated them.
+        unsafe { ctx.disable_event_tracking() };
         let stream = ctx.new_stream()?;
         Ok(Gpu {
             ctx,
