@@ -29,6 +29,8 @@ pub struct Cuda {
     pub math: Math,
     /// A column of ones, grown on demand: the k = 1 GEMM that broadcasts a bias.
     ones: std::cell::RefCell<Option<CudaSlice<f32>>>,
+    /// The last batch's attention tables, which every layer of a step shares.
+    pub(crate) attn_batch: ops::AttnBatchCache,
 }
 
 impl Cuda {
@@ -41,6 +43,7 @@ impl Cuda {
             blas,
             math: Math::F32,
             ones: std::cell::RefCell::new(None),
+            attn_batch: Default::default(),
         })
     }
 
@@ -76,7 +79,7 @@ pub(crate) fn drop_arg((p, seed): (f32, u64)) -> Option<(f32, u64)> {
 /// Attention's saved state: the per-(token, head) log-sum-exp and the batch's sequence tables.
 pub struct CudaAttnSaved {
     pub(crate) lse: CudaSlice<f32>,
-    pub(crate) batch: AttnBatch,
+    pub(crate) batch: std::rc::Rc<AttnBatch>,
 }
 
 impl Device for Cuda {
@@ -398,7 +401,7 @@ impl Device for Cuda {
         scale: f32,
         dropout: (f32, u64),
     ) -> Result<(CudaSlice<f32>, CudaAttnSaved)> {
-        ops::attention(&self.gpu, qkv, d, scale, dropout)
+        ops::attention(&self.gpu, &self.attn_batch, qkv, d, scale, dropout)
     }
 
     fn attention_bwd(

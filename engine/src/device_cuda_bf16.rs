@@ -411,7 +411,7 @@ impl Device for CudaBf16 {
         scale: f32,
         dropout: (f32, u64),
     ) -> Result<(CudaSlice<bf16>, CudaAttnSaved)> {
-        ops::attention(self.gpu(), qkv, d, scale, dropout)
+        ops::attention(self.gpu(), &self.inner.attn_batch, qkv, d, scale, dropout)
     }
 
     fn attention_bwd(

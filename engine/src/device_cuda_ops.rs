@@ -221,19 +221,40 @@ fn shape(d: &AttnDims, scale: f32) -> AttnShape {
     }
 }
 
+/// The attention tables (sequence starts, rows and key counts on the GPU) of the last batch
+/// seen, keyed by (packed, seq, lens): every layer of a step, forward and backward, uses the
+/// same, so they are uploaded once per batch instead of once per layer.
+pub(crate) type AttnBatchCache =
+    std::cell::RefCell<Option<((bool, usize, Vec<usize>), std::rc::Rc<AttnBatch>)>>;
+
+fn attn_batch(gpu: &Gpu, cache: &AttnBatchCache, d: &AttnDims) -> Result<std::rc::Rc<AttnBatch>> {
+    let key = (d.packed, d.seq, d.lens.clone());
+    if let Some((k, b)) = cache.borrow().as_ref() {
+        if *k == key {
+            return Ok(b.clone());
+        }
+    }
+    let batch = std::rc::Rc::new(
+        if d.packed {
+            AttnBatch::packed(gpu, &d.lens)
+        } else {
+            AttnBatch::padded(gpu, d.seq, &d.lens)
+        }
+        .map_err(dev_err)?,
+    );
+    *cache.borrow_mut() = Some((key, batch.clone()));
+    Ok(batch)
+}
+
 pub(crate) fn attention<T: Act>(
     gpu: &Gpu,
+    cache: &AttnBatchCache,
     qkv: &CudaSlice<T>,
     d: &AttnDims,
     scale: f32,
     dropout: (f32, u64),
 ) -> Result<(CudaSlice<T>, CudaAttnSaved)> {
-    let batch = if d.packed {
-        AttnBatch::packed(gpu, &d.lens)
-    } else {
-        AttnBatch::padded(gpu, d.seq, &d.lens)
-    }
-    .map_err(dev_err)?;
+    let batch = attn_batch(gpu, cache, d)?;
     let mut o = alloc(gpu, d.tokens() * d.hidden())?;
     let mut lse = alloc(gpu, d.tokens() * d.heads)?;
     kernels::attention::attention_fwd::<T>(
