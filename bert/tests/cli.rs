@@ -167,15 +167,25 @@ fn embed_similarity_and_info() {
         let n: f32 = r.iter().map(|x| x * x).sum::<f32>().sqrt();
         assert!((n - 1.0).abs() < 1e-5, "norm {n}");
     }
-    // Batching does not change a text's embedding.
-    let (_, alone, _) = run(&["embed", "--model", d, "--normalize"], "w42 w43 w44\n");
-    let a: Vec<f32> = alone
-        .trim()
-        .split(' ')
-        .map(|x| x.parse().unwrap())
-        .collect();
-    for (x, y) in a.iter().zip(&rows[2]) {
-        assert!((x - y).abs() < 1e-6);
+    // Batching does not change a text's embedding, and the output keeps the input's order
+    // (embed batches texts by length: here [0, 2] then [1]).
+    for (i, text) in ["the cat sat on the mat.", "the mat", "w42 w43 w44"]
+        .iter()
+        .enumerate()
+    {
+        let (_, alone, _) = run(
+            &["embed", "--model", d, "--normalize", "--batch", "1"],
+            &format!("{text}\n"),
+        );
+        let a: Vec<f32> = alone
+            .trim()
+            .split(' ')
+            .map(|x| x.parse().unwrap())
+            .collect();
+        assert_eq!(a.len(), 32);
+        for (x, y) in a.iter().zip(&rows[i]) {
+            assert!((x - y).abs() < 1e-6, "line {i}: {x} vs {y}");
+        }
     }
     let (code, out, _) = run(
         &[
