@@ -282,20 +282,24 @@ pub fn predict(
     let _g = engine::no_grad();
     let pad = tok.vocab.id("[PAD]").unwrap_or(0);
     let l = model.config.num_labels;
-    let mut out = Vec::with_capacity(ex.len());
-    for chunk in ex.chunks(batch.max(1)) {
-        let refs: Vec<&Example> = chunk.iter().collect();
+    // Batched by length (longest first), so that a batch pads to a similar length; the
+    // predictions come back in the examples' order.
+    let len = |e: &Example| e.a.len() + e.b.as_ref().map_or(0, |b| b.len());
+    let mut order: Vec<usize> = (0..ex.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(len(&ex[i])));
+    let mut out = vec![0usize; ex.len()];
+    for chunk in order.chunks(batch.max(1)) {
+        let refs: Vec<&Example> = chunk.iter().map(|&i| &ex[i]).collect();
         let x = encode(tok, &refs, pad)?;
         let logits = model
             .classify(&model.forward(&x, Forward::default())?)?
             .value()
             .to_vec();
-        for row in logits.chunks(l) {
-            out.push(
-                row.iter()
-                    .enumerate()
-                    .fold(0, |b, (i, &v)| if v > row[b] { i } else { b }),
-            );
+        for (&i, row) in chunk.iter().zip(logits.chunks(l)) {
+            out[i] = row
+                .iter()
+                .enumerate()
+                .fold(0, |b, (i, &v)| if v > row[b] { i } else { b });
         }
     }
     Ok(out)
