@@ -119,9 +119,9 @@ fn pool(hidden: &[f32], x: &BertInput, pooling: Pooling, normalize: bool, h: usi
     v
 }
 
-/// [`embed_batch`] on a device: the encoder runs there ([`crate::step::encode`], weights from
-/// [`crate::step::encoder_from_named`]), pooling on the host. The mask must be a prefix of ones
-/// per sequence (as tokenizer batches are).
+/// [`embed_batch`] on a device: the encoder runs there ([`crate::step::encode`] on the packed
+/// batch: no padding tokens; weights from [`crate::step::encoder_from_named`]), pooling on the
+/// host. The mask must be a prefix of ones per sequence (as tokenizer batches are).
 pub fn embed_batch_on<D: engine::device::Device>(
     dev: &D,
     c: &crate::BertConfig,
@@ -139,15 +139,31 @@ pub fn embed_batch_on<D: engine::device::Device>(
         Pooling::SecondToLast => c.num_hidden_layers - 1,
         _ => c.num_hidden_layers,
     };
+    // Padding-free: each sequence's valid tokens back to back, so no compute goes to padding.
     let lens = crate::step::key_lengths(x)?;
+    let take = |v: &[i64]| -> Vec<i64> {
+        lens.iter()
+            .enumerate()
+            .flat_map(|(b, &l)| v[b * x.seq..b * x.seq + l].iter().copied())
+            .collect()
+    };
+    let (ids, types) = (take(&x.input_ids), take(&x.token_type_ids));
     let input = crate::step::EncoderInput {
         batch: x.batch,
         seq: x.seq,
-        input_ids: &x.input_ids,
-        token_type_ids: &x.token_type_ids,
+        input_ids: &ids,
+        token_type_ids: &types,
         lens: &lens,
-        packed: false,
+        packed: true,
     };
-    let hidden = dev.download(&crate::step::encode(dev, c, params, &input, layers)?)?;
-    Ok(pool(&hidden, x, pooling, normalize, c.hidden_size))
+    let packed = dev.download(&crate::step::encode(dev, c, params, &input, layers)?)?;
+    // Back to the padded layout (zeros at padding) for the pooling the host path shares.
+    let h = c.hidden_size;
+    let mut hidden = vec![0.0f32; x.batch * x.seq * h];
+    let mut at = 0;
+    for (b, &l) in lens.iter().enumerate() {
+        hidden[b * x.seq * h..(b * x.seq + l) * h].copy_from_slice(&packed[at * h..(at + l) * h]);
+        at += l;
+    }
+    Ok(pool(&hidden, x, pooling, normalize, h))
 }
