@@ -607,7 +607,6 @@ pub fn forward_backward<D: Device>(
             x.mlm_labels.len()
         )));
     }
-    let eps = c.layer_norm_eps;
     let (p, pa, seed) = match dropout_seed {
         Some(sd) => (c.hidden_dropout_prob, c.attention_probs_dropout_prob, sd),
         None => (0.0, 0.0, 0),
@@ -672,20 +671,13 @@ pub fn forward_backward<D: Device>(
     let mlm_loss = if n > 0 {
         let rows_d = dev.upload_ids(&rows)?;
         let targets_d = dev.upload_ids(&targets)?;
-        let hm = dev.gather_rows(&xcur, &rows_d, h)?;
-        let t1 = dev.linear(&hm, params[hp(MLM_W)], Some(params[hp(MLM_B)]), n, h, h)?;
-        let t2 = dev.gelu(&t1, act)?;
-        let (t3, lnm) = dev.layernorm(
-            &t2,
-            None,
-            (0.0, 0),
-            params[hp(MLM_LN_G)],
-            params[hp(MLM_LN_B)],
-            h,
-            eps,
-        )?;
-        drop(t2);
-        let logits = dev.linear(&t3, params[0], Some(params[hp(MLM_BIAS)]), n, h, v)?;
+        let MlmHead {
+            hm,
+            t1,
+            t3,
+            lnm,
+            logits,
+        } = mlm_head(dev, c, params, &xcur, &rows_d, n)?;
         let (loss, dlogits) = dev.cross_entropy(logits, &targets_d, n, v, scale)?;
         // backward of the MLM head
         {
@@ -728,17 +720,11 @@ pub fn forward_backward<D: Device>(
     let first_rows = x.first_tokens();
     let first_d = dev.upload_ids(&first_rows)?;
     let nsp_t = dev.upload_ids(&x.nsp_labels)?;
-    let first = dev.gather_rows(&xcur, &first_d, h)?;
-    let pl = dev.linear(
-        &first,
-        params[hp(POOL_W)],
-        Some(params[hp(POOL_B)]),
-        b,
-        h,
-        h,
-    )?;
-    let pooled = dev.tanh(&pl)?;
-    let nl_logits = dev.linear(&pooled, params[hp(NSP_W)], Some(params[hp(NSP_B)]), b, h, 2)?;
+    let NspHead {
+        first,
+        pooled,
+        logits: nl_logits,
+    } = nsp_head(dev, c, params, &xcur, &first_d, b)?;
     let (nsp_loss, dnl) = dev.cross_entropy(nl_logits, &nsp_t, b, 2, scale)?;
     let (gw, gb) = pair_mut(grads, hp(NSP_W), hp(NSP_B));
     dev.linear_dw(&dnl, &pooled, b, h, 2, gw, Some(&mut **gb))?;
@@ -806,6 +792,185 @@ pub fn forward_backward<D: Device>(
     Ok(StepLosses {
         mlm: mlm_loss,
         nsp: nsp_loss,
+    })
+}
+
+/// The MLM head's forward at `n` gathered rows, with what its backward needs.
+struct MlmHead<D: Device> {
+    /// The gathered hidden states (n, H).
+    hm: D::Buf,
+    /// The transform's pre-activation (n, H).
+    t1: D::Buf,
+    /// After GELU and LayerNorm (n, H): the decoder's input.
+    t3: D::Buf,
+    lnm: engine::device::LnSaved<D::Buf, D::Grad>,
+    /// (n, V), over the tied word embeddings.
+    logits: D::Buf,
+}
+
+fn mlm_head<D: Device>(
+    dev: &D,
+    c: &BertConfig,
+    params: &[D::W<'_>],
+    xcur: &D::Buf,
+    rows_d: &D::Ids,
+    n: usize,
+) -> Result<MlmHead<D>> {
+    let (h, v) = (c.hidden_size, c.vocab_size);
+    let hp = |k: usize| EMB + PER_LAYER * c.num_hidden_layers + k;
+    let act = match c.hidden_act {
+        Activation::Gelu(g) => g,
+        Activation::Relu => {
+            return Err(BertError::Input(
+                "the explicit step supports gelu activations, not relu".into(),
+            ))
+        }
+    };
+    let hm = dev.gather_rows(xcur, rows_d, h)?;
+    let t1 = dev.linear(&hm, params[hp(MLM_W)], Some(params[hp(MLM_B)]), n, h, h)?;
+    let t2 = dev.gelu(&t1, act)?;
+    let (t3, lnm) = dev.layernorm(
+        &t2,
+        None,
+        (0.0, 0),
+        params[hp(MLM_LN_G)],
+        params[hp(MLM_LN_B)],
+        h,
+        c.layer_norm_eps,
+    )?;
+    drop(t2);
+    let logits = dev.linear(&t3, params[0], Some(params[hp(MLM_BIAS)]), n, h, v)?;
+    Ok(MlmHead {
+        hm,
+        t1,
+        t3,
+        lnm,
+        logits,
+    })
+}
+
+/// The pooler and NSP classifier on each sequence's first token.
+struct NspHead<D: Device> {
+    /// The first tokens' hidden states (B, H).
+    first: D::Buf,
+    /// tanh of the pooler's Linear (B, H).
+    pooled: D::Buf,
+    /// (B, 2)
+    logits: D::Buf,
+}
+
+fn nsp_head<D: Device>(
+    dev: &D,
+    c: &BertConfig,
+    params: &[D::W<'_>],
+    xcur: &D::Buf,
+    first_d: &D::Ids,
+    b: usize,
+) -> Result<NspHead<D>> {
+    let h = c.hidden_size;
+    let hp = |k: usize| EMB + PER_LAYER * c.num_hidden_layers + k;
+    let first = dev.gather_rows(xcur, first_d, h)?;
+    let pl = dev.linear(
+        &first,
+        params[hp(POOL_W)],
+        Some(params[hp(POOL_B)]),
+        b,
+        h,
+        h,
+    )?;
+    let pooled = dev.tanh(&pl)?;
+    let logits = dev.linear(&pooled, params[hp(NSP_W)], Some(params[hp(NSP_B)]), b, h, 2)?;
+    Ok(NspHead {
+        first,
+        pooled,
+        logits,
+    })
+}
+
+/// One batch's evaluation on a device (no dropout): the mean losses, the masked-LM head's
+/// prediction at each masked position (in token order) beside its target, and the NSP
+/// predictions. Only these cross to the host (the logits' arg-max is taken on the device).
+#[derive(Clone, Debug, PartialEq)]
+pub struct EvalBatch {
+    /// None when the batch has no masked position.
+    pub mlm_loss: Option<f32>,
+    pub nsp_loss: f32,
+    pub mlm_pred: Vec<i64>,
+    pub mlm_targets: Vec<i64>,
+    pub nsp_pred: Vec<i64>,
+}
+
+/// The pretraining heads' forward on one batch, for evaluation (see [`EvalBatch`]).
+pub fn evaluate_batch<D: Device>(
+    dev: &D,
+    c: &BertConfig,
+    params: &[D::W<'_>],
+    x: &StepBatch,
+) -> Result<EvalBatch> {
+    let t = if x.packed {
+        x.lens.iter().sum()
+    } else {
+        x.batch * x.seq
+    };
+    if x.mlm_labels.len() != t || x.nsp_labels.len() != x.batch {
+        return Err(BertError::Input(format!(
+            "{} MLM labels and {} NSP labels for a batch of {} sequences, {t} tokens",
+            x.mlm_labels.len(),
+            x.nsp_labels.len(),
+            x.batch
+        )));
+    }
+    let v = c.vocab_size;
+    let enc = encoder_forward(
+        dev,
+        c,
+        params,
+        &EncoderInput {
+            batch: x.batch,
+            seq: x.seq,
+            input_ids: &x.input_ids,
+            token_type_ids: &x.token_type_ids,
+            lens: &x.lens,
+            packed: x.packed,
+        },
+        None,
+        c.num_hidden_layers,
+        false,
+    )?;
+    let rows: Vec<i64> = (0..t)
+        .filter(|&i| x.mlm_labels[i] != -100)
+        .map(|i| i as i64)
+        .collect();
+    let targets: Vec<i64> = rows.iter().map(|&i| x.mlm_labels[i as usize]).collect();
+    if let Some(&bad) = targets.iter().find(|&&t| t < 0 || t as usize >= v) {
+        return Err(BertError::Input(format!(
+            "MLM label {bad} is outside 0..{v}"
+        )));
+    }
+    let n = rows.len();
+    let (mlm_loss, mlm_pred) = if n > 0 {
+        let rows_d = dev.upload_ids(&rows)?;
+        let logits = mlm_head(dev, c, params, &enc.out, &rows_d, n)?.logits;
+        // The arg-max first: the cross-entropy writes its gradient over the logits.
+        let pred = dev.argmax_rows(&logits, n, v)?;
+        let (loss, _) = dev.cross_entropy(logits, &dev.upload_ids(&targets)?, n, v, 1.0)?;
+        (Some(read_scalar(dev, &loss)?), pred)
+    } else {
+        (None, Vec::new())
+    };
+    if let Some(&bad) = x.nsp_labels.iter().find(|&&l| !(0..2).contains(&l)) {
+        return Err(BertError::Input(format!("NSP label {bad} is not 0 or 1")));
+    }
+    let first_d = dev.upload_ids(&x.first_tokens())?;
+    let logits = nsp_head(dev, c, params, &enc.out, &first_d, x.batch)?.logits;
+    let nsp_pred = dev.argmax_rows(&logits, x.batch, 2)?;
+    let (loss, _) = dev.cross_entropy(logits, &dev.upload_ids(&x.nsp_labels)?, x.batch, 2, 1.0)?;
+    Ok(EvalBatch {
+        mlm_loss,
+        nsp_loss: read_scalar(dev, &loss)?,
+        mlm_pred,
+        mlm_targets: targets,
+        nsp_pred,
     })
 }
 
@@ -915,6 +1080,12 @@ impl<'d, D: Device> StepTrainer<'d, D> {
         };
         let grad_norm = dev.optim_step(&mut self.opt, h, clip)?;
         Ok(StepStats { losses, grad_norm })
+    }
+
+    /// [`evaluate_batch`] with the trainer's current parameters.
+    pub fn evaluate(&mut self, x: &StepBatch) -> Result<EvalBatch> {
+        let (params, _) = self.dev.optim_parts(&mut self.opt);
+        evaluate_batch(self.dev, &self.config, &params, x)
     }
 
     /// Host copies, HF-named: the parameters and the (first, second) moments.

@@ -212,6 +212,50 @@ pub fn evaluate(
     Ok(e)
 }
 
+/// [`evaluate`] on a device, with a trainer's current parameters: the same batches and figures,
+/// the forward on the device ([`crate::step::evaluate_batch`]: only losses and predicted ids
+/// cross to the host), packed batches when `packed`. A GPU run evaluates here rather than
+/// copying its weights to the host to run them on the CPU.
+pub fn evaluate_device<D: Device>(
+    tr: &mut StepTrainer<'_, D>,
+    shard: &Shard,
+    batch: usize,
+    batches: usize,
+    pad: u32,
+    packed: bool,
+) -> Result<Eval> {
+    let mut e = Eval::default();
+    let (mut n_mlm, mut n_nsp, mut nb) = (0usize, 0usize, 0usize);
+    let mut counts: HashMap<i64, usize> = HashMap::new();
+    for b in 0..batches {
+        let ids: Vec<usize> = (b * batch..((b + 1) * batch).min(shard.len())).collect();
+        if ids.is_empty() {
+            break;
+        }
+        let (x, labels, nsp) = shard.batch(&ids, pad, None);
+        let sb = StepBatch::new(&x, &labels, &nsp)?;
+        let out = tr.evaluate(&if packed { sb.to_packed() } else { sb })?;
+        for (&p, &t) in out.mlm_pred.iter().zip(&out.mlm_targets) {
+            e.mlm_accuracy += (p == t) as usize as f64;
+            *counts.entry(t).or_default() += 1;
+        }
+        n_mlm += out.mlm_targets.len();
+        for (&p, &t) in out.nsp_pred.iter().zip(&nsp) {
+            e.nsp_accuracy += (p == t) as usize as f64;
+        }
+        n_nsp += nsp.len();
+        e.mlm_loss += out.mlm_loss.unwrap_or(0.0) as f64;
+        e.nsp_loss += out.nsp_loss as f64;
+        nb += 1;
+    }
+    e.mlm_accuracy /= n_mlm.max(1) as f64;
+    e.nsp_accuracy /= n_nsp.max(1) as f64;
+    e.mlm_loss /= nb.max(1) as f64;
+    e.nsp_loss /= nb.max(1) as f64;
+    e.majority_accuracy = counts.values().copied().max().unwrap_or(0) as f64 / n_mlm.max(1) as f64;
+    Ok(e)
+}
+
 fn io_err(p: &Path, e: impl std::fmt::Display) -> BertError {
     BertError::Io(format!("{}: {e}", p.display()))
 }
@@ -694,7 +738,9 @@ pub fn pretrain(
         let done = total.is_some_and(|t| step >= t);
         let stop = cfg.stop_after == Some(step);
         let ckpt_now = step.is_multiple_of(cfg.checkpoint_every) || done || stop;
-        if step.is_multiple_of(cfg.eval_every) || done || ckpt_now {
+        // A device run copies its weights and moments to the host for checkpoints only; it
+        // evaluates on the device.
+        if ckpt_now {
             match &runner {
                 Runner::Tape => {}
                 Runner::Cpu(tr) => sync_to_host(tr, &model, &mut opt)?,
@@ -707,7 +753,17 @@ pub fn pretrain(
             }
         }
         if step.is_multiple_of(cfg.eval_every) || done {
-            eval = evaluate(&model, &held, cfg.batch / cfg.accum, cfg.eval_batches, pad)?;
+            let (eb, n) = (cfg.batch / cfg.accum, cfg.eval_batches);
+            eval = match &mut runner {
+                Runner::Tape => evaluate(&model, &held, eb, n, pad)?,
+                Runner::Cpu(tr) => evaluate_device(tr, &held, eb, n, pad, cfg.packed)?,
+                #[cfg(feature = "cuda")]
+                Runner::Cuda(tr) => evaluate_device(tr, &held, eb, n, pad, cfg.packed)?,
+                #[cfg(feature = "cuda")]
+                Runner::CudaBf16(tr) => evaluate_device(tr, &held, eb, n, pad, cfg.packed)?,
+                #[cfg(not(feature = "cuda"))]
+                Runner::Never(_) => unreachable!("never constructed"),
+            };
             log(
                 serde_json::json!({"step": step, "eval_mlm_accuracy": eval.mlm_accuracy,
                 "eval_nsp_accuracy": eval.nsp_accuracy, "eval_mlm_loss": eval.mlm_loss,

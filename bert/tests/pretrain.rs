@@ -223,3 +223,41 @@ fn the_hand_written_step_trains_as_the_tape_does_and_resumes_exactly() {
         std::fs::remove_dir_all(d).unwrap();
     }
 }
+
+/// Evaluation on a device (the step's forward, arg-max on the device) gives the host
+/// evaluation's figures, padded and packed.
+#[test]
+fn device_evaluation_matches_the_host_evaluation() {
+    let data = tmp("eval");
+    tiny_data(&data);
+    let c = bert::BertConfig::from_file(Path::new(&tiny_config(&data))).unwrap();
+    let model = bert::Bert::init(&c, bert::Task::PreTraining, 5).unwrap();
+    let held = bert::data::Shard::open(&data.join("heldout.bin"), 60).unwrap();
+    let want = bert::train::evaluate(&model, &held, 4, 3, 0).unwrap();
+    assert!(want.mlm_loss > 0.0 && want.nsp_loss > 0.0);
+    let vals = bert::step::from_named(&c, |n: &str| {
+        model.params.get(n).map(|v| v.value().to_vec())
+    })
+    .unwrap();
+    let cpu = engine::device::Cpu;
+    let mut tr = bert::step::StepTrainer::new(&cpu, &c, &vals, Default::default(), 0).unwrap();
+    for packed in [false, true] {
+        let got = bert::train::evaluate_device(&mut tr, &held, 4, 3, 0, packed).unwrap();
+        // Predictions: the same but for a near-tie flipped by rounding (none expected here).
+        assert!(
+            (got.mlm_accuracy - want.mlm_accuracy).abs() < 1e-9,
+            "{got:?} vs {want:?}"
+        );
+        assert!(
+            (got.nsp_accuracy - want.nsp_accuracy).abs() < 1e-9,
+            "{got:?} vs {want:?}"
+        );
+        assert_eq!(got.majority_accuracy, want.majority_accuracy);
+        for (a, b) in [(got.mlm_loss, want.mlm_loss), (got.nsp_loss, want.nsp_loss)] {
+            assert!(
+                (a - b).abs() < 1e-5 * b.abs().max(1.0),
+                "{got:?} vs {want:?}"
+            );
+        }
+    }
+}

@@ -182,6 +182,10 @@ pub trait Device {
 
     /// Rows `x[rows[i]]` of x `(_, cols)`.
     fn gather_rows(&self, x: &Self::Buf, rows: &Self::Ids, cols: usize) -> Result<Self::Buf>;
+    /// For each row of x `(rows, cols)`, the first column holding its largest value (NaNs never
+    /// win; a row with nothing above -inf gives 0), on the host: a classifier's predictions,
+    /// so that an evaluation moves indices rather than logits.
+    fn argmax_rows(&self, x: &Self::Buf, rows: usize, cols: usize) -> Result<Vec<i64>>;
     /// `dx[rows[i]] += dy[i]`.
     fn scatter_add_rows(
         &self,
@@ -717,6 +721,27 @@ impl Device for Cpu {
         Ok(())
     }
 
+    fn argmax_rows(&self, x: &Vec<f32>, rows: usize, cols: usize) -> Result<Vec<i64>> {
+        if cols == 0 || x.len() != rows * cols {
+            return Err(Error::Arg {
+                op: "device argmax_rows",
+                shape: vec![x.len(), rows, cols],
+                why: "x must hold rows x cols values".into(),
+            });
+        }
+        Ok(x.chunks(cols)
+            .map(|row| {
+                let mut best = (f32::NEG_INFINITY, 0usize);
+                for (i, &v) in row.iter().enumerate() {
+                    if v > best.0 {
+                        best = (v, i);
+                    }
+                }
+                best.1 as i64
+            })
+            .collect())
+    }
+
     fn gather_rows(&self, x: &Vec<f32>, rows: &Vec<i64>, cols: usize) -> Result<Vec<f32>> {
         let mut y = Vec::with_capacity(rows.len() * cols);
         for &r in rows {
@@ -814,5 +839,25 @@ fn fused_dims(d: &AttnDims) -> crate::attention::FusedDims<'_> {
         head_dim: d.head_dim,
         lens: &d.lens,
         packed: d.packed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_argmax_rows_first_of_ties_skips_nan_and_checks_its_shape() {
+        let ninf = f32::NEG_INFINITY;
+        let x: Vec<f32> = [
+            [1.0, 3.0, 3.0, 2.0],              // a tie: the first
+            [f32::NAN, 0.5, 7.0, f32::NAN],    // NaNs never win
+            [ninf; 4],                         // nothing above -inf: 0
+            [-1.0, -2.0, -0.5, f32::INFINITY], // +inf wins
+        ]
+        .concat();
+        assert_eq!(Cpu.argmax_rows(&x, 4, 4).unwrap(), vec![1, 2, 0, 3]);
+        assert!(Cpu.argmax_rows(&x, 3, 4).is_err());
+        assert!(Cpu.argmax_rows(&x, 4, 0).is_err());
     }
 }

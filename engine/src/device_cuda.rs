@@ -375,6 +375,10 @@ impl Device for Cuda {
         )
     }
 
+    fn argmax_rows(&self, x: &CudaSlice<f32>, rows: usize, cols: usize) -> Result<Vec<i64>> {
+        ops::argmax_rows(&self.gpu, x, rows, cols)
+    }
+
     fn gather_rows(
         &self,
         x: &CudaSlice<f32>,

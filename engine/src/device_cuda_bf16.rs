@@ -379,6 +379,10 @@ impl Device for CudaBf16 {
         )
     }
 
+    fn argmax_rows(&self, x: &CudaSlice<bf16>, rows: usize, cols: usize) -> Result<Vec<i64>> {
+        ops::argmax_rows(self.gpu(), x, rows, cols)
+    }
+
     fn gather_rows(
         &self,
         x: &CudaSlice<bf16>,

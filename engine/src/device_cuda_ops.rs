@@ -213,6 +213,33 @@ pub(crate) fn gather_rows<T: Act>(
     Ok(y)
 }
 
+pub(crate) fn argmax_rows<T: Act>(
+    gpu: &Gpu,
+    x: &CudaSlice<T>,
+    rows: usize,
+    cols: usize,
+) -> Result<Vec<i64>> {
+    if rows == 0 {
+        return Ok(Vec::new());
+    }
+    if x.len() < rows * cols {
+        return Err(Error::Arg {
+            op: "argmax_rows",
+            shape: vec![x.len(), rows, cols],
+            why: "x must hold rows x cols values".into(),
+        });
+    }
+    // SAFETY: the kernel writes one index per row, all `rows` of them.
+    let mut out = unsafe { gpu.stream().alloc::<i32>(rows) }
+        .map_err(|e| Error::Device(format!("allocating {rows} indices: {e}")))?;
+    kernels::reduce::argmax_rows(gpu, &x.slice(0..rows * cols), &mut out, cols).map_err(dev_err)?;
+    let host = gpu
+        .stream()
+        .clone_dtoh(&out)
+        .map_err(|e| Error::Device(format!("copying {rows} indices from the GPU: {e}")))?;
+    Ok(host.into_iter().map(i64::from).collect())
+}
+
 fn shape(d: &AttnDims, scale: f32) -> AttnShape {
     AttnShape {
         heads: d.heads,

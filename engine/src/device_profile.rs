@@ -221,6 +221,9 @@ impl<D: Device> Device for Profiled<'_, D> {
     fn gather_rows(&self, x: &D::Buf, rows: &D::Ids, cols: usize) -> Result<D::Buf> {
         self.t("gather_rows", || self.inner.gather_rows(x, rows, cols))
     }
+    fn argmax_rows(&self, x: &D::Buf, rows: usize, cols: usize) -> Result<Vec<i64>> {
+        self.t("argmax_rows", || self.inner.argmax_rows(x, rows, cols))
+    }
     fn scatter_add_rows(
         &self,
         dy: &D::Buf,

@@ -769,6 +769,40 @@ fn reductions() {
     }
 }
 
+/// Row arg-max against the CPU device's, f32 and bf16: random rows of every width up to the
+/// vocabulary's, plus rows with ties (the first wins), NaNs (never win), all -inf (gives 0).
+#[test]
+fn argmax_rows_matches_the_cpu() {
+    use engine::device::Device;
+    let g = gpu();
+    let mut r = rng(12);
+    for (rows, cols) in [(1, 1), (5, 2), (7, 255), (33, 1000), (64, 30522)] {
+        let mut x = randn(&mut r, rows * cols, 1.0);
+        if cols >= 4 {
+            x[cols + 1] = 9.0; // row 1: a tie between columns 1 and 3
+            x[cols + 3] = 9.0;
+            x[2 * cols] = f32::NAN; // row 2: NaN first, then the true maximum
+            x[2 * cols + 2] = 50.0;
+            for v in &mut x[3 * cols..4 * cols] {
+                *v = f32::NEG_INFINITY; // row 3: nothing above -inf
+            }
+        }
+        let want = engine::device::Cpu.argmax_rows(&x, rows, cols).unwrap();
+        let mut out = up(&g, &vec![-7i32; rows]);
+        k::reduce::argmax_rows(&g, &up(&g, &x), &mut out, cols).unwrap();
+        let got: Vec<i64> = down(&g, &out).into_iter().map(i64::from).collect();
+        assert_eq!(got, want, "argmax_rows f32 {rows}x{cols}");
+        // bf16 rounding can create ties the f32 data did not have: compare with the CPU on
+        // the rounded values.
+        let xb = round_bf16(&x);
+        let want = engine::device::Cpu.argmax_rows(&xb, rows, cols).unwrap();
+        k::reduce::argmax_rows(&g, &up(&g, &to_bf16(&x)), &mut out, cols).unwrap();
+        let got: Vec<i64> = down(&g, &out).into_iter().map(i64::from).collect();
+        assert_eq!(got, want, "argmax_rows bf16 {rows}x{cols}");
+        println!("argmax_rows {rows}x{cols}: f32 and bf16 equal the CPU's");
+    }
+}
+
 #[test]
 fn multi_tensor_adamw_with_clipping_matches_the_cpu_optimizer() {
     let g = gpu();

@@ -11,6 +11,9 @@
 //   clip_scale_f32(part[k], k, max_norm, out[2])     out = {norm, scale}: norm = sqrt(sum(part)),
 //       scale = max_norm / (norm + 1e-6) when norm > max_norm and finite, else 1 (as the CPU
 //       engine's clip_grad_norm); adamw.cu reads the scale from device memory: no host sync.
+//   argmax_rows_T(x[rows, cols], out[rows] i32)      out[r] = the first column holding row r's
+//       largest value; NaNs never win, a row with nothing above -inf gives 0   (grid: rows)
+//       The masked-LM and NSP predictions of an evaluation, so only indices leave the GPU.
 
 template <typename T>
 __device__ __forceinline__ void column_sum_partial(const T* x, float* part, int rows, int cols,
@@ -80,4 +83,43 @@ extern "C" __global__ void clip_scale_f32(const float* part, int k, float max_no
         out[0] = norm;
         out[1] = (norm > max_norm && isfinite(norm)) ? max_norm / (norm + 1e-6f) : 1.f;
     }
+}
+
+// (value, column) pairs: the larger value wins, equal values go to the smaller column.
+__device__ __forceinline__ void argmax_merge(float& v, int& i, float ov, int oi) {
+    if (ov > v || (ov == v && oi < i)) v = ov, i = oi;
+}
+
+template <typename T>
+__device__ __forceinline__ void argmax_rows(const T* x, int* out, int cols) {
+    __shared__ float sv[32];
+    __shared__ int si[32];
+    const T* row = x + (i64)blockIdx.x * cols;
+    float v = NEG_INF;
+    int i = 0x7fffffff;
+    // Each thread visits its columns in increasing order: `>` keeps the first of equal values.
+    for (int c = threadIdx.x; c < cols; c += blockDim.x) {
+        const float f = to_f(row[c]);
+        if (f > v) v = f, i = c;
+    }
+    for (int o = 16; o > 0; o >>= 1)
+        argmax_merge(v, i, __shfl_xor_sync(0xffffffffu, v, o), __shfl_xor_sync(0xffffffffu, i, o));
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    if (lane == 0) sv[warp] = v, si[warp] = i;
+    __syncthreads();
+    if (warp == 0) {
+        const int warps = (blockDim.x + 31) >> 5;
+        v = lane < warps ? sv[lane] : NEG_INF;
+        i = lane < warps ? si[lane] : 0x7fffffff;
+        for (int o = 16; o > 0; o >>= 1)
+            argmax_merge(v, i, __shfl_xor_sync(0xffffffffu, v, o), __shfl_xor_sync(0xffffffffu, i, o));
+        if (lane == 0) out[blockIdx.x] = i == 0x7fffffff ? 0 : i;
+    }
+}
+
+extern "C" __global__ void argmax_rows_f32(const float* x, int* out, int cols) {
+    argmax_rows<float>(x, out, cols);
+}
+extern "C" __global__ void argmax_rows_bf16(const bf16* x, int* out, int cols) {
+    argmax_rows<bf16>(x, out, cols);
 }

@@ -139,3 +139,33 @@ pub fn sum<T: Elem>(
         ],
     )
 }
+
+/// `out[r]` = the first column holding the largest value of row r of x `[rows, cols]` (NaNs
+/// never win; a row with nothing above -inf gives 0): predictions of a classifier's logits, so
+/// that an evaluation downloads indices, not the logits. One block per row.
+pub fn argmax_rows<T: Elem>(
+    gpu: &Gpu,
+    x: &impl DevicePtr<T>,
+    out: &mut impl DevicePtrMut<i32>,
+    cols: usize,
+) -> Result<(), Error> {
+    let k = "argmax_rows";
+    let rows = check::rows(k, "x", x.len(), cols)?;
+    check::len(k, "out", out.len(), rows)?;
+    if rows == 0 {
+        return Ok(());
+    }
+    let (px, _g1) = addr(gpu, x);
+    let (po, _g2) = addr_mut(gpu, out);
+    gpu.launch(
+        Family::Reduce,
+        &format!("argmax_rows_{}", T::SUFFIX),
+        (check::i32_of(k, "rows", rows)? as u32, 1, 1),
+        256,
+        &[
+            Arg::Ptr(px),
+            Arg::Ptr(po),
+            Arg::I32(check::i32_of(k, "cols", cols)?),
+        ],
+    )
+}
