@@ -14,7 +14,7 @@ use crate::data::{DataConfig, Shard, Specials};
 use crate::heads::{Bert, Task};
 use crate::model::Forward;
 use crate::safetensors::SafeTensors;
-use crate::step::{from_named, read_scalar, StepBatch, StepTrainer};
+use crate::step::{from_named, read_scalar, EvalBatch, StepBatch, StepTrainer};
 use crate::{BertError, Result};
 use engine::device::Device;
 use engine::optim::{clip_grad_norm, AdamW, AdamWConfig, LrSchedule};
@@ -163,7 +163,8 @@ fn batch_indices(
         .collect()
 }
 
-/// MLM / NSP accuracy and loss over the first `batches` batches of `shard` (static masks).
+/// MLM / NSP accuracy and loss over the first `batches` batches of `shard` (static masks), on
+/// the host through the tape.
 pub fn evaluate(
     model: &Bert,
     shard: &Shard,
@@ -172,44 +173,21 @@ pub fn evaluate(
     pad: u32,
 ) -> Result<Eval> {
     let _g = engine::no_grad();
-    let mut e = Eval::default();
-    let (mut n_mlm, mut n_nsp, mut nb) = (0usize, 0usize, 0usize);
-    let mut counts: HashMap<i64, usize> = HashMap::new();
     let v = model.config.vocab_size;
-    for b in 0..batches {
-        let ids: Vec<usize> = (b * batch..((b + 1) * batch).min(shard.len())).collect();
-        if ids.is_empty() {
-            break;
-        }
-        let (x, labels, nsp) = shard.batch(&ids, pad, None);
+    let cpu = engine::device::Cpu;
+    summarize(eval_batches(shard, batch, batches, pad).map(|b| {
+        let (x, labels, nsp) = b;
         let out = model.pretraining(&x, &labels, Some(&nsp), Forward::default())?;
-        let logits = out.mlm_logits.value().to_vec();
-        for (r, &t) in out.mlm_targets.iter().enumerate() {
-            let row = &logits[r * v..(r + 1) * v];
-            let arg = row
-                .iter()
-                .enumerate()
-                .fold(0, |best, (i, &x)| if x > row[best] { i } else { best });
-            e.mlm_accuracy += (arg as i64 == t) as usize as f64;
-            *counts.entry(t).or_default() += 1;
-        }
-        n_mlm += out.mlm_targets.len();
-        let nl = out.nsp_logits.value().to_vec();
-        for (i, &t) in nsp.iter().enumerate() {
-            let pred = (nl[2 * i + 1] > nl[2 * i]) as i64;
-            e.nsp_accuracy += (pred == t) as usize as f64;
-        }
-        n_nsp += nsp.len();
-        e.mlm_loss += out.mlm_loss.item() as f64;
-        e.nsp_loss += out.nsp_loss.map_or(0.0, |l| l.item() as f64);
-        nb += 1;
-    }
-    e.mlm_accuracy /= n_mlm.max(1) as f64;
-    e.nsp_accuracy /= n_nsp.max(1) as f64;
-    e.mlm_loss /= nb.max(1) as f64;
-    e.nsp_loss /= nb.max(1) as f64;
-    e.majority_accuracy = counts.values().copied().max().unwrap_or(0) as f64 / n_mlm.max(1) as f64;
-    Ok(e)
+        let n = out.mlm_targets.len();
+        let e = EvalBatch {
+            mlm_loss: Some(out.mlm_loss.item()),
+            nsp_loss: out.nsp_loss.map_or(0.0, |l| l.item()),
+            mlm_pred: cpu.argmax_rows(&out.mlm_logits.value().to_vec(), n, v)?,
+            mlm_targets: out.mlm_targets.clone(),
+            nsp_pred: cpu.argmax_rows(&out.nsp_logits.value().to_vec(), nsp.len(), 2)?,
+        };
+        Ok((e, nsp))
+    }))
 }
 
 /// [`evaluate`] on a device, with a trainer's current parameters: the same batches and figures,
@@ -224,17 +202,35 @@ pub fn evaluate_device<D: Device>(
     pad: u32,
     packed: bool,
 ) -> Result<Eval> {
+    summarize(
+        eval_batches(shard, batch, batches, pad).map(|(x, labels, nsp)| {
+            let sb = StepBatch::new(&x, &labels, &nsp)?;
+            Ok((tr.evaluate(&if packed { sb.to_packed() } else { sb })?, nsp))
+        }),
+    )
+}
+
+/// The evaluation batches: the first `batches` of `batch` instances, static masks.
+fn eval_batches(
+    shard: &Shard,
+    batch: usize,
+    batches: usize,
+    pad: u32,
+) -> impl Iterator<Item = (crate::BertInput, Vec<i64>, Vec<i64>)> + '_ {
+    (0..batches)
+        .map(move |b| (b * batch..((b + 1) * batch).min(shard.len())).collect::<Vec<usize>>())
+        .take_while(|ids| !ids.is_empty())
+        .map(move |ids| shard.batch(&ids, pad, None))
+}
+
+/// The figures over evaluated batches (each with its NSP labels): accuracies over all masked
+/// positions and sequences, losses averaged over batches, and the most-frequent-token baseline.
+fn summarize(batches: impl Iterator<Item = Result<(EvalBatch, Vec<i64>)>>) -> Result<Eval> {
     let mut e = Eval::default();
     let (mut n_mlm, mut n_nsp, mut nb) = (0usize, 0usize, 0usize);
     let mut counts: HashMap<i64, usize> = HashMap::new();
-    for b in 0..batches {
-        let ids: Vec<usize> = (b * batch..((b + 1) * batch).min(shard.len())).collect();
-        if ids.is_empty() {
-            break;
-        }
-        let (x, labels, nsp) = shard.batch(&ids, pad, None);
-        let sb = StepBatch::new(&x, &labels, &nsp)?;
-        let out = tr.evaluate(&if packed { sb.to_packed() } else { sb })?;
+    for b in batches {
+        let (out, nsp) = b?;
         for (&p, &t) in out.mlm_pred.iter().zip(&out.mlm_targets) {
             e.mlm_accuracy += (p == t) as usize as f64;
             *counts.entry(t).or_default() += 1;
