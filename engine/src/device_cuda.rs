@@ -12,8 +12,8 @@ use crate::error::{Error, Result};
 use crate::gelu::Gelu;
 use kernels::adamw::{AdamTensor, MultiAdamW};
 use kernels::attention::AttnBatch;
-use kernels::blas::{Blas, GemmShape, Math};
-use kernels::cudarc::driver::{CudaSlice, DevicePtr};
+use kernels::blas::{Blas, Math};
+use kernels::cudarc::driver::CudaSlice;
 use kernels::gelu::GeluKind;
 use kernels::Gpu;
 
@@ -49,19 +49,6 @@ impl Cuda {
 
     pub(crate) fn alloc(&self, n: usize) -> Result<CudaSlice<f32>> {
         ops::alloc(&self.gpu, n)
-    }
-
-    fn gemm(
-        &self,
-        s: GemmShape,
-        a: &impl DevicePtr<f32>,
-        b: &impl DevicePtr<f32>,
-        beta: f32,
-        c: &mut CudaSlice<f32>,
-    ) -> Result<()> {
-        self.blas
-            .gemm(&self.gpu, s, self.math, 1.0, a, b, beta, c)
-            .map_err(dev_err)
     }
 }
 
@@ -240,25 +227,9 @@ impl Device for Cuda {
         inp: usize,
         out: usize,
     ) -> Result<CudaSlice<f32>> {
-        // Written in full by the first GEMM (beta = 0).
-        let mut y = ops::alloc_out(&self.gpu, rows * out)?;
-        let beta = match b {
-            Some(b) => {
-                let mut cache = self.ones.borrow_mut();
-                let ones = ops::ones(&self.gpu, &mut cache, rows, 1.0f32)?;
-                self.gemm(
-                    GemmShape::new(rows, out, 1),
-                    &ones.slice(0..rows),
-                    b,
-                    0.0,
-                    &mut y,
-                )?;
-                1.0
-            }
-            None => 0.0,
-        };
-        self.gemm(GemmShape::new(rows, out, inp).trans_b(), x, w, beta, &mut y)?;
-        Ok(y)
+        ops::linear(
+            &self.gpu, &self.blas, self.math, &self.ones, 1.0, x, w, b, rows, inp, out,
+        )
     }
 
     fn linear_dx(
@@ -269,9 +240,7 @@ impl Device for Cuda {
         inp: usize,
         out: usize,
     ) -> Result<CudaSlice<f32>> {
-        let mut dx = ops::alloc_out(&self.gpu, rows * inp)?;
-        self.gemm(GemmShape::new(rows, inp, out), dy, w, 0.0, &mut dx)?;
-        Ok(dx)
+        ops::linear_dx(&self.gpu, &self.blas, self.math, dy, w, rows, inp, out)
     }
 
     fn linear_dw(
@@ -284,11 +253,9 @@ impl Device for Cuda {
         dw: &mut CudaSlice<f32>,
         db: Option<&mut CudaSlice<f32>>,
     ) -> Result<()> {
-        self.gemm(GemmShape::new(out, inp, rows).trans_a(), dy, x, 1.0, dw)?;
-        if let Some(db) = db {
-            kernels::reduce::column_sum(&self.gpu, dy, db, out, 1.0).map_err(dev_err)?;
-        }
-        Ok(())
+        ops::linear_dw(
+            &self.gpu, &self.blas, self.math, dy, x, rows, inp, out, dw, db,
+        )
     }
 
     fn layernorm(

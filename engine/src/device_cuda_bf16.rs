@@ -16,8 +16,8 @@ use crate::error::{Error, Result};
 use crate::gelu::Gelu;
 use half::bf16;
 use kernels::adamw::{AdamTensor, MultiAdamW};
-use kernels::blas::{GemmShape, Math};
-use kernels::cudarc::driver::{CudaSlice, DevicePtr};
+use kernels::blas::Math;
+use kernels::cudarc::driver::CudaSlice;
 use std::cell::RefCell;
 
 /// The GPU in bf16 mixed precision. `inner` holds the context, stream and cuBLAS handles.
@@ -65,21 +65,6 @@ impl CudaBf16 {
         let mut y = ops::alloc_out(self.gpu(), x.len())?;
         kernels::elementwise::cast_f32_bf16(self.gpu(), x, &mut y).map_err(dev_err)?;
         Ok(y)
-    }
-
-    /// `C = op(A) op(B) + beta C` on bf16 operands, C bf16 or f32.
-    fn gemm<TC: kernels::Elem>(
-        &self,
-        s: GemmShape,
-        a: &impl DevicePtr<bf16>,
-        b: &impl DevicePtr<bf16>,
-        beta: f32,
-        c: &mut CudaSlice<TC>,
-    ) -> Result<()> {
-        self.inner
-            .blas
-            .gemm(self.gpu(), s, Math::F32, 1.0, a, b, beta, c)
-            .map_err(dev_err)
     }
 }
 
@@ -206,31 +191,19 @@ impl Device for CudaBf16 {
         inp: usize,
         out: usize,
     ) -> Result<CudaSlice<bf16>> {
-        // Written in full by the first GEMM (beta = 0).
-        let mut y = ops::alloc_out(self.gpu(), rows * out)?;
-        let beta = match b {
-            Some(b) => {
-                let mut cache = self.ones.borrow_mut();
-                let ones = ops::ones(self.gpu(), &mut cache, rows, bf16::ONE)?;
-                self.gemm(
-                    GemmShape::new(rows, out, 1),
-                    &ones.slice(0..rows),
-                    b.copy,
-                    0.0,
-                    &mut y,
-                )?;
-                1.0
-            }
-            None => 0.0,
-        };
-        self.gemm(
-            GemmShape::new(rows, out, inp).trans_b(),
+        ops::linear(
+            self.gpu(),
+            &self.inner.blas,
+            Math::F32,
+            &self.ones,
+            bf16::ONE,
             x,
             w.copy,
-            beta,
-            &mut y,
-        )?;
-        Ok(y)
+            b.map(|b| b.copy),
+            rows,
+            inp,
+            out,
+        )
     }
 
     fn linear_dx(
@@ -241,9 +214,16 @@ impl Device for CudaBf16 {
         inp: usize,
         out: usize,
     ) -> Result<CudaSlice<bf16>> {
-        let mut dx = ops::alloc_out(self.gpu(), rows * inp)?;
-        self.gemm(GemmShape::new(rows, inp, out), dy, w.copy, 0.0, &mut dx)?;
-        Ok(dx)
+        ops::linear_dx(
+            self.gpu(),
+            &self.inner.blas,
+            Math::F32,
+            dy,
+            w.copy,
+            rows,
+            inp,
+            out,
+        )
     }
 
     fn linear_dw(
@@ -256,11 +236,18 @@ impl Device for CudaBf16 {
         dw: &mut CudaSlice<f32>,
         db: Option<&mut CudaSlice<f32>>,
     ) -> Result<()> {
-        self.gemm(GemmShape::new(out, inp, rows).trans_a(), dy, x, 1.0, dw)?;
-        if let Some(db) = db {
-            kernels::reduce::column_sum(self.gpu(), dy, db, out, 1.0).map_err(dev_err)?;
-        }
-        Ok(())
+        ops::linear_dw(
+            self.gpu(),
+            &self.inner.blas,
+            Math::F32,
+            dy,
+            x,
+            rows,
+            inp,
+            out,
+            dw,
+            db,
+        )
     }
 
     fn layernorm(

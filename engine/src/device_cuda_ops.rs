@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::gelu::Gelu;
 use kernels::adamw::{AdamStep, MultiAdamW};
 use kernels::attention::{AttnBatch, AttnShape};
+use kernels::blas::{Blas, GemmShape, Math};
 use kernels::cudarc::driver::{CudaSlice, ValidAsZeroBits};
 use kernels::{Elem, Gpu};
 
@@ -52,6 +53,99 @@ pub(crate) fn ones<'a, T: Act>(
         );
     }
     Ok(cache.as_ref().unwrap())
+}
+
+/// `y (rows,out) = x (rows,in) W^T + b` on `T` operands (f32 accumulation): a GEMM writing y
+/// in full (beta 0), the bias first when there is one, broadcast by a k = 1 GEMM of a cached
+/// column of ones against the bias row (any width, NSP's 2 included).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn linear<T: Act>(
+    gpu: &Gpu,
+    blas: &Blas,
+    math: Math,
+    ones_cache: &std::cell::RefCell<Option<CudaSlice<T>>>,
+    one: T,
+    x: &CudaSlice<T>,
+    w: &CudaSlice<T>,
+    b: Option<&CudaSlice<T>>,
+    rows: usize,
+    inp: usize,
+    out: usize,
+) -> Result<CudaSlice<T>> {
+    let mut y = alloc_out(gpu, rows * out)?;
+    let beta = match b {
+        Some(b) => {
+            let mut cache = ones_cache.borrow_mut();
+            let ones = ones(gpu, &mut cache, rows, one)?;
+            blas.gemm(
+                gpu,
+                GemmShape::new(rows, out, 1),
+                math,
+                1.0,
+                &ones.slice(0..rows),
+                b,
+                0.0,
+                &mut y,
+            )
+            .map_err(dev_err)?;
+            1.0
+        }
+        None => 0.0,
+    };
+    let s = GemmShape::new(rows, out, inp).trans_b();
+    blas.gemm(gpu, s, math, 1.0, x, w, beta, &mut y)
+        .map_err(dev_err)?;
+    Ok(y)
+}
+
+/// `dx (rows,in) = dy (rows,out) W`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn linear_dx<T: Act>(
+    gpu: &Gpu,
+    blas: &Blas,
+    math: Math,
+    dy: &CudaSlice<T>,
+    w: &CudaSlice<T>,
+    rows: usize,
+    inp: usize,
+    out: usize,
+) -> Result<CudaSlice<T>> {
+    let mut dx = alloc_out(gpu, rows * inp)?;
+    blas.gemm(
+        gpu,
+        GemmShape::new(rows, inp, out),
+        math,
+        1.0,
+        dy,
+        w,
+        0.0,
+        &mut dx,
+    )
+    .map_err(dev_err)?;
+    Ok(dx)
+}
+
+/// `dW (out,in) += dy^T x` into f32, and `db += column sums of dy` when given.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn linear_dw<T: Act>(
+    gpu: &Gpu,
+    blas: &Blas,
+    math: Math,
+    dy: &CudaSlice<T>,
+    x: &CudaSlice<T>,
+    rows: usize,
+    inp: usize,
+    out: usize,
+    dw: &mut CudaSlice<f32>,
+    db: Option<&mut CudaSlice<f32>>,
+) -> Result<()> {
+    let s = GemmShape::new(out, inp, rows).trans_a();
+    blas.gemm(gpu, s, math, 1.0, dy, x, 1.0, dw)
+        .map_err(dev_err)?;
+    if let Some(db) = db {
+        kernels::reduce::column_sum(gpu, dy, db, out, 1.0).map_err(dev_err)?;
+    }
+    Ok(())
 }
 
 pub(crate) fn dropout<T: Act>(
