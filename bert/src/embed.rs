@@ -141,13 +141,8 @@ pub fn embed_batch_on<D: engine::device::Device>(
     };
     // Padding-free: each sequence's valid tokens back to back, so no compute goes to padding.
     let lens = crate::step::key_lengths(x)?;
-    let take = |v: &[i64]| -> Vec<i64> {
-        lens.iter()
-            .enumerate()
-            .flat_map(|(b, &l)| v[b * x.seq..b * x.seq + l].iter().copied())
-            .collect()
-    };
-    let (ids, types) = (take(&x.input_ids), take(&x.token_type_ids));
+    let pack = |v: &[i64]| crate::step::pack_tokens(v, &lens, x.seq);
+    let (ids, types) = (pack(&x.input_ids), pack(&x.token_type_ids));
     let input = crate::step::EncoderInput {
         batch: x.batch,
         seq: x.seq,

@@ -204,6 +204,15 @@ pub struct StepBatch {
     pub packed: bool,
 }
 
+/// The valid tokens of a padded `(B, seq)` array, sequence after sequence (`lens[b]` of row b):
+/// the packed layout.
+pub(crate) fn pack_tokens(v: &[i64], lens: &[usize], seq: usize) -> Vec<i64> {
+    lens.iter()
+        .enumerate()
+        .flat_map(|(b, &l)| v[b * seq..b * seq + l].iter().copied())
+        .collect()
+}
+
 impl StepBatch {
     /// From a [`crate::BertInput`] (its mask must be a prefix of ones per sequence) and labels.
     pub fn new(x: &crate::BertInput, mlm_labels: &[i64], nsp_labels: &[i64]) -> Result<Self> {
@@ -236,13 +245,7 @@ impl StepBatch {
         if self.packed {
             return self.clone();
         }
-        let take = |v: &[i64]| -> Vec<i64> {
-            self.lens
-                .iter()
-                .enumerate()
-                .flat_map(|(b, &l)| v[b * self.seq..b * self.seq + l].iter().copied())
-                .collect()
-        };
+        let take = |v: &[i64]| pack_tokens(v, &self.lens, self.seq);
         StepBatch {
             batch: self.batch,
             seq: self.lens.iter().copied().max().unwrap_or(0),
