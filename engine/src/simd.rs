@@ -28,20 +28,23 @@ pub enum Isa {
 }
 
 impl Isa {
-    /// Every ISA this CPU can execute, narrowest first (always includes `Portable`).
+    /// Every ISA this CPU can execute, narrowest first (always includes `Portable`). With
+    /// `ENGINE_EMULATE_AVX512=1` on a CPU without AVX-512, `Avx512` is listed too and runs on
+    /// [`Emu512`] (see there).
     pub fn available() -> Vec<Isa> {
         let mut v = vec![Isa::Portable];
         if Avx2::detect().is_some() {
             v.push(Isa::Avx2);
         }
-        if Avx512::detect().is_some() {
+        if Avx512::detect().is_some() || emulating_avx512() {
             v.push(Isa::Avx512);
         }
         v
     }
 
     /// The widest ISA this CPU supports, detected once. `ENGINE_ISA=portable|avx2|avx512` in the
-    /// environment caps it (used to benchmark and debug the narrower paths).
+    /// environment caps it (used to benchmark and debug the narrower paths). Under
+    /// `ENGINE_EMULATE_AVX512=1` it is `Avx512` (emulated) unless capped.
     pub fn best() -> Isa {
         static BEST: OnceLock<Isa> = OnceLock::new();
         *BEST.get_or_init(|| {
@@ -65,6 +68,15 @@ impl Isa {
             false
         }
     }
+}
+
+/// Whether `Isa::Avx512` runs on [`Emu512`]: `ENGINE_EMULATE_AVX512=1` and a CPU without
+/// AVX-512 (a CPU that has it always runs the real thing). Read once.
+pub fn emulating_avx512() -> bool {
+    static EMU: OnceLock<bool> = OnceLock::new();
+    *EMU.get_or_init(|| {
+        std::env::var("ENGINE_EMULATE_AVX512").is_ok_and(|v| v == "1") && Avx512::detect().is_none()
+    })
 }
 
 /// A kernel body written once for every [`Simd`] instantiation.
@@ -92,11 +104,14 @@ pub fn dispatch<K: SimdKernel>(isa: Isa, k: K) -> K::Output {
             unsafe { run_avx2(s, k) }
         }
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => {
-            let s = Avx512::detect().expect("dispatch: CPU has no AVX-512");
+        Isa::Avx512 => match Avx512::detect() {
             // SAFETY: the token exists, so the CPU has AVX-512F/BW/VL/DQ and FMA.
-            unsafe { run_avx512(s, k) }
-        }
+            Some(s) => unsafe { run_avx512(s, k) },
+            None if emulating_avx512() => k.run(Emu512),
+            None => panic!("dispatch: CPU has no AVX-512"),
+        },
+        #[cfg(not(target_arch = "x86_64"))]
+        Isa::Avx512 if emulating_avx512() => k.run(Emu512),
         #[cfg(not(target_arch = "x86_64"))]
         _ => k.run(Portable),
     }
@@ -415,6 +430,114 @@ impl Simd for Portable {
     fn reduce_max(self, a: Self::F) -> f32 {
         let v = a.to_array();
         v.iter().copied().fold(f32::NEG_INFINITY, f32::max)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Emu512: the AVX-512 shape in software, for testing on CPUs without AVX-512
+// ---------------------------------------------------------------------------------------------
+
+/// A software stand-in for [`Avx512`]: 16 lanes as two [`Portable`] halves, with
+/// `ISA = Isa::Avx512`, so a kernel instantiated with it takes every AVX-512 decision (16-lane
+/// loops and their tails, the GEMM's 12 x 32 register tile and packing, the bf16 GEMM's
+/// emulated 12 x 32 kernel) on a CPU that has no AVX-512. The development machine has none,
+/// so this is how those paths are tested: `ENGINE_EMULATE_AVX512=1 cargo test` (part of
+/// `scripts/test`) makes [`Isa::available`] list `Avx512` and [`dispatch`] run it here.
+/// What it cannot check is the [`Avx512`] impl itself (one intrinsic per method) and the
+/// native `vdpbf16ps` kernel; those need the hardware.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Emu512;
+
+impl Simd for Emu512 {
+    const ISA: Isa = Isa::Avx512;
+    const LANES: usize = 16;
+    type F = [wide::f32x8; 2];
+    type I = [wide::i32x8; 2];
+
+    #[inline(always)]
+    fn splat(self, x: f32) -> Self::F {
+        [Portable.splat(x); 2]
+    }
+    #[inline(always)]
+    unsafe fn load(self, p: *const f32) -> Self::F {
+        [Portable.load(p), Portable.load(p.add(8))]
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32, v: Self::F) {
+        Portable.store(p, v[0]);
+        Portable.store(p.add(8), v[1]);
+    }
+    #[inline(always)]
+    fn add(self, a: Self::F, b: Self::F) -> Self::F {
+        [Portable.add(a[0], b[0]), Portable.add(a[1], b[1])]
+    }
+    #[inline(always)]
+    fn sub(self, a: Self::F, b: Self::F) -> Self::F {
+        [Portable.sub(a[0], b[0]), Portable.sub(a[1], b[1])]
+    }
+    #[inline(always)]
+    fn mul(self, a: Self::F, b: Self::F) -> Self::F {
+        [Portable.mul(a[0], b[0]), Portable.mul(a[1], b[1])]
+    }
+    #[inline(always)]
+    fn div(self, a: Self::F, b: Self::F) -> Self::F {
+        [Portable.div(a[0], b[0]), Portable.div(a[1], b[1])]
+    }
+    #[inline(always)]
+    fn fma(self, a: Self::F, b: Self::F, c: Self::F) -> Self::F {
+        [
+            Portable.fma(a[0], b[0], c[0]),
+            Portable.fma(a[1], b[1], c[1]),
+        ]
+    }
+    #[inline(always)]
+    fn max(self, a: Self::F, b: Self::F) -> Self::F {
+        [Portable.max(a[0], b[0]), Portable.max(a[1], b[1])]
+    }
+    #[inline(always)]
+    fn min(self, a: Self::F, b: Self::F) -> Self::F {
+        [Portable.min(a[0], b[0]), Portable.min(a[1], b[1])]
+    }
+    #[inline(always)]
+    fn abs(self, a: Self::F) -> Self::F {
+        [Portable.abs(a[0]), Portable.abs(a[1])]
+    }
+    #[inline(always)]
+    fn select_lt(self, a: Self::F, b: Self::F, t: Self::F, f: Self::F) -> Self::F {
+        [
+            Portable.select_lt(a[0], b[0], t[0], f[0]),
+            Portable.select_lt(a[1], b[1], t[1], f[1]),
+        ]
+    }
+    #[inline(always)]
+    fn round_to_i32(self, a: Self::F) -> Self::I {
+        [Portable.round_to_i32(a[0]), Portable.round_to_i32(a[1])]
+    }
+    #[inline(always)]
+    fn i32_to_f32(self, a: Self::I) -> Self::F {
+        [Portable.i32_to_f32(a[0]), Portable.i32_to_f32(a[1])]
+    }
+    #[inline(always)]
+    fn pow2i(self, n: Self::I) -> Self::F {
+        [Portable.pow2i(n[0]), Portable.pow2i(n[1])]
+    }
+    #[inline(always)]
+    fn sub_i32(self, n: Self::I, k: i32) -> Self::I {
+        [Portable.sub_i32(n[0], k), Portable.sub_i32(n[1], k)]
+    }
+    #[inline(always)]
+    fn reduce_sum(self, a: Self::F) -> f32 {
+        Portable.reduce_sum(a[0]) + Portable.reduce_sum(a[1])
+    }
+    #[inline(always)]
+    fn reduce_max(self, a: Self::F) -> f32 {
+        Portable.reduce_max(a[0]).max(Portable.reduce_max(a[1]))
+    }
+    #[inline(always)]
+    unsafe fn load_bf16_pairs(self, p: *const u32) -> (Self::F, Self::F) {
+        let (lo0, hi0) = Portable.load_bf16_pairs(p);
+        let (lo1, hi1) = Portable.load_bf16_pairs(p.add(8));
+        ([lo0, lo1], [hi0, hi1])
     }
 }
 
@@ -894,6 +1017,39 @@ mod tests {
                     "{isa:?}: {f}(NaN) must be NaN"
                 );
             }
+        }
+    }
+
+    /// The software AVX-512 stand-in is two portable halves: lane for lane it must give what
+    /// `Portable` gives, on lengths that leave every tail size of 16 lanes (and of 8).
+    #[test]
+    fn emu512_matches_portable_lane_for_lane() {
+        for n in [1usize, 7, 8, 9, 15, 16, 17, 31, 33, 100] {
+            let xs: Vec<f32> = (0..n).map(|i| (i as f32 - 40.0) * 0.37).collect();
+            let p = ExpErf(&xs).run(Portable);
+            let e = ExpErf(&xs).run(Emu512);
+            assert_eq!(p, e, "n = {n}");
+        }
+        let v: Vec<f32> = (0..16).map(|i| (i as f32 * 1.7).sin()).collect();
+        // SAFETY: v holds 16 floats.
+        let (s16, m16) = unsafe {
+            let x = Emu512.load(v.as_ptr());
+            (Emu512.reduce_sum(x), Emu512.reduce_max(x))
+        };
+        assert!((s16 - v.iter().sum::<f32>()).abs() < 1e-5);
+        assert_eq!(m16, v.iter().copied().fold(f32::NEG_INFINITY, f32::max));
+        let w: Vec<u32> = (0..16u32).map(|i| (i + 1) << 16 | (i + 100)).collect();
+        // SAFETY: w holds 16 words.
+        let (lo, hi) = unsafe { Emu512.load_bf16_pairs(w.as_ptr()) };
+        let (mut l, mut h) = ([0f32; 16], [0f32; 16]);
+        // SAFETY: l and h hold 16 floats.
+        unsafe {
+            Emu512.store(l.as_mut_ptr(), lo);
+            Emu512.store(h.as_mut_ptr(), hi);
+        }
+        for i in 0..16 {
+            assert_eq!(l[i].to_bits(), (w[i] & 0xFFFF) << 16);
+            assert_eq!(h[i].to_bits(), w[i] & 0xFFFF_0000);
         }
     }
 

@@ -265,9 +265,26 @@ fn gemm_prepacked_large_and_errors() {
     assert!(e.contains("2 x 5") && e.contains("3 x 4"), "{e}");
 }
 
+/// `ENGINE_EMULATE_AVX512=1` (the second pass of scripts/test) must really put the AVX-512
+/// instantiation under test on a CPU without it, and leave the list alone otherwise.
+#[test]
+fn emulated_avx512_is_listed_exactly_when_asked() {
+    let asked = std::env::var("ENGINE_EMULATE_AVX512").is_ok_and(|v| v == "1");
+    let real = engine::simd::Avx512::detect().is_some();
+    assert_eq!(Isa::available().contains(&Isa::Avx512), real || asked);
+    assert_eq!(engine::simd::emulating_avx512(), asked && !real);
+    if asked {
+        assert_eq!(
+            Isa::best(),
+            Isa::Avx512,
+            "ENGINE_EMULATE_AVX512=1 without ENGINE_ISA"
+        );
+    }
+}
+
 #[test]
 fn gemm_large_and_blocked_edges() {
-    // Crosses every blocking boundary (KC = 256, MC = 240, NC = 3072) with ragged edges,
+    // Crosses every blocking boundary (KC = 256, MC = 264, NC = 3072) with ragged edges,
     // and takes the threaded split in both directions.
     for isa in Isa::available() {
         check_gemm(isa, 2, 1000, 300, 17, false, false, 0, 1.0, 0.0, false);
