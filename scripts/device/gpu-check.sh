@@ -7,13 +7,50 @@
 #     kernels  memory-bound kernels and GEMMs against torch's ops (gpu_bench)
 #     train    pretraining throughput against transformers' BertForPreTraining (gpu_train_bench)
 #     all      the three, in that order (about 8-10 minutes; torch.compile is most of the train stage)
+#     cpu      not a GPU check: the host CPU's AVX-512 / AVX512-BF16 paths, which the development
+#              machine lacks (engine tests on the real intrinsics, f32 vs bf16 GEMM, BERT-base
+#              inference f32 and bf16 beside torch on 1 and 2 threads; 3-5 minutes)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 stage=${1:-all}
 out=${OUT:-/tmp/gpu-check}
 mkdir -p "$out"
-nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader | tee "$out/gpu.txt"
+[[ $stage == cpu ]] || nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader | tee "$out/gpu.txt"
 rc=0
+
+if [[ $stage == cpu ]]; then
+  echo "== host CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-), $(nproc) cores;" \
+    "flags: $(grep -m1 '^flags' /proc/cpuinfo | grep -o -w -E 'avx2|avx512f|avx512_bf16|amx_bf16' | tr '\n' ' ')"
+  echo "== engine tests on this CPU (every ISA it has: the real AVX-512 intrinsics, native vdpbf16ps)"
+  for t in engine_lib engine_kernels; do
+    .device/cpu/$t --test-threads=8 >"$out/$t.log" 2>&1 || rc=1
+    grep -E "panicked|FAILED|test result" "$out/$t.log" | tail -n 12
+  done
+  echo "== GEMM f32 and bf16 (issue 2: bf16 at least 1.6x our f32)"
+  for t in 1 2; do
+    .device/cpu/gemm_table --bf16 --bt --threads $t 2>&1 | tee -a "$out/gemm_bf16.txt" || rc=1
+  done
+  echo "== BERT-base inference beside torch (issue 5: f32 1.25x torch, bf16 2x torch f32)"
+  for t in 1 2; do
+    .device/cpu/infer --threads $t --reps 5 --runs base:1x128,base:8x128 >>"$out/infer.jsonl" || rc=1
+    .device/cpu/infer --threads $t --reps 5 --runs base:1x128,base:8x128 --bf16 >>"$out/infer.jsonl" || rc=1
+    python3 scripts/bench_inference_torch.py none $t 5 base:1x128,base:8x128 2>/dev/null >>"$out/infer.jsonl" || rc=1
+  done
+  python3 - "$out/infer.jsonl" <<'PY'
+import json, sys
+r = {}
+for line in open(sys.argv[1]):
+    if line.startswith("{"):
+        j = json.loads(line)
+        r[(j["model"], j["batch"], j["seq"], j["threads"], j["impl"])] = j["best_ms"]
+print(f"\n{'BERT-base':<16}{'threads':>8}{'ours ms':>9}{'bf16 ms':>9}{'torch ms':>9}{'torch/ours':>11}{'torch/bf16':>11}")
+for (m, b, s, t) in sorted({k[:4] for k in r}):
+    o, h, p = (r.get((m, b, s, t, i), float("nan")) for i in ("ours", "ours bf16", "torch"))
+    print(f"{f'{b}x{s}':<16}{t:>8}{o:>9.1f}{h:>9.1f}{p:>9.1f}{p / o:>11.2f}{p / h:>11.2f}")
+PY
+  echo "rc: $rc"
+  exit $rc
+fi
 
 if [[ $stage == all || $stage == tests ]]; then
   echo "== GPU check: every kernel against the CPU engine"
