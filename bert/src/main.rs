@@ -38,7 +38,7 @@ enum Command {
         /// Vocabulary size to train.
         #[arg(long, default_value_t = 8192)]
         vocab_size: usize,
-        #[arg(long)]
+        #[arg(long, value_parser = positive)]
         threads: Option<usize>,
         /// Where pretraining runs: cpu, cpu-tape, cuda or cuda-bf16 (a `--features cuda`
         /// build); fine-tuning runs on the CPU.
@@ -48,7 +48,7 @@ enum Command {
         #[arg(long)]
         model_config: Option<String>,
         /// Sequences per pretraining step (default: 32 on the CPU, 128 on a GPU).
-        #[arg(long)]
+        #[arg(long, value_parser = positive)]
         batch: Option<usize>,
     },
     /// Train a WordPiece vocabulary; writes vocab.txt and tokenizer.json into --out.
@@ -82,7 +82,7 @@ enum Command {
         #[arg(long)]
         normalize: bool,
         /// Texts per forward pass (padded to the batch's longest).
-        #[arg(long, default_value_t = 32)]
+        #[arg(long, value_parser = positive, default_value_t = 32)]
         batch: usize,
         #[arg(long, value_enum, default_value_t = EmbedFormat::Text)]
         format: EmbedFormat,
@@ -150,10 +150,10 @@ enum Command {
         #[arg(long)]
         minutes: Option<f64>,
         /// Sequences per optimizer step.
-        #[arg(long, default_value_t = 32)]
+        #[arg(long, value_parser = positive, default_value_t = 32)]
         batch: usize,
         /// Micro-batches per step (gradient accumulation).
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, value_parser = positive, default_value_t = 1)]
         accum: usize,
         #[arg(long, default_value_t = 1e-3)]
         lr: f32,
@@ -163,7 +163,7 @@ enum Command {
         #[arg(long, default_value_t = 42)]
         seed: u64,
         /// Worker threads (default: all cores).
-        #[arg(long)]
+        #[arg(long, value_parser = positive)]
         threads: Option<usize>,
         #[arg(long, default_value_t = 200)]
         eval_every: u64,
@@ -209,11 +209,11 @@ enum Command {
         steps: Option<u64>,
         #[arg(long)]
         minutes: Option<f64>,
-        #[arg(long, default_value_t = 32)]
+        #[arg(long, value_parser = positive, default_value_t = 32)]
         batch: usize,
         #[arg(long, default_value_t = 1e-4)]
         lr: f32,
-        #[arg(long, default_value_t = 64)]
+        #[arg(long, value_parser = positive, default_value_t = 64)]
         max_len: usize,
         #[arg(long, default_value_t = 7)]
         seed: u64,
@@ -223,7 +223,7 @@ enum Command {
         /// WordNet's data files for --task wordnet-supersense (scripts/fetch-corpus puts them here).
         #[arg(long, default_value = ".cache/corpus/wordnet")]
         wordnet: String,
-        #[arg(long)]
+        #[arg(long, value_parser = positive)]
         threads: Option<usize>,
     },
     /// Fill each [MASK] in TEXT with the masked-LM head's most likely tokens.
@@ -232,7 +232,7 @@ enum Command {
         #[arg(long)]
         model: String,
         text: String,
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, value_parser = positive, default_value_t = 5)]
         top_k: usize,
     },
     /// Tokenize lines of stdin: one output line per input line.
@@ -273,6 +273,27 @@ enum Format {
     Tokens,
     /// JSON: ids, tokens, type ids, char offsets, word ids.
     Json,
+}
+
+/// clap value parser for counts that must be at least 1 (batch sizes, lengths, threads).
+fn positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// One embedding component as text: the shortest decimal that reads back as the same f32,
+/// in scientific notation outside [1e-4, 1e7) so that tiny values stay short
+/// (`2.6975832e-32`, not 40 characters of zeros).
+fn fmt_component(x: f32) -> String {
+    let a = x.abs();
+    if a == 0.0 || (1e-4..1e7).contains(&a) || !a.is_finite() {
+        x.to_string()
+    } else {
+        format!("{x:e}")
+    }
 }
 
 /// glibc hands freed blocks above 128 KB back to the kernel (munmap) and trims the heap's top;
@@ -734,7 +755,7 @@ fn embed(
             for row in v.chunks(h) {
                 match format {
                     EmbedFormat::Text => {
-                        let s: Vec<String> = row.iter().map(|x| x.to_string()).collect();
+                        let s: Vec<String> = row.iter().map(|&x| fmt_component(x)).collect();
                         writeln!(out, "{}", s.join(" "))?;
                     }
                     EmbedFormat::Json => writeln!(
@@ -1393,4 +1414,44 @@ fn train_demo(
         t0.elapsed().as_secs_f64(), ps.eval.mlm_accuracy, ps.eval.majority_accuracy, t(&pre).accuracy, t(&scr).accuracy
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedding_components_read_back_exactly_and_stay_short() {
+        let xs = [
+            0.0f32,
+            -0.0,
+            1.0,
+            -0.55494356,
+            1e-4,
+            9.99e-5,
+            -2.6975832e-32,
+            1.1e-38,
+            3e-45,
+            1e7,
+            -1.2345678e9,
+            123.456,
+            f32::MAX,
+            f32::MIN_POSITIVE,
+        ];
+        for &x in &xs {
+            let s = fmt_component(x);
+            assert_eq!(s.parse::<f32>().unwrap().to_bits(), x.to_bits(), "{x}: {s}");
+            assert!(s.len() <= 16, "{x}: {s} is {} characters", s.len());
+        }
+        assert_eq!(fmt_component(-2.6975832e-32), "-2.6975832e-32");
+        assert_eq!(fmt_component(0.25), "0.25");
+        assert!(fmt_component(f32::NAN).parse::<f32>().unwrap().is_nan());
+    }
+
+    #[test]
+    fn counts_must_be_positive() {
+        assert_eq!(positive("3"), Ok(3));
+        assert!(positive("0").unwrap_err().contains("at least 1"));
+        assert!(positive("-1").is_err() && positive("x").is_err());
+    }
 }

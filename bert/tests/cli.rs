@@ -256,6 +256,13 @@ fn embed_similarity_and_info() {
     let (code, _, err) = run(&["embed", "--model", d, "--pooling", "max"], "x\n");
     assert_ne!(code, 0);
     assert!(err.contains("max"), "{err}");
+    // A batch of 0 is refused by name rather than quietly read as 1.
+    let (code, _, err) = run(&["embed", "--model", d, "--batch", "0"], "x\n");
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("--batch") && err.contains("at least 1"),
+        "{err}"
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }
 
