@@ -262,14 +262,19 @@ pub fn scores(gold: &[usize], pred: &[usize], classes: usize) -> Scores {
 fn encode(tok: &tokenizer::BertTokenizer, ex: &[&Example], pad: u32) -> Result<BertInput> {
     let encs: Vec<tokenizer::Encoding> = ex
         .iter()
-        .map(|e| match &e.b {
-            Some(b) => tok
-                .encode_pair(&e.a, b, true)
-                .map_err(|err| BertError::Input(err.to_string())),
-            None => Ok(tok.encode(&e.a, true)),
-        })
+        .map(|e| encode_one(tok, e))
         .collect::<Result<_>>()?;
     BertInput::from_encodings(&encs, pad)
+}
+
+/// One example's tokens: a single text or a pair, with the special tokens.
+fn encode_one(tok: &tokenizer::BertTokenizer, e: &Example) -> Result<tokenizer::Encoding> {
+    match &e.b {
+        Some(b) => tok
+            .encode_pair(&e.a, b, true)
+            .map_err(|err| BertError::Input(err.to_string())),
+        None => Ok(tok.encode(&e.a, true)),
+    }
 }
 
 /// Predicted labels for `ex` (no gradients).
@@ -282,15 +287,21 @@ pub fn predict(
     let _g = engine::no_grad();
     let pad = tok.vocab.id("[PAD]").unwrap_or(0);
     let l = model.config.num_labels;
-    // Batched by length (longest first), so that a batch pads to a similar length; the
-    // predictions come back in the examples' order.
-    let len = |e: &Example| e.a.len() + e.b.as_ref().map_or(0, |b| b.len());
+    // Tokenized once, then batched by token count (longest first), so that a batch pads to a
+    // similar length; the predictions come back in the examples' order.
+    let mut encs: Vec<tokenizer::Encoding> = ex
+        .iter()
+        .map(|e| encode_one(tok, e))
+        .collect::<Result<_>>()?;
     let mut order: Vec<usize> = (0..ex.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(len(&ex[i])));
+    order.sort_by_key(|&i| std::cmp::Reverse(encs[i].ids.len()));
     let mut out = vec![0usize; ex.len()];
     for chunk in order.chunks(batch.max(1)) {
-        let refs: Vec<&Example> = chunk.iter().map(|&i| &ex[i]).collect();
-        let x = encode(tok, &refs, pad)?;
+        let group: Vec<tokenizer::Encoding> = chunk
+            .iter()
+            .map(|&i| std::mem::take(&mut encs[i]))
+            .collect();
+        let x = BertInput::from_encodings(&group, pad)?;
         let logits = model
             .classify(&model.forward(&x, Forward::default())?)?
             .value()
