@@ -38,26 +38,34 @@ impl RowOp for LayerNorm<'_> {
         let x = &self.x[r * n..(r + 1) * n];
         let mean = sum_of(s, x) / n as f32;
         let vm = s.splat(mean);
-        // Sum of squared deviations, masking the padded tail lanes to zero.
+        // Sum of squared deviations over four accumulators (one would chain every FMA on the
+        // last: 4 cycles per vector); the tail loads `mean` into its missing lanes, so they
+        // add exactly zero.
         let l = S::LANES;
-        let mut acc = s.zero();
+        let full = n / l * l;
+        let mut acc = [s.zero(); 4];
         let mut i = 0;
-        while i < n {
-            let d = s.sub(load_at(s, x, i), vm);
-            let d = if i + l <= n {
-                d
-            } else {
-                // Lanes past the end loaded 0 and became -mean: zero them through the buffer.
-                let mut buf = [0.0f32; 16];
-                // SAFETY: buf holds 16 >= LANES floats.
-                unsafe { s.store(buf.as_mut_ptr(), d) };
-                buf[n - i..].fill(0.0);
-                // SAFETY: as above.
-                unsafe { s.load(buf.as_ptr()) }
-            };
-            acc = s.fma(d, d, acc);
-            i += l;
+        // SAFETY: full loads below `full` <= n; the tail reads n - full elements.
+        unsafe {
+            let p = x.as_ptr();
+            while i + 4 * l <= full {
+                for (j, a) in acc.iter_mut().enumerate() {
+                    let d = s.sub(s.load(p.add(i + j * l)), vm);
+                    *a = s.fma(d, d, *a);
+                }
+                i += 4 * l;
+            }
+            while i < full {
+                let d = s.sub(s.load(p.add(i)), vm);
+                acc[0] = s.fma(d, d, acc[0]);
+                i += l;
+            }
+            if full < n {
+                let d = s.sub(s.load_partial(p.add(full), n - full, mean), vm);
+                acc[1] = s.fma(d, d, acc[1]);
+            }
         }
+        let acc = s.add(s.add(acc[0], acc[1]), s.add(acc[2], acc[3]));
         let var = s.reduce_sum(acc) / n as f32;
         let rstd = 1.0 / (var + self.eps).sqrt();
         // SAFETY: stats has 2 * rows entries and row r owns entries 2r and 2r+1.
@@ -66,16 +74,24 @@ impl RowOp for LayerNorm<'_> {
             *self.stats.0.add(2 * r + 1) = rstd;
         }
         let vr = s.splat(rstd);
-        crate::rows::zip_map(
-            s,
-            y,
-            x,
-            #[inline(always)]
-            |i, v| {
-                let xn = s.mul(s.sub(v, vm), vr);
-                s.fma(xn, load_at(s, self.gamma, i), load_at(s, self.beta, i))
-            },
-        );
+        let (g, b) = (&self.gamma[..n], &self.beta[..n]);
+        // SAFETY: x, y, gamma and beta all hold n floats; full loads stay below `full`.
+        unsafe {
+            let mut i = 0;
+            while i < full {
+                let xn = s.mul(s.sub(s.load(x.as_ptr().add(i)), vm), vr);
+                let o = s.fma(xn, s.load(g.as_ptr().add(i)), s.load(b.as_ptr().add(i)));
+                s.store(y.as_mut_ptr().add(i), o);
+                i += l;
+            }
+            if full < n {
+                let k = n - full;
+                let xn = s.mul(s.sub(s.load_partial(x.as_ptr().add(full), k, 0.0), vm), vr);
+                let gv = s.load_partial(g.as_ptr().add(full), k, 0.0);
+                let o = s.fma(xn, gv, s.load_partial(b.as_ptr().add(full), k, 0.0));
+                s.store_partial(y.as_mut_ptr().add(full), o, k);
+            }
+        }
     }
 }
 
@@ -134,20 +150,24 @@ impl RowOp for LayerNormBackward<'_> {
         let (vm, vr) = (s.splat(self.mean[r]), s.splat(self.rstd[r]));
         // g = dy * gamma, xhat = (x - mean) * rstd; dx = rstd * (g - mean(g) - xhat * mean(g * xhat)).
         // Tail lanes load zeros for dy and gamma, so g = 0 there and both sums stay exact.
+        // Two accumulators per sum, alternating vectors, so consecutive adds do not wait on
+        // each other.
         let l = S::LANES;
-        let (mut sg, mut sgx) = (s.zero(), s.zero());
+        let (mut sg, mut sgx) = ([s.zero(); 2], [s.zero(); 2]);
         let mut i = 0;
+        let mut k = 0;
         while i < n {
             let g = s.mul(load_at(s, dy, i), load_at(s, self.gamma, i));
             let xh = s.mul(s.sub(load_at(s, x, i), vm), vr);
-            sg = s.add(sg, g);
-            sgx = s.fma(g, xh, sgx);
+            sg[k] = s.add(sg[k], g);
+            sgx[k] = s.fma(g, xh, sgx[k]);
             i += l;
+            k ^= 1;
         }
         let inv_n = 1.0 / n as f32;
         let (mg, mgx) = (
-            s.splat(s.reduce_sum(sg) * inv_n),
-            s.splat(s.reduce_sum(sgx) * inv_n),
+            s.splat(s.reduce_sum(s.add(sg[0], sg[1])) * inv_n),
+            s.splat(s.reduce_sum(s.add(sgx[0], sgx[1])) * inv_n),
         );
         zip_map(
             s,
