@@ -122,14 +122,16 @@ impl RowOp for SoftmaxBackward<'_> {
         let n = self.cols;
         let (y, dy) = (&self.y[r * n..(r + 1) * n], &self.dy[r * n..(r + 1) * n]);
         // dot = sum(dy * y), then dx = y * (dy - dot).
+        // Two accumulators, alternating vectors: one would wait out each FMA's latency.
         let l = S::LANES;
-        let mut acc = s.zero();
-        let mut i = 0;
+        let mut acc = [s.zero(); 2];
+        let (mut i, mut k) = (0, 0);
         while i < n {
-            acc = s.fma(load_at(s, y, i), load_at(s, dy, i), acc);
+            acc[k] = s.fma(load_at(s, y, i), load_at(s, dy, i), acc[k]);
             i += l;
+            k ^= 1;
         }
-        let dot = s.splat(s.reduce_sum(acc));
+        let dot = s.splat(s.reduce_sum(s.add(acc[0], acc[1])));
         zip_map(
             s,
             dx,
