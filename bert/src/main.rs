@@ -749,6 +749,17 @@ fn embed(
     // order, and each text's embedding does not depend on its batch (tested).
     let batch = batch.max(1);
     let window = if batch == 1 { 1 } else { batch * 64 };
+    // Progress on a terminal (texts embedded, tokens/s); a one-line summary at the end.
+    let t0 = std::time::Instant::now();
+    let mut tokens = 0usize;
+    let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
+        let b = indicatif::ProgressBar::new_spinner();
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {pos} texts  {msg}  [{elapsed}]")
+                .unwrap(),
+        );
+        b
+    });
     let mut flush =
         |lines: &mut Vec<String>, out: &mut dyn Write| -> Result<(), Box<dyn std::error::Error>> {
             if lines.is_empty() {
@@ -765,6 +776,12 @@ fn embed(
                     .map(|&i| std::mem::take(&mut encs[i]))
                     .collect();
                 let e = run(&group)?;
+                tokens += group.iter().map(|e| e.ids.len()).sum::<usize>();
+                if let Some(b) = &bar {
+                    b.inc(group.len() as u64);
+                    let rate = tokens as f64 / t0.elapsed().as_secs_f64().max(1e-9);
+                    b.set_message(format!("{rate:.0} tokens/s"));
+                }
                 for (&i, row) in chunk.iter().zip(e.chunks(h)) {
                     v[i * h..(i + 1) * h].copy_from_slice(row);
                 }
@@ -793,6 +810,15 @@ fn embed(
         }
     }
     flush(&mut lines, &mut out)?;
+    out.flush()?;
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    eprintln!(
+        "bert embed: {index} texts, {tokens} tokens in {secs:.1} s ({:.0} tokens/s)",
+        tokens as f64 / secs.max(1e-9)
+    );
     Ok(())
 }
 

@@ -157,6 +157,8 @@ fn embed_similarity_and_info() {
         "the cat sat on the mat.\nthe mat\nw42 w43 w44\n",
     );
     assert_eq!(code, 0, "{err}");
+    // The summary on stderr counts texts and tokens (with [CLS] and [SEP]).
+    assert!(err.contains("bert embed: 3 texts, "), "{err}");
     let rows: Vec<Vec<f32>> = out
         .lines()
         .map(|l| l.split(' ').map(|x| x.parse().unwrap()).collect())
