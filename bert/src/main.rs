@@ -70,6 +70,10 @@ enum Command {
         /// Keep at most this many distinct characters.
         #[arg(long, default_value_t = 1000)]
         limit_alphabet: usize,
+        /// top-down (Google's WordPiece learner) or likelihood (bottom-up likelihood-gain
+        /// merges); see tokenizer::trainer.
+        #[arg(long, default_value = "top-down", value_parser = tokenizer::trainer::Algorithm::parse)]
+        algorithm: tokenizer::trainer::Algorithm,
     },
     /// Sentence embeddings of stdin's lines: one line of floats per input line.
     Embed {
@@ -186,6 +190,10 @@ enum Command {
         /// back by default: no compute on padding; the tape always pads).
         #[arg(long)]
         padded: bool,
+        /// Set the new model's hidden and attention dropout (0 turns it off, which learns
+        /// faster on short budgets); default: the preset's or config's (BERT's 0.1).
+        #[arg(long)]
+        dropout: Option<f32>,
     },
     /// Fine-tune a sequence classifier: the built-in WordNet supersense task or TSV files;
     /// reports accuracy and macro-F1, writes OUT/model and OUT/metrics.jsonl.
@@ -359,12 +367,17 @@ fn main() {
                 device,
                 bert::train::TrainDevice::Cuda | bert::train::TrainDevice::CudaBf16
             );
-            let dm = DemoModel {
-                device,
-                config: model_config
-                    .unwrap_or_else(|| if gpu { "bert-small" } else { "bert-mini" }.into()),
-                batch: batch.unwrap_or(if gpu { 128 } else { 32 }),
+            let mut dm = if gpu {
+                DemoModel::gpu(device)
+            } else {
+                DemoModel::cpu(device)
             };
+            if let Some(c) = model_config {
+                dm.config = c;
+            }
+            if let Some(b) = batch {
+                dm.batch = b;
+            }
             demo(model.clone()).and_then(|_| match corpus {
                 Some(c) => train_demo(&c, &out, minutes, vocab_size, &dm),
                 None => Ok(()),
@@ -452,6 +465,7 @@ fn main() {
             stop_after,
             device,
             padded,
+            dropout,
         } => {
             if let Some(t) = threads {
                 let _ = rayon::ThreadPoolBuilder::new()
@@ -477,6 +491,7 @@ fn main() {
                 stop_after,
                 device,
                 packed: !padded,
+                dropout,
                 ..Default::default()
             };
             if resume
@@ -530,7 +545,17 @@ fn main() {
             cased,
             min_frequency,
             limit_alphabet,
-        } => vocab(&corpus, size, &out, cased, min_frequency, limit_alphabet),
+            algorithm,
+        } => vocab(
+            &corpus,
+            size,
+            &out,
+            cased,
+            min_frequency,
+            limit_alphabet,
+            algorithm,
+        )
+        .map(|_| ()),
     };
     if let Err(e) = result {
         // A reader that stopped early (`bert tokenize ... | head`) is not an error.
@@ -1161,7 +1186,8 @@ fn vocab(
     cased: bool,
     min_frequency: u64,
     limit_alphabet: usize,
-) -> Result<(), Box<dyn std::error::Error>> {
+    algorithm: tokenizer::trainer::Algorithm,
+) -> Result<tokenizer::trainer::PiecesPerWord, Box<dyn std::error::Error>> {
     let start = std::time::Instant::now();
     let mut text = String::new();
     for path in corpus {
@@ -1186,9 +1212,18 @@ fn vocab(
         min_frequency,
         limit_alphabet: Some(limit_alphabet),
         normalizer: normalizer.clone(),
+        algorithm,
         ..Default::default()
     };
-    let vocab = tokenizer::train(&cfg, &lines);
+    // Every 50th line is set aside and scored afterwards: pieces per word on text the
+    // vocabulary was not trained on (scripts/bench-vocab holds out the same lines for HF's).
+    let (train_lines, held) = if lines.len() >= tokenizer::trainer::HELDOUT_EVERY {
+        tokenizer::trainer::heldout_split(&lines)
+    } else {
+        (lines.clone(), Vec::new())
+    };
+    let vocab = tokenizer::train(&cfg, &train_lines);
+    let train_secs = start.elapsed().as_secs_f64();
     let tok = BertTokenizer::new(vocab, normalizer)?;
     std::fs::create_dir_all(out).map_err(|e| format!("{out}: {e}"))?;
     write_atomic(&format!("{out}/vocab.txt"), &tok.vocab.to_vocab_txt())?;
@@ -1196,8 +1231,31 @@ fn vocab(
         &format!("{out}/tokenizer.json"),
         &tokenizer::tokenizer_json(&tok),
     )?;
-    eprintln!("bert vocab: {} tokens from {:.1} MB ({} lines) in {:.1} s -> {out}/vocab.txt, {out}/tokenizer.json", tok.vocab.len(), text.len() as f64 / 1e6, lines.len(), start.elapsed().as_secs_f64());
-    Ok(())
+    eprintln!(
+        "bert vocab: {} tokens from {:.1} MB ({} lines) in {train_secs:.1} s -> {out}/vocab.txt, {out}/tokenizer.json",
+        tok.vocab.len(),
+        text.len() as f64 / 1e6,
+        train_lines.len()
+    );
+    let score = tokenizer::trainer::pieces_per_word(&tok, &held);
+    if score.words > 0 {
+        let top: Vec<String> = score
+            .top
+            .iter()
+            .map(|(t, f)| format!("{t} {:.1}%", 100.0 * f))
+            .collect();
+        eprintln!(
+            "bert vocab: held-out {} lines (every {}th): {:.3} pieces per word ({} pieces, {} words, {} [UNK]); most frequent: {}",
+            held.len(),
+            tokenizer::trainer::HELDOUT_EVERY,
+            score.ratio(),
+            score.pieces,
+            score.words,
+            score.unknown,
+            top.join(", ")
+        );
+    }
+    Ok(score)
 }
 
 /// Writes `path` through a temporary file and a rename ([`bert::io::write_atomic`]), so a
@@ -1268,11 +1326,52 @@ fn demo(model: Option<String>) -> Result<(), Box<dyn std::error::Error>> {
 
 /// The training demo: corpus -> vocabulary -> shards -> pretraining -> fill-mask -> fine-tuning
 /// (pretrained and from scratch, same budget) -> OUT/report.md with plots.
-/// What the demo pretrains, and where.
+/// What the demo pretrains, where, and how: the recipe. The CPU's was chosen by measured
+/// ablations at equal wall-clock on two cores (README, "Pretraining recipes"; scripts/pretrain-recipes).
 struct DemoModel {
     device: bert::train::TrainDevice,
     config: String,
     batch: usize,
+    lr: f32,
+    warmup: f64,
+    /// Hidden and attention dropout (None: the preset's 0.1).
+    dropout: Option<f32>,
+    max_seq_len: usize,
+    max_predictions: usize,
+    eval_every: u64,
+}
+
+impl DemoModel {
+    /// Two CPU cores, minutes: the smallest BERT without dropout, on short sequences and small
+    /// batches (more, smaller steps), at a high learning rate.
+    fn cpu(device: bert::train::TrainDevice) -> Self {
+        DemoModel {
+            device,
+            config: "bert-tiny".into(),
+            batch: 16,
+            lr: 2e-3,
+            warmup: 0.1,
+            dropout: Some(0.0),
+            max_seq_len: 64,
+            max_predictions: 10,
+            eval_every: 100,
+        }
+    }
+
+    /// A GPU: BERT-Small, batch 128 of 128 tokens.
+    fn gpu(device: bert::train::TrainDevice) -> Self {
+        DemoModel {
+            device,
+            config: "bert-small".into(),
+            batch: 128,
+            lr: 5e-4,
+            warmup: 0.1,
+            dropout: None,
+            max_seq_len: 128,
+            max_predictions: 20,
+            eval_every: 25,
+        }
+    }
 }
 
 fn train_demo(
@@ -1290,20 +1389,22 @@ fn train_demo(
     let step = |s: &str| println!("\n== {s} ({:.0} s)", t0.elapsed().as_secs_f64());
     step("1/6 WordPiece vocabulary");
     let vdir = format!("{out}/vocab");
-    // A high minimum pair frequency: WordPiece's score, count(ab) / (count(a) count(b)), favours
-    // rare pairs, and with a floor of 2 a small vocabulary fills with rare strings while "the"
-    // stays "th ##e" (tokens per word 4.2 here, against 1.4 with a floor of 200).
-    vocab(
+    let vocab_score = vocab(
         std::slice::from_ref(&corpus),
         vocab_size,
         &vdir,
         false,
-        200,
+        2,
         1000,
+        tokenizer::trainer::Algorithm::TopDown,
     )?;
     step("2/6 pretraining data");
     let ddir = format!("{out}/data");
-    let dcfg = bert::data::DataConfig::default();
+    let dcfg = bert::data::DataConfig {
+        max_seq_len: dm.max_seq_len,
+        max_predictions: dm.max_predictions,
+        ..Default::default()
+    };
     data(
         std::slice::from_ref(&corpus),
         &format!("{vdir}/tokenizer.json"),
@@ -1317,11 +1418,13 @@ fn train_demo(
         minutes: Some(pt_minutes),
         batch: dm.batch,
         device: dm.device,
-        lr: 5e-4,
-        warmup: 0.1,
-        eval_every: 25,
-        eval_batches: 10,
-        checkpoint_every: 100,
+        lr: dm.lr,
+        warmup: dm.warmup,
+        dropout: dm.dropout,
+        eval_every: dm.eval_every,
+        // About 320 held-out sequences per evaluation, whatever the batch size.
+        eval_batches: 320usize.div_ceil(dm.batch).max(1),
+        checkpoint_every: 1000,
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
         ..Default::default()
     };
@@ -1428,15 +1531,39 @@ fn train_demo(
         ),
         Err(_) => format!("{}, batch {}, on {:?}", dm.config, dm.batch, dm.device),
     };
+    let recipe = format!(
+        "sequences of up to {} tokens, at most {} masked; peak learning rate {}, warmup {} of the steps then linear decay; dropout {}",
+        dm.max_seq_len,
+        dm.max_predictions,
+        dm.lr,
+        dm.warmup,
+        dm.dropout.map_or("0.1 (the preset's)".to_string(), |p| p.to_string())
+    );
+    let vocab_line = format!(
+        "Vocabulary: {} pieces by `bert vocab` (Google's top-down WordPiece learner); on the {} held-out words of every 50th corpus line, {:.3} pieces per word (most frequent: {}).",
+        vocab_size,
+        vocab_score.words,
+        vocab_score.ratio(),
+        vocab_score
+            .top
+            .iter()
+            .map(|(t, f)| format!("`{t}` {:.1}%", 100.0 * f))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let curve_table = learning_curve_table(std::path::Path::new(&format!("{pdir}/metrics.jsonl")))?;
     let report = format!(
         "# bert demo report\n\n\
          Corpus: `{corpus}` (Debian's dict-gcide without its WordNet senses, dict-foldoc, python3.11-doc and perl-doc).\n\
          Budget: {minutes} minutes for pretraining and fine-tuning; whole run {:.0} s on {} threads.\n\n\
-         ## Pretraining ({model_desc}; vocabulary of {vocab_size} trained here)\n\n\
+         {vocab_line}\n\n\
+         ## Pretraining ({model_desc})\n\n\
+         Recipe: {recipe}.\n\n\
          | steps | seconds | tokens/s | last loss | held-out MLM accuracy | most-frequent-token accuracy | NSP accuracy |\n\
          |---|---|---|---|---|---|---|\n\
          | {} | {:.0} | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} |\n\n\
-         ![loss](pretrain_loss.svg)\n\n![accuracy](pretrain_accuracy.svg)\n\n\
+         Learning curve (held-out, every evaluation or a sample of them):\n\n{curve_table}\n\
+         ![accuracy](pretrain_accuracy.svg)\n\n![loss](pretrain_loss.svg)\n\n\
          ## Fill-mask with the pretrained model\n\n{fills}\
          ## Fine-tuning: WordNet glosses -> 45 lexicographer files\n\n\
          Same architecture, same budget ({:.1} minutes each), same data and seed; test scores on {} held-out synsets.\n\n\
@@ -1457,6 +1584,36 @@ fn train_demo(
         t0.elapsed().as_secs_f64(), ps.eval.mlm_accuracy, ps.eval.majority_accuracy, t(&pre).accuracy, t(&scr).accuracy
     );
     Ok(())
+}
+
+/// The held-out evaluations of a pretraining run's metrics.jsonl as a markdown table against
+/// wall-clock (at most 12 rows, evenly spaced, the last one always).
+fn learning_curve_table(metrics: &std::path::Path) -> Result<String, Box<dyn std::error::Error>> {
+    let evals: Vec<serde_json::Value> = bert::report::read_metrics(metrics)?
+        .into_iter()
+        .filter(|m| m.get("eval_mlm_accuracy").is_some())
+        .collect();
+    let mut t = String::from(
+        "| minutes | step | MLM accuracy | most frequent token | NSP accuracy | MLM loss |\n|---|---|---|---|---|---|\n",
+    );
+    let n = evals.len();
+    let every = n.div_ceil(12).max(1);
+    for (i, m) in evals.iter().enumerate() {
+        if i % every != every - 1 && i + 1 != n {
+            continue;
+        }
+        let f = |k: &str| m[k].as_f64().unwrap_or(f64::NAN);
+        t += &format!(
+            "| {:.1} | {} | {:.3} | {:.3} | {:.3} | {:.3} |\n",
+            f("seconds") / 60.0,
+            m["step"],
+            f("eval_mlm_accuracy"),
+            f("majority_accuracy"),
+            f("eval_nsp_accuracy"),
+            f("eval_mlm_loss")
+        );
+    }
+    Ok(t)
 }
 
 #[cfg(test)]

@@ -134,6 +134,15 @@ pub fn metric_series(records: &[serde_json::Value], key: &str) -> Vec<(f64, f64)
         .collect()
 }
 
+/// The (minutes, value) points of `key`, from the records' `seconds` (wall-clock since the run
+/// began; records without either are skipped): a learning curve against time.
+pub fn metric_series_by_time(records: &[serde_json::Value], key: &str) -> Vec<(f64, f64)> {
+    records
+        .iter()
+        .filter_map(|m| Some((m["seconds"].as_f64()? / 60.0, m.get(key)?.as_f64()?)))
+        .collect()
+}
+
 /// Reads a metrics.jsonl file (lines that do not parse, e.g. one cut short, are skipped).
 pub fn read_metrics(path: &std::path::Path) -> crate::Result<Vec<serde_json::Value>> {
     let text = std::fs::read_to_string(path)
@@ -145,8 +154,9 @@ pub fn read_metrics(path: &std::path::Path) -> crate::Result<Vec<serde_json::Val
 }
 
 /// Pretraining curves from `bert pretrain`'s metrics.jsonl: `dir/pretrain_loss.svg` (training
-/// loss, smoothed, and held-out MLM loss) and `dir/pretrain_accuracy.svg` (held-out MLM
-/// accuracy beside the most-frequent-token baseline, NSP accuracy), each written atomically.
+/// loss, smoothed, and held-out MLM loss, by step) and `dir/pretrain_accuracy.svg` (held-out MLM
+/// accuracy beside the most-frequent-token baseline, NSP accuracy, by minute), each written
+/// atomically.
 pub fn write_pretrain_plots(metrics: &std::path::Path, dir: &std::path::Path) -> crate::Result<()> {
     let m = read_metrics(metrics)?;
     let loss = line_chart(
@@ -165,21 +175,21 @@ pub fn write_pretrain_plots(metrics: &std::path::Path, dir: &std::path::Path) ->
         ],
     );
     let acc = line_chart(
-        "Held-out accuracy during pretraining",
-        "step",
+        "Held-out accuracy during pretraining, against wall-clock",
+        "minutes",
         "accuracy",
         &[
             Series {
                 name: "MLM accuracy",
-                points: metric_series(&m, "eval_mlm_accuracy"),
+                points: metric_series_by_time(&m, "eval_mlm_accuracy"),
             },
             Series {
                 name: "most frequent token",
-                points: metric_series(&m, "majority_accuracy"),
+                points: metric_series_by_time(&m, "majority_accuracy"),
             },
             Series {
                 name: "NSP accuracy",
-                points: metric_series(&m, "eval_nsp_accuracy"),
+                points: metric_series_by_time(&m, "eval_nsp_accuracy"),
             },
         ],
     );

@@ -52,6 +52,9 @@ pub struct PretrainConfig {
     /// compute on them. The same losses and gradients without dropout; with dropout the
     /// hidden-state masks follow the token index, so a packed run draws other masks.
     pub packed: bool,
+    /// Overrides the new model's hidden and attention dropout (a resumed run keeps its
+    /// checkpoint's).
+    pub dropout: Option<f32>,
 }
 
 /// Where the training step runs.
@@ -107,6 +110,7 @@ impl Default for PretrainConfig {
             stop_after: None,
             device: TrainDevice::Cpu,
             packed: true,
+            dropout: None,
         }
     }
 }
@@ -577,6 +581,13 @@ pub fn pretrain(
             )));
         }
         c.max_position_embeddings = c.max_position_embeddings.max(dcfg.max_seq_len);
+        if let Some(p) = cfg.dropout {
+            if !(0.0..1.0).contains(&p) {
+                return Err(BertError::Input(format!("--dropout {p} must be in [0, 1)")));
+            }
+            c.hidden_dropout_prob = p;
+            c.attention_probs_dropout_prob = p;
+        }
         Bert::init(&c, Task::PreTraining, cfg.seed)?
     };
     #[cfg(feature = "cuda")]
@@ -761,7 +772,7 @@ pub fn pretrain(
                 Runner::Never(_) => unreachable!("never constructed"),
             };
             log(
-                serde_json::json!({"step": step, "eval_mlm_accuracy": eval.mlm_accuracy,
+                serde_json::json!({"step": step, "seconds": elapsed0 + t0.elapsed().as_secs_f64(), "eval_mlm_accuracy": eval.mlm_accuracy,
                 "eval_nsp_accuracy": eval.nsp_accuracy, "eval_mlm_loss": eval.mlm_loss,
                 "eval_nsp_loss": eval.nsp_loss, "majority_accuracy": eval.majority_accuracy}),
             )?;
