@@ -5,13 +5,15 @@ are timed (1 and 2 threads; both sides batch-encode every line, HF through `enco
 rayon pool sized by RAYON_RS_NUM_CPUS; three alternating rounds, best of each) and a table of MB/s
 and ratios is printed.
 
-Usage: check_tokenizer_hf.py TOKENIZER_JSON TEXT_FILE OURS_EXE   (run via scripts/check-tokenizer)
+Usage: check_tokenizer_hf.py TOKENIZER_JSON TEXT_FILE OURS_EXE [--no-timing]
+(run via scripts/check-tokenizer). --no-timing: the comparison only. Exits 1 if any line differs.
 """
 import json, os, subprocess, sys, tempfile, time
 
 from tokenizers import Tokenizer
 
 tok_path, text_path, exe = sys.argv[1:4]
+timing = "--no-timing" not in sys.argv[4:]
 text = open(text_path, encoding="utf-8").read()
 lines = text.splitlines()
 mb = len(text.encode("utf-8")) / 1e6
@@ -56,7 +58,9 @@ with open(hf_dump) as a, open(ours_dump) as b:
             diff += 1
             if diff <= 3:
                 print(f"line {n + 1} differs: {lines[n][:120]!r}\n  HF:   {la.strip()[:300]}\n  ours: {lb.strip()[:300]}")
-print(f"{len(lines)} lines compared (ids and char offsets): {diff} differ")
+print(f"{len(lines)} lines compared (ids and char offsets): {diff} differ", flush=True)
+if not timing:
+    sys.exit(1 if diff else 0)
 # Timing: three rounds, HF and ours alternating, each side's best kept (a noisy machine slows
 # whichever runs during a neighbour's burst; alternating spreads that over both).
 best = {}

@@ -728,9 +728,12 @@ pub fn pretrain(
         engine::optim::check_finite_loss(loss_sum as f32, step)?;
         last_loss = loss_sum;
         let secs = t0.elapsed().as_secs_f64();
-        if total.is_none() && step >= start_step + 3 {
+        // With --minutes the total is fixed from the speed so far, once 3 steps and 3% of the
+        // budget (at most 10 s) have passed: the first steps are slow (allocation, the loader
+        // filling), and a total fixed after 3 short steps ended a 6-minute run after 277 s.
+        let budget = cfg.minutes.unwrap_or(1.0) * 60.0;
+        if total.is_none() && step >= start_step + 3 && secs >= (0.03 * budget).min(10.0) {
             let per = secs / (step - start_step) as f64;
-            let budget = cfg.minutes.unwrap_or(1.0) * 60.0;
             total = Some(((budget / per) as u64).max(step + 1));
         }
         let tps = tokens as f64 / secs.max(1e-9);
