@@ -1,6 +1,8 @@
 //! Shared helpers for the benchmarks: deterministic inputs, timing, and the output checks that
 //! every benchmark runs against a reference before it times anything.
 
+pub mod peak;
+
 /// Deterministic pseudo-random floats in [-1, 1) (SplitMix64), so runs are comparable.
 pub fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;

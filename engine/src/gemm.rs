@@ -22,8 +22,11 @@
 //! buffers: no synchronisation at all, at the price of packing the shared operand twice,
 //! which is O(mk + kn) against O(mnk) of work.
 
+use crate::cpu::Caches;
 use crate::simd::{dispatch, Isa, Simd, SimdKernel};
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
 
 /// A read-only strided matrix view: element (i, j) is at `ptr + i*rs + j*cs`.
 #[derive(Clone, Copy, Debug)]
@@ -282,10 +285,21 @@ pub(crate) unsafe fn run_threaded_with(
         serial(isa, job);
         return;
     }
-    // Cut along the dimension with more tiles; keep each cut a multiple of the tile size.
+    // Each thread packs all of the operand the cut does not divide: cutting n repeats A's
+    // packing (m x k) on every thread, cutting m repeats B's (k x n). So cut m when A is the
+    // larger (m > n), as long as both dimensions give every thread two tiles or more; keep
+    // each cut a multiple of the tile size. (4096 x 768 x 768 on two threads: 1.2x faster
+    // than cutting n.)
     let tiles_m = job.m.div_ceil(mr);
     let tiles_n = job.n.div_ceil(nr);
-    let blocks: Vec<Job> = if tiles_n >= tiles_m || tiles_n >= 2 * threads {
+    let cut_n = if tiles_n < 2 * threads {
+        false
+    } else if tiles_m < 2 * threads {
+        true
+    } else {
+        job.m <= job.n
+    };
+    let blocks: Vec<Job> = if cut_n {
         split(tiles_n, threads)
             .map(|(t0, t1)| (t0 * nr, (t1 * nr).min(job.n)))
             .map(|(j0, j1)| job.block(0, job.m, j0, j1 - j0))
@@ -320,25 +334,133 @@ pub(crate) fn tile(isa: Isa) -> (usize, usize) {
     }
 }
 
-/// Cache blocking. KC x NR floats of B (16 KiB with AVX2) sit in L1 with an A sliver;
-/// at most MC x KC of A (264 KiB) in L2; KC x NC of B in L3.
-const KC: usize = 256;
-const MC: usize = 264;
+/// Cache blocking: KC (the k extent of one packed block), MC (rows of A per packed block) and
+/// NC (columns of B per packed panel), derived from the running CPU's caches by the BLIS
+/// analytical model (Low, Igual, Smith, Quintana-Orti, "Analytical modeling is enough for
+/// high-performance BLIS", TOMS 2016):
+///
+/// - L1 holds one B sliver (KC x NR), reused by every A sliver of the block, while A slivers
+///   (MR x KC) stream through it. Of the W1 ways, C_A = floor((W1 - 1) / (1 + NR/MR)) go to A
+///   (one way is left for C and the rest to B, in proportion NR : MR), and KC fills them:
+///   KC = C_A * (L1 bytes per way) / (MR * 4).
+/// - L2 holds the packed A block (MC x KC): the ways not needed by one B sliver, less one,
+///   MC = (W2 - 1 - ceil(KC*NR*4 / L2 way)) * (L2 bytes per way) / (KC * 4).
+/// - L3 (this core's share) holds the B panel (KC x NC) beside the A block, likewise.
+///
+/// `gemm_table --sweep` times candidate blockings on the running CPU beside the model's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Blocking {
+    pub kc: usize,
+    pub mc: usize,
+    pub nc: usize,
+}
 
-/// Rows per A block: at most MC, and balanced, so that m = 256 is one block of 256 rather
+impl Blocking {
+    /// The model's blocking for `isa`'s register tile on CPU caches `c`.
+    pub fn model(isa: Isa, c: &Caches) -> Blocking {
+        let (mr, nr) = tile(isa);
+        let f = std::mem::size_of::<f32>();
+        // L1: the B sliver is the one operand reused from L1 (by every A sliver of the
+        // block); an A sliver is used once per B sliver and streams. So the B sliver takes
+        // all ways but one, the last being left to the streaming A sliver and the C tile.
+        let l1 = c.l1d;
+        let kc = (l1.ways.saturating_sub(1).max(1) * l1.way_bytes() / (nr * f)).clamp(64, 1024);
+        // Multiples of 8 keep the packing's transposes on their vector path.
+        let kc = kc - kc % 8;
+        // L2: the packed A block takes a quarter; the rest holds the B slivers as they pass
+        // from L3, the C tiles, and the lines the L2 prefetchers bring beside each of them.
+        let l2 = c.l2;
+        let mc = (l2.size / 4 / (kc * f)).clamp(mr, 4096);
+        let mc = (mc - mc % mr).max(mr);
+        // L3: this core's share, what the A block leaves, holds the B panel (KC x NC),
+        // capped at 4096 columns: a wider panel saves only repacking A once per panel.
+        let l3 = c.l3;
+        let share = (l3.size / l3.shared_by.max(1)).max(l2.size);
+        let nc = (share.saturating_sub(mc * kc * f) / 2 / (kc * f)).clamp(nr, 4096);
+        let nc = (nc - nc % nr).max(nr);
+        Blocking { kc, mc, nc }
+    }
+
+    /// `ENGINE_GEMM_BLOCKING=KC,MC,NC`, when set (a warning on stderr when it cannot be read).
+    fn from_env() -> Option<Blocking> {
+        let v = std::env::var("ENGINE_GEMM_BLOCKING").ok()?;
+        let d: Vec<usize> = v.split(',').filter_map(|x| x.trim().parse().ok()).collect();
+        match d[..] {
+            [kc, mc, nc] if kc > 0 && mc > 0 && nc > 0 => Some(Blocking { kc, mc, nc }),
+            _ => {
+                eprintln!("engine: ENGINE_GEMM_BLOCKING={v:?} is not KC,MC,NC (three positive integers); using the model's blocking");
+                None
+            }
+        }
+    }
+
+    /// The blocking the GEMM uses for `isa`: the override set by [`set_blocking`], else the
+    /// model's for the running CPU.
+    pub fn current(isa: Isa) -> Blocking {
+        let kc = OVERRIDE[0].load(Ordering::Relaxed);
+        if kc > 0 {
+            let (mr, nr) = tile(isa);
+            return Blocking {
+                kc,
+                mc: OVERRIDE[1].load(Ordering::Relaxed).next_multiple_of(mr),
+                nc: OVERRIDE[2].load(Ordering::Relaxed).next_multiple_of(nr),
+            };
+        }
+        static MODEL: OnceLock<[Blocking; 3]> = OnceLock::new();
+        let m = MODEL.get_or_init(|| {
+            let c = Caches::get();
+            [Isa::Portable, Isa::Avx2, Isa::Avx512].map(|i| {
+                let (mr, nr) = tile(i);
+                Blocking::from_env()
+                    .map(|b| Blocking {
+                        kc: b.kc,
+                        mc: b.mc.next_multiple_of(mr),
+                        nc: b.nc.next_multiple_of(nr),
+                    })
+                    .unwrap_or_else(|| Blocking::model(i, &c))
+            })
+        });
+        m[match isa {
+            Isa::Portable => 0,
+            Isa::Avx2 => 1,
+            Isa::Avx512 => 2,
+        }]
+    }
+}
+
+/// Overrides the blocking of every later f32 GEMM in the process (`None`: back to the model).
+/// For tuning sweeps and tests; MC and NC are rounded up to the ISA's tile.
+pub fn set_blocking(b: Option<Blocking>) {
+    let b = b.unwrap_or(Blocking {
+        kc: 0,
+        mc: 0,
+        nc: 0,
+    });
+    OVERRIDE[1].store(b.mc.max(1), Ordering::Relaxed);
+    OVERRIDE[2].store(b.nc.max(1), Ordering::Relaxed);
+    OVERRIDE[0].store(b.kc, Ordering::Relaxed);
+}
+
+static OVERRIDE: [AtomicUsize; 3] = [
+    AtomicUsize::new(0),
+    AtomicUsize::new(0),
+    AtomicUsize::new(0),
+];
+
+/// Rows per A block: at most `mc`, and balanced, so that m = 256 is one block of 256 rather
 /// than 240 + 16, and m = 512 two of 258 (multiples of MR) rather than 240 + 240 + 32.
-fn mc_block(m: usize, mr: usize) -> usize {
-    let blocks = m.div_ceil(MC).max(1);
+fn mc_block(m: usize, mr: usize, mc: usize) -> usize {
+    let blocks = m.div_ceil(mc).max(1);
     m.div_ceil(blocks)
         .next_multiple_of(mr)
-        .min(MC.next_multiple_of(mr))
+        .min(mc.next_multiple_of(mr))
 }
-const NC: usize = 3072;
 
 /// Single-threaded blocked GEMM on `job`.
 pub(crate) unsafe fn run_serial(isa: Isa, job: Job) {
     struct K<'a> {
         job: Job,
+        blk: Blocking,
         ap: &'a mut [f32],
         bp: &'a mut [f32],
     }
@@ -348,13 +470,14 @@ pub(crate) unsafe fn run_serial(isa: Isa, job: Job) {
         // compiled as calls (see simd.rs). The same holds for every kernel in the engine.
         #[inline(always)]
         fn run<S: Simd>(self, s: S) {
+            let (job, blk) = (self.job, self.blk);
             // SAFETY: forwarded from run_serial's contract; buffers sized by run_serial.
             unsafe {
                 // Keep in sync with `tile`.
                 match S::ISA {
-                    Isa::Avx512 => blocked::<S, 12, 2>(s, self.job, self.ap, self.bp),
-                    Isa::Avx2 => blocked::<S, 6, 2>(s, self.job, self.ap, self.bp),
-                    Isa::Portable => blocked::<S, 4, 1>(s, self.job, self.ap, self.bp),
+                    Isa::Avx512 => blocked::<S, 12, 2>(s, job, blk, self.ap, self.bp),
+                    Isa::Avx2 => blocked::<S, 6, 2>(s, job, blk, self.ap, self.bp),
+                    Isa::Portable => blocked::<S, 4, 1>(s, job, blk, self.ap, self.bp),
                 }
             }
         }
@@ -364,13 +487,14 @@ pub(crate) unsafe fn run_serial(isa: Isa, job: Job) {
         return;
     }
     let (mr, nr) = tile(isa);
-    let kc = KC.min(job.k);
+    let blk = Blocking::current(isa);
+    let kc = blk.kc.min(job.k);
     PACK.with(|bufs| {
         let mut bufs = bufs.borrow_mut();
         let (abuf, bbuf) = &mut *bufs;
-        let bp = bbuf.get(kc * NC.min(job.n).next_multiple_of(nr));
-        let ap = abuf.get(kc * mc_block(job.m, mr).min(job.m).next_multiple_of(mr));
-        dispatch(isa, K { job, ap, bp })
+        let bp = bbuf.get(kc * blk.nc.min(job.n).next_multiple_of(nr));
+        let ap = abuf.get(kc * mc_block(job.m, mr, blk.mc).min(job.m).next_multiple_of(mr));
+        dispatch(isa, K { job, blk, ap, bp })
     })
 }
 
@@ -379,22 +503,77 @@ thread_local! {
     static PACK: RefCell<(AlignedBuf, AlignedBuf)> = RefCell::new((AlignedBuf::new(), AlignedBuf::new()));
 }
 
-/// A growable f32 buffer whose start is 64-byte aligned.
+/// A growable f32 buffer whose start is 64-byte aligned; buffers of 1 MiB or more are
+/// 2 MiB-aligned and, on Linux, asked to be backed by transparent huge pages
+/// (`madvise(MADV_HUGEPAGE)`). A packed B panel (KC x NC, up to 4 MiB) on 4 KiB pages spans
+/// more pages than the L1 DTLB holds, and where its pages land decides which L2 sets it
+/// conflicts in, so that run-to-run speed varied by 10-15% on the same binary; on huge pages
+/// both go away.
 pub(crate) struct AlignedBuf {
-    v: Vec<f32>,
+    ptr: std::ptr::NonNull<f32>,
+    /// Capacity in floats (0: nothing allocated).
+    cap: usize,
+    align: usize,
 }
+
+// SAFETY: the buffer is owned memory like a Vec's; it holds plain floats.
+unsafe impl Send for AlignedBuf {}
+
+const HUGE_PAGE: usize = 2 << 20;
 
 impl AlignedBuf {
     pub(crate) fn new() -> Self {
-        AlignedBuf { v: Vec::new() }
-    }
-    /// A 64-byte-aligned slice of at least `n` floats (contents unspecified).
-    pub(crate) fn get(&mut self, n: usize) -> &mut [f32] {
-        if self.v.len() < n + 16 {
-            self.v = vec![0.0; n + 16];
+        AlignedBuf {
+            ptr: std::ptr::NonNull::dangling(),
+            cap: 0,
+            align: 64,
         }
-        let off = self.v.as_ptr().align_offset(64).min(16);
-        &mut self.v[off..off + n]
+    }
+    /// A 64-byte-aligned slice of at least `n` floats (contents unspecified, initialised).
+    pub(crate) fn get(&mut self, n: usize) -> &mut [f32] {
+        if self.cap < n {
+            self.release();
+            let bytes = (n * 4).max(64);
+            let (align, bytes) = if bytes >= 1 << 20 {
+                (HUGE_PAGE, bytes.next_multiple_of(HUGE_PAGE))
+            } else {
+                (64, bytes.next_multiple_of(64))
+            };
+            let layout = std::alloc::Layout::from_size_align(bytes, align).expect("buffer layout");
+            // SAFETY: the layout has a non-zero size.
+            let p = unsafe { std::alloc::alloc_zeroed(layout) } as *mut f32;
+            let Some(ptr) = std::ptr::NonNull::new(p) else {
+                std::alloc::handle_alloc_error(layout)
+            };
+            #[cfg(target_os = "linux")]
+            if align == HUGE_PAGE {
+                // SAFETY: the range is this allocation, 2 MiB-aligned and a multiple of 2 MiB;
+                // the advice only changes how it is backed (a failure leaves 4 KiB pages).
+                unsafe {
+                    libc::madvise(p as *mut libc::c_void, bytes, libc::MADV_HUGEPAGE);
+                }
+            }
+            self.ptr = ptr;
+            self.cap = bytes / 4;
+            self.align = align;
+        }
+        // SAFETY: `cap >= n` floats, zero-initialised at allocation and only ever written with
+        // floats since; borrowed mutably through `self`.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), n) }
+    }
+    fn release(&mut self) {
+        if self.cap > 0 {
+            let layout = std::alloc::Layout::from_size_align(self.cap * 4, self.align).unwrap();
+            // SAFETY: allocated in `get` with this layout.
+            unsafe { std::alloc::dealloc(self.ptr.as_ptr() as *mut u8, layout) };
+            self.cap = 0;
+        }
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 
@@ -404,6 +583,7 @@ impl AlignedBuf {
 unsafe fn blocked<S: Simd, const MR: usize, const NV: usize>(
     s: S,
     job: Job,
+    blk: Blocking,
     ap: &mut [f32],
     bp: &mut [f32],
 ) {
@@ -416,15 +596,15 @@ unsafe fn blocked<S: Simd, const MR: usize, const NV: usize>(
         beta,
         ..
     } = job;
-    for jc in (0..n).step_by(NC) {
-        let nc = NC.min(n - jc);
-        for pc in (0..k).step_by(KC) {
-            let kc = KC.min(k - pc);
+    for jc in (0..n).step_by(blk.nc) {
+        let nc = blk.nc.min(n - jc);
+        for pc in (0..k).step_by(blk.kc) {
+            let kc = blk.kc.min(k - pc);
             // When all of M fits one MC block, the packed B panel would be used by a single
             // block: pack each B sliver just before its microkernel calls instead, into an
             // L1-sized buffer, rather than writing a KC x NC panel out to L3 and reading it back
             // (for M = 128 that round trip costs about a tenth of the run).
-            let mcb = mc_block(m, MR);
+            let mcb = mc_block(m, MR, blk.mc);
             let fused = m <= mcb;
             if !fused {
                 pack_b::<S, NV>(
@@ -487,19 +667,24 @@ unsafe fn a_slivers<S: Simd, const MR: usize, const NV: usize>(
     nr_eff: usize,
 ) {
     for ir in (0..mc).step_by(MR) {
-        microkernel::<S, MR, NV>(
-            s,
-            kc,
-            ap.as_ptr().add(ir * kc),
-            bsliver,
-            c.add(ir * job.crs),
-            job.crs,
-            job.ccs,
-            alpha,
-            beta,
-            MR.min(mc - ir),
-            nr_eff,
-        );
+        let h = MR.min(mc - ir);
+        let a = ap.as_ptr().add(ir * kc);
+        let c = c.add(ir * job.crs);
+        let (rs, cs) = (job.crs, job.ccs);
+        // A last sliver of fewer rows (m = 128 with MR = 12 leaves 8) runs a shorter tile
+        // over the same packed sliver (stride MR), rather than multiplying zero rows.
+        let b = bsliver;
+        if MR == 12 && h <= 4 {
+            microkernel::<S, 4, NV, MR>(s, kc, a, b, c, rs, cs, alpha, beta, h, nr_eff)
+        } else if MR == 12 && h <= 8 {
+            microkernel::<S, 8, NV, MR>(s, kc, a, b, c, rs, cs, alpha, beta, h, nr_eff)
+        } else if MR == 6 && h <= 2 {
+            microkernel::<S, 2, NV, MR>(s, kc, a, b, c, rs, cs, alpha, beta, h, nr_eff)
+        } else if MR == 6 && h <= 4 {
+            microkernel::<S, 4, NV, MR>(s, kc, a, b, c, rs, cs, alpha, beta, h, nr_eff)
+        } else {
+            microkernel::<S, MR, NV, MR>(s, kc, a, b, c, rs, cs, alpha, beta, h, nr_eff)
+        }
     }
 }
 
@@ -657,11 +842,12 @@ unsafe fn pack_a<S: Simd>(
 
 /// The register-tiled inner kernel: C[0..mr_eff, 0..nr_eff] = alpha * Ap Bp + beta * C.
 ///
-/// `a` is an MR-row sliver (kc x MR, k-major), `b` an NR-column sliver (kc x NR, k-major).
+/// `a` is a sliver packed AS rows tall (kc x AS, k-major; AS >= MR, the tile uses its first MR
+/// rows), `b` an NR-column sliver (kc x NR, k-major).
 /// The MR x NV accumulators are locals of a fixed-size array, which LLVM keeps in registers.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn microkernel<S: Simd, const MR: usize, const NV: usize>(
+unsafe fn microkernel<S: Simd, const MR: usize, const NV: usize, const AS: usize>(
     s: S,
     kc: usize,
     a: *const f32,
@@ -676,32 +862,30 @@ unsafe fn microkernel<S: Simd, const MR: usize, const NV: usize>(
 ) {
     let l = S::LANES;
     let nr = NV * l;
-    // Ask for the C tile now: it is needed only after the k loop, which hides the miss.
+    // The C tile is needed only after the k loop. Ask for it into L2 now, which hides a miss
+    // to L3 or memory, and into L1 only for the last `C_LEAD` steps: fetched into L1 now, its
+    // lines would be evicted again by the B sliver's before they are used when C's row stride
+    // is a multiple of 4 KiB (all the tile's rows then fall in one or two L1 sets).
+    for i in 0..mr_eff {
+        prefetch_l2(c.add(i * rsc));
+        prefetch_l2(c.add(i * rsc + (nr_eff - 1) * csc));
+    }
+    const C_LEAD: usize = 16;
+    let acc = [[s.zero(); NV]; MR];
+    let lead = kc.min(C_LEAD);
+    // The tile goes through k_steps by value (returned, not borrowed): behind a `&mut` that
+    // crosses two loops LLVM stored every accumulator after each FMA (2.5x slower).
+    let (acc, ap, bp) = k_steps::<S, MR, NV, AS>(s, acc, a, b, kc - lead);
     for i in 0..mr_eff {
         prefetch(c.add(i * rsc));
         prefetch(c.add(i * rsc + (nr_eff - 1) * csc));
     }
-    let mut acc = [[s.zero(); NV]; MR];
-    let (mut ap, mut bp) = (a, b);
-    // Unrolled by 4: fewer loop-counter instructions between the FMAs.
-    for _ in 0..kc / 4 {
-        rank1::<S, MR, NV>(s, &mut acc, ap, bp);
-        rank1::<S, MR, NV>(s, &mut acc, ap.add(MR), bp.add(nr));
-        rank1::<S, MR, NV>(s, &mut acc, ap.add(2 * MR), bp.add(2 * nr));
-        rank1::<S, MR, NV>(s, &mut acc, ap.add(3 * MR), bp.add(3 * nr));
-        ap = ap.add(4 * MR);
-        bp = bp.add(4 * nr);
-    }
-    for _ in 0..kc % 4 {
-        rank1::<S, MR, NV>(s, &mut acc, ap, bp);
-        ap = ap.add(MR);
-        bp = bp.add(nr);
-    }
+    let (acc, _, _) = k_steps::<S, MR, NV, AS>(s, acc, ap, bp, lead);
     let va = s.splat(alpha);
-    if mr_eff == MR && nr_eff == nr && csc == 1 {
-        // Full tile, contiguous rows: vector read-modify-write of C.
+    if nr_eff == nr && csc == 1 {
+        // Full-width tile, contiguous rows: vector read-modify-write of C's first mr_eff rows.
         let vb = s.splat(beta);
-        for (i, row) in acc.iter().enumerate() {
+        for (i, row) in acc.iter().enumerate().take(mr_eff) {
             let cr = c.add(i * rsc);
             for (v, &acc_v) in row.iter().enumerate() {
                 let out = if beta == 0.0 {
@@ -730,6 +914,35 @@ unsafe fn microkernel<S: Simd, const MR: usize, const NV: usize>(
     }
 }
 
+/// `steps` rank-1 updates of the register tile from packed slivers `ap` and `bp`; returns the
+/// tile and the pointers past them.
+#[inline(always)]
+unsafe fn k_steps<S: Simd, const MR: usize, const NV: usize, const AS: usize>(
+    s: S,
+    mut acc: [[S::F; NV]; MR],
+    a: *const f32,
+    b: *const f32,
+    steps: usize,
+) -> ([[S::F; NV]; MR], *const f32, *const f32) {
+    let nr = NV * S::LANES;
+    let (mut ap, mut bp) = (a, b);
+    // Unrolled by 4: fewer loop-counter instructions between the FMAs.
+    for _ in 0..steps / 4 {
+        rank1::<S, MR, NV>(s, &mut acc, ap, bp);
+        rank1::<S, MR, NV>(s, &mut acc, ap.add(AS), bp.add(nr));
+        rank1::<S, MR, NV>(s, &mut acc, ap.add(2 * AS), bp.add(2 * nr));
+        rank1::<S, MR, NV>(s, &mut acc, ap.add(3 * AS), bp.add(3 * nr));
+        ap = ap.add(4 * AS);
+        bp = bp.add(4 * nr);
+    }
+    for _ in 0..steps % 4 {
+        rank1::<S, MR, NV>(s, &mut acc, ap, bp);
+        ap = ap.add(AS);
+        bp = bp.add(nr);
+    }
+    (acc, ap, bp)
+}
+
 /// One rank-1 update of the register tile: NV loads of B, MR broadcasts of A, MR * NV FMAs.
 /// (A function, not a closure: closures are not `#[inline(always)]` and would lose the ISA.)
 #[inline(always)]
@@ -749,6 +962,18 @@ unsafe fn rank1<S: Simd, const MR: usize, const NV: usize>(
             row[v] = s.fma(ai, bv[v], row[v]);
         }
     }
+}
+
+/// A prefetch hint bringing the line holding `p` into L2 only (no-op off x86-64).
+#[inline(always)]
+pub(crate) fn prefetch_l2(p: *const f32) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetch is a hint; it never faults, whatever the address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(p as *const i8)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 /// A prefetch hint for the cache line holding `p` (no-op off x86-64).
@@ -891,6 +1116,8 @@ pub fn gemm_batched_with(
 /// where npad = ceil(n / NR) * NR.
 pub struct PackedB {
     isa: Isa,
+    /// The KC it was packed with (the blocking in force then; later calls follow it).
+    kc: usize,
     k: usize,
     n: usize,
     /// The packed floats start 64-byte aligned at `v[off]`.
@@ -913,6 +1140,7 @@ impl PackedB {
         }
         let (k, n) = (b.rows, b.cols);
         let nr = tile(isa).1;
+        let kc = Blocking::current(isa).kc;
         let npad = n.next_multiple_of(nr);
         let len = k * npad;
         let mut v = vec![0.0f32; len + 16];
@@ -921,14 +1149,15 @@ impl PackedB {
             b: MatRef<'a>,
             dst: &'a mut [f32],
             npad: usize,
+            kc: usize,
         }
         impl SimdKernel for Pack<'_> {
             type Output = ();
             #[inline(always)]
             fn run<S: Simd>(self, s: S) {
                 let (k, n) = (self.b.rows, self.b.cols);
-                for pc in (0..k).step_by(KC) {
-                    let kc = KC.min(k - pc);
+                for pc in (0..k).step_by(self.kc) {
+                    let kc = self.kc.min(k - pc);
                     let dst = &mut self.dst[pc * self.npad..];
                     // SAFETY: `new` checked B's bounds; dst holds k * npad floats.
                     unsafe {
@@ -951,10 +1180,18 @@ impl PackedB {
                     b,
                     dst: &mut v[off..off + len],
                     npad,
+                    kc,
                 },
             );
         }
-        Ok(PackedB { isa, k, n, v, off })
+        Ok(PackedB {
+            isa,
+            kc,
+            k,
+            n,
+            v,
+            off,
+        })
     }
     pub fn rows(&self) -> usize {
         self.k
@@ -1004,6 +1241,11 @@ pub fn gemm_prepacked(
     }
     let isa = b.isa;
     let (mr, nr) = tile(isa);
+    // KC is the one B was packed with; MC follows the blocking in force now.
+    let blocking = Blocking {
+        kc: b.kc,
+        ..Blocking::current(isa)
+    };
     let bp = b.data() as usize;
     let job = Job::new(alpha, a, MatRef::row_major(&stand_in, 1, 1), beta, c);
     if k == 0 {
@@ -1015,6 +1257,7 @@ pub fn gemm_prepacked(
         let blk = job.block(i0, m, j0, nn);
         struct K<'a> {
             job: Job,
+            blocking: Blocking,
             ap: &'a mut [f32],
             bp: *const f32,
             npad: usize,
@@ -1028,13 +1271,31 @@ pub fn gemm_prepacked(
                 unsafe {
                     match S::ISA {
                         Isa::Avx512 => blocked_prepacked::<S, 12, 2>(
-                            s, self.job, self.ap, self.bp, self.npad, self.j0,
+                            s,
+                            self.job,
+                            self.blocking,
+                            self.ap,
+                            self.bp,
+                            self.npad,
+                            self.j0,
                         ),
                         Isa::Avx2 => blocked_prepacked::<S, 6, 2>(
-                            s, self.job, self.ap, self.bp, self.npad, self.j0,
+                            s,
+                            self.job,
+                            self.blocking,
+                            self.ap,
+                            self.bp,
+                            self.npad,
+                            self.j0,
                         ),
                         Isa::Portable => blocked_prepacked::<S, 4, 1>(
-                            s, self.job, self.ap, self.bp, self.npad, self.j0,
+                            s,
+                            self.job,
+                            self.blocking,
+                            self.ap,
+                            self.bp,
+                            self.npad,
+                            self.j0,
                         ),
                     }
                 }
@@ -1046,11 +1307,12 @@ pub fn gemm_prepacked(
             let mut bufs = bufs.borrow_mut();
             let ap = bufs
                 .0
-                .get(KC.min(k) * mc_block(m, mr).min(m).next_multiple_of(mr));
+                .get(blocking.kc.min(k) * mc_block(m, mr, blocking.mc).min(m).next_multiple_of(mr));
             dispatch(
                 isa,
                 K {
                     job: blk,
+                    blocking,
                     ap,
                     bp: bp as *const f32,
                     npad: n.next_multiple_of(nr),
@@ -1094,6 +1356,7 @@ pub fn gemm_prepacked(
 unsafe fn blocked_prepacked<S: Simd, const MR: usize, const NV: usize>(
     s: S,
     job: Job,
+    blk: Blocking,
     ap: &mut [f32],
     bp: *const f32,
     npad: usize,
@@ -1108,9 +1371,9 @@ unsafe fn blocked_prepacked<S: Simd, const MR: usize, const NV: usize>(
         beta,
         ..
     } = job;
-    let mcb = mc_block(m, MR);
-    for pc in (0..k).step_by(KC) {
-        let kc = KC.min(k - pc);
+    let mcb = mc_block(m, MR, blk.mc);
+    for pc in (0..k).step_by(blk.kc) {
+        let kc = blk.kc.min(k - pc);
         let beta_eff = if pc == 0 { beta } else { 1.0 };
         let panel = bp.add(pc * npad);
         for ic in (0..m).step_by(mcb) {

@@ -7,6 +7,7 @@
 
 pub mod attention;
 pub mod autograd;
+pub mod cpu;
 pub mod cross_entropy;
 pub mod device;
 #[cfg(feature = "cuda")]

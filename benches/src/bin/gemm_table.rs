@@ -84,6 +84,200 @@ fn arg<T: std::str::FromStr>(args: &[String], flag: &str) -> Option<T> {
         .and_then(|v| v.parse().ok())
 }
 
+/// --mkn M,K,N: one custom shape instead of the table's.
+fn custom_shape(args: &[String]) -> Option<Vec<(usize, usize, usize)>> {
+    args.iter()
+        .position(|a| a == "--mkn")
+        .and_then(|i| args.get(i + 1))
+        .map(|v| {
+            let d: Vec<usize> = v.split(',').map(|x| x.parse().expect("M,K,N")).collect();
+            assert!(d.len() == 3, "--mkn wants M,K,N");
+            vec![(d[0], d[1], d[2])]
+        })
+}
+
+/// `--sweep`: times our GEMM under candidate blockings on the running CPU, one coordinate at a
+/// time (KC with the model's MC and NC, then MC with the best KC, then NC), the candidates of
+/// each coordinate raced round-robin, and prints what the analytical model chose beside the
+/// best blocking found. The model is what every GEMM uses unless `set_blocking` overrides it.
+fn sweep(
+    threads: usize,
+    bt: bool,
+    quick: bool,
+    grid: bool,
+    only: Option<usize>,
+    custom: Option<Vec<(usize, usize, usize)>>,
+) {
+    use engine::gemm::{set_blocking, Blocking};
+    let isa = Isa::best();
+    let model = Blocking::current(isa);
+    println!(
+        "engine ISA: {isa:?}; {threads} thread(s); {}",
+        engine::cpu::Caches::get().describe()
+    );
+    println!(
+        "model blocking: KC {} MC {} NC {}; B {}",
+        model.kc,
+        model.mc,
+        model.nc,
+        if bt { "transposed" } else { "row-major" }
+    );
+    println!();
+    println!("| M x K x N | threads | model (KC, MC, NC) | GFLOP/s | best found (KC, MC, NC) | GFLOP/s | model / best |");
+    println!("|---|---|---|---|---|---|---|");
+    let shapes = custom.as_deref().unwrap_or(SHAPES);
+    let p = pool(threads);
+    let secs = if quick { 0.3 } else { 1.0 };
+    for (si, &(m, k, n)) in shapes.iter().enumerate() {
+        if only.is_some_and(|o| o != si) || (quick && m * n * k > 1 << 28) {
+            continue;
+        }
+        let a = rand_vec(m * k, 1);
+        let b = rand_vec(k * n, 2);
+        let (brs, bcs) = if bt { (1, k) } else { (n, 1) };
+        let mut c = vec![0f32; m * n];
+        let run = |blk: Blocking, c: &mut [f32]| {
+            set_blocking(Some(blk));
+            let bv = MatRef {
+                data: &b,
+                rows: k,
+                cols: n,
+                rs: brs,
+                cs: bcs,
+            };
+            gemm_with(
+                isa,
+                threads,
+                1.0,
+                MatRef::row_major(&a, m, k),
+                bv,
+                0.0,
+                MatMut::row_major(c, m, n),
+            )
+            .unwrap();
+        };
+        // Every candidate must give the right answer before it is timed.
+        let mut race_of = |cands: &[Blocking]| -> Vec<f64> {
+            p.install(|| {
+                for &blk in cands {
+                    run(blk, &mut c);
+                    check_gemm_sampled(&c, &a, &b, (m, k, n), (brs, bcs), 1e-4);
+                }
+                let mut calls: Vec<_> = cands
+                    .iter()
+                    .map(|&blk| {
+                        let c = &mut c as *mut Vec<f32>;
+                        // SAFETY: the race runs one call at a time, so the buffer is never
+                        // borrowed twice at once.
+                        move || run(blk, unsafe { &mut *c })
+                    })
+                    .collect();
+                // Round-robin; a candidate's figure is the median over rounds of its time
+                // relative to candidate 0's in the same round, times candidate 0's best: a
+                // slow phase of the machine (they last longer than a round) moves every
+                // candidate of a round alike, where best-of-N lets one lucky round decide.
+                for f in calls.iter_mut() {
+                    f();
+                }
+                let mut rel: Vec<Vec<f64>> = vec![Vec::new(); calls.len()];
+                let mut best0 = f64::MAX;
+                let start = std::time::Instant::now();
+                let mut rounds = 0;
+                while rounds < 3 || start.elapsed().as_secs_f64() < secs * cands.len() as f64 / 4.0
+                {
+                    let mut t = Vec::with_capacity(calls.len());
+                    for f in calls.iter_mut() {
+                        let t0 = std::time::Instant::now();
+                        f();
+                        t.push(t0.elapsed().as_secs_f64());
+                    }
+                    best0 = best0.min(t[0]);
+                    for (r, ti) in rel.iter_mut().zip(&t) {
+                        r.push(ti / t[0]);
+                    }
+                    rounds += 1;
+                }
+                rel.iter_mut()
+                    .map(|r| {
+                        r.sort_by(f64::total_cmp);
+                        best0 * r[r.len() / 2]
+                    })
+                    .collect::<Vec<f64>>()
+            })
+        };
+        let gflops = |t: f64| 2.0 * (m * n * k) as f64 / t / 1e9;
+        if grid {
+            // --grid: every (KC, MC) pair of a small grid in one race (NC the model's), ranked.
+            let mut cands = vec![model];
+            for kc in [192, 256, 384, 512] {
+                for mc in [132, 264, 528, 1056] {
+                    cands.push(Blocking { kc, mc, ..model });
+                }
+            }
+            let t = race_of(&cands);
+            let mut order: Vec<usize> = (0..cands.len()).collect();
+            order.sort_by(|&x, &y| t[x].total_cmp(&t[y]));
+            let show = |i: usize| format!("({}, {}) {:.1}", cands[i].kc, cands[i].mc, gflops(t[i]));
+            println!(
+                "{m}x{k}x{n} t{threads}: model {} | best {}",
+                show(0),
+                order[..6]
+                    .iter()
+                    .map(|&i| show(i))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            set_blocking(None);
+            continue;
+        }
+        let mut cands = vec![model];
+        for kc in [128, 192, 256, 320, 384, 512, 768] {
+            cands.push(Blocking { kc, ..model });
+        }
+        let t = race_of(&cands);
+        let model_t = t[0];
+        let (mut best, mut best_t) = (model, model_t);
+        for (blk, &ti) in cands.iter().zip(&t) {
+            if ti < best_t {
+                (best, best_t) = (*blk, ti);
+            }
+        }
+        let mut cands = vec![best];
+        for mc in [48, 96, 144, 192, 264, 384, 528, 768, 1056, 1536, 2064] {
+            cands.push(Blocking { mc, ..best });
+        }
+        let t = race_of(&cands);
+        for (blk, &ti) in cands.iter().zip(&t) {
+            if ti < best_t {
+                (best, best_t) = (*blk, ti);
+            }
+        }
+        let mut cands = vec![best];
+        for nc in [512, 1024, 1536, 2048, 3072, 4096] {
+            cands.push(Blocking { nc, ..best });
+        }
+        let t = race_of(&cands);
+        for (blk, &ti) in cands.iter().zip(&t) {
+            if ti < best_t {
+                (best, best_t) = (*blk, ti);
+            }
+        }
+        set_blocking(None);
+        println!(
+            "| {m}x{k}x{n} | {threads} | {}, {}, {} | {:.1} | {}, {}, {} | {:.1} | {:.2} |",
+            model.kc,
+            model.mc,
+            model.nc,
+            gflops(model_t),
+            best.kc,
+            best.mc,
+            best.nc,
+            gflops(best_t),
+            best_t / model_t
+        );
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let threads: usize = arg(&args, "--threads").unwrap_or(1);
@@ -94,6 +288,11 @@ fn main() {
     // --bf16: only our f32 and bf16 GEMMs, side by side (bf16 is native vdpbf16ps where the CPU
     // has AVX512-BF16, emulated otherwise).
     let bf16 = args.iter().any(|a| a == "--bf16");
+    if args.iter().any(|a| a == "--sweep") {
+        let grid = args.iter().any(|a| a == "--grid");
+        sweep(threads, bt, quick, grid, only, custom_shape(&args));
+        return;
+    }
     // matrixmultiply sizes its pool once per process from this variable: hence one thread
     // count per process.
     std::env::set_var("MATMUL_NUM_THREADS", threads.to_string());
@@ -118,6 +317,18 @@ fn main() {
     .filter(|_| !bf16)
     .collect();
     let isa = Isa::best();
+    // The f32 FMA peak measured here, for the "% of peak" column (markdown tables).
+    let peak = if markdown && !bf16 {
+        benches::peak::f32_peak(threads)
+    } else {
+        f64::NAN
+    };
+    if !markdown {
+        println!(
+            "f32 FMA peak here: {:.1} GFLOP/s",
+            benches::peak::f32_peak(threads)
+        );
+    }
     let mut names = if bf16 {
         vec!["ours", "ours bf16"]
     } else {
@@ -135,15 +346,7 @@ fn main() {
             names.iter().map(|n| format!("{n:>15}")).collect::<String>()
         );
     }
-    // --mkn M,K,N: one custom shape instead of the table's.
-    let custom: Option<Vec<(usize, usize, usize)>> = args
-        .iter()
-        .position(|a| a == "--mkn")
-        .and_then(|i| args.get(i + 1))
-        .map(|v| {
-            let d: Vec<usize> = v.split(',').map(|x| x.parse().expect("M,K,N")).collect();
-            vec![(d[0], d[1], d[2])]
-        });
+    let custom = custom_shape(&args);
     let shapes = custom.as_deref().unwrap_or(SHAPES);
     for (si, &(m, k, n)) in shapes.iter().enumerate() {
         if only.is_some_and(|o| o != si) || (quick && m * n * k > 1 << 28) {
@@ -332,11 +535,12 @@ fn main() {
                 .map(|(_, v)| *v)
                 .fold(0.0, f64::max);
             println!(
-                "| {m}x{k}x{n} | {threads} | {} | {:.2} | {:.2} |",
+                "| {m}x{k}x{n} | {threads} | {} | {:.0}% | {:.2} | {:.2} |",
                 g.iter()
                     .map(|v| format!("{v:.1}"))
                     .collect::<Vec<_>>()
                     .join(" | "),
+                100.0 * g[0] / peak,
                 g[0] / target,
                 g[0] / best_peer
             );
