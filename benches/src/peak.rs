@@ -220,8 +220,11 @@ pub fn measure(threads: usize, reps: usize, f: fn() -> f64) -> (f64, f64) {
     (best_one, per_thread.iter().sum())
 }
 
-/// f32 FMA peak in GFLOP/s of the engine's ISA here, on `threads` threads (AVX-512 zmm or
-/// AVX2 ymm FMAs; 0 where neither runs, e.g. off x86-64).
+/// f32 FMA peak in GFLOP/s of the engine's ISA here for `threads` threads: the one-core peak
+/// measured now (AVX-512 zmm or AVX2 ymm FMAs) times `threads` (0 where neither runs, e.g.
+/// off x86-64). The one-core figure times the thread count, not an all-core run: on a shared
+/// VM an all-core run reads low whenever a neighbour holds a core, which made GEMMs read as
+/// over 100% of it.
 pub fn f32_peak(threads: usize) -> f64 {
     #[cfg(target_arch = "x86_64")]
     {
@@ -238,12 +241,8 @@ pub fn f32_peak(threads: usize) -> f64 {
             }
             _ => return 0.0,
         };
-        let (one, all) = measure(threads, 5, f);
-        if threads <= 1 {
-            one
-        } else {
-            all
-        }
+        let (one, _) = measure(1, 5, f);
+        one * threads.max(1) as f64
     }
     #[cfg(not(target_arch = "x86_64"))]
     {

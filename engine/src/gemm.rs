@@ -447,6 +447,16 @@ static OVERRIDE: [AtomicUsize; 3] = [
     AtomicUsize::new(0),
 ];
 
+/// The k extent of each KC block for a product of depth `k`: KC from the blocking, rounded to
+/// a whole number of blocks of equal depth (a multiple of 8), so that no short block is left
+/// over: k = 768 with KC = 352 runs two blocks of 384 rather than 352 + 352 + 64, a third pass
+/// over C for a twelfth of the work (1.3x slower at 4096 x 768 x 768). Blocks grow by at most
+/// half (a quotient rounded to the nearest) and shrink by less than a third.
+fn kc_block(k: usize, kc: usize) -> usize {
+    let blocks = ((2 * k + kc) / (2 * kc)).max(1);
+    k.div_ceil(blocks).next_multiple_of(8).max(8)
+}
+
 /// Rows per A block: at most `mc`, and balanced, so that m = 256 is one block of 256 rather
 /// than 240 + 16, and m = 512 two of 258 (multiples of MR) rather than 240 + 240 + 32.
 fn mc_block(m: usize, mr: usize, mc: usize) -> usize {
@@ -488,6 +498,10 @@ pub(crate) unsafe fn run_serial(isa: Isa, job: Job) {
     }
     let (mr, nr) = tile(isa);
     let blk = Blocking::current(isa);
+    let blk = Blocking {
+        kc: kc_block(job.k, blk.kc),
+        ..blk
+    };
     let kc = blk.kc.min(job.k);
     PACK.with(|bufs| {
         let mut bufs = bufs.borrow_mut();
@@ -1140,7 +1154,7 @@ impl PackedB {
         }
         let (k, n) = (b.rows, b.cols);
         let nr = tile(isa).1;
-        let kc = Blocking::current(isa).kc;
+        let kc = kc_block(k, Blocking::current(isa).kc);
         let npad = n.next_multiple_of(nr);
         let len = k * npad;
         let mut v = vec![0.0f32; len + 16];
