@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Fits the rational approximation of erf that the CPU kernels use (engine/src/simd.rs, `erf`):
 
     erf(z) ~= z P(z^2) / Q(z^2)   on 0 <= z <= 4,   P and Q of degree 5, Q(0) = 1,

@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """A lane-by-lane simulation (NumPy) of attn_fwd_mma's fragment logic (kernels/cuda/attention.cu):
 ldmatrix x4 / x4.trans addressing, mma.m16n8k16 fragment layouts, the P-from-S register reuse,
 the quad reductions and the log2-domain online softmax, for one warp (16 query rows) over
