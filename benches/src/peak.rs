@@ -27,137 +27,68 @@ pub mod loops {
         ($op:literal, $($r:literal)*) => { concat!($( $op, " ", $r, ", ", $r, ", ", $r, "\n", )*) };
     }
 
-    /// f32 FMAs on zmm (2 flops per lane): the f32 GEMM's limit on AVX-512.
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn fma512() -> f64 {
-        let n = ITERS;
-        asm!(
-            concat!(
-                zero!("vpxord", "zmm0" "zmm1" "zmm2" "zmm3" "zmm4" "zmm5" "zmm6" "zmm7" "zmm8" "zmm9" "zmm10" "zmm11" "zmm12" "zmm13" "zmm14" "zmm15" "zmm16" "zmm17" "zmm18" "zmm19" "zmm20" "zmm21" "zmm22" "zmm23"),
-                "2:\n",
-                body!("vfmadd231ps", "zmm24, zmm25", "zmm0" "zmm1" "zmm2" "zmm3" "zmm4" "zmm5" "zmm6" "zmm7" "zmm8" "zmm9" "zmm10" "zmm11" "zmm12" "zmm13" "zmm14" "zmm15" "zmm16" "zmm17" "zmm18" "zmm19" "zmm20" "zmm21" "zmm22" "zmm23"),
-                "dec {n}\n",
-                "jnz 2b\n",
-            ),
-            n = inout(reg) n => _,
-            in("zmm24") _mm512_set1_ps(0.999_999),
-            in("zmm25") _mm512_set1_ps(1e-7),
-            out("zmm0") _,
-            out("zmm1") _,
-            out("zmm2") _,
-            out("zmm3") _,
-            out("zmm4") _,
-            out("zmm5") _,
-            out("zmm6") _,
-            out("zmm7") _,
-            out("zmm8") _,
-            out("zmm9") _,
-            out("zmm10") _,
-            out("zmm11") _,
-            out("zmm12") _,
-            out("zmm13") _,
-            out("zmm14") _,
-            out("zmm15") _,
-            out("zmm16") _,
-            out("zmm17") _,
-            out("zmm18") _,
-            out("zmm19") _,
-            out("zmm20") _,
-            out("zmm21") _,
-            out("zmm22") _,
-            out("zmm23") _,
-            options(nostack, nomem),
-        );
-        (ITERS * 24 * 16 * 2) as f64
+    /// `fn $name() -> f64`: ITERS rounds of `$op zmmI, zmm24, zmm25` on the 24 accumulators
+    /// zmm0..zmm23 (zeroed first), returning the operations done ($ops per lane).
+    macro_rules! zmm_loop {
+        ($(#[$doc:meta])* $name:ident, $feature:literal, $op:literal, $ops:literal) => {
+            $(#[$doc])*
+            #[target_feature(enable = $feature)]
+            pub unsafe fn $name() -> f64 {
+                let n = ITERS;
+                asm!(
+                    concat!(
+                        zero!("vpxord", "zmm0" "zmm1" "zmm2" "zmm3" "zmm4" "zmm5" "zmm6" "zmm7" "zmm8" "zmm9" "zmm10" "zmm11" "zmm12" "zmm13" "zmm14" "zmm15" "zmm16" "zmm17" "zmm18" "zmm19" "zmm20" "zmm21" "zmm22" "zmm23"),
+                        "2:\n",
+                        body!($op, "zmm24, zmm25", "zmm0" "zmm1" "zmm2" "zmm3" "zmm4" "zmm5" "zmm6" "zmm7" "zmm8" "zmm9" "zmm10" "zmm11" "zmm12" "zmm13" "zmm14" "zmm15" "zmm16" "zmm17" "zmm18" "zmm19" "zmm20" "zmm21" "zmm22" "zmm23"),
+                        "dec {n}\n",
+                        "jnz 2b\n",
+                    ),
+                    n = inout(reg) n => _,
+                    in("zmm24") _mm512_set1_ps(0.999_999),
+                    in("zmm25") _mm512_set1_ps(1e-7),
+                    out("zmm0") _,
+                    out("zmm1") _,
+                    out("zmm2") _,
+                    out("zmm3") _,
+                    out("zmm4") _,
+                    out("zmm5") _,
+                    out("zmm6") _,
+                    out("zmm7") _,
+                    out("zmm8") _,
+                    out("zmm9") _,
+                    out("zmm10") _,
+                    out("zmm11") _,
+                    out("zmm12") _,
+                    out("zmm13") _,
+                    out("zmm14") _,
+                    out("zmm15") _,
+                    out("zmm16") _,
+                    out("zmm17") _,
+                    out("zmm18") _,
+                    out("zmm19") _,
+                    out("zmm20") _,
+                    out("zmm21") _,
+                    out("zmm22") _,
+                    out("zmm23") _,
+                    options(nostack, nomem),
+                );
+                (ITERS * 24 * 16 * $ops) as f64
+            }
+        };
     }
 
-    /// bf16 pair dot products `vdpbf16ps` (2 multiplies + 2 adds per f32 lane).
-    #[target_feature(enable = "avx512f,avx512bf16")]
-    pub unsafe fn dpbf16() -> f64 {
-        let n = ITERS;
-        asm!(
-            concat!(
-                zero!("vpxord", "zmm0" "zmm1" "zmm2" "zmm3" "zmm4" "zmm5" "zmm6" "zmm7" "zmm8" "zmm9" "zmm10" "zmm11" "zmm12" "zmm13" "zmm14" "zmm15" "zmm16" "zmm17" "zmm18" "zmm19" "zmm20" "zmm21" "zmm22" "zmm23"),
-                "2:\n",
-                body!("vdpbf16ps", "zmm24, zmm25", "zmm0" "zmm1" "zmm2" "zmm3" "zmm4" "zmm5" "zmm6" "zmm7" "zmm8" "zmm9" "zmm10" "zmm11" "zmm12" "zmm13" "zmm14" "zmm15" "zmm16" "zmm17" "zmm18" "zmm19" "zmm20" "zmm21" "zmm22" "zmm23"),
-                "dec {n}\n",
-                "jnz 2b\n",
-            ),
-            n = inout(reg) n => _,
-            in("zmm24") _mm512_set1_ps(0.999_999),
-            in("zmm25") _mm512_set1_ps(1e-7),
-            out("zmm0") _,
-            out("zmm1") _,
-            out("zmm2") _,
-            out("zmm3") _,
-            out("zmm4") _,
-            out("zmm5") _,
-            out("zmm6") _,
-            out("zmm7") _,
-            out("zmm8") _,
-            out("zmm9") _,
-            out("zmm10") _,
-            out("zmm11") _,
-            out("zmm12") _,
-            out("zmm13") _,
-            out("zmm14") _,
-            out("zmm15") _,
-            out("zmm16") _,
-            out("zmm17") _,
-            out("zmm18") _,
-            out("zmm19") _,
-            out("zmm20") _,
-            out("zmm21") _,
-            out("zmm22") _,
-            out("zmm23") _,
-            options(nostack, nomem),
-        );
-        (ITERS * 24 * 16 * 4) as f64
-    }
-
-    /// int8 quad dot products `vpdpbusd` (4 multiplies + 4 adds per i32 lane).
-    #[target_feature(enable = "avx512f,avx512vnni")]
-    pub unsafe fn dpbusd() -> f64 {
-        let n = ITERS;
-        asm!(
-            concat!(
-                zero!("vpxord", "zmm0" "zmm1" "zmm2" "zmm3" "zmm4" "zmm5" "zmm6" "zmm7" "zmm8" "zmm9" "zmm10" "zmm11" "zmm12" "zmm13" "zmm14" "zmm15" "zmm16" "zmm17" "zmm18" "zmm19" "zmm20" "zmm21" "zmm22" "zmm23"),
-                "2:\n",
-                body!("vpdpbusd", "zmm24, zmm25", "zmm0" "zmm1" "zmm2" "zmm3" "zmm4" "zmm5" "zmm6" "zmm7" "zmm8" "zmm9" "zmm10" "zmm11" "zmm12" "zmm13" "zmm14" "zmm15" "zmm16" "zmm17" "zmm18" "zmm19" "zmm20" "zmm21" "zmm22" "zmm23"),
-                "dec {n}\n",
-                "jnz 2b\n",
-            ),
-            n = inout(reg) n => _,
-            in("zmm24") _mm512_set1_ps(0.999_999),
-            in("zmm25") _mm512_set1_ps(1e-7),
-            out("zmm0") _,
-            out("zmm1") _,
-            out("zmm2") _,
-            out("zmm3") _,
-            out("zmm4") _,
-            out("zmm5") _,
-            out("zmm6") _,
-            out("zmm7") _,
-            out("zmm8") _,
-            out("zmm9") _,
-            out("zmm10") _,
-            out("zmm11") _,
-            out("zmm12") _,
-            out("zmm13") _,
-            out("zmm14") _,
-            out("zmm15") _,
-            out("zmm16") _,
-            out("zmm17") _,
-            out("zmm18") _,
-            out("zmm19") _,
-            out("zmm20") _,
-            out("zmm21") _,
-            out("zmm22") _,
-            out("zmm23") _,
-            options(nostack, nomem),
-        );
-        (ITERS * 24 * 16 * 8) as f64
-    }
+    zmm_loop!(
+        /// f32 FMAs on zmm (2 flops per lane): the f32 GEMM's limit on AVX-512.
+        fma512, "avx512f", "vfmadd231ps", 2
+    );
+    zmm_loop!(
+        /// bf16 pair dot products `vdpbf16ps` (2 multiplies + 2 adds per f32 lane).
+        dpbf16, "avx512f,avx512bf16", "vdpbf16ps", 4
+    );
+    zmm_loop!(
+        /// int8 quad dot products `vpdpbusd` (4 multiplies + 4 adds per i32 lane).
+        dpbusd, "avx512f,avx512vnni", "vpdpbusd", 8
+    );
 
     /// f32 FMAs on ymm (2 flops per lane): the f32 GEMM's limit on AVX2 (12 chains: 16 ymm).
     #[target_feature(enable = "avx2,fma")]

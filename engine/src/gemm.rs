@@ -978,28 +978,29 @@ unsafe fn rank1<S: Simd, const MR: usize, const NV: usize>(
     }
 }
 
-/// A prefetch hint bringing the line holding `p` into L2 only (no-op off x86-64).
+/// A prefetch hint for the cache line holding `p` into L1 (no-op off x86-64).
 #[inline(always)]
-pub(crate) fn prefetch_l2(p: *const f32) {
+pub(crate) fn prefetch(p: *const f32) {
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: prefetch is a hint; it never faults, whatever the address.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(p as *const i8)
-    }
+    prefetch_hint::<{ std::arch::x86_64::_MM_HINT_T0 }>(p);
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
 }
 
-/// A prefetch hint for the cache line holding `p` (no-op off x86-64).
+/// A prefetch hint bringing the line holding `p` into L2 only (no-op off x86-64).
 #[inline(always)]
-pub(crate) fn prefetch(p: *const f32) {
+pub(crate) fn prefetch_l2(p: *const f32) {
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: prefetch is a hint; it never faults, whatever the address.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p as *const i8)
-    }
+    prefetch_hint::<{ std::arch::x86_64::_MM_HINT_T1 }>(p);
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn prefetch_hint<const HINT: i32>(p: *const f32) {
+    // SAFETY: prefetch is a hint; it never faults, whatever the address.
+    unsafe { std::arch::x86_64::_mm_prefetch::<HINT>(p as *const i8) }
 }
 
 /// Batched GEMM: for each `i < batch`, `C_i = alpha A_i B_i + beta C_i`, where operand `X_i`
