@@ -84,6 +84,35 @@ fn arg<T: std::str::FromStr>(args: &[String], flag: &str) -> Option<T> {
         .and_then(|v| v.parse().ok())
 }
 
+/// Our `C = A B` (A row-major m x k; B k x n with strides (brs, bcs) in `b`).
+fn ours(
+    isa: Isa,
+    threads: usize,
+    a: &[f32],
+    b: &[f32],
+    (m, k, n): (usize, usize, usize),
+    (brs, bcs): (usize, usize),
+    c: &mut [f32],
+) {
+    let bv = MatRef {
+        data: b,
+        rows: k,
+        cols: n,
+        rs: brs,
+        cs: bcs,
+    };
+    gemm_with(
+        isa,
+        threads,
+        1.0,
+        MatRef::row_major(a, m, k),
+        bv,
+        0.0,
+        MatMut::row_major(c, m, n),
+    )
+    .unwrap()
+}
+
 /// --mkn M,K,N: one custom shape instead of the table's.
 fn custom_shape(args: &[String]) -> Option<Vec<(usize, usize, usize)>> {
     args.iter()
@@ -138,23 +167,7 @@ fn sweep(
         let mut c = vec![0f32; m * n];
         let run = |blk: Blocking, c: &mut [f32]| {
             set_blocking(Some(blk));
-            let bv = MatRef {
-                data: &b,
-                rows: k,
-                cols: n,
-                rs: brs,
-                cs: bcs,
-            };
-            gemm_with(
-                isa,
-                threads,
-                1.0,
-                MatRef::row_major(&a, m, k),
-                bv,
-                0.0,
-                MatMut::row_major(c, m, n),
-            )
-            .unwrap();
+            ours(isa, threads, &a, &b, (m, k, n), (brs, bcs), c);
         };
         // Every candidate must give the right answer before it is timed.
         let mut race_of = |cands: &[Blocking]| -> Vec<f64> {
@@ -365,25 +378,7 @@ fn main() {
         };
         let (a, b) = (&a, &b);
         let mut fns: Vec<Contender> = vec![
-            Box::new(move |c: &mut [f32]| {
-                let bv = MatRef {
-                    data: b,
-                    rows: k,
-                    cols: n,
-                    rs: brs,
-                    cs: bcs,
-                };
-                gemm_with(
-                    isa,
-                    threads,
-                    1.0,
-                    MatRef::row_major(a, m, k),
-                    bv,
-                    0.0,
-                    MatMut::row_major(c, m, n),
-                )
-                .unwrap()
-            }),
+            Box::new(move |c: &mut [f32]| ours(isa, threads, a, b, (m, k, n), (brs, bcs), c)),
             // SAFETY (this and the next two): pointers and strides describe the live buffers.
             Box::new(move |c: &mut [f32]| unsafe {
                 gemm::gemm(
