@@ -237,6 +237,26 @@ impl ModelDir {
         } else {
             None
         };
+        // A tokenizer with more ids than the embedding table has rows would index past it.
+        if let Some(t) = &tokenizer {
+            if t.vocab.len() > model.config.vocab_size {
+                let f = if tj.exists() { &tj } else { &vt };
+                return Err(BertError::Config(format!(
+                    "{}: {} tokens, more than the model's vocab_size {} ({})",
+                    f.display(),
+                    t.vocab.len(),
+                    model.config.vocab_size,
+                    dir.join("config.json").display()
+                )));
+            }
+        }
+        // Non-finite weights load (a diverged run is worth inspecting) but are named.
+        if let Some((name, i)) = crate::train::first_non_finite(&model) {
+            eprintln!(
+                "bert: warning: {}: tensor {name} holds a non-finite value (at index {i}); outputs will be NaN",
+                weights_file.display()
+            );
+        }
         Ok(ModelDir {
             path: dir.to_path_buf(),
             model,

@@ -153,6 +153,12 @@ impl BertConfig {
                 self.hidden_size, self.num_attention_heads
             ));
         }
+        if !(self.layer_norm_eps.is_finite() && self.layer_norm_eps > 0.0) {
+            return bad(format!(
+                "layer_norm_eps must be a positive number, got {}",
+                self.layer_norm_eps
+            ));
+        }
         for (name, p) in [
             ("hidden_dropout_prob", self.hidden_dropout_prob),
             (

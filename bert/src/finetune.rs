@@ -146,8 +146,19 @@ pub fn wordnet_supersense(dir: &Path) -> Result<Dataset> {
 
 /// GLUE-style TSV: `text<TAB>label` or `text_a<TAB>text_b<TAB>label`, an optional header
 /// (a first line whose last field is `label`). Labels are mapped to ids in `labels`, new ones
-/// appended.
+/// appended (a training file).
 pub fn read_tsv(path: &Path, labels: &mut Vec<String>) -> Result<Vec<Example>> {
+    read_tsv_with(path, labels, true)
+}
+
+/// [`read_tsv`] for a dev or test file: a label the training file did not have is an error
+/// naming it and its line (it would be a class the classifier never saw).
+pub fn read_tsv_known(path: &Path, labels: &[String]) -> Result<Vec<Example>> {
+    let mut l = labels.to_vec();
+    read_tsv_with(path, &mut l, false)
+}
+
+fn read_tsv_with(path: &Path, labels: &mut Vec<String>, grow: bool) -> Result<Vec<Example>> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| BertError::Io(format!("{}: {e}", path.display())))?;
     let mut out = Vec::new();
@@ -173,6 +184,14 @@ pub fn read_tsv(path: &Path, labels: &mut Vec<String>) -> Result<Vec<Example>> {
         };
         let label = match labels.iter().position(|x| x == l) {
             Some(i) => i,
+            None if !grow => {
+                return Err(BertError::Input(format!(
+                    "{}:{}: label '{l}' is not among the training file's {} labels",
+                    path.display(),
+                    n + 1,
+                    labels.len()
+                )))
+            }
             None => {
                 labels.push(l.to_string());
                 labels.len() - 1
@@ -199,6 +218,39 @@ pub struct FinetuneConfig {
     /// The final dev and test scores use at most this many examples of each.
     pub final_max: usize,
     pub progress: bool,
+    /// Replace an OUT that holds a fine-tuning run (else such an OUT is an error).
+    pub force: bool,
+}
+
+impl FinetuneConfig {
+    /// Every option in its range, the limit in the message.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |why: String| Err(BertError::Input(why));
+        if self.steps == Some(0) {
+            return bad("--steps 0: at least one step".into());
+        }
+        if let Some(m) = self.minutes {
+            if !(m.is_finite() && m > 0.0) {
+                return bad(format!("--minutes {m} must be a positive number"));
+            }
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0 && self.lr <= 1.0) {
+            return bad(format!("--lr {} must be in (0, 1]", self.lr));
+        }
+        if !(self.warmup.is_finite() && self.warmup >= 0.0) {
+            return bad(format!("warmup {} must be >= 0", self.warmup));
+        }
+        if self.batch == 0 {
+            return bad("--batch must be at least 1".into());
+        }
+        if self.max_len < 8 {
+            return bad(format!(
+                "--max-len {} is below 8 (a pair needs [CLS] a [SEP] b [SEP] and some text)",
+                self.max_len
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for FinetuneConfig {
@@ -215,6 +267,7 @@ impl Default for FinetuneConfig {
             eval_max: 2000,
             final_max: usize::MAX,
             progress: true,
+            force: false,
         }
     }
 }
@@ -349,6 +402,14 @@ pub fn finetune(
             data.labels.len()
         )));
     }
+    cfg.validate()?;
+    let has_run = out.join("metrics.jsonl").exists() || out.join("model").exists();
+    if has_run && !cfg.force {
+        return Err(BertError::Input(format!(
+            "{} holds a fine-tuning run (model/ or metrics.jsonl): pass --force to replace it",
+            out.display()
+        )));
+    }
     std::fs::create_dir_all(out).map_err(|e| BertError::Io(format!("{}: {e}", out.display())))?;
     let mut metrics = std::fs::File::create(out.join("metrics.jsonl"))
         .map_err(|e| BertError::Io(format!("{}: {e}", out.display())))?;
@@ -356,7 +417,8 @@ pub fn finetune(
     let mut tok = tok.clone();
     tok.padding = None;
     tok.truncation = Some(tokenizer::Truncation {
-        max_length: cfg.max_len,
+        // No longer than the model's position table.
+        max_length: cfg.max_len.min(model.config.max_position_embeddings),
         strategy: tokenizer::TruncationStrategy::LongestFirst,
         stride: 0,
         left: false,
@@ -475,11 +537,14 @@ pub fn finetune(
     };
     drop(metrics);
     crate::report::write_finetune_plot(&out.join("metrics.jsonl"), out)?;
-    model.save_dir(&out.join("model"))?;
+    // The model folder as one set, switched in whole.
+    let staged = crate::io::StagedDir::new(&out.join("model"))?;
+    model.save_dir(staged.path())?;
     crate::io::write_atomic(
-        &out.join("model/tokenizer.json"),
+        &staged.path().join("tokenizer.json"),
         tokenizer::tokenizer_json(&tok).as_bytes(),
     )?;
+    staged.commit()?;
     Ok(FinetuneReport {
         steps: step,
         seconds,

@@ -7,6 +7,11 @@ use engine::simd::Isa;
 use std::io::{BufRead, Write};
 use tokenizer::{BertTokenizer, Encoding, Truncation, TruncationStrategy};
 
+/// `println!` that returns the error (a full disk, a closed pipe) instead of panicking.
+macro_rules! outln {
+    ($($t:tt)*) => { writeln!(std::io::stdout().lock(), $($t)*) };
+}
+
 #[derive(Parser)]
 #[command(
     name = "bert",
@@ -136,13 +141,18 @@ enum Command {
         heldout: f64,
         #[arg(long, default_value_t = 12345)]
         seed: u64,
+        /// Replace an OUT that holds files (the new data is built aside and switched in only
+        /// when complete); without it a non-empty OUT is an error.
+        #[arg(long)]
+        force: bool,
     },
     /// Pretrain (masked LM + next sentence) on `bert data` shards; checkpoints in OUT/checkpoint,
     /// metrics in OUT/metrics.jsonl.
     Pretrain {
-        /// A preset (bert-tiny, bert-mini, bert-small, bert-medium, bert-base) or a config.json.
-        #[arg(long, default_value = "bert-mini")]
-        model_config: String,
+        /// A preset (bert-tiny, bert-mini, bert-small, bert-medium, bert-base) or a config.json;
+        /// default bert-mini (with --resume: the checkpoint's, and a given one must match it).
+        #[arg(long)]
+        model_config: Option<String>,
         #[arg(long)]
         data: String,
         #[arg(long)]
@@ -176,9 +186,14 @@ enum Command {
         /// Use the shard's fixed masks instead of re-drawing them every epoch.
         #[arg(long)]
         static_masking: bool,
-        /// Continue from OUT/checkpoint exactly where it stopped.
-        #[arg(long)]
+        /// Continue from OUT/checkpoint exactly where it stopped (give the run's settings again:
+        /// a changed one is an error naming it).
+        #[arg(long, conflicts_with = "force")]
         resume: bool,
+        /// Start afresh in an OUT that holds a run, discarding its checkpoint and metrics
+        /// (without --resume or --force, such an OUT is an error).
+        #[arg(long)]
+        force: bool,
         /// Stop after this step (after checkpointing), as an interrupted run would.
         #[arg(long, hide = true)]
         stop_after: Option<u64>,
@@ -233,6 +248,9 @@ enum Command {
         wordnet: String,
         #[arg(long, value_parser = positive)]
         threads: Option<usize>,
+        /// Replace an OUT that holds a fine-tuning run.
+        #[arg(long)]
+        force: bool,
     },
     /// Fill each [MASK] in TEXT with the masked-LM head's most likely tokens.
     FillMask {
@@ -413,6 +431,7 @@ fn main() {
             scratch,
             wordnet,
             threads,
+            force,
         } => {
             if let Some(t) = threads {
                 let _ = rayon::ThreadPoolBuilder::new()
@@ -431,6 +450,7 @@ fn main() {
                 max_len,
                 seed,
                 progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                force,
                 ..Default::default()
             };
             finetune_cmd(
@@ -462,6 +482,7 @@ fn main() {
             checkpoint_every,
             static_masking,
             resume,
+            force,
             stop_after,
             device,
             padded,
@@ -473,35 +494,34 @@ fn main() {
                     .build_global();
             }
             let cfg = bert::train::PretrainConfig {
-                steps: if minutes.is_some() {
-                    None
-                } else {
-                    Some(steps.unwrap_or(1000))
-                },
+                // None with neither: 1000 steps for a new run, the checkpoint's for --resume.
+                steps: steps.filter(|_| minutes.is_none()),
                 minutes,
                 batch,
                 accum,
                 lr,
                 warmup,
                 seed,
-                eval_every: eval_every.max(1),
-                checkpoint_every: checkpoint_every.max(1),
+                eval_every,
+                checkpoint_every,
                 dynamic_masking: !static_masking,
                 progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
                 stop_after,
                 device,
                 packed: !padded,
                 dropout,
+                force,
                 ..Default::default()
             };
-            if resume
-                && !std::path::Path::new(&out)
-                    .join("checkpoint/trainer.json")
-                    .exists()
-            {
-                eprintln!("bert pretrain: --resume: no checkpoint in {out}/checkpoint yet; starting from step 0");
-            }
-            pretrain(&model_config, &data, &out, &cfg, resume)
+            // With --resume and no --model-config, the checkpoint's architecture ("" skips the check).
+            let mc = model_config.unwrap_or_else(|| {
+                if resume {
+                    String::new()
+                } else {
+                    "bert-mini".into()
+                }
+            });
+            pretrain(&mc, &data, &out, &cfg, resume)
         }
         Command::Data {
             corpus,
@@ -515,6 +535,7 @@ fn main() {
             whole_word_mask,
             heldout,
             seed,
+            force,
         } => data(
             &corpus,
             &tokenizer,
@@ -529,6 +550,7 @@ fn main() {
                 seed,
                 heldout_fraction: heldout,
             },
+            force,
         ),
         Command::Tokenize {
             tokenizer,
@@ -626,6 +648,8 @@ fn tokenize(
             }
         }
     }
+    // A BufWriter dropped unflushed drops its error too (a full disk would exit 0).
+    out.flush()?;
     Ok(())
 }
 
@@ -851,7 +875,7 @@ fn similarity(dir: &str, a: &str, b: &str) -> Result<(), Box<dyn std::error::Err
     let (model, tok) = load_for_embedding(dir)?;
     let h = model.config.hidden_size;
     let v = embed_texts(&model, &tok, &[a, b], bert::embed::Pooling::Mean, false)?;
-    println!("{:.6}", bert::embed::cosine(&v[..h], &v[h..]));
+    outln!("{:.6}", bert::embed::cosine(&v[..h], &v[h..]))?;
     Ok(())
 }
 
@@ -868,36 +892,38 @@ fn info(dir: &str) -> Result<(), Box<dyn std::error::Error>> {
         e.1 += i.shape.iter().product::<usize>();
     }
     let size = std::fs::metadata(&md.weights_file)?.len();
-    println!("model:        {}", path.display());
-    println!("class:        {}", md.model.task.architecture());
-    println!(
+    outln!("model:        {}", path.display())?;
+    outln!("class:        {}", md.model.task.architecture())?;
+    outln!(
         "shape:        {} layers, hidden {}, {} heads, intermediate {}, {}",
         c.num_hidden_layers,
         c.hidden_size,
         c.num_attention_heads,
         c.intermediate_size,
         c.hidden_act.hf_name()
-    );
-    println!(
+    )?;
+    outln!(
         "tables:       vocab {}, positions {}, token types {}",
-        c.vocab_size, c.max_position_embeddings, c.type_vocab_size
-    );
-    println!(
+        c.vocab_size,
+        c.max_position_embeddings,
+        c.type_vocab_size
+    )?;
+    outln!(
         "parameters:   {} ({:.1} M)",
         md.model.params.numel(),
         md.model.params.numel() as f64 / 1e6
-    );
+    )?;
     for (d, (count, n)) in &dtypes {
-        println!("dtype:        {d}: {count} tensors, {n} values");
+        outln!("dtype:        {d}: {count} tensors, {n} values")?;
     }
-    println!(
+    outln!(
         "file:         {} ({:.1} MB)",
         md.weights_file.display(),
         size as f64 / 1e6
-    );
+    )?;
     match &md.tokenizer {
-        Some(t) => println!("tokenizer:    {} tokens", t.vocab.len()),
-        None => println!("tokenizer:    none (no tokenizer.json or vocab.txt)"),
+        Some(t) => outln!("tokenizer:    {} tokens", t.vocab.len())?,
+        None => outln!("tokenizer:    none (no tokenizer.json or vocab.txt)")?,
     }
     Ok(())
 }
@@ -951,9 +977,9 @@ fn finetune_cmd(
         (None, Some(tr), Some(dv)) => {
             let mut labels = Vec::new();
             let train = read_tsv(std::path::Path::new(&tr), &mut labels)?;
-            let dev = read_tsv(std::path::Path::new(&dv), &mut labels)?;
+            let dev = read_tsv_known(std::path::Path::new(&dv), &labels)?;
             let test = match test {
-                Some(t) => read_tsv(std::path::Path::new(&t), &mut labels)?,
+                Some(t) => read_tsv_known(std::path::Path::new(&t), &labels)?,
                 None => vec![],
             };
             Dataset {
@@ -1081,101 +1107,10 @@ fn data(
     tok_path: &str,
     out: &str,
     cfg: bert::data::DataConfig,
+    force: bool,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    use bert::data::{create_instances, is_heldout, read_documents, write_shard, Specials};
-    let start = std::time::Instant::now();
-    if cfg.max_seq_len < 8 || cfg.max_seq_len > 4096 {
-        return Err(format!("--max-seq-len {} is outside 8..=4096", cfg.max_seq_len).into());
-    }
-    if !(0.0..1.0).contains(&cfg.masked_lm_prob)
-        || !(0.0..=1.0).contains(&cfg.short_seq_prob)
-        || !(0.0..1.0).contains(&cfg.heldout_fraction)
-    {
-        return Err(
-            "--masked-lm-prob and --heldout must be in [0, 1), --short-seq-prob in [0, 1]".into(),
-        );
-    }
     let tok = load_tokenizer(tok_path)?;
-    let sp = Specials::from_tokenizer(&tok)?;
-    let docs = read_documents(corpus)?;
-    if docs.is_empty() {
-        return Err(format!(
-            "{}: no documents (one sentence per line, blank lines between documents)",
-            corpus.join(", ")
-        )
-        .into());
-    }
-    let n_sent: usize = docs.iter().map(Vec::len).sum();
-    eprintln!(
-        "bert data: {} documents, {n_sent} sentences; tokenizing ...",
-        docs.len()
-    );
-    let mut train = Vec::new();
-    let mut held = Vec::new();
-    let mut n_tokens = 0usize;
-    for (d, doc) in docs.iter().enumerate() {
-        let refs: Vec<&str> = doc.iter().map(String::as_str).collect();
-        let ids: Vec<Vec<u32>> = tok
-            .encode_batch(&refs, false)
-            .into_iter()
-            .map(|e| e.ids)
-            .filter(|v| !v.is_empty())
-            .collect();
-        n_tokens += ids.iter().map(Vec::len).sum::<usize>();
-        if is_heldout(d, &cfg) {
-            held.push(ids);
-        } else {
-            train.push(ids);
-        }
-    }
-    eprintln!(
-        "bert data: {n_tokens} tokens ({:.1} s); building instances ...",
-        start.elapsed().as_secs_f64()
-    );
-    let train_inst = create_instances(&train, &cfg, &sp);
-    let held_cfg = bert::data::DataConfig {
-        dupe_factor: 1,
-        seed: cfg.seed ^ 0x4E1D,
-        ..cfg.clone()
-    };
-    let held_inst = create_instances(&held, &held_cfg, &sp);
-    std::fs::create_dir_all(out).map_err(|e| format!("{out}: {e}"))?;
-    let dir = std::path::Path::new(out);
-    write_shard(
-        &dir.join("train.bin"),
-        &train_inst,
-        cfg.max_seq_len,
-        cfg.max_predictions,
-    )?;
-    write_shard(
-        &dir.join("heldout.bin"),
-        &held_inst,
-        cfg.max_seq_len,
-        cfg.max_predictions,
-    )?;
-    write_atomic(
-        &format!("{out}/tokenizer.json"),
-        &tokenizer::tokenizer_json(&tok),
-    )?;
-    write_atomic(&format!("{out}/vocab.txt"), &tok.vocab.to_vocab_txt())?;
-    let meta = serde_json::json!({
-        "corpus": corpus, "documents": docs.len(), "sentences": n_sent, "tokens": n_tokens,
-        "train_documents": train.len(), "heldout_documents": held.len(),
-        "train_instances": train_inst.len(), "heldout_instances": held_inst.len(),
-        "max_seq_len": cfg.max_seq_len, "dupe_factor": cfg.dupe_factor, "short_seq_prob": cfg.short_seq_prob,
-        "masked_lm_prob": cfg.masked_lm_prob, "max_predictions": cfg.max_predictions,
-        "whole_word_mask": cfg.whole_word_mask, "seed": cfg.seed, "vocab_size": tok.vocab.len(),
-    });
-    write_atomic(
-        &format!("{out}/data.json"),
-        &serde_json::to_string_pretty(&meta)?,
-    )?;
-    eprintln!(
-        "bert data: {} training and {} held-out instances -> {out}/train.bin, heldout.bin ({:.1} s)",
-        train_inst.len(),
-        held_inst.len(),
-        start.elapsed().as_secs_f64()
-    );
+    bert::data::build(corpus, &tok, std::path::Path::new(out), &cfg, force)?;
     Ok(())
 }
 
@@ -1386,8 +1321,8 @@ fn train_demo(
     let corpus = format!("{corpus_dir}/corpus.txt");
     let wordnet = format!("{corpus_dir}/wordnet");
     std::fs::create_dir_all(out).map_err(|e| format!("{out}: {e}"))?;
-    let step = |s: &str| println!("\n== {s} ({:.0} s)", t0.elapsed().as_secs_f64());
-    step("1/6 WordPiece vocabulary");
+    let step = |s: &str| outln!("\n== {s} ({:.0} s)", t0.elapsed().as_secs_f64());
+    step("1/6 WordPiece vocabulary")?;
     let vdir = format!("{out}/vocab");
     let vocab_score = vocab(
         std::slice::from_ref(&corpus),
@@ -1398,7 +1333,7 @@ fn train_demo(
         1000,
         tokenizer::trainer::Algorithm::TopDown,
     )?;
-    step("2/6 pretraining data");
+    step("2/6 pretraining data")?;
     let ddir = format!("{out}/data");
     let dcfg = bert::data::DataConfig {
         max_seq_len: dm.max_seq_len,
@@ -1410,8 +1345,9 @@ fn train_demo(
         &format!("{vdir}/tokenizer.json"),
         &ddir,
         dcfg,
+        true,
     )?;
-    step(&format!("3/6 pretraining {} on {:?}", dm.config, dm.device));
+    step(&format!("3/6 pretraining {} on {:?}", dm.config, dm.device))?;
     let pt_minutes = minutes * 0.6;
     let pcfg = bert::train::PretrainConfig {
         steps: None,
@@ -1426,10 +1362,11 @@ fn train_demo(
         eval_batches: 320usize.div_ceil(dm.batch).max(1),
         checkpoint_every: 1000,
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        // The demo's folder is its own: a second demo replaces the first one's runs.
+        force: true,
         ..Default::default()
     };
     let pdir = format!("{out}/pretrain");
-    let _ = std::fs::remove_file(format!("{pdir}/metrics.jsonl"));
     let ps = bert::train::pretrain(
         &dm.config,
         std::path::Path::new(&ddir),
@@ -1437,11 +1374,11 @@ fn train_demo(
         &pcfg,
         false,
     )?;
-    println!(
+    outln!(
         "pretrained {} steps in {:.0} s ({:.0} tokens/s); held-out MLM accuracy {:.3} (most frequent token {:.3}), NSP accuracy {:.3}",
         ps.steps, ps.seconds, ps.tokens_per_second, ps.eval.mlm_accuracy, ps.eval.majority_accuracy, ps.eval.nsp_accuracy
-    );
-    step("4/6 fill-mask");
+    )?;
+    step("4/6 fill-mask")?;
     let ckpt = format!("{pdir}/checkpoint");
     let mut fills = String::new();
     for text in [
@@ -1451,10 +1388,10 @@ fn train_demo(
         "To cut with a [MASK].",
     ] {
         let r = fill_mask(&ckpt, text, 3)?;
-        println!("{text}\n{r}");
+        outln!("{text}\n{r}")?;
         fills += &format!("`{text}`\n\n```\n{r}```\n\n");
     }
-    step("5/6 fine-tuning on WordNet supersenses: pretrained, then from scratch");
+    step("5/6 fine-tuning on WordNet supersenses: pretrained, then from scratch")?;
     let fcfg = bert::finetune::FinetuneConfig {
         steps: None,
         minutes: Some(minutes * 0.2),
@@ -1464,6 +1401,7 @@ fn train_demo(
         final_max: 3000,
         evals: 8,
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        force: true,
         ..Default::default()
     };
     let task = Some("wordnet-supersense");
@@ -1489,7 +1427,7 @@ fn train_demo(
         true,
         &wordnet,
     )?;
-    step("6/6 report");
+    step("6/6 report")?;
     bert::report::write_pretrain_plots(
         std::path::Path::new(&format!("{pdir}/metrics.jsonl")),
         std::path::Path::new(out),
@@ -1579,10 +1517,10 @@ fn train_demo(
         scr.steps, t(&scr).accuracy, t(&scr).macro_f1, scr.dev.accuracy,
     );
     write_atomic(&format!("{out}/report.md"), &report)?;
-    println!(
+    outln!(
         "\nbert demo: done in {:.0} s. Held-out MLM accuracy {:.3} vs {:.3} for the most frequent token; WordNet test accuracy {:.4} pretrained vs {:.4} from scratch. Report: {out}/report.md",
         t0.elapsed().as_secs_f64(), ps.eval.mlm_accuracy, ps.eval.majority_accuracy, t(&pre).accuracy, t(&scr).accuracy
-    );
+    )?;
     Ok(())
 }
 

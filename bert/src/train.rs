@@ -55,6 +55,9 @@ pub struct PretrainConfig {
     /// Overrides the new model's hidden and attention dropout (a resumed run keeps its
     /// checkpoint's).
     pub dropout: Option<f32>,
+    /// Start afresh in an OUT that holds a run (its checkpoint and metrics are discarded);
+    /// without it (or `resume`) such an OUT is an error.
+    pub force: bool,
 }
 
 /// Where the training step runs.
@@ -111,8 +114,136 @@ impl Default for PretrainConfig {
             device: TrainDevice::Cpu,
             packed: true,
             dropout: None,
+            force: false,
         }
     }
+}
+
+impl PretrainConfig {
+    /// Every option in its range, with the limit in the message (a library caller gets the
+    /// same checks as the command line).
+    pub fn validate(&self) -> Result<()> {
+        let bad = |why: String| Err(BertError::Input(why));
+        if self.batch == 0 || self.accum == 0 || !self.batch.is_multiple_of(self.accum) {
+            return bad(format!(
+                "--batch {} must be a positive multiple of --accum {}",
+                self.batch, self.accum
+            ));
+        }
+        if self.steps == Some(0) {
+            return bad("--steps 0: at least one step".into());
+        }
+        if let Some(m) = self.minutes {
+            if !(m.is_finite() && m > 0.0) {
+                return bad(format!("--minutes {m} must be a positive number"));
+            }
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0 && self.lr <= 1.0) {
+            return bad(format!("--lr {} must be in (0, 1]", self.lr));
+        }
+        if !(self.warmup.is_finite() && self.warmup >= 0.0) {
+            return bad(format!(
+                "--warmup {} must be a fraction in [0, 1) or a step count",
+                self.warmup
+            ));
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return bad(format!("weight decay {} must be >= 0", self.weight_decay));
+        }
+        if !(self.clip.is_finite() && self.clip > 0.0) {
+            return bad(format!("gradient clip {} must be > 0", self.clip));
+        }
+        if self.eval_every == 0 || self.checkpoint_every == 0 || self.eval_batches == 0 {
+            return bad(
+                "--eval-every, --checkpoint-every and eval batches must be at least 1".into(),
+            );
+        }
+        if let Some(p) = self.dropout {
+            if !(0.0..1.0).contains(&p) {
+                return bad(format!("--dropout {p} must be in [0, 1)"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The settings a resumed run must share with the run it continues (stored in the
+    /// checkpoint's trainer.json and compared on `--resume`).
+    fn resume_args(&self) -> serde_json::Value {
+        serde_json::json!({"steps": self.steps, "minutes": self.minutes, "batch": self.batch,
+            "accum": self.accum, "lr": self.lr, "warmup": self.warmup, "weight_decay": self.weight_decay,
+            "clip": self.clip, "seed": self.seed, "dynamic_masking": self.dynamic_masking,
+            "dropout": self.dropout})
+    }
+}
+
+/// The command-line flag of a [`PretrainConfig::resume_args`] key.
+fn flag_of(key: &str) -> String {
+    match key {
+        "weight_decay" | "clip" => key.replace('_', " "),
+        "dynamic_masking" => "--static-masking".into(),
+        k => format!("--{}", k.replace('_', "-")),
+    }
+}
+
+/// The first parameter holding a NaN or an infinity, with the index of the value.
+pub fn first_non_finite(model: &Bert) -> Option<(String, usize)> {
+    model.params.iter().find_map(|(name, v)| {
+        let t = v.value();
+        let pos = match t.as_slice() {
+            Some(x) => x.iter().position(|x| !x.is_finite()),
+            None => t.to_vec().iter().position(|x| !x.is_finite()),
+        };
+        pos.map(|i| (name.clone(), i))
+    })
+}
+
+/// A rough upper bound on the memory one training step holds (activations kept for the
+/// backward pass, the attention scores, parameters, gradients and moments), in bytes: checked
+/// against the machine's available memory before the first batch is allocated.
+pub fn estimate_step_bytes(c: &BertConfig, micro_batch: usize, seq: usize) -> u64 {
+    let (b, s, h, i, l) = (
+        micro_batch as u64,
+        seq as u64,
+        c.hidden_size as u64,
+        c.intermediate_size as u64,
+        c.num_hidden_layers as u64,
+    );
+    let heads = c.num_attention_heads as u64;
+    let per_layer = b * s * (12 * h + 3 * i) + 3 * b * heads * s * s;
+    let params = c.vocab_size as u64 * h
+        + l * (4 * h * h + 2 * h * i)
+        + c.max_position_embeddings as u64 * h;
+    4 * (l * per_layer + 2 * b * s * c.vocab_size as u64 / 8 + 4 * params)
+}
+
+/// MemAvailable from /proc/meminfo (None where it cannot be read).
+fn available_memory() -> Option<u64> {
+    let t = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = t.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Keeps the lines of OUT/metrics.jsonl up to `step` (a run killed after its last checkpoint
+/// logged steps that the resumed run takes again); none for a fresh start.
+fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let keep: String = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v["step"].as_u64())
+                .is_some_and(|s| s <= step)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    if keep.len() != text.len() {
+        crate::io::write_atomic(path, keep.as_bytes())?;
+    }
+    Ok(())
 }
 
 /// Held-out figures.
@@ -248,11 +379,13 @@ fn summarize(batches: impl Iterator<Item = Result<(EvalBatch, Vec<i64>)>>) -> Re
         e.nsp_loss += out.nsp_loss as f64;
         nb += 1;
     }
-    e.mlm_accuracy /= n_mlm.max(1) as f64;
-    e.nsp_accuracy /= n_nsp.max(1) as f64;
-    e.mlm_loss /= nb.max(1) as f64;
-    e.nsp_loss /= nb.max(1) as f64;
-    e.majority_accuracy = counts.values().copied().max().unwrap_or(0) as f64 / n_mlm.max(1) as f64;
+    // No held-out instances: no figures (NaN, written as null in metrics.jsonl), not zeros.
+    let per = |x: f64, n: usize| if n == 0 { f64::NAN } else { x / n as f64 };
+    e.mlm_accuracy = per(e.mlm_accuracy, n_mlm);
+    e.nsp_accuracy = per(e.nsp_accuracy, n_nsp);
+    e.mlm_loss = per(e.mlm_loss, nb);
+    e.nsp_loss = per(e.nsp_loss, nb);
+    e.majority_accuracy = per(counts.values().copied().max().unwrap_or(0) as f64, n_mlm);
     Ok(e)
 }
 
@@ -260,7 +393,9 @@ fn io_err(p: &Path, e: impl std::fmt::Display) -> BertError {
     BertError::Io(format!("{}: {e}", p.display()))
 }
 
-/// Saves weights (HF layout), tokenizer files, optimizer moments and the trainer state.
+/// Saves weights (HF layout), tokenizer files, optimizer moments and the trainer state as one
+/// set: written into a staging folder beside `dir`, flushed, and switched in by one rename
+/// ([`crate::io::StagedDir`]), so that `dir` always holds one step's complete checkpoint.
 fn save_checkpoint(
     dir: &Path,
     model: &Bert,
@@ -268,12 +403,14 @@ fn save_checkpoint(
     state: &serde_json::Value,
     data_dir: &Path,
 ) -> Result<()> {
-    model.save_dir(dir)?;
+    let staged = crate::io::StagedDir::new(dir)?;
+    let sd = staged.path();
+    model.save_dir(sd)?;
     for f in ["tokenizer.json", "vocab.txt"] {
         let src = data_dir.join(f);
         if src.exists() {
             let bytes = std::fs::read(&src).map_err(|e| io_err(&src, e))?;
-            crate::io::write_atomic(&dir.join(f), &bytes)?;
+            crate::io::write_atomic(&sd.join(f), &bytes)?;
         }
     }
     let mut t = Vec::new();
@@ -290,11 +427,100 @@ fn save_checkpoint(
             ));
         }
     }
-    crate::safetensors::write(&dir.join("optimizer.safetensors"), &t, &BTreeMap::new())?;
+    crate::safetensors::write(&sd.join("optimizer.safetensors"), &t, &BTreeMap::new())?;
     crate::io::write_atomic(
-        &dir.join("trainer.json"),
+        &sd.join("trainer.json"),
         serde_json::to_string_pretty(state).unwrap().as_bytes(),
-    )
+    )?;
+    staged.commit()
+}
+
+/// A checkpoint's trainer.json: where the run stands and the settings it ran with.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainerState {
+    pub step: u64,
+    pub total_steps: u64,
+    pub seconds: f64,
+    /// [`PretrainConfig`]'s settings that a resumed run must share (absent in older checkpoints).
+    pub args: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl TrainerState {
+    /// Reads and checks `path`: whole-number `step` and `total_steps` with
+    /// `0 <= step <= total_steps`, `total_steps >= 1`; an error names the file and field.
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| io_err(path, e))?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    pub fn parse(text: &str, source: &str) -> Result<Self> {
+        let bad = |why: String| BertError::Input(format!("{source}: {why}"));
+        let v: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+        let field = |k: &str| {
+            v.get(k)
+                .and_then(|x| x.as_u64())
+                .ok_or_else(|| bad(format!("`{k}` is missing or not a whole number")))
+        };
+        let step = field("step")?;
+        let total_steps = field("total_steps")?;
+        if total_steps == 0 || step > total_steps {
+            return Err(bad(format!(
+                "step {step} of total_steps {total_steps} is not a run's state"
+            )));
+        }
+        let seconds = v
+            .get("seconds")
+            .and_then(|x| x.as_f64())
+            .filter(|x| x.is_finite() && *x >= 0.0)
+            .unwrap_or(0.0);
+        let args = match v.get("args") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::Object(m)) => Some(m.clone()),
+            Some(_) => return Err(bad("`args` is not an object".into())),
+        };
+        Ok(TrainerState {
+            step,
+            total_steps,
+            seconds,
+            args,
+        })
+    }
+}
+
+/// The architecture fields two configs must share for a checkpoint of one to continue as the other.
+fn same_architecture(a: &BertConfig, b: &BertConfig) -> std::result::Result<(), String> {
+    for (name, x, y) in [
+        ("vocab_size", a.vocab_size, b.vocab_size),
+        ("hidden_size", a.hidden_size, b.hidden_size),
+        (
+            "num_hidden_layers",
+            a.num_hidden_layers,
+            b.num_hidden_layers,
+        ),
+        (
+            "num_attention_heads",
+            a.num_attention_heads,
+            b.num_attention_heads,
+        ),
+        (
+            "intermediate_size",
+            a.intermediate_size,
+            b.intermediate_size,
+        ),
+        (
+            "max_position_embeddings",
+            a.max_position_embeddings,
+            b.max_position_embeddings,
+        ),
+    ] {
+        if x != y {
+            return Err(format!(
+                "{name} {x} (given) differs from the checkpoint's {y}"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// How the loop takes a step: the tape (model and optimizer on the host), or the hand-written
@@ -495,12 +721,7 @@ pub fn pretrain(
     cfg: &PretrainConfig,
     resume: bool,
 ) -> Result<Summary> {
-    if cfg.batch == 0 || cfg.accum == 0 || !cfg.batch.is_multiple_of(cfg.accum) {
-        return Err(BertError::Input(format!(
-            "--batch {} must be a positive multiple of --accum {}",
-            cfg.batch, cfg.accum
-        )));
-    }
+    cfg.validate()?;
     let tok_path = data_dir.join("tokenizer.json");
     let tok = tokenizer::load_tokenizer_json(&tok_path.display().to_string()).map_err(|e| {
         BertError::Io(format!(
@@ -530,23 +751,86 @@ pub fn pretrain(
             train.source()
         )));
     }
+    if held.is_empty() {
+        eprintln!(
+            "bert pretrain: {}: no held-out instances; evaluations report no accuracy",
+            held.source()
+        );
+    }
+    // The data's limits against the shards' (a data.json edited by hand, or shards of another run).
+    if train.max_seq_len != dcfg.max_seq_len || train.max_predictions != dcfg.max_predictions {
+        return Err(BertError::Input(format!(
+            "{}: max_seq_len {} / max_predictions {} differ from the shard's {} / {}",
+            meta_path.display(),
+            dcfg.max_seq_len,
+            dcfg.max_predictions,
+            train.max_seq_len,
+            train.max_predictions
+        )));
+    }
     std::fs::create_dir_all(out).map_err(|e| io_err(out, e))?;
     let ckpt = out.join("checkpoint");
+    let metrics_path = out.join("metrics.jsonl");
+    // A killed run's leftovers: staging folders and temporary files.
+    crate::io::clean_staged(&ckpt)?;
+    crate::io::clean_tmp_files(out);
+    let has_run = ckpt.exists() || metrics_path.exists();
+    if has_run && !resume && !cfg.force {
+        return Err(BertError::Input(format!(
+            "{} holds a run (checkpoint or metrics.jsonl): pass --resume to continue it, or --force to start afresh and discard it",
+            out.display()
+        )));
+    }
+    if cfg.force && !resume {
+        let _ = std::fs::remove_file(&metrics_path);
+        if ckpt.exists() {
+            std::fs::remove_dir_all(&ckpt).map_err(|e| io_err(&ckpt, e))?;
+        }
+    }
     let mut opt = AdamW::new(AdamWConfig {
         weight_decay: cfg.weight_decay,
         ..Default::default()
     });
     let mut start_step = 0u64;
-    let mut total: Option<u64> = cfg.steps.filter(|_| cfg.minutes.is_none());
+    let mut total: Option<u64> = match (cfg.steps, cfg.minutes) {
+        (_, Some(_)) => None,
+        (Some(n), None) => Some(n),
+        (None, None) => Some(1000),
+    };
     let mut elapsed0 = 0.0f64;
+    let resolve_config = || -> Result<BertConfig> {
+        let mut c = if Path::new(model_config).exists() {
+            BertConfig::from_file(Path::new(model_config))?
+        } else {
+            BertConfig::preset(model_config, tok.vocab.len())?
+        };
+        c.max_position_embeddings = c.max_position_embeddings.max(dcfg.max_seq_len);
+        Ok(c)
+    };
     let model = if resume && ckpt.join("trainer.json").exists() {
-        let state: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(ckpt.join("trainer.json")).map_err(|e| io_err(&ckpt, e))?,
-        )
-        .map_err(|e| io_err(&ckpt, e))?;
-        start_step = state["step"].as_u64().unwrap_or(0);
-        total = state["total_steps"].as_u64();
-        elapsed0 = state["seconds"].as_f64().unwrap_or(0.0);
+        let tj = ckpt.join("trainer.json");
+        let state = TrainerState::read(&tj)?;
+        start_step = state.step;
+        total = Some(state.total_steps);
+        elapsed0 = state.seconds;
+        // The run's settings against this invocation's: a changed one is an error naming it.
+        if let Some(args) = &state.args {
+            let now = cfg.resume_args();
+            for (k, was) in args {
+                let is = &now[k];
+                let same = match (was.as_f64(), is.as_f64()) {
+                    (Some(a), Some(b)) => (a - b).abs() <= 1e-9 * a.abs().max(b.abs()),
+                    _ => was == is,
+                };
+                if !same {
+                    return Err(BertError::Input(format!(
+                        "--resume: {} is {is} here but {was} in the run being resumed ({}); give the run's settings, or start afresh with --force",
+                        flag_of(k),
+                        tj.display()
+                    )));
+                }
+            }
+        }
         let md = crate::checkpoint::ModelDir::load(
             &ckpt,
             &crate::LoadOptions {
@@ -554,6 +838,23 @@ pub fn pretrain(
                 init_missing_head: None,
             },
         )?;
+        if !model_config.is_empty() {
+            same_architecture(&resolve_config()?, &md.model.config).map_err(|e| {
+                BertError::Input(format!(
+                    "--resume: --model-config {model_config}: {e} ({})",
+                    ckpt.display()
+                ))
+            })?;
+        }
+        if md.model.config.vocab_size != tok.vocab.len() {
+            return Err(BertError::Input(format!(
+                "{}: the checkpoint's vocab_size {} differs from the data's vocabulary of {} ({})",
+                ckpt.display(),
+                md.model.config.vocab_size,
+                tok.vocab.len(),
+                tok_path.display()
+            )));
+        }
         let st = SafeTensors::open(&ckpt.join("optimizer.safetensors"))?;
         let mut moments = HashMap::new();
         for (name, _) in md.model.params.iter() {
@@ -566,30 +867,45 @@ pub fn pretrain(
         for (_, v) in md.model.params.iter() {
             v.set_value(engine::Tensor::from_vec(v.value().to_vec(), &v.shape())?)?;
         }
+        truncate_metrics(&metrics_path, start_step)?;
         md.model
     } else {
-        let mut c = if Path::new(model_config).exists() {
-            BertConfig::from_file(Path::new(model_config))?
-        } else {
-            BertConfig::preset(model_config, tok.vocab.len())?
-        };
+        if resume {
+            eprintln!(
+                "bert pretrain: --resume: no checkpoint in {} yet; starting from step 0",
+                ckpt.display()
+            );
+        }
+        truncate_metrics(&metrics_path, 0)?;
+        let mut c = resolve_config()?;
         if c.vocab_size != tok.vocab.len() {
             return Err(BertError::Config(format!(
-                "the model's vocab_size {} differs from the data's vocabulary of {}",
+                "the model's vocab_size {} differs from the data's vocabulary of {} ({})",
                 c.vocab_size,
-                tok.vocab.len()
+                tok.vocab.len(),
+                tok_path.display()
             )));
         }
-        c.max_position_embeddings = c.max_position_embeddings.max(dcfg.max_seq_len);
         if let Some(p) = cfg.dropout {
-            if !(0.0..1.0).contains(&p) {
-                return Err(BertError::Input(format!("--dropout {p} must be in [0, 1)")));
-            }
             c.hidden_dropout_prob = p;
             c.attention_probs_dropout_prob = p;
         }
         Bert::init(&c, Task::PreTraining, cfg.seed)?
     };
+    // Memory: a batch too large for this machine is refused before it is allocated.
+    let need = estimate_step_bytes(&model.config, cfg.batch / cfg.accum, dcfg.max_seq_len);
+    if let Some(avail) = available_memory() {
+        if need > avail {
+            return Err(BertError::Input(format!(
+                "--batch {} (micro-batches of {}) at {} tokens needs about {:.1} GiB for a step, more than the {:.1} GiB available: lower --batch or raise --accum",
+                cfg.batch,
+                cfg.batch / cfg.accum,
+                dcfg.max_seq_len,
+                need as f64 / (1u64 << 30) as f64,
+                avail as f64 / (1u64 << 30) as f64
+            )));
+        }
+    }
     #[cfg(feature = "cuda")]
     let cuda = match cfg.device {
         TrainDevice::Cuda => Some(engine::device_cuda::Cuda::new(0)?),
@@ -632,8 +948,8 @@ pub fn pretrain(
     let mut metrics = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(out.join("metrics.jsonl"))
-        .map_err(|e| io_err(out, e))?;
+        .open(&metrics_path)
+        .map_err(|e| io_err(&metrics_path, e))?;
     let mut log = |v: serde_json::Value| -> Result<()> {
         writeln!(metrics, "{v}").map_err(|e| io_err(out, e))
     };
@@ -781,8 +1097,15 @@ pub fn pretrain(
             )?;
         }
         if ckpt_now {
+            // Never saved: non-finite weights. The run stops, keeping the last finite checkpoint.
+            if let Some((name, i)) = first_non_finite(&model) {
+                return Err(BertError::Input(format!(
+                    "step {step}: parameter {name} holds a non-finite value (at index {i}); the run stops and {} keeps the last finite checkpoint",
+                    ckpt.display()
+                )));
+            }
             let state = serde_json::json!({"step": step, "total_steps": total, "seconds": elapsed0 + secs,
-                "seed": cfg.seed, "batch": cfg.batch, "lr": cfg.lr});
+                "seed": cfg.seed, "batch": cfg.batch, "lr": cfg.lr, "args": cfg.resume_args()});
             save_checkpoint(&ckpt, &model, &opt, &state, data_dir)?;
             crate::report::write_pretrain_plots(&out.join("metrics.jsonl"), out)?;
         }

@@ -2,69 +2,11 @@
 //! trains a 2-layer BERT, and a run stopped after step 3 and resumed ends with exactly the
 //! weights of a run that was not stopped; training lowers the loss.
 
+mod common;
 use bert::data::{create_instances, write_shard, DataConfig, Specials};
 use bert::train::{pretrain, PretrainConfig, TrainDevice};
-use std::path::{Path, PathBuf};
-
-/// A corpus of 40 documents over a 60-token vocabulary with strong regularities (each document
-/// repeats one pattern), written as a `bert data` folder.
-fn tiny_data(dir: &Path) {
-    std::fs::create_dir_all(dir).unwrap();
-    let mut vocab: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    for i in 0..55 {
-        vocab.push(format!("w{i}"));
-    }
-    std::fs::write(dir.join("vocab.txt"), vocab.join("\n") + "\n").unwrap();
-    let tok = tokenizer::BertTokenizer::from_vocab_file(
-        &dir.join("vocab.txt").display().to_string(),
-        false,
-    )
-    .unwrap();
-    std::fs::write(dir.join("tokenizer.json"), tokenizer::tokenizer_json(&tok)).unwrap();
-    let docs: Vec<Vec<Vec<u32>>> = (0..40u32)
-        .map(|d| {
-            (0..8u32)
-                .map(|s| (0..6u32).map(|j| 5 + (d % 5) * 11 + (j + s) % 6).collect())
-                .collect()
-        })
-        .collect();
-    let cfg = DataConfig {
-        max_seq_len: 32,
-        max_predictions: 5,
-        ..Default::default()
-    };
-    let sp = Specials::from_tokenizer(&tok).unwrap();
-    let inst = create_instances(&docs, &cfg, &sp);
-    write_shard(&dir.join("train.bin"), &inst, 32, 5).unwrap();
-    write_shard(&dir.join("heldout.bin"), &inst[..16], 32, 5).unwrap();
-    let meta = serde_json::json!({"max_seq_len": 32, "max_predictions": 5, "masked_lm_prob": 0.15, "whole_word_mask": false});
-    std::fs::write(dir.join("data.json"), meta.to_string()).unwrap();
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let p = std::env::temp_dir().join(format!("pretrain-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&p);
-    p
-}
-
-fn tiny_config(dir: &Path) -> String {
-    let c = serde_json::json!({"vocab_size": 60, "hidden_size": 32, "num_hidden_layers": 2,
-        "num_attention_heads": 4, "intermediate_size": 64, "max_position_embeddings": 32});
-    let p = dir.join("config.json");
-    std::fs::write(&p, c.to_string()).unwrap();
-    p.display().to_string()
-}
-
-fn weights(dir: &Path) -> Vec<(String, Vec<f32>)> {
-    let st =
-        bert::safetensors::SafeTensors::open(&dir.join("checkpoint/model.safetensors")).unwrap();
-    st.names()
-        .map(|n| (n.to_string(), st.tensor(n).unwrap().to_vec()))
-        .collect()
-}
+use common::{tiny_config, tiny_data, tmp, weights};
+use std::path::Path;
 
 /// Metrics: one line per step (the resumed run appends), evaluations at steps 4 and 8.
 fn check_metrics(dir: &Path) {
