@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod embed;
+pub mod fill_mask;
 pub mod finetune;
 pub mod heads;
 pub mod io;

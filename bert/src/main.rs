@@ -1032,63 +1032,8 @@ fn finetune_cmd(
 }
 
 fn fill_mask(dir: &str, text: &str, top_k: usize) -> Result<String, Box<dyn std::error::Error>> {
-    let md = bert::ModelDir::load(
-        std::path::Path::new(dir),
-        &bert::LoadOptions {
-            task: Some(bert::Task::MaskedLm),
-            init_missing_head: None,
-        },
-    )?;
-    let mut tok = md
-        .tokenizer
-        .ok_or_else(|| format!("{dir}: no tokenizer.json or vocab.txt"))?;
-    tok.padding = None;
-    let model = md.model;
-    let mask_id = tok
-        .vocab
-        .id("[MASK]")
-        .ok_or("the vocabulary has no [MASK]")?;
-    let enc = tok.encode(text, true);
-    let rows: Vec<usize> = (0..enc.ids.len())
-        .filter(|&i| enc.ids[i] == mask_id)
-        .collect();
-    if rows.is_empty() {
-        return Err(format!("no [MASK] in {text:?}").into());
-    }
-    let x = bert::BertInput::from_encodings(std::slice::from_ref(&enc), 0)?;
-    let _g = engine::no_grad();
-    let out = model.forward(&x, bert::Forward::default())?;
-    let logits = model.mlm_logits(&out, Some(&rows))?.value().to_vec();
-    let v = model.config.vocab_size;
-    let mut best = Vec::new();
-    let mut stdout = String::new();
-    use std::fmt::Write as _;
-    for (r, &pos) in rows.iter().enumerate() {
-        let row = &logits[r * v..(r + 1) * v];
-        let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-        let z: f64 = row.iter().map(|&x| ((x - max) as f64).exp()).sum();
-        let mut idx: Vec<usize> = (0..v).collect();
-        idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
-        if rows.len() > 1 {
-            writeln!(stdout, "[MASK] {} (token {pos}):", r + 1)?;
-        }
-        for &i in idx.iter().take(top_k.max(1)) {
-            let p = ((row[i] - max) as f64).exp() / z;
-            writeln!(
-                stdout,
-                "{:>8.4}  {}",
-                p,
-                tok.vocab.token(i as u32).unwrap_or("?")
-            )?;
-        }
-        best.push(idx[0] as u32);
-    }
-    let mut ids = enc.ids.clone();
-    for (&pos, &b) in rows.iter().zip(&best) {
-        ids[pos] = b;
-    }
-    writeln!(stdout, "{}", tok.decode(&ids, true))?;
-    Ok(stdout)
+    let fm = bert::fill_mask::FillMask::load(std::path::Path::new(dir))?;
+    Ok(fm.fill(text, top_k)?.to_text())
 }
 
 fn load_tokenizer(path: &str) -> Result<BertTokenizer, Box<dyn std::error::Error>> {
