@@ -226,17 +226,7 @@ impl FinetuneConfig {
     /// Every option in its range, the limit in the message.
     pub fn validate(&self) -> Result<()> {
         let bad = |why: String| Err(BertError::Input(why));
-        if self.steps == Some(0) {
-            return bad("--steps 0: at least one step".into());
-        }
-        if let Some(m) = self.minutes {
-            if !(m.is_finite() && m > 0.0) {
-                return bad(format!("--minutes {m} must be a positive number"));
-            }
-        }
-        if !(self.lr.is_finite() && self.lr > 0.0 && self.lr <= 1.0) {
-            return bad(format!("--lr {} must be in (0, 1]", self.lr));
-        }
+        crate::train::check_budget(self.steps, self.minutes, self.lr)?;
         if !(self.warmup.is_finite() && self.warmup >= 0.0) {
             return bad(format!("warmup {} must be >= 0", self.warmup));
         }

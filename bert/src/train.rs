@@ -130,17 +130,7 @@ impl PretrainConfig {
                 self.batch, self.accum
             ));
         }
-        if self.steps == Some(0) {
-            return bad("--steps 0: at least one step".into());
-        }
-        if let Some(m) = self.minutes {
-            if !(m.is_finite() && m > 0.0) {
-                return bad(format!("--minutes {m} must be a positive number"));
-            }
-        }
-        if !(self.lr.is_finite() && self.lr > 0.0 && self.lr <= 1.0) {
-            return bad(format!("--lr {} must be in (0, 1]", self.lr));
-        }
+        crate::train::check_budget(self.steps, self.minutes, self.lr)?;
         if !(self.warmup.is_finite() && self.warmup >= 0.0) {
             return bad(format!(
                 "--warmup {} must be a fraction in [0, 1) or a step count",
@@ -174,6 +164,24 @@ impl PretrainConfig {
             "clip": self.clip, "seed": self.seed, "dynamic_masking": self.dynamic_masking,
             "dropout": self.dropout})
     }
+}
+
+/// The checks pretraining and fine-tuning share: `--steps` at least 1, `--minutes` positive and
+/// finite, `--lr` in (0, 1].
+pub(crate) fn check_budget(steps: Option<u64>, minutes: Option<f64>, lr: f32) -> Result<()> {
+    let bad = |why: String| Err(BertError::Input(why));
+    if steps == Some(0) {
+        return bad("--steps 0: at least one step".into());
+    }
+    if let Some(m) = minutes {
+        if !(m.is_finite() && m > 0.0) {
+            return bad(format!("--minutes {m} must be a positive number"));
+        }
+    }
+    if !(lr.is_finite() && lr > 0.0 && lr <= 1.0) {
+        return bad(format!("--lr {lr} must be in (0, 1]"));
+    }
+    Ok(())
 }
 
 /// The command-line flag of a [`PretrainConfig::resume_args`] key.
