@@ -328,11 +328,11 @@ impl BertConfig {
         m.insert("hidden_act".into(), json!(self.hidden_act.hf_name()));
         m.insert(
             "hidden_dropout_prob".into(),
-            json!(self.hidden_dropout_prob as f64),
+            json!(short(self.hidden_dropout_prob)),
         );
         m.insert(
             "attention_probs_dropout_prob".into(),
-            json!(self.attention_probs_dropout_prob as f64),
+            json!(short(self.attention_probs_dropout_prob)),
         );
         m.insert(
             "max_position_embeddings".into(),
@@ -341,13 +341,13 @@ impl BertConfig {
         m.insert("type_vocab_size".into(), json!(self.type_vocab_size));
         m.insert(
             "initializer_range".into(),
-            json!(self.initializer_range as f64),
+            json!(short(self.initializer_range)),
         );
-        m.insert("layer_norm_eps".into(), json!(self.layer_norm_eps as f64));
+        m.insert("layer_norm_eps".into(), json!(short(self.layer_norm_eps)));
         m.insert("pad_token_id".into(), json!(self.pad_token_id));
         m.insert("position_embedding_type".into(), json!("absolute"));
         if let Some(p) = self.classifier_dropout {
-            m.insert("classifier_dropout".into(), json!(p as f64));
+            m.insert("classifier_dropout".into(), json!(short(p)));
         }
         if !self.id2label.is_empty() {
             let id2: Map<String, Value> = self
@@ -392,9 +392,28 @@ impl BertConfig {
     }
 }
 
+/// An f32 as the f64 its shortest decimal form names (0.02, not 0.019999999552965164), so
+/// that the config.json we write reads as the one HF writes.
+fn short(x: f32) -> f64 {
+    x.to_string().parse().unwrap_or(x as f64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// config.json's floats read as HF writes them: 0.02 and 1e-12, not the f32's f64 digits.
+    #[test]
+    fn config_json_floats_are_short() {
+        let c = BertConfig::preset("bert-tiny", 100).unwrap();
+        let j = c.to_json();
+        assert_eq!(j["initializer_range"].as_f64(), Some(0.02));
+        assert_eq!(j["layer_norm_eps"].as_f64(), Some(1e-12));
+        assert_eq!(j["hidden_dropout_prob"].as_f64(), Some(0.1));
+        let back = BertConfig::from_json_str(&j.to_string(), "test").unwrap();
+        assert_eq!(back.initializer_range, c.initializer_range);
+        assert_eq!(back.layer_norm_eps, c.layer_norm_eps);
+    }
 
     #[test]
     fn reads_hf_fields_and_round_trips() {

@@ -583,6 +583,95 @@ pub fn classifier(
     Ok((model, tok))
 }
 
+/// The data `bert finetune` trains on: a built-in `task` (`wordnet-supersense`, read from the
+/// WordNet folder `wordnet`), or `train` and `dev` (and optionally `test`) TSV files whose dev and
+/// test labels must all occur in train.
+pub fn load_dataset(
+    task: Option<&str>,
+    train: Option<&Path>,
+    dev: Option<&Path>,
+    test: Option<&Path>,
+    wordnet: &Path,
+) -> std::result::Result<Dataset, Box<dyn std::error::Error>> {
+    Ok(match (task, train, dev) {
+        (Some("wordnet-supersense"), _, _) => wordnet_supersense(wordnet)?,
+        (Some(other), _, _) => {
+            return Err(format!("unknown task '{other}' (known: wordnet-supersense)").into())
+        }
+        (None, Some(tr), Some(dv)) => {
+            let mut labels = Vec::new();
+            let train = read_tsv(tr, &mut labels)?;
+            let dev = read_tsv_known(dv, &labels)?;
+            let test = match test {
+                Some(t) => read_tsv_known(t, &labels)?,
+                None => vec![],
+            };
+            Dataset {
+                train,
+                dev,
+                test,
+                labels,
+            }
+        }
+        _ => return Err("give --task wordnet-supersense, or --train and --dev TSV files".into()),
+    })
+}
+
+/// `bert finetune`: a classifier over the encoder in `model` (or, with `scratch`, a freshly
+/// initialised one of its architecture) fine-tuned on `data`; writes OUT/model,
+/// OUT/metrics.jsonl and OUT/summary.json, reports on stderr.
+pub fn run(
+    model: &Path,
+    data: &Dataset,
+    out: &Path,
+    cfg: &FinetuneConfig,
+    scratch: bool,
+) -> std::result::Result<FinetuneReport, Box<dyn std::error::Error>> {
+    eprintln!(
+        "bert finetune: {} labels; {} train, {} dev, {} test examples; {} from {}",
+        data.labels.len(),
+        data.train.len(),
+        data.dev.len(),
+        data.test.len(),
+        if scratch {
+            "random initialisation, architecture"
+        } else {
+            "encoder"
+        },
+        model.display()
+    );
+    let (m, tok) = classifier(model, &data.labels, scratch, cfg.seed)?;
+    let r = finetune(&m, &tok, data, cfg, out)?;
+    let test = r
+        .test
+        .map(|t| {
+            format!(
+                "; test accuracy {:.4}, macro-F1 {:.4} ({} examples)",
+                t.accuracy, t.macro_f1, t.n
+            )
+        })
+        .unwrap_or_default();
+    eprintln!(
+        "bert finetune: {} steps in {:.1} s; dev accuracy {:.4}, macro-F1 {:.4}{test} -> {}/model",
+        r.steps,
+        r.seconds,
+        r.dev.accuracy,
+        r.dev.macro_f1,
+        out.display()
+    );
+    let summary = serde_json::json!({
+        "steps": r.steps, "seconds": r.seconds, "scratch": scratch,
+        "dev_accuracy": r.dev.accuracy, "dev_macro_f1": r.dev.macro_f1,
+        "test_accuracy": r.test.map(|t| t.accuracy), "test_macro_f1": r.test.map(|t| t.macro_f1),
+        "curve": r.curve,
+    });
+    crate::io::write_atomic(
+        &out.join("summary.json"),
+        serde_json::to_string_pretty(&summary)?.as_bytes(),
+    )?;
+    Ok(r)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,6 +5,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod demo;
 pub mod embed;
 pub mod fill_mask;
 pub mod finetune;
@@ -16,6 +17,7 @@ pub mod report;
 pub mod safetensors;
 pub mod step;
 pub mod train;
+pub mod vocab;
 
 pub use checkpoint::{LoadOptions, LoadReport, ModelDir};
 pub use config::{Activation, BertConfig, ProblemType};

@@ -174,6 +174,10 @@ enum Command {
         /// Warmup steps, or a fraction of all steps when below 1.
         #[arg(long, default_value_t = 0.06)]
         warmup: f64,
+        /// The share of the steps after warmup over which the rate decays linearly to 0, held at
+        /// its peak before (1: BERT's linear decay; 0.2: warmup-stable-decay)
+        #[arg(long, default_value_t = 1.0)]
+        decay: f64,
         #[arg(long, default_value_t = 42)]
         seed: u64,
         /// Worker threads (default: all cores).
@@ -386,9 +390,9 @@ fn main() {
                 bert::train::TrainDevice::Cuda | bert::train::TrainDevice::CudaBf16
             );
             let mut dm = if gpu {
-                DemoModel::gpu(device)
+                bert::demo::Recipe::gpu(device)
             } else {
-                DemoModel::cpu(device)
+                bert::demo::Recipe::cpu(device)
             };
             if let Some(c) = model_config {
                 dm.config = c;
@@ -397,7 +401,7 @@ fn main() {
                 dm.batch = b;
             }
             demo(model.clone()).and_then(|_| match corpus {
-                Some(c) => train_demo(&c, &out, minutes, vocab_size, &dm),
+                Some(c) => bert::demo::run(&c, &out, minutes, vocab_size, &dm),
                 None => Ok(()),
             })
         }
@@ -453,17 +457,23 @@ fn main() {
                 force,
                 ..Default::default()
             };
-            finetune_cmd(
-                &model,
+            let p = |s: &Option<String>| s.as_ref().map(std::path::PathBuf::from);
+            bert::finetune::load_dataset(
                 task.as_deref(),
-                train,
-                dev,
-                test,
-                &out,
-                &cfg,
-                scratch,
-                &wordnet,
+                p(&train).as_deref(),
+                p(&dev).as_deref(),
+                p(&test).as_deref(),
+                std::path::Path::new(&wordnet),
             )
+            .and_then(|data| {
+                bert::finetune::run(
+                    std::path::Path::new(&model),
+                    &data,
+                    std::path::Path::new(&out),
+                    &cfg,
+                    scratch,
+                )
+            })
             .map(|_| ())
         }
         Command::Pretrain {
@@ -476,6 +486,7 @@ fn main() {
             accum,
             lr,
             warmup,
+            decay,
             seed,
             threads,
             eval_every,
@@ -501,6 +512,7 @@ fn main() {
                 accum,
                 lr,
                 warmup,
+                decay,
                 seed,
                 eval_every,
                 checkpoint_every,
@@ -568,14 +580,16 @@ fn main() {
             min_frequency,
             limit_alphabet,
             algorithm,
-        } => vocab(
+        } => bert::vocab::build(
             &corpus,
-            size,
-            &out,
-            cased,
-            min_frequency,
-            limit_alphabet,
-            algorithm,
+            std::path::Path::new(&out),
+            &bert::vocab::VocabOptions {
+                size,
+                cased,
+                min_frequency,
+                limit_alphabet,
+                algorithm,
+            },
         )
         .map(|_| ()),
     };
@@ -943,7 +957,7 @@ fn pretrain(
         resume,
     )?;
     eprintln!(
-        "bert pretrain: {} of {} steps in {:.1} s, {:.0} tokens/s; last loss {:.4}; held-out MLM accuracy {:.3} (most frequent token: {:.3}), NSP accuracy {:.3} -> {out}/checkpoint",
+        "bert pretrain: {} of {} steps in {:.1} s, {:.0} tokens/s; last loss {:.4}; held-out MLM accuracy {:.3} (most frequent token: {:.3}; at [MASK] inputs, from context alone: {:.3} against {:.3}), NSP accuracy {:.3} -> {out}/checkpoint",
         s.steps,
         s.total_steps,
         s.seconds,
@@ -951,84 +965,11 @@ fn pretrain(
         s.final_loss,
         s.eval.mlm_accuracy,
         s.eval.majority_accuracy,
+        s.eval.mlm_accuracy_at_mask,
+        s.eval.majority_accuracy_at_mask,
         s.eval.nsp_accuracy
     );
     Ok(())
-}
-
-#[allow(clippy::too_many_arguments)]
-fn finetune_cmd(
-    model: &str,
-    task: Option<&str>,
-    train: Option<String>,
-    dev: Option<String>,
-    test: Option<String>,
-    out: &str,
-    cfg: &bert::finetune::FinetuneConfig,
-    scratch: bool,
-    wordnet: &str,
-) -> Result<bert::finetune::FinetuneReport, Box<dyn std::error::Error>> {
-    use bert::finetune::*;
-    let data = match (task, train, dev) {
-        (Some("wordnet-supersense"), _, _) => wordnet_supersense(std::path::Path::new(wordnet))?,
-        (Some(other), _, _) => {
-            return Err(format!("unknown task '{other}' (known: wordnet-supersense)").into())
-        }
-        (None, Some(tr), Some(dv)) => {
-            let mut labels = Vec::new();
-            let train = read_tsv(std::path::Path::new(&tr), &mut labels)?;
-            let dev = read_tsv_known(std::path::Path::new(&dv), &labels)?;
-            let test = match test {
-                Some(t) => read_tsv_known(std::path::Path::new(&t), &labels)?,
-                None => vec![],
-            };
-            Dataset {
-                train,
-                dev,
-                test,
-                labels,
-            }
-        }
-        _ => return Err("give --task wordnet-supersense, or --train and --dev TSV files".into()),
-    };
-    eprintln!(
-        "bert finetune: {} labels; {} train, {} dev, {} test examples; {} from {model}",
-        data.labels.len(),
-        data.train.len(),
-        data.dev.len(),
-        data.test.len(),
-        if scratch {
-            "random initialisation, architecture"
-        } else {
-            "encoder"
-        }
-    );
-    let (m, tok) = classifier(std::path::Path::new(model), &data.labels, scratch, cfg.seed)?;
-    let r = finetune(&m, &tok, &data, cfg, std::path::Path::new(out))?;
-    let test = r
-        .test
-        .map(|t| {
-            format!(
-                "; test accuracy {:.4}, macro-F1 {:.4} ({} examples)",
-                t.accuracy, t.macro_f1, t.n
-            )
-        })
-        .unwrap_or_default();
-    eprintln!(
-        "bert finetune: {} steps in {:.1} s; dev accuracy {:.4}, macro-F1 {:.4}{test} -> {out}/model",
-        r.steps, r.seconds, r.dev.accuracy, r.dev.macro_f1
-    );
-    let summary = serde_json::json!({
-        "steps": r.steps, "seconds": r.seconds, "scratch": scratch,
-        "dev_accuracy": r.dev.accuracy, "dev_macro_f1": r.dev.macro_f1,
-        "test_accuracy": r.test.map(|t| t.accuracy), "test_macro_f1": r.test.map(|t| t.macro_f1),
-        "curve": r.curve,
-    });
-    write_atomic(
-        &format!("{out}/summary.json"),
-        &serde_json::to_string_pretty(&summary)?,
-    )?;
-    Ok(r)
 }
 
 fn fill_mask(dir: &str, text: &str, top_k: usize) -> Result<String, Box<dyn std::error::Error>> {
@@ -1037,14 +978,7 @@ fn fill_mask(dir: &str, text: &str, top_k: usize) -> Result<String, Box<dyn std:
 }
 
 fn load_tokenizer(path: &str) -> Result<BertTokenizer, Box<dyn std::error::Error>> {
-    let mut tok = if path.ends_with(".json") {
-        tokenizer::load_tokenizer_json(path)?
-    } else {
-        BertTokenizer::from_vocab_file(path, false)?
-    };
-    tok.padding = None;
-    tok.truncation = None;
-    Ok(tok)
+    bert::vocab::load_tokenizer(std::path::Path::new(path))
 }
 
 fn data(
@@ -1057,94 +991,6 @@ fn data(
     let tok = load_tokenizer(tok_path)?;
     bert::data::build(corpus, &tok, std::path::Path::new(out), &cfg, force)?;
     Ok(())
-}
-
-fn vocab(
-    corpus: &[String],
-    size: usize,
-    out: &str,
-    cased: bool,
-    min_frequency: u64,
-    limit_alphabet: usize,
-    algorithm: tokenizer::trainer::Algorithm,
-) -> Result<tokenizer::trainer::PiecesPerWord, Box<dyn std::error::Error>> {
-    let start = std::time::Instant::now();
-    let mut text = String::new();
-    for path in corpus {
-        text.push_str(&std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?);
-        text.push('\n');
-    }
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    if lines.is_empty() {
-        return Err(format!(
-            "{}: no text to train a vocabulary on (every line is empty)",
-            corpus.join(", ")
-        )
-        .into());
-    }
-    let normalizer = if cased {
-        tokenizer::NormalizerConfig::cased()
-    } else {
-        tokenizer::NormalizerConfig::default()
-    };
-    let cfg = tokenizer::TrainerConfig {
-        vocab_size: size,
-        min_frequency,
-        limit_alphabet: Some(limit_alphabet),
-        normalizer: normalizer.clone(),
-        algorithm,
-        ..Default::default()
-    };
-    // Every 50th line is set aside and scored afterwards: pieces per word on text the
-    // vocabulary was not trained on (scripts/bench-vocab holds out the same lines for HF's).
-    let (train_lines, held) = if lines.len() >= tokenizer::trainer::HELDOUT_EVERY {
-        tokenizer::trainer::heldout_split(&lines)
-    } else {
-        (lines.clone(), Vec::new())
-    };
-    let vocab = tokenizer::train(&cfg, &train_lines);
-    let train_secs = start.elapsed().as_secs_f64();
-    let tok = BertTokenizer::new(vocab, normalizer)?;
-    std::fs::create_dir_all(out).map_err(|e| format!("{out}: {e}"))?;
-    write_atomic(&format!("{out}/vocab.txt"), &tok.vocab.to_vocab_txt())?;
-    write_atomic(
-        &format!("{out}/tokenizer.json"),
-        &tokenizer::tokenizer_json(&tok),
-    )?;
-    eprintln!(
-        "bert vocab: {} tokens from {:.1} MB ({} lines) in {train_secs:.1} s -> {out}/vocab.txt, {out}/tokenizer.json",
-        tok.vocab.len(),
-        text.len() as f64 / 1e6,
-        train_lines.len()
-    );
-    let score = tokenizer::trainer::pieces_per_word(&tok, &held);
-    if score.words > 0 {
-        let top: Vec<String> = score
-            .top
-            .iter()
-            .map(|(t, f)| format!("{t} {:.1}%", 100.0 * f))
-            .collect();
-        eprintln!(
-            "bert vocab: held-out {} lines (every {}th): {:.3} pieces per word ({} pieces, {} words, {} [UNK]); most frequent: {}",
-            held.len(),
-            tokenizer::trainer::HELDOUT_EVERY,
-            score.ratio(),
-            score.pieces,
-            score.words,
-            score.unknown,
-            top.join(", ")
-        );
-    }
-    Ok(score)
-}
-
-/// Writes `path` through a temporary file and a rename ([`bert::io::write_atomic`]), so a
-/// reader never sees half a file and an interrupted run leaves the old file intact.
-fn write_atomic(path: &str, contents: &str) -> Result<(), Box<dyn std::error::Error>> {
-    Ok(bert::io::write_atomic(
-        std::path::Path::new(path),
-        contents.as_bytes(),
-    )?)
 }
 
 fn demo(model: Option<String>) -> Result<(), Box<dyn std::error::Error>> {
@@ -1202,301 +1048,6 @@ fn demo(model: Option<String>) -> Result<(), Box<dyn std::error::Error>> {
         "  more: bert embed | similarity | info | tokenize | vocab (bert --help); README.md"
     )?;
     Ok(())
-}
-
-/// The training demo: corpus -> vocabulary -> shards -> pretraining -> fill-mask -> fine-tuning
-/// (pretrained and from scratch, same budget) -> OUT/report.md with plots.
-/// What the demo pretrains, where, and how: the recipe. The CPU's was chosen by measured
-/// ablations at equal wall-clock on two cores (README, "Pretraining recipes"; scripts/pretrain-recipes).
-struct DemoModel {
-    device: bert::train::TrainDevice,
-    config: String,
-    batch: usize,
-    lr: f32,
-    warmup: f64,
-    /// Hidden and attention dropout (None: the preset's 0.1).
-    dropout: Option<f32>,
-    max_seq_len: usize,
-    max_predictions: usize,
-    eval_every: u64,
-}
-
-impl DemoModel {
-    /// Two CPU cores, minutes: the smallest BERT without dropout, on short sequences and small
-    /// batches (more, smaller steps), at a high learning rate.
-    fn cpu(device: bert::train::TrainDevice) -> Self {
-        DemoModel {
-            device,
-            config: "bert-tiny".into(),
-            batch: 16,
-            lr: 2e-3,
-            warmup: 0.1,
-            dropout: Some(0.0),
-            max_seq_len: 64,
-            max_predictions: 10,
-            eval_every: 100,
-        }
-    }
-
-    /// A GPU: BERT-Small, batch 128 of 128 tokens.
-    fn gpu(device: bert::train::TrainDevice) -> Self {
-        DemoModel {
-            device,
-            config: "bert-small".into(),
-            batch: 128,
-            lr: 5e-4,
-            warmup: 0.1,
-            dropout: None,
-            max_seq_len: 128,
-            max_predictions: 20,
-            eval_every: 25,
-        }
-    }
-}
-
-fn train_demo(
-    corpus_dir: &str,
-    out: &str,
-    minutes: f64,
-    vocab_size: usize,
-    dm: &DemoModel,
-) -> Result<(), Box<dyn std::error::Error>> {
-    use bert::report::{line_chart, Series};
-    let t0 = std::time::Instant::now();
-    let corpus = format!("{corpus_dir}/corpus.txt");
-    let wordnet = format!("{corpus_dir}/wordnet");
-    std::fs::create_dir_all(out).map_err(|e| format!("{out}: {e}"))?;
-    let step = |s: &str| outln!("\n== {s} ({:.0} s)", t0.elapsed().as_secs_f64());
-    step("1/6 WordPiece vocabulary")?;
-    let vdir = format!("{out}/vocab");
-    let vocab_score = vocab(
-        std::slice::from_ref(&corpus),
-        vocab_size,
-        &vdir,
-        false,
-        2,
-        1000,
-        tokenizer::trainer::Algorithm::TopDown,
-    )?;
-    step("2/6 pretraining data")?;
-    let ddir = format!("{out}/data");
-    let dcfg = bert::data::DataConfig {
-        max_seq_len: dm.max_seq_len,
-        max_predictions: dm.max_predictions,
-        ..Default::default()
-    };
-    data(
-        std::slice::from_ref(&corpus),
-        &format!("{vdir}/tokenizer.json"),
-        &ddir,
-        dcfg,
-        true,
-    )?;
-    step(&format!("3/6 pretraining {} on {:?}", dm.config, dm.device))?;
-    let pt_minutes = minutes * 0.6;
-    let pcfg = bert::train::PretrainConfig {
-        steps: None,
-        minutes: Some(pt_minutes),
-        batch: dm.batch,
-        device: dm.device,
-        lr: dm.lr,
-        warmup: dm.warmup,
-        dropout: dm.dropout,
-        eval_every: dm.eval_every,
-        // About 320 held-out sequences per evaluation, whatever the batch size.
-        eval_batches: 320usize.div_ceil(dm.batch).max(1),
-        checkpoint_every: 1000,
-        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
-        // The demo's folder is its own: a second demo replaces the first one's runs.
-        force: true,
-        ..Default::default()
-    };
-    let pdir = format!("{out}/pretrain");
-    let ps = bert::train::pretrain(
-        &dm.config,
-        std::path::Path::new(&ddir),
-        std::path::Path::new(&pdir),
-        &pcfg,
-        false,
-    )?;
-    outln!(
-        "pretrained {} steps in {:.0} s ({:.0} tokens/s); held-out MLM accuracy {:.3} (most frequent token {:.3}), NSP accuracy {:.3}",
-        ps.steps, ps.seconds, ps.tokens_per_second, ps.eval.mlm_accuracy, ps.eval.majority_accuracy, ps.eval.nsp_accuracy
-    )?;
-    step("4/6 fill-mask")?;
-    let ckpt = format!("{pdir}/checkpoint");
-    let mut fills = String::new();
-    for text in [
-        "The [MASK] is the largest animal that lives in the sea.",
-        "A small bird that [MASK] in the spring.",
-        "The function returns a [MASK] of the list.",
-        "To cut with a [MASK].",
-    ] {
-        let r = fill_mask(&ckpt, text, 3)?;
-        outln!("{text}\n{r}")?;
-        fills += &format!("`{text}`\n\n```\n{r}```\n\n");
-    }
-    step("5/6 fine-tuning on WordNet supersenses: pretrained, then from scratch")?;
-    let fcfg = bert::finetune::FinetuneConfig {
-        steps: None,
-        minutes: Some(minutes * 0.2),
-        // A short budget: a higher rate than BERT's usual 2e-5..1e-4 (the same for both runs).
-        lr: 3e-4,
-        eval_max: 1000,
-        final_max: 3000,
-        evals: 8,
-        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
-        force: true,
-        ..Default::default()
-    };
-    let task = Some("wordnet-supersense");
-    let pre = finetune_cmd(
-        &ckpt,
-        task,
-        None,
-        None,
-        None,
-        &format!("{out}/finetune-pretrained"),
-        &fcfg,
-        false,
-        &wordnet,
-    )?;
-    let scr = finetune_cmd(
-        &ckpt,
-        task,
-        None,
-        None,
-        None,
-        &format!("{out}/finetune-scratch"),
-        &fcfg,
-        true,
-        &wordnet,
-    )?;
-    step("6/6 report")?;
-    bert::report::write_pretrain_plots(
-        std::path::Path::new(&format!("{pdir}/metrics.jsonl")),
-        std::path::Path::new(out),
-    )?;
-    let curve = |r: &bert::finetune::FinetuneReport| {
-        r.curve
-            .iter()
-            .map(|&(s, a)| (s as f64, a))
-            .collect::<Vec<_>>()
-    };
-    std::fs::write(
-        format!("{out}/finetune_accuracy.svg"),
-        line_chart(
-            "WordNet supersense fine-tuning: dev accuracy",
-            "step",
-            "accuracy",
-            &[
-                Series {
-                    name: "pretrained",
-                    points: curve(&pre),
-                },
-                Series {
-                    name: "from scratch",
-                    points: curve(&scr),
-                },
-            ],
-        ),
-    )?;
-    let t = |r: &bert::finetune::FinetuneReport| r.test.unwrap_or_default();
-    let model_desc = match bert::BertConfig::preset(&dm.config, vocab_size) {
-        Ok(c) => format!(
-            "{}: {} layers, hidden {}, {} heads, batch {}, on {:?}",
-            dm.config,
-            c.num_hidden_layers,
-            c.hidden_size,
-            c.num_attention_heads,
-            dm.batch,
-            dm.device
-        ),
-        Err(_) => format!("{}, batch {}, on {:?}", dm.config, dm.batch, dm.device),
-    };
-    let recipe = format!(
-        "sequences of up to {} tokens, at most {} masked; peak learning rate {}, warmup {} of the steps then linear decay; dropout {}",
-        dm.max_seq_len,
-        dm.max_predictions,
-        dm.lr,
-        dm.warmup,
-        dm.dropout.map_or("0.1 (the preset's)".to_string(), |p| p.to_string())
-    );
-    let vocab_line = format!(
-        "Vocabulary: {} pieces by `bert vocab` (Google's top-down WordPiece learner); on the {} held-out words of every 50th corpus line, {:.3} pieces per word (most frequent: {}).",
-        vocab_size,
-        vocab_score.words,
-        vocab_score.ratio(),
-        vocab_score
-            .top
-            .iter()
-            .map(|(t, f)| format!("`{t}` {:.1}%", 100.0 * f))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    let curve_table = learning_curve_table(std::path::Path::new(&format!("{pdir}/metrics.jsonl")))?;
-    let report = format!(
-        "# bert demo report\n\n\
-         Corpus: `{corpus}` (Debian's dict-gcide without its WordNet senses, dict-foldoc, python3.11-doc and perl-doc).\n\
-         Budget: {minutes} minutes for pretraining and fine-tuning; whole run {:.0} s on {} threads.\n\n\
-         {vocab_line}\n\n\
-         ## Pretraining ({model_desc})\n\n\
-         Recipe: {recipe}.\n\n\
-         | steps | seconds | tokens/s | last loss | held-out MLM accuracy | most-frequent-token accuracy | NSP accuracy |\n\
-         |---|---|---|---|---|---|---|\n\
-         | {} | {:.0} | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} |\n\n\
-         Learning curve (held-out, every evaluation or a sample of them):\n\n{curve_table}\n\
-         ![accuracy](pretrain_accuracy.svg)\n\n![loss](pretrain_loss.svg)\n\n\
-         ## Fill-mask with the pretrained model\n\n{fills}\
-         ## Fine-tuning: WordNet glosses -> 45 lexicographer files\n\n\
-         Same architecture, same budget ({:.1} minutes each), same data and seed; test scores on {} held-out synsets.\n\n\
-         | initialisation | steps | test accuracy | test macro-F1 | dev accuracy |\n|---|---|---|---|---|\n\
-         | pretrained | {} | {:.4} | {:.4} | {:.4} |\n| from scratch | {} | {:.4} | {:.4} | {:.4} |\n\n\
-         ![fine-tuning](finetune_accuracy.svg)\n",
-        t0.elapsed().as_secs_f64(),
-        rayon::current_num_threads(),
-        ps.steps, ps.seconds, ps.tokens_per_second, ps.final_loss, ps.eval.mlm_accuracy, ps.eval.majority_accuracy, ps.eval.nsp_accuracy,
-        minutes * 0.2,
-        t(&pre).n,
-        pre.steps, t(&pre).accuracy, t(&pre).macro_f1, pre.dev.accuracy,
-        scr.steps, t(&scr).accuracy, t(&scr).macro_f1, scr.dev.accuracy,
-    );
-    write_atomic(&format!("{out}/report.md"), &report)?;
-    outln!(
-        "\nbert demo: done in {:.0} s. Held-out MLM accuracy {:.3} vs {:.3} for the most frequent token; WordNet test accuracy {:.4} pretrained vs {:.4} from scratch. Report: {out}/report.md",
-        t0.elapsed().as_secs_f64(), ps.eval.mlm_accuracy, ps.eval.majority_accuracy, t(&pre).accuracy, t(&scr).accuracy
-    )?;
-    Ok(())
-}
-
-/// The held-out evaluations of a pretraining run's metrics.jsonl as a markdown table against
-/// wall-clock (at most 12 rows, evenly spaced, the last one always).
-fn learning_curve_table(metrics: &std::path::Path) -> Result<String, Box<dyn std::error::Error>> {
-    let evals: Vec<serde_json::Value> = bert::report::read_metrics(metrics)?
-        .into_iter()
-        .filter(|m| m.get("eval_mlm_accuracy").is_some())
-        .collect();
-    let mut t = String::from(
-        "| minutes | step | MLM accuracy | most frequent token | NSP accuracy | MLM loss |\n|---|---|---|---|---|---|\n",
-    );
-    let n = evals.len();
-    let every = n.div_ceil(12).max(1);
-    for (i, m) in evals.iter().enumerate() {
-        if i % every != every - 1 && i + 1 != n {
-            continue;
-        }
-        let f = |k: &str| m[k].as_f64().unwrap_or(f64::NAN);
-        t += &format!(
-            "| {:.1} | {} | {:.3} | {:.3} | {:.3} | {:.3} |\n",
-            f("seconds") / 60.0,
-            m["step"],
-            f("eval_mlm_accuracy"),
-            f("majority_accuracy"),
-            f("eval_nsp_accuracy"),
-            f("eval_mlm_loss")
-        );
-    }
-    Ok(t)
 }
 
 #[cfg(test)]

@@ -188,6 +188,10 @@ pub fn write_pretrain_plots(metrics: &std::path::Path, dir: &std::path::Path) ->
                 points: metric_series_by_time(&m, "majority_accuracy"),
             },
             Series {
+                name: "MLM accuracy at [MASK] inputs",
+                points: metric_series_by_time(&m, "eval_mlm_accuracy_at_mask"),
+            },
+            Series {
                 name: "NSP accuracy",
                 points: metric_series_by_time(&m, "eval_nsp_accuracy"),
             },

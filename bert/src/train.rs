@@ -35,6 +35,10 @@ pub struct PretrainConfig {
     pub lr: f32,
     /// Warmup steps, or a fraction of the total when below 1.
     pub warmup: f64,
+    /// The share of the steps after warmup over which the rate decays linearly to 0; the rate
+    /// is held at its peak before that. 1 is BERT's linear decay from the end of warmup; 0.2 is
+    /// a warmup-stable-decay schedule ([`LrSchedule::warmup_stable_decay`]).
+    pub decay: f64,
     pub weight_decay: f32,
     pub clip: f32,
     pub seed: u64,
@@ -102,6 +106,7 @@ impl Default for PretrainConfig {
             accum: 1,
             lr: 1e-3,
             warmup: 0.06,
+            decay: 1.0,
             weight_decay: 0.01,
             clip: 1.0,
             seed: 42,
@@ -137,6 +142,12 @@ impl PretrainConfig {
                 self.warmup
             ));
         }
+        if !(self.decay > 0.0 && self.decay <= 1.0) {
+            return bad(format!(
+                "--decay {} must be a share of the steps in (0, 1]",
+                self.decay
+            ));
+        }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
             return bad(format!("weight decay {} must be >= 0", self.weight_decay));
         }
@@ -160,7 +171,7 @@ impl PretrainConfig {
     /// checkpoint's trainer.json and compared on `--resume`).
     fn resume_args(&self) -> serde_json::Value {
         serde_json::json!({"steps": self.steps, "minutes": self.minutes, "batch": self.batch,
-            "accum": self.accum, "lr": self.lr, "warmup": self.warmup, "weight_decay": self.weight_decay,
+            "accum": self.accum, "lr": self.lr, "warmup": self.warmup, "decay": self.decay, "weight_decay": self.weight_decay,
             "clip": self.clip, "seed": self.seed, "dynamic_masking": self.dynamic_masking,
             "dropout": self.dropout})
     }
@@ -263,6 +274,13 @@ pub struct Eval {
     pub nsp_loss: f64,
     /// Accuracy of always predicting the most frequent masked token (the baseline).
     pub majority_accuracy: f64,
+    /// MLM accuracy over the masked positions whose input is `[MASK]` (80% of them): what the
+    /// model predicts from context alone. The other 20% show the token itself (10%) or a random
+    /// one (10%), and a model that copies its input scores about 0.1 on them with no context
+    /// at all, so `mlm_accuracy` alone can look like learning when none happened.
+    pub mlm_accuracy_at_mask: f64,
+    /// The most-frequent-token baseline over those positions.
+    pub majority_accuracy_at_mask: f64,
 }
 
 /// What a run did.
@@ -313,13 +331,14 @@ pub fn evaluate(
     shard: &Shard,
     batch: usize,
     batches: usize,
-    pad: u32,
+    (pad, mask): (u32, u32),
 ) -> Result<Eval> {
     let _g = engine::no_grad();
     let v = model.config.vocab_size;
     let cpu = engine::device::Cpu;
     summarize(eval_batches(shard, batch, batches, pad).map(|b| {
         let (x, labels, nsp) = b;
+        let at_mask = at_mask(&x, &labels, mask);
         let out = model.pretraining(&x, &labels, Some(&nsp), Forward::default())?;
         let n = out.mlm_targets.len();
         let e = EvalBatch {
@@ -329,8 +348,19 @@ pub fn evaluate(
             mlm_targets: out.mlm_targets.clone(),
             nsp_pred: cpu.argmax_rows(&out.nsp_logits.value().to_vec(), nsp.len(), 2)?,
         };
-        Ok((e, nsp))
+        Ok((e, nsp, at_mask))
     }))
+}
+
+/// For each masked position of a batch (row-major, as the heads gather them), whether its
+/// input is `[MASK]`.
+fn at_mask(x: &crate::BertInput, labels: &[i64], mask: u32) -> Vec<bool> {
+    labels
+        .iter()
+        .zip(&x.input_ids)
+        .filter(|(&l, _)| l != -100)
+        .map(|(_, &i)| i == mask as i64)
+        .collect()
 }
 
 /// [`evaluate`] on a device, with a trainer's current parameters: the same batches and figures,
@@ -342,13 +372,18 @@ pub fn evaluate_device<D: Device>(
     shard: &Shard,
     batch: usize,
     batches: usize,
-    pad: u32,
+    (pad, mask): (u32, u32),
     packed: bool,
 ) -> Result<Eval> {
     summarize(
         eval_batches(shard, batch, batches, pad).map(|(x, labels, nsp)| {
             let sb = StepBatch::new(&x, &labels, &nsp)?;
-            Ok((tr.evaluate(&if packed { sb.to_packed() } else { sb })?, nsp))
+            let at_mask = at_mask(&x, &labels, mask);
+            Ok((
+                tr.evaluate(&if packed { sb.to_packed() } else { sb })?,
+                nsp,
+                at_mask,
+            ))
         }),
     )
 }
@@ -366,17 +401,33 @@ fn eval_batches(
         .map(move |ids| shard.batch(&ids, pad, None))
 }
 
-/// The figures over evaluated batches (each with its NSP labels): accuracies over all masked
-/// positions and sequences, losses averaged over batches, and the most-frequent-token baseline.
-fn summarize(batches: impl Iterator<Item = Result<(EvalBatch, Vec<i64>)>>) -> Result<Eval> {
+/// The figures over evaluated batches (each with its NSP labels and which masked positions
+/// show `[MASK]`): accuracies over all masked positions, over the `[MASK]` ones, and over
+/// sequences, losses averaged over batches, and the most-frequent-token baselines.
+fn summarize(
+    batches: impl Iterator<Item = Result<(EvalBatch, Vec<i64>, Vec<bool>)>>,
+) -> Result<Eval> {
     let mut e = Eval::default();
-    let (mut n_mlm, mut n_nsp, mut nb) = (0usize, 0usize, 0usize);
+    let (mut n_mlm, mut n_nsp, mut nb, mut n_at) = (0usize, 0usize, 0usize, 0usize);
     let mut counts: HashMap<i64, usize> = HashMap::new();
+    let mut counts_at: HashMap<i64, usize> = HashMap::new();
     for b in batches {
-        let (out, nsp) = b?;
-        for (&p, &t) in out.mlm_pred.iter().zip(&out.mlm_targets) {
+        let (out, nsp, at_mask) = b?;
+        if at_mask.len() != out.mlm_targets.len() {
+            return Err(BertError::Input(format!(
+                "evaluation: {} masked positions, {} predictions",
+                at_mask.len(),
+                out.mlm_targets.len()
+            )));
+        }
+        for ((&p, &t), &m) in out.mlm_pred.iter().zip(&out.mlm_targets).zip(&at_mask) {
             e.mlm_accuracy += (p == t) as usize as f64;
             *counts.entry(t).or_default() += 1;
+            if m {
+                e.mlm_accuracy_at_mask += (p == t) as usize as f64;
+                *counts_at.entry(t).or_default() += 1;
+                n_at += 1;
+            }
         }
         n_mlm += out.mlm_targets.len();
         for (&p, &t) in out.nsp_pred.iter().zip(&nsp) {
@@ -394,6 +445,8 @@ fn summarize(batches: impl Iterator<Item = Result<(EvalBatch, Vec<i64>)>>) -> Re
     e.mlm_loss = per(e.mlm_loss, nb);
     e.nsp_loss = per(e.nsp_loss, nb);
     e.majority_accuracy = per(counts.values().copied().max().unwrap_or(0) as f64, n_mlm);
+    e.mlm_accuracy_at_mask = per(e.mlm_accuracy_at_mask, n_at);
+    e.majority_accuracy_at_mask = per(counts_at.values().copied().max().unwrap_or(0) as f64, n_at);
     Ok(e)
 }
 
@@ -739,6 +792,12 @@ pub fn pretrain(
     })?;
     let sp = Specials::from_tokenizer(&tok)?;
     let pad = tok.vocab.id("[PAD]").unwrap_or(0);
+    let mask = tok.vocab.id("[MASK]").ok_or_else(|| {
+        BertError::Input(format!(
+            "{}: the data's tokenizer has no [MASK] token",
+            data_dir.display()
+        ))
+    })?;
     let meta_path = data_dir.join("data.json");
     let meta: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(&meta_path).map_err(|e| io_err(&meta_path, e))?,
@@ -990,7 +1049,7 @@ pub fn pretrain(
                 } else {
                     cfg.warmup as u64
                 };
-                sched = Some(LrSchedule::linear(cfg.lr, warm, t));
+                sched = Some(LrSchedule::warmup_stable_decay(cfg.lr, warm, t, cfg.decay));
                 if cfg.progress {
                     let b = indicatif::ProgressBar::new(t);
                     b.set_style(
@@ -1089,19 +1148,21 @@ pub fn pretrain(
         if step.is_multiple_of(cfg.eval_every) || done {
             let (eb, n) = (cfg.batch / cfg.accum, cfg.eval_batches);
             eval = match &mut runner {
-                Runner::Tape => evaluate(&model, &held, eb, n, pad)?,
-                Runner::Cpu(tr) => evaluate_device(tr, &held, eb, n, pad, cfg.packed)?,
+                Runner::Tape => evaluate(&model, &held, eb, n, (pad, mask))?,
+                Runner::Cpu(tr) => evaluate_device(tr, &held, eb, n, (pad, mask), cfg.packed)?,
                 #[cfg(feature = "cuda")]
-                Runner::Cuda(tr) => evaluate_device(tr, &held, eb, n, pad, cfg.packed)?,
+                Runner::Cuda(tr) => evaluate_device(tr, &held, eb, n, (pad, mask), cfg.packed)?,
                 #[cfg(feature = "cuda")]
-                Runner::CudaBf16(tr) => evaluate_device(tr, &held, eb, n, pad, cfg.packed)?,
+                Runner::CudaBf16(tr) => evaluate_device(tr, &held, eb, n, (pad, mask), cfg.packed)?,
                 #[cfg(not(feature = "cuda"))]
                 Runner::Never(_) => unreachable!("never constructed"),
             };
             log(
                 serde_json::json!({"step": step, "seconds": elapsed0 + t0.elapsed().as_secs_f64(), "eval_mlm_accuracy": eval.mlm_accuracy,
                 "eval_nsp_accuracy": eval.nsp_accuracy, "eval_mlm_loss": eval.mlm_loss,
-                "eval_nsp_loss": eval.nsp_loss, "majority_accuracy": eval.majority_accuracy}),
+                "eval_nsp_loss": eval.nsp_loss, "majority_accuracy": eval.majority_accuracy,
+                "eval_mlm_accuracy_at_mask": eval.mlm_accuracy_at_mask,
+                "majority_accuracy_at_mask": eval.majority_accuracy_at_mask}),
             )?;
         }
         if ckpt_now {
@@ -1133,4 +1194,45 @@ pub fn pretrain(
         final_loss: last_loss,
         eval,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A model that copies its input scores on the shown-token positions only: the figure at
+    /// `[MASK]` inputs says it learned nothing from context.
+    #[test]
+    fn accuracy_at_mask_leaves_out_the_copied_positions() {
+        let x = crate::BertInput {
+            batch: 1,
+            seq: 6,
+            input_ids: vec![2, 4, 9, 4, 4, 3],
+            token_type_ids: vec![0; 6],
+            attention_mask: vec![1.0; 6],
+        };
+        let labels = vec![-100, 7, 9, 8, 7, -100];
+        let m = at_mask(&x, &labels, 4);
+        assert_eq!(m, vec![true, false, true, true]);
+        let b = EvalBatch {
+            mlm_loss: Some(1.0),
+            nsp_loss: 0.5,
+            mlm_pred: vec![0, 9, 0, 7],
+            mlm_targets: vec![7, 9, 8, 7],
+            nsp_pred: vec![1],
+        };
+        let e = summarize(std::iter::once(Ok((b, vec![1], m)))).unwrap();
+        assert_eq!(e.mlm_accuracy, 0.5);
+        assert!((e.mlm_accuracy_at_mask - 1.0 / 3.0).abs() < 1e-12);
+        assert!((e.majority_accuracy_at_mask - 2.0 / 3.0).abs() < 1e-12);
+        assert_eq!(e.majority_accuracy, 0.5);
+        let short = EvalBatch {
+            mlm_loss: Some(1.0),
+            nsp_loss: 0.5,
+            mlm_pred: vec![0],
+            mlm_targets: vec![7],
+            nsp_pred: vec![1],
+        };
+        assert!(summarize(std::iter::once(Ok((short, vec![1], vec![true, true])))).is_err());
+    }
 }

@@ -175,7 +175,7 @@ fn device_evaluation_matches_the_host_evaluation() {
     let c = bert::BertConfig::from_file(Path::new(&tiny_config(&data))).unwrap();
     let model = bert::Bert::init(&c, bert::Task::PreTraining, 5).unwrap();
     let held = bert::data::Shard::open(&data.join("heldout.bin"), 60).unwrap();
-    let want = bert::train::evaluate(&model, &held, 4, 3, 0).unwrap();
+    let want = bert::train::evaluate(&model, &held, 4, 3, (0, 4)).unwrap();
     assert!(want.mlm_loss > 0.0 && want.nsp_loss > 0.0);
     let vals = bert::step::from_named(&c, |n: &str| {
         model.params.get(n).map(|v| v.value().to_vec())
@@ -184,7 +184,7 @@ fn device_evaluation_matches_the_host_evaluation() {
     let cpu = engine::device::Cpu;
     let mut tr = bert::step::StepTrainer::new(&cpu, &c, &vals, Default::default(), 0).unwrap();
     for packed in [false, true] {
-        let got = bert::train::evaluate_device(&mut tr, &held, 4, 3, 0, packed).unwrap();
+        let got = bert::train::evaluate_device(&mut tr, &held, 4, 3, (0, 4), packed).unwrap();
         // Predictions: the same but for a near-tie flipped by rounding (none expected here).
         assert!(
             (got.mlm_accuracy - want.mlm_accuracy).abs() < 1e-9,
@@ -195,6 +195,14 @@ fn device_evaluation_matches_the_host_evaluation() {
             "{got:?} vs {want:?}"
         );
         assert_eq!(got.majority_accuracy, want.majority_accuracy);
+        assert!(
+            (got.mlm_accuracy_at_mask - want.mlm_accuracy_at_mask).abs() < 1e-9,
+            "{got:?} vs {want:?}"
+        );
+        assert_eq!(
+            got.majority_accuracy_at_mask,
+            want.majority_accuracy_at_mask
+        );
         for (a, b) in [(got.mlm_loss, want.mlm_loss), (got.nsp_loss, want.nsp_loss)] {
             assert!(
                 (a - b).abs() < 1e-5 * b.abs().max(1.0),

@@ -211,8 +211,11 @@ pub fn clip_grad_norm(params: &ParamStore, max_norm: f32) -> Result<f32> {
     Ok(norm)
 }
 
-/// Linear warmup from 0 to `peak` over `warmup` steps, then polynomial decay to `end` at
-/// `total` steps (power 1 is linear decay, as BERT uses), constant `end` after.
+/// Linear warmup from 0 to `peak` over `warmup` steps, then `peak` held until `decay_from`
+/// (at most `warmup`: no hold, as BERT), then polynomial decay to `end` at `total` steps (power
+/// 1 is linear decay, as BERT uses), constant `end` after. A hold with a short final decay is
+/// the warmup-stable-decay schedule (Hägele et al. 2024, "Scaling laws and compute-optimal
+/// training beyond fixed training durations").
 #[derive(Clone, Debug, PartialEq)]
 pub struct LrSchedule {
     pub peak: f32,
@@ -220,6 +223,7 @@ pub struct LrSchedule {
     pub total: u64,
     pub end: f32,
     pub power: f32,
+    pub decay_from: u64,
 }
 
 impl LrSchedule {
@@ -230,6 +234,16 @@ impl LrSchedule {
             total,
             end: 0.0,
             power: 1.0,
+            decay_from: 0,
+        }
+    }
+    /// Warmup, then `peak` held until the last `decay` share of the steps (0 < decay <= 1),
+    /// then linear decay to 0; `decay` 1 is [`LrSchedule::linear`].
+    pub fn warmup_stable_decay(peak: f32, warmup: u64, total: u64, decay: f64) -> Self {
+        let tail = ((total.saturating_sub(warmup)) as f64 * decay.clamp(0.0, 1.0)).round() as u64;
+        LrSchedule {
+            decay_from: total.saturating_sub(tail).max(warmup),
+            ..Self::linear(peak, warmup, total)
         }
     }
     /// The learning rate for step `step` (1-based: the first update uses step 1).
@@ -240,7 +254,11 @@ impl LrSchedule {
         if step >= self.total || self.total <= self.warmup {
             return self.end;
         }
-        let frac = 1.0 - (step - self.warmup) as f32 / (self.total - self.warmup) as f32;
+        let from = self.decay_from.max(self.warmup);
+        if step <= from {
+            return self.peak;
+        }
+        let frac = 1.0 - (step - from) as f32 / (self.total - from) as f32;
         self.end + (self.peak - self.end) * frac.powf(self.power)
     }
 }

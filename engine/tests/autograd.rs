@@ -517,6 +517,17 @@ fn clipping_and_schedules() {
     assert_eq!(s.lr(500), 0.0);
     let p = LrSchedule { power: 2.0, ..s };
     assert!((p.lr(60) - 2.5e-4).abs() < 1e-9);
+    // Warmup-stable-decay: 10 warmup steps, the peak held to step 90, then linear to 0 at 110.
+    let w = LrSchedule::warmup_stable_decay(1e-3, 10, 110, 0.2);
+    assert_eq!(w.decay_from, 90);
+    assert!((w.lr(5) - 5e-4).abs() < 1e-9);
+    assert_eq!(w.lr(60), 1e-3);
+    assert_eq!(w.lr(90), 1e-3);
+    assert!((w.lr(100) - 5e-4).abs() < 1e-9);
+    assert_eq!(w.lr(110), 0.0);
+    // A decay share of 1 is BERT's linear schedule.
+    let l = LrSchedule::warmup_stable_decay(1e-3, 10, 110, 1.0);
+    assert!((1..=120).all(|t| l.lr(t) == s.lr(t)));
 }
 
 /// A 2-layer MLP learns a nonlinear 3-class task (which third of the circle a point's angle
