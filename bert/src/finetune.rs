@@ -330,33 +330,29 @@ pub fn predict(
     let _g = engine::no_grad();
     let pad = tok.vocab.id("[PAD]").unwrap_or(0);
     let l = model.config.num_labels;
-    // Tokenized once, then batched by token count (longest first), so that a batch pads to a
-    // similar length; the predictions come back in the examples' order.
-    let mut encs: Vec<tokenizer::Encoding> = ex
+    // Tokenized once, then batched by token count ([`crate::batching`]); the predictions come
+    // back in the examples' order.
+    let encs: Vec<tokenizer::Encoding> = ex
         .iter()
         .map(|e| encode_one(tok, e))
         .collect::<Result<_>>()?;
-    let mut order: Vec<usize> = (0..ex.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(encs[i].ids.len()));
-    let mut out = vec![0usize; ex.len()];
-    for chunk in order.chunks(batch.max(1)) {
-        let group: Vec<tokenizer::Encoding> = chunk
-            .iter()
-            .map(|&i| std::mem::take(&mut encs[i]))
-            .collect();
-        let x = BertInput::from_encodings(&group, pad)?;
-        let logits = model
-            .classify(&model.forward(&x, Forward::default())?)?
-            .value()
-            .to_vec();
-        for (&i, row) in chunk.iter().zip(logits.chunks(l)) {
-            out[i] = row
-                .iter()
+    let logits = crate::batching::by_length(encs, batch, l, |group| {
+        let x = BertInput::from_encodings(group, pad)?;
+        Ok::<_, BertError>(
+            model
+                .classify(&model.forward(&x, Forward::default())?)?
+                .value()
+                .to_vec(),
+        )
+    })?;
+    Ok(logits
+        .chunks(l)
+        .map(|row| {
+            row.iter()
                 .enumerate()
-                .fold(0, |b, (i, &v)| if v > row[b] { i } else { b });
-        }
-    }
-    Ok(out)
+                .fold(0, |b, (i, &v)| if v > row[b] { i } else { b })
+        })
+        .collect())
 }
 
 /// What a fine-tuning run reports.

@@ -2,6 +2,7 @@
 //! HuggingFace's parameter names and losses; safetensors checkpoints; sentence embeddings.
 //! Each file mirrors a part of HF `modeling_bert.py` and says which.
 
+pub mod batching;
 pub mod checkpoint;
 pub mod config;
 pub mod data;

@@ -805,10 +805,7 @@ fn embed(
     let mut lines = Vec::new();
     let mut index = 0usize;
     // Lines are read in windows of 64 batches; each window is tokenized at once and its texts
-    // are batched in order of token count, so that a batch pads its texts to a similar length
-    // instead of to the window's longest. (sentence-transformers sorts by characters; on the
-    // corpus, where code and URLs make many tokens per character, batches sorted that way
-    // padded to 1.59x the real tokens, sorted by tokens 1.08x.) The output keeps the input's
+    // are batched in order of token count ([`bert::batching`]). The output keeps the input's
     // order, and each text's embedding does not depend on its batch (tested).
     let batch = batch.max(1);
     let window = if batch == 1 { 1 } else { batch * 64 };
@@ -829,26 +826,17 @@ fn embed(
                 return Ok(());
             }
             let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
-            let mut encs = tok.encode_batch(&refs, true);
-            let mut order: Vec<usize> = (0..lines.len()).collect();
-            order.sort_by_key(|&i| std::cmp::Reverse(encs[i].ids.len()));
-            let mut v = vec![0.0f32; lines.len() * h];
-            for chunk in order.chunks(batch) {
-                let group: Vec<Encoding> = chunk
-                    .iter()
-                    .map(|&i| std::mem::take(&mut encs[i]))
-                    .collect();
-                let e = run(&group)?;
+            let encs = tok.encode_batch(&refs, true);
+            let v = bert::batching::by_length(encs, batch, h, |group| {
+                let e = run(group)?;
                 tokens += group.iter().map(|e| e.ids.len()).sum::<usize>();
                 if let Some(b) = &bar {
                     b.inc(group.len() as u64);
                     let rate = tokens as f64 / t0.elapsed().as_secs_f64().max(1e-9);
                     b.set_message(format!("{rate:.0} tokens/s"));
                 }
-                for (&i, row) in chunk.iter().zip(e.chunks(h)) {
-                    v[i * h..(i + 1) * h].copy_from_slice(row);
-                }
-            }
+                Ok::<_, Box<dyn std::error::Error>>(e)
+            })?;
             for row in v.chunks(h) {
                 match format {
                     EmbedFormat::Text => {
