@@ -174,6 +174,10 @@ enum Command {
         /// Warmup steps, or a fraction of all steps when below 1.
         #[arg(long, default_value_t = 0.06)]
         warmup: f64,
+        /// Start a new run from this checkpoint's weights (its architecture; a fresh optimizer,
+        /// schedule and step count): continued pretraining, e.g. on longer sequences
+        #[arg(long)]
+        init_from: Option<String>,
         /// The share of the steps after warmup over which the rate decays linearly to 0, held at
         /// its peak before (1: BERT's linear decay; 0.2: warmup-stable-decay)
         #[arg(long, default_value_t = 1.0)]
@@ -398,7 +402,9 @@ fn main() {
                 dm.config = c;
             }
             if let Some(b) = batch {
-                dm.batch = b;
+                for p in &mut dm.phases {
+                    p.batch = b;
+                }
             }
             demo(model.clone()).and_then(|_| match corpus {
                 Some(c) => bert::demo::run(&c, &out, minutes, vocab_size, &dm),
@@ -487,6 +493,7 @@ fn main() {
             lr,
             warmup,
             decay,
+            init_from,
             seed,
             threads,
             eval_every,
@@ -523,6 +530,7 @@ fn main() {
                 packed: !padded,
                 dropout,
                 force,
+                init_from: init_from.map(std::path::PathBuf::from),
                 ..Default::default()
             };
             // With --resume and no --model-config, the checkpoint's architecture ("" skips the check).

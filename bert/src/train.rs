@@ -62,6 +62,10 @@ pub struct PretrainConfig {
     /// Start afresh in an OUT that holds a run (its checkpoint and metrics are discarded);
     /// without it (or `resume`) such an OUT is an error.
     pub force: bool,
+    /// A new run's initial weights: this checkpoint's (its architecture; a fresh optimizer,
+    /// schedule and step count). Continued pretraining, e.g. on longer sequences after short
+    /// ones (BERT's two phases). None: a random initialisation of `model_config`.
+    pub init_from: Option<std::path::PathBuf>,
 }
 
 /// Where the training step runs.
@@ -120,6 +124,7 @@ impl Default for PretrainConfig {
             packed: true,
             dropout: None,
             force: false,
+            init_from: None,
         }
     }
 }
@@ -944,20 +949,60 @@ pub fn pretrain(
             );
         }
         truncate_metrics(&metrics_path, 0)?;
-        let mut c = resolve_config()?;
-        if c.vocab_size != tok.vocab.len() {
-            return Err(BertError::Config(format!(
-                "the model's vocab_size {} differs from the data's vocabulary of {} ({})",
-                c.vocab_size,
-                tok.vocab.len(),
-                tok_path.display()
-            )));
+        if let Some(from) = &cfg.init_from {
+            let md = crate::checkpoint::ModelDir::load(
+                from,
+                &crate::LoadOptions {
+                    task: Some(Task::PreTraining),
+                    init_missing_head: None,
+                },
+            )?;
+            if md.model.config.vocab_size != tok.vocab.len() {
+                return Err(BertError::Input(format!(
+                    "--init-from {}: the model's vocab_size {} differs from the data's vocabulary of {} ({})",
+                    from.display(),
+                    md.model.config.vocab_size,
+                    tok.vocab.len(),
+                    tok_path.display()
+                )));
+            }
+            if dcfg.max_seq_len > md.model.config.max_position_embeddings {
+                return Err(BertError::Input(format!(
+                    "--init-from {}: the data's sequences of {} tokens exceed the model's {} positions",
+                    from.display(),
+                    dcfg.max_seq_len,
+                    md.model.config.max_position_embeddings
+                )));
+            }
+            let model = md.model;
+            let had = model.config.hidden_dropout_prob;
+            if let Some(p) = cfg.dropout.filter(|&p| p != had) {
+                return Err(BertError::Input(format!(
+                    "--init-from {}: the model keeps its dropout {had}; --dropout {p} differs (drop it, or give {had})",
+                    from.display()
+                )));
+            }
+            // Owned copies: the mapped checkpoint file may be replaced (it may be OUT's own).
+            for (_, v) in model.params.iter() {
+                v.set_value(engine::Tensor::from_vec(v.value().to_vec(), &v.shape())?)?;
+            }
+            model
+        } else {
+            let mut c = resolve_config()?;
+            if c.vocab_size != tok.vocab.len() {
+                return Err(BertError::Config(format!(
+                    "the model's vocab_size {} differs from the data's vocabulary of {} ({})",
+                    c.vocab_size,
+                    tok.vocab.len(),
+                    tok_path.display()
+                )));
+            }
+            if let Some(p) = cfg.dropout {
+                c.hidden_dropout_prob = p;
+                c.attention_probs_dropout_prob = p;
+            }
+            Bert::init(&c, Task::PreTraining, cfg.seed)?
         }
-        if let Some(p) = cfg.dropout {
-            c.hidden_dropout_prob = p;
-            c.attention_probs_dropout_prob = p;
-        }
-        Bert::init(&c, Task::PreTraining, cfg.seed)?
     };
     // Memory: a batch too large for this machine is refused before it is allocated.
     let need = estimate_step_bytes(&model.config, cfg.batch / cfg.accum, dcfg.max_seq_len);
