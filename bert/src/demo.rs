@@ -184,9 +184,10 @@ pub fn run(
             false,
         )?;
         outln!(
-            "pretrained {} steps in {:.0} s ({:.0} tokens/s); held-out MLM accuracy {:.3} (most frequent token {:.3}); at [MASK] inputs, from context alone, {:.3} (most frequent token {:.3}); NSP accuracy {:.3}",
+            "pretrained {} steps in {:.0} s ({:.0} tokens/s); held-out MLM accuracy {:.3} (most frequent token {:.3}); at [MASK] inputs, from context alone, {:.3} (most frequent token {:.3}); NSP accuracy {:.3} (the more frequent label {:.3})",
             ps.steps, ps.seconds, ps.tokens_per_second, ps.eval.mlm_accuracy, ps.eval.majority_accuracy,
-            ps.eval.mlm_accuracy_at_mask, ps.eval.majority_accuracy_at_mask, ps.eval.nsp_accuracy
+            ps.eval.mlm_accuracy_at_mask, ps.eval.majority_accuracy_at_mask, ps.eval.nsp_accuracy,
+            ps.eval.nsp_majority_accuracy
         )?;
         phase_runs.push((ph.clone(), pdir, ps));
     }
@@ -319,9 +320,9 @@ pub fn run(
          {vocab_line}\n\n\
          ## Pretraining ({model_desc})\n\n\
          Recipe: {recipe}.\n\n\
-         | steps | seconds | tokens/s | last loss | held-out MLM accuracy | most-frequent-token accuracy | MLM accuracy at [MASK] inputs | most frequent token there | NSP accuracy |\n\
-         |---|---|---|---|---|---|---|---|---|\n\
-         | {} | {:.0} | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |\n\n\
+         | steps | seconds | tokens/s | last loss | held-out MLM accuracy | most-frequent-token accuracy | MLM accuracy at [MASK] inputs | most frequent token there | NSP accuracy | more frequent NSP label |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n\
+         | {} | {:.0} | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |\n\n\
          The masked positions show `[MASK]` (80%), the token itself (10%) or a random token (10%): a model that copies its \
          input scores about 0.1 on all of them without using any context, so the column at `[MASK]` inputs is the one that \
          says whether it learned from context.\n\n\
@@ -337,6 +338,7 @@ pub fn run(
         rayon::current_num_threads(),
         ps.steps, ps.seconds, ps.tokens_per_second, ps.final_loss, ps.eval.mlm_accuracy, ps.eval.majority_accuracy,
         ps.eval.mlm_accuracy_at_mask, ps.eval.majority_accuracy_at_mask, ps.eval.nsp_accuracy,
+        ps.eval.nsp_majority_accuracy,
         minutes * 0.2,
         t(&pre).n,
         pre.steps, t(&pre).accuracy, t(&pre).macro_f1, pre.dev.accuracy,
@@ -359,7 +361,7 @@ pub fn learning_curve_table(metrics: &Path) -> Result<String, Box<dyn std::error
         .filter(|m| m.get("eval_mlm_accuracy").is_some())
         .collect();
     let mut t = String::from(
-        "| minutes | step | MLM accuracy | most frequent token | at [MASK] inputs | most frequent there | NSP accuracy | MLM loss |\n|---|---|---|---|---|---|---|---|\n",
+        "| minutes | step | MLM accuracy | most frequent token | at [MASK] inputs | most frequent there | NSP accuracy | more frequent NSP label | MLM loss |\n|---|---|---|---|---|---|---|---|---|\n",
     );
     let n = evals.len();
     let every = n.div_ceil(12).max(1);
@@ -369,7 +371,7 @@ pub fn learning_curve_table(metrics: &Path) -> Result<String, Box<dyn std::error
         }
         let f = |k: &str| m[k].as_f64().unwrap_or(f64::NAN);
         t += &format!(
-            "| {:.1} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |\n",
+            "| {:.1} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |\n",
             f("seconds") / 60.0,
             m["step"],
             f("eval_mlm_accuracy"),
@@ -377,6 +379,7 @@ pub fn learning_curve_table(metrics: &Path) -> Result<String, Box<dyn std::error
             f("eval_mlm_accuracy_at_mask"),
             f("majority_accuracy_at_mask"),
             f("eval_nsp_accuracy"),
+            f("nsp_majority_accuracy"),
             f("eval_mlm_loss")
         );
     }

@@ -533,9 +533,10 @@ fn main() {
                 init_from: init_from.map(std::path::PathBuf::from),
                 ..Default::default()
             };
-            // With --resume and no --model-config, the checkpoint's architecture ("" skips the check).
+            // With --resume or --init-from and no --model-config, the checkpoint's architecture
+            // ("" skips the check).
             let mc = model_config.unwrap_or_else(|| {
-                if resume {
+                if resume || cfg.init_from.is_some() {
                     String::new()
                 } else {
                     "bert-mini".into()
@@ -953,7 +954,7 @@ fn pretrain(
         resume,
     )?;
     eprintln!(
-        "bert pretrain: {} of {} steps in {:.1} s, {:.0} tokens/s; last loss {:.4}; held-out MLM accuracy {:.3} (most frequent token: {:.3}; at [MASK] inputs, from context alone: {:.3} against {:.3}), NSP accuracy {:.3} -> {out}/checkpoint",
+        "bert pretrain: {} of {} steps in {:.1} s, {:.0} tokens/s; last loss {:.4}; held-out MLM accuracy {:.3} (most frequent token: {:.3}; at [MASK] inputs, from context alone: {:.3} against {:.3}), NSP accuracy {:.3} (the more frequent label: {:.3}) -> {out}/checkpoint",
         s.steps,
         s.total_steps,
         s.seconds,
@@ -963,7 +964,8 @@ fn pretrain(
         s.eval.majority_accuracy,
         s.eval.mlm_accuracy_at_mask,
         s.eval.majority_accuracy_at_mask,
-        s.eval.nsp_accuracy
+        s.eval.nsp_accuracy,
+        s.eval.nsp_majority_accuracy
     );
     Ok(())
 }

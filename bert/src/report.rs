@@ -195,6 +195,10 @@ pub fn write_pretrain_plots(metrics: &std::path::Path, dir: &std::path::Path) ->
                 name: "NSP accuracy",
                 points: metric_series_by_time(&m, "eval_nsp_accuracy"),
             },
+            Series {
+                name: "NSP: the more frequent label",
+                points: metric_series_by_time(&m, "nsp_majority_accuracy"),
+            },
         ],
     );
     crate::io::write_atomic(&dir.join("pretrain_loss.svg"), loss.as_bytes())?;

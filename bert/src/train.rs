@@ -286,6 +286,10 @@ pub struct Eval {
     pub mlm_accuracy_at_mask: f64,
     /// The most-frequent-token baseline over those positions.
     pub majority_accuracy_at_mask: f64,
+    /// NSP accuracy of always answering the more frequent label. Not 0.5: BERT's recipe makes B
+    /// a random span whenever A takes the whole target length, which short sequences make
+    /// common (on the demo corpus 88% of pairs at 16 tokens, 69% at 32, 55% at 64).
+    pub nsp_majority_accuracy: f64,
 }
 
 /// What a run did.
@@ -416,6 +420,7 @@ fn summarize(
     let (mut n_mlm, mut n_nsp, mut nb, mut n_at) = (0usize, 0usize, 0usize, 0usize);
     let mut counts: HashMap<i64, usize> = HashMap::new();
     let mut counts_at: HashMap<i64, usize> = HashMap::new();
+    let mut nsp_random = 0usize;
     for b in batches {
         let (out, nsp, at_mask) = b?;
         if at_mask.len() != out.mlm_targets.len() {
@@ -437,6 +442,7 @@ fn summarize(
         n_mlm += out.mlm_targets.len();
         for (&p, &t) in out.nsp_pred.iter().zip(&nsp) {
             e.nsp_accuracy += (p == t) as usize as f64;
+            nsp_random += (t == 1) as usize;
         }
         n_nsp += nsp.len();
         e.mlm_loss += out.mlm_loss.unwrap_or(0.0) as f64;
@@ -451,6 +457,7 @@ fn summarize(
     e.nsp_loss = per(e.nsp_loss, nb);
     e.majority_accuracy = per(counts.values().copied().max().unwrap_or(0) as f64, n_mlm);
     e.mlm_accuracy_at_mask = per(e.mlm_accuracy_at_mask, n_at);
+    e.nsp_majority_accuracy = per(nsp_random.max(n_nsp - nsp_random) as f64, n_nsp);
     e.majority_accuracy_at_mask = per(counts_at.values().copied().max().unwrap_or(0) as f64, n_at);
     Ok(e)
 }
@@ -957,6 +964,14 @@ pub fn pretrain(
                     init_missing_head: None,
                 },
             )?;
+            if !model_config.is_empty() {
+                same_architecture(&resolve_config()?, &md.model.config).map_err(|e| {
+                    BertError::Input(format!(
+                        "--init-from {}: --model-config {model_config}: {e}",
+                        from.display()
+                    ))
+                })?;
+            }
             if md.model.config.vocab_size != tok.vocab.len() {
                 return Err(BertError::Input(format!(
                     "--init-from {}: the model's vocab_size {} differs from the data's vocabulary of {} ({})",
@@ -1207,7 +1222,8 @@ pub fn pretrain(
                 "eval_nsp_accuracy": eval.nsp_accuracy, "eval_mlm_loss": eval.mlm_loss,
                 "eval_nsp_loss": eval.nsp_loss, "majority_accuracy": eval.majority_accuracy,
                 "eval_mlm_accuracy_at_mask": eval.mlm_accuracy_at_mask,
-                "majority_accuracy_at_mask": eval.majority_accuracy_at_mask}),
+                "majority_accuracy_at_mask": eval.majority_accuracy_at_mask,
+                "nsp_majority_accuracy": eval.nsp_majority_accuracy}),
             )?;
         }
         if ckpt_now {
@@ -1271,6 +1287,7 @@ mod tests {
         assert!((e.mlm_accuracy_at_mask - 1.0 / 3.0).abs() < 1e-12);
         assert!((e.majority_accuracy_at_mask - 2.0 / 3.0).abs() < 1e-12);
         assert_eq!(e.majority_accuracy, 0.5);
+        assert_eq!(e.nsp_majority_accuracy, 1.0);
         let short = EvalBatch {
             mlm_loss: Some(1.0),
             nsp_loss: 0.5,

@@ -290,3 +290,84 @@ fn nsp_is_learnt_on_a_small_set_of_pairs() {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// `--init-from`: a new run (step 1, fresh moments) starts from a checkpoint's weights; it keeps
+/// that model's architecture and dropout, and refuses a data vocabulary or sequence length the
+/// model does not fit.
+#[test]
+fn init_from_starts_a_new_run_from_a_checkpoints_weights() {
+    let data = tmp("initfrom");
+    tiny_data(&data);
+    let first = data.join("first");
+    let cfg = PretrainConfig {
+        steps: Some(6),
+        batch: 4,
+        lr: 3e-3,
+        eval_every: 3,
+        eval_batches: 1,
+        checkpoint_every: 100,
+        progress: false,
+        dropout: Some(0.0),
+        ..Default::default()
+    };
+    pretrain(&tiny_config(&data), &data, &first, &cfg, false).unwrap();
+    let second = data.join("second");
+    let cont = PretrainConfig {
+        steps: Some(1),
+        lr: 1e-12,
+        warmup: 0.0,
+        init_from: Some(first.join("checkpoint")),
+        ..cfg.clone()
+    };
+    let s = pretrain("", &data, &second, &cont, false).unwrap();
+    assert_eq!((s.steps, s.total_steps), (1, 1));
+    // One step at a negligible rate: the first run's weights, not a fresh initialisation.
+    let (a, b) = (weights(&first), weights(&second));
+    assert_eq!(a.len(), b.len());
+    for ((na, va), (nb, vb)) in a.iter().zip(&b) {
+        assert_eq!(na, nb);
+        let d = va
+            .iter()
+            .zip(vb)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max);
+        assert!(d < 1e-6, "{na}: differs by {d}");
+    }
+    // A --model-config given beside it must name the checkpoint's architecture.
+    let other = data.join("other.json");
+    let mut c: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tiny_config(&data)).unwrap()).unwrap();
+    c["num_hidden_layers"] = serde_json::json!(3);
+    std::fs::write(&other, c.to_string()).unwrap();
+    let forced = PretrainConfig {
+        force: true,
+        ..cont.clone()
+    };
+    pretrain(&tiny_config(&data), &data, &second, &forced, false).unwrap();
+    let e = pretrain(other.to_str().unwrap(), &data, &second, &forced, false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("--init-from") && e.contains("num_hidden_layers"),
+        "{e}"
+    );
+    let dropout = PretrainConfig {
+        dropout: Some(0.1),
+        force: true,
+        ..cont.clone()
+    };
+    let e = pretrain("", &data, &second, &dropout, false)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("--init-from") && e.contains("dropout"), "{e}");
+    let missing = PretrainConfig {
+        init_from: Some(data.join("nothing-here")),
+        force: true,
+        ..cont
+    };
+    let e = pretrain("", &data, &second, &missing, false)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("nothing-here"), "{e}");
+    std::fs::remove_dir_all(&data).unwrap();
+}
