@@ -27,35 +27,95 @@ use crate::config::{Activation, BertConfig};
 use crate::{BertError, Result};
 use engine::device::{AttnDims, Device};
 
-/// Parameters before the first layer: word, position, type tables, embedding LayerNorm.
+/// Where each tensor sits in the step's parameter list, by name (llm.c's `ParameterTensors`,
+/// as indices into one list of buffers, so that gradients and moments share them): first the
+/// embedding tables and their LayerNorm, then [`LayerIx::COUNT`] per encoder layer, then the
+/// pretraining heads ([`HeadIx`]).
+const WORD: usize = 0;
+const POS: usize = 1;
+const TYPE: usize = 2;
+const EMB_LN_G: usize = 3;
+const EMB_LN_B: usize = 4;
+/// Parameters before the first layer.
 const EMB: usize = 5;
 /// Parameters per encoder layer.
-const PER_LAYER: usize = 12;
-// Offsets inside a layer.
-const QKV_W: usize = 0;
-const QKV_B: usize = 1;
-const AO_W: usize = 2;
-const AO_B: usize = 3;
-const LN1_G: usize = 4;
-const LN1_B: usize = 5;
-const I_W: usize = 6;
-const I_B: usize = 7;
-const O_W: usize = 8;
-const O_B: usize = 9;
-const LN2_G: usize = 10;
-const LN2_B: usize = 11;
-// Offsets of the heads after the last layer.
-const POOL_W: usize = 0;
-const POOL_B: usize = 1;
-const MLM_W: usize = 2;
-const MLM_B: usize = 3;
-const MLM_LN_G: usize = 4;
-const MLM_LN_B: usize = 5;
-const MLM_BIAS: usize = 6;
-const NSP_W: usize = 7;
-const NSP_B: usize = 8;
+const PER_LAYER: usize = LayerIx::COUNT;
 /// Parameters after the last layer.
-const HEADS: usize = 9;
+const HEADS: usize = HeadIx::COUNT;
+
+/// One encoder layer's tensors: the fused query/key/value projection, the attention output, its
+/// LayerNorm, the feed-forward pair and the output LayerNorm (post-LN, as HF's BERT).
+#[derive(Clone, Copy, Debug)]
+struct LayerIx {
+    qkv_w: usize,
+    qkv_b: usize,
+    ao_w: usize,
+    ao_b: usize,
+    ln1_g: usize,
+    ln1_b: usize,
+    i_w: usize,
+    i_b: usize,
+    o_w: usize,
+    o_b: usize,
+    ln2_g: usize,
+    ln2_b: usize,
+}
+
+impl LayerIx {
+    const COUNT: usize = 12;
+    /// Layer `l`'s indices.
+    fn of(l: usize) -> Self {
+        let b = EMB + Self::COUNT * l;
+        LayerIx {
+            qkv_w: b,
+            qkv_b: b + 1,
+            ao_w: b + 2,
+            ao_b: b + 3,
+            ln1_g: b + 4,
+            ln1_b: b + 5,
+            i_w: b + 6,
+            i_b: b + 7,
+            o_w: b + 8,
+            o_b: b + 9,
+            ln2_g: b + 10,
+            ln2_b: b + 11,
+        }
+    }
+}
+
+/// The pretraining heads' tensors, after the last layer: the pooler, the MLM transform (dense,
+/// LayerNorm) and its output bias (the decoder is the word table, tied), the NSP classifier.
+#[derive(Clone, Copy, Debug)]
+struct HeadIx {
+    pool_w: usize,
+    pool_b: usize,
+    mlm_w: usize,
+    mlm_b: usize,
+    mlm_ln_g: usize,
+    mlm_ln_b: usize,
+    mlm_bias: usize,
+    nsp_w: usize,
+    nsp_b: usize,
+}
+
+impl HeadIx {
+    const COUNT: usize = 9;
+    /// The heads' indices in a model of `layers` layers.
+    fn of(layers: usize) -> Self {
+        let b = EMB + PER_LAYER * layers;
+        HeadIx {
+            pool_w: b,
+            pool_b: b + 1,
+            mlm_w: b + 2,
+            mlm_b: b + 3,
+            mlm_ln_g: b + 4,
+            mlm_ln_b: b + 5,
+            mlm_bias: b + 6,
+            nsp_w: b + 7,
+            nsp_b: b + 8,
+        }
+    }
+}
 
 /// The step's parameters in order: (name, shape). HF's names and order (the model's
 /// [`crate::model::encoder_param_shapes`], then the pretraining heads'), except that each layer's
@@ -450,7 +510,6 @@ fn encoder_forward<D: Device>(
         packed: x.packed,
     };
     let att_scale = 1.0 / ((h / nh) as f32).sqrt();
-    let lp = |l: usize, k: usize| EMB + PER_LAYER * l + k;
     let ids = dev.upload_ids(x.input_ids)?;
     let types = dev.upload_ids(x.token_type_ids)?;
     let positions = if x.packed {
@@ -462,68 +521,49 @@ fn encoder_forward<D: Device>(
         &ids,
         &types,
         positions.as_ref(),
-        params[0],
-        params[1],
-        params[2],
+        params[WORD],
+        params[POS],
+        params[TYPE],
         s,
         h,
     )?;
-    let (e_ln, ln_e) = dev.layernorm(&e, None, (0.0, 0), params[3], params[4], h, eps)?;
+    let (e_ln, ln_e) = dev.layernorm(
+        &e,
+        None,
+        (0.0, 0),
+        params[EMB_LN_G],
+        params[EMB_LN_B],
+        h,
+        eps,
+    )?;
     drop(e);
     let mut xcur = dev.dropout(&e_ln, p, seed ^ 0xE3B0)?;
     drop(e_ln);
     let mut saved: Vec<LayerSaved<D>> = Vec::with_capacity(if keep { layers } else { 0 });
     for l in 0..layers {
+        let lx = LayerIx::of(l);
         let ls = layer_seed(seed, l);
-        let qkv = dev.linear(
-            &xcur,
-            params[lp(l, QKV_W)],
-            Some(params[lp(l, QKV_B)]),
-            t,
-            h,
-            3 * h,
-        )?;
+        let qkv = dev.linear(&xcur, params[lx.qkv_w], Some(params[lx.qkv_b]), t, h, 3 * h)?;
         let (ctx, att) = dev.attention(&qkv, &dims, att_scale, (pa, ls))?;
-        let ao = dev.linear(
-            &ctx,
-            params[lp(l, AO_W)],
-            Some(params[lp(l, AO_B)]),
-            t,
-            h,
-            h,
-        )?;
+        let ao = dev.linear(&ctx, params[lx.ao_w], Some(params[lx.ao_b]), t, h, h)?;
         let (a, ln1) = dev.layernorm(
             &ao,
             Some(&xcur),
             (p, ls ^ 0x5151),
-            params[lp(l, LN1_G)],
-            params[lp(l, LN1_B)],
+            params[lx.ln1_g],
+            params[lx.ln1_b],
             h,
             eps,
         )?;
-        let u = dev.linear(
-            &a,
-            params[lp(l, I_W)],
-            Some(params[lp(l, I_B)]),
-            t,
-            h,
-            inter,
-        )?;
+        let u = dev.linear(&a, params[lx.i_w], Some(params[lx.i_b]), t, h, inter)?;
         let m = dev.gelu(&u, act)?;
-        let o = dev.linear(
-            &m,
-            params[lp(l, O_W)],
-            Some(params[lp(l, O_B)]),
-            t,
-            inter,
-            h,
-        )?;
+        let o = dev.linear(&m, params[lx.o_w], Some(params[lx.o_b]), t, inter, h)?;
         let (y, ln2) = dev.layernorm(
             &o,
             Some(&a),
             (p, ls ^ 0xA2A2),
-            params[lp(l, LN2_G)],
-            params[lp(l, LN2_B)],
+            params[lx.ln2_g],
+            params[lx.ln2_b],
             h,
             eps,
         )?;
@@ -624,8 +664,7 @@ pub fn forward_backward<D: Device>(
         packed: x.packed,
     };
     let att_scale = 1.0 / ((h / nh) as f32).sqrt();
-    let lp = |l: usize, k: usize| EMB + PER_LAYER * l + k;
-    let hp = |k: usize| EMB + PER_LAYER * nl + k;
+    let hx = HeadIx::of(nl);
 
     // ---- forward ----
     let enc = encoder_forward(
@@ -692,17 +731,17 @@ pub fn forward_backward<D: Device>(
                 h,
                 v,
                 &mut *g0[0],
-                Some(&mut *rest[hp(MLM_BIAS) - 1]),
+                Some(&mut *rest[hx.mlm_bias - 1]),
             )?;
         }
-        let dt3 = dev.linear_dx(&dlogits, params[0], n, h, v)?;
+        let dt3 = dev.linear_dx(&dlogits, params[WORD], n, h, v)?;
         drop(dlogits);
-        let (gg, gb) = pair_mut(grads, hp(MLM_LN_G), hp(MLM_LN_B));
-        let dt2 = dev.layernorm_bwd(&lnm, &dt3, params[hp(MLM_LN_G)], h, gg, gb)?;
+        let (gg, gb) = pair_mut(grads, hx.mlm_ln_g, hx.mlm_ln_b);
+        let dt2 = dev.layernorm_bwd(&lnm, &dt3, params[hx.mlm_ln_g], h, gg, gb)?;
         let dt1 = dev.gelu_bwd(&t1, &dt2, act)?;
-        let (gw, gb) = pair_mut(grads, hp(MLM_W), hp(MLM_B));
+        let (gw, gb) = pair_mut(grads, hx.mlm_w, hx.mlm_b);
         dev.linear_dw(&dt1, &hm, n, h, h, gw, Some(&mut **gb))?;
-        let dhm = dev.linear_dx(&dt1, params[hp(MLM_W)], n, h, h)?;
+        let dhm = dev.linear_dx(&dt1, params[hx.mlm_w], n, h, h)?;
         dev.scatter_add_rows(&dhm, &rows_d, h, &mut dx)?;
         Some(loss)
     } else {
@@ -729,56 +768,57 @@ pub fn forward_backward<D: Device>(
         logits: nl_logits,
     } = nsp_head(dev, c, params, &xcur, &first_d, b)?;
     let (nsp_loss, dnl) = dev.cross_entropy(nl_logits, &nsp_t, b, 2, scale)?;
-    let (gw, gb) = pair_mut(grads, hp(NSP_W), hp(NSP_B));
+    let (gw, gb) = pair_mut(grads, hx.nsp_w, hx.nsp_b);
     dev.linear_dw(&dnl, &pooled, b, h, 2, gw, Some(&mut **gb))?;
-    let dpooled = dev.linear_dx(&dnl, params[hp(NSP_W)], b, h, 2)?;
+    let dpooled = dev.linear_dx(&dnl, params[hx.nsp_w], b, h, 2)?;
     let dpl = dev.tanh_bwd(&pooled, &dpooled)?;
-    let (gw, gb) = pair_mut(grads, hp(POOL_W), hp(POOL_B));
+    let (gw, gb) = pair_mut(grads, hx.pool_w, hx.pool_b);
     dev.linear_dw(&dpl, &first, b, h, h, gw, Some(&mut **gb))?;
-    let dfirst = dev.linear_dx(&dpl, params[hp(POOL_W)], b, h, h)?;
+    let dfirst = dev.linear_dx(&dpl, params[hx.pool_w], b, h, h)?;
     dev.scatter_add_rows(&dfirst, &first_d, h, &mut dx)?;
 
     // ---- backward through the layers ----
     for l in (0..nl).rev() {
+        let lx = LayerIx::of(l);
         let ls = layer_seed(seed, l);
         let sv = saved.pop().expect("one saved state per layer");
-        let (gg, gb) = pair_mut(grads, lp(l, LN2_G), lp(l, LN2_B));
-        let dh2 = dev.layernorm_bwd(&sv.ln2, &dx, params[lp(l, LN2_G)], h, gg, gb)?;
+        let (gg, gb) = pair_mut(grads, lx.ln2_g, lx.ln2_b);
+        let dh2 = dev.layernorm_bwd(&sv.ln2, &dx, params[lx.ln2_g], h, gg, gb)?;
         let do_ = dev.dropout(&dh2, p, ls ^ 0xA2A2)?;
         let mut da = dh2;
-        let (gw, gb) = pair_mut(grads, lp(l, O_W), lp(l, O_B));
+        let (gw, gb) = pair_mut(grads, lx.o_w, lx.o_b);
         dev.linear_dw(&do_, &sv.m, t, inter, h, gw, Some(&mut **gb))?;
-        let dm = dev.linear_dx(&do_, params[lp(l, O_W)], t, inter, h)?;
+        let dm = dev.linear_dx(&do_, params[lx.o_w], t, inter, h)?;
         drop(do_);
         let du = dev.gelu_bwd(&sv.u, &dm, act)?;
         drop(dm);
-        let (gw, gb) = pair_mut(grads, lp(l, I_W), lp(l, I_B));
+        let (gw, gb) = pair_mut(grads, lx.i_w, lx.i_b);
         dev.linear_dw(&du, &sv.a, t, h, inter, gw, Some(&mut **gb))?;
-        let da2 = dev.linear_dx(&du, params[lp(l, I_W)], t, h, inter)?;
+        let da2 = dev.linear_dx(&du, params[lx.i_w], t, h, inter)?;
         drop(du);
         dev.add_into(&mut da, &da2)?;
-        let (gg, gb) = pair_mut(grads, lp(l, LN1_G), lp(l, LN1_B));
-        let dh1 = dev.layernorm_bwd(&sv.ln1, &da, params[lp(l, LN1_G)], h, gg, gb)?;
+        let (gg, gb) = pair_mut(grads, lx.ln1_g, lx.ln1_b);
+        let dh1 = dev.layernorm_bwd(&sv.ln1, &da, params[lx.ln1_g], h, gg, gb)?;
         let dao = dev.dropout(&dh1, p, ls ^ 0x5151)?;
         let mut dxin = dh1;
-        let (gw, gb) = pair_mut(grads, lp(l, AO_W), lp(l, AO_B));
+        let (gw, gb) = pair_mut(grads, lx.ao_w, lx.ao_b);
         dev.linear_dw(&dao, &sv.ctx, t, h, h, gw, Some(&mut **gb))?;
-        let dctx = dev.linear_dx(&dao, params[lp(l, AO_W)], t, h, h)?;
+        let dctx = dev.linear_dx(&dao, params[lx.ao_w], t, h, h)?;
         drop(dao);
         let dqkv =
             dev.attention_bwd(&sv.qkv, &sv.ctx, &sv.att, &dctx, &dims, att_scale, (pa, ls))?;
         drop(dctx);
-        let (gw, gb) = pair_mut(grads, lp(l, QKV_W), lp(l, QKV_B));
+        let (gw, gb) = pair_mut(grads, lx.qkv_w, lx.qkv_b);
         dev.linear_dw(&dqkv, &sv.x, t, h, 3 * h, gw, Some(&mut **gb))?;
-        let dx2 = dev.linear_dx(&dqkv, params[lp(l, QKV_W)], t, h, 3 * h)?;
+        let dx2 = dev.linear_dx(&dqkv, params[lx.qkv_w], t, h, 3 * h)?;
         dev.add_into(&mut dxin, &dx2)?;
         dx = dxin;
     }
 
     // ---- embeddings ----
     let de_ln = dev.dropout(&dx, p, seed ^ 0xE3B0)?;
-    let (gg, gb) = pair_mut(grads, 3, 4);
-    let de = dev.layernorm_bwd(&ln_e, &de_ln, params[3], h, gg, gb)?;
+    let (gg, gb) = pair_mut(grads, EMB_LN_G, EMB_LN_B);
+    let de = dev.layernorm_bwd(&ln_e, &de_ln, params[EMB_LN_G], h, gg, gb)?;
     let (g0, rest) = grads.split_at_mut(1);
     let (g1, rest) = rest.split_at_mut(1);
     dev.embed_bwd(
@@ -820,7 +860,7 @@ fn mlm_head<D: Device>(
     n: usize,
 ) -> Result<MlmHead<D>> {
     let (h, v) = (c.hidden_size, c.vocab_size);
-    let hp = |k: usize| EMB + PER_LAYER * c.num_hidden_layers + k;
+    let hx = HeadIx::of(c.num_hidden_layers);
     let act = match c.hidden_act {
         Activation::Gelu(g) => g,
         Activation::Relu => {
@@ -830,19 +870,19 @@ fn mlm_head<D: Device>(
         }
     };
     let hm = dev.gather_rows(xcur, rows_d, h)?;
-    let t1 = dev.linear(&hm, params[hp(MLM_W)], Some(params[hp(MLM_B)]), n, h, h)?;
+    let t1 = dev.linear(&hm, params[hx.mlm_w], Some(params[hx.mlm_b]), n, h, h)?;
     let t2 = dev.gelu(&t1, act)?;
     let (t3, lnm) = dev.layernorm(
         &t2,
         None,
         (0.0, 0),
-        params[hp(MLM_LN_G)],
-        params[hp(MLM_LN_B)],
+        params[hx.mlm_ln_g],
+        params[hx.mlm_ln_b],
         h,
         c.layer_norm_eps,
     )?;
     drop(t2);
-    let logits = dev.linear(&t3, params[0], Some(params[hp(MLM_BIAS)]), n, h, v)?;
+    let logits = dev.linear(&t3, params[WORD], Some(params[hx.mlm_bias]), n, h, v)?;
     Ok(MlmHead {
         hm,
         t1,
@@ -871,18 +911,11 @@ fn nsp_head<D: Device>(
     b: usize,
 ) -> Result<NspHead<D>> {
     let h = c.hidden_size;
-    let hp = |k: usize| EMB + PER_LAYER * c.num_hidden_layers + k;
+    let hx = HeadIx::of(c.num_hidden_layers);
     let first = dev.gather_rows(xcur, first_d, h)?;
-    let pl = dev.linear(
-        &first,
-        params[hp(POOL_W)],
-        Some(params[hp(POOL_B)]),
-        b,
-        h,
-        h,
-    )?;
+    let pl = dev.linear(&first, params[hx.pool_w], Some(params[hx.pool_b]), b, h, h)?;
     let pooled = dev.tanh(&pl)?;
-    let logits = dev.linear(&pooled, params[hp(NSP_W)], Some(params[hp(NSP_B)]), b, h, 2)?;
+    let logits = dev.linear(&pooled, params[hx.nsp_w], Some(params[hx.nsp_b]), b, h, 2)?;
     Ok(NspHead {
         first,
         pooled,
