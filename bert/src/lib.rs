@@ -7,6 +7,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod demo;
+pub mod device;
 pub mod embed;
 pub mod fill_mask;
 pub mod finetune;

@@ -730,36 +730,6 @@ fn embed_encodings(
     Ok(bert::embed::embed_batch(model, &x, pooling, normalize)?)
 }
 
-/// Embeds a batch of tokenized texts (one vector per text, concatenated).
-type Embedder<'a> =
-    Box<dyn FnMut(&[Encoding]) -> Result<Vec<f32>, Box<dyn std::error::Error>> + 'a>;
-
-/// An embedder running the encoder on `dev` (weights uploaded once).
-fn device_embedder<'a, D: engine::device::Device>(
-    dev: &'a D,
-    model: &'a bert::Bert,
-    tok: &'a BertTokenizer,
-    pooling: bert::embed::Pooling,
-    normalize: bool,
-) -> Result<Embedder<'a>, Box<dyn std::error::Error>>
-where
-    D::Weights: 'a,
-{
-    let c = &model.config;
-    let vals = bert::step::encoder_from_named(c, |n: &str| {
-        model.params.get(n).map(|v| v.value().to_vec())
-    })?;
-    let weights = dev.weights(&vals)?;
-    let pad = tok.vocab.id("[PAD]").unwrap_or(0);
-    Ok(Box::new(move |encs: &[Encoding]| {
-        let x = bert::BertInput::from_encodings(encs, pad)?;
-        let refs = dev.weight_refs(&weights);
-        Ok(bert::embed::embed_batch_on(
-            dev, c, &refs, &x, pooling, normalize,
-        )?)
-    }))
-}
-
 fn embed(
     dir: &str,
     pooling: &str,
@@ -772,42 +742,16 @@ fn embed(
     let pooling = bert::embed::Pooling::parse(pooling).expect("clap checked the value");
     let (model, tok) = load_for_embedding(dir)?;
     let h = model.config.hidden_size;
-    #[cfg(feature = "cuda")]
-    let cuda = match device {
-        TrainDevice::Cuda => Some(engine::device_cuda::Cuda::new(0)?),
-        _ => None,
-    };
-    #[cfg(feature = "cuda")]
-    let cuda_bf16 = match device {
-        TrainDevice::CudaBf16 => Some(engine::device_cuda_bf16::CudaBf16::new(0)?),
-        _ => None,
-    };
-    let mut run: Embedder<'_> = match device {
-        TrainDevice::Cpu | TrainDevice::CpuTape => {
-            Box::new(|encs: &[Encoding]| embed_encodings(&model, &tok, encs, pooling, normalize))
-        }
-        TrainDevice::CpuStep => {
-            device_embedder(&engine::device::Cpu, &model, &tok, pooling, normalize)?
-        }
-        #[cfg(feature = "cuda")]
-        TrainDevice::Cuda => {
-            device_embedder(cuda.as_ref().unwrap(), &model, &tok, pooling, normalize)?
-        }
-        #[cfg(feature = "cuda")]
-        TrainDevice::CudaBf16 => device_embedder(
-            cuda_bf16.as_ref().unwrap(),
-            &model,
-            &tok,
-            pooling,
-            normalize,
-        )?,
-        #[cfg(not(feature = "cuda"))]
-        TrainDevice::Cuda | TrainDevice::CudaBf16 => {
-            return Err(
-                "--device cuda: this build has no CUDA support (build with `--features cuda`)"
-                    .into(),
-            )
-        }
+    // The tape's inference path (prepacked, fused) for the CPU; the encoder on a device
+    // otherwise (bert::device: the one place that names devices).
+    let devices = bert::device::Devices::open(device)?;
+    let pad = tok.vocab.id("[PAD]").unwrap_or(0);
+    let mut run: bert::device::Embedder<'_> = match device {
+        TrainDevice::Cpu | TrainDevice::CpuTape => Box::new(|encs: &[Encoding]| {
+            let x = bert::BertInput::from_encodings(encs, pad)?;
+            bert::embed::embed_batch(&model, &x, pooling, normalize)
+        }),
+        _ => devices.embedder(&model, pad, pooling, normalize)?,
     };
     let stdin = std::io::stdin();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());

@@ -11,6 +11,7 @@
 
 use crate::config::BertConfig;
 use crate::data::{DataConfig, Shard, Specials};
+use crate::device::Devices;
 use crate::heads::{Bert, Task};
 use crate::model::Forward;
 use crate::safetensors::SafeTensors;
@@ -600,14 +601,66 @@ fn same_architecture(a: &BertConfig, b: &BertConfig) -> std::result::Result<(), 
 /// step on a device (parameters and moments there, copied back for evaluation and checkpoints).
 enum Runner<'d> {
     Tape,
-    Cpu(Box<StepTrainer<'static, engine::device::Cpu>>),
-    #[cfg(feature = "cuda")]
-    Cuda(Box<StepTrainer<'d, engine::device_cuda::Cuda>>),
-    #[cfg(feature = "cuda")]
-    CudaBf16(Box<StepTrainer<'d, engine::device_cuda_bf16::CudaBf16>>),
-    #[cfg(not(feature = "cuda"))]
-    #[allow(dead_code)]
-    Never(std::marker::PhantomData<&'d ()>),
+    Device(Box<dyn DeviceRunner + 'd>),
+}
+
+/// The loop's view of a [`StepTrainer`] on any device: one step, an evaluation, a copy of the
+/// parameters and moments to the host. Implemented once for every `Device`, so the loop does
+/// not name devices and the `cuda` feature appears only where a device is made.
+trait DeviceRunner {
+    /// One optimizer step over micro-batches: (summed loss, gradient norm).
+    fn step(
+        &mut self,
+        batches: &[(StepBatch, Option<u64>)],
+        lr: f32,
+        clip: f32,
+    ) -> Result<(f64, f32)>;
+    fn evaluate(
+        &mut self,
+        shard: &Shard,
+        batch: usize,
+        batches: usize,
+        ids: (u32, u32),
+        packed: bool,
+    ) -> Result<Eval>;
+    fn sync_to_host(&self, model: &Bert, opt: &mut AdamW) -> Result<()>;
+}
+
+impl<D: Device> DeviceRunner for StepTrainer<'_, D> {
+    fn step(
+        &mut self,
+        batches: &[(StepBatch, Option<u64>)],
+        lr: f32,
+        clip: f32,
+    ) -> Result<(f64, f32)> {
+        device_step(self, batches, lr, clip)
+    }
+    fn evaluate(
+        &mut self,
+        shard: &Shard,
+        batch: usize,
+        batches: usize,
+        ids: (u32, u32),
+        packed: bool,
+    ) -> Result<Eval> {
+        evaluate_device(self, shard, batch, batches, ids, packed)
+    }
+    fn sync_to_host(&self, model: &Bert, opt: &mut AdamW) -> Result<()> {
+        sync_to_host(self, model, opt)
+    }
+}
+
+impl Devices {
+    /// A step trainer over `model` and `opt` on this device.
+    fn trainer<'d>(&'d self, model: &Bert, opt: &AdamW) -> Result<Box<dyn DeviceRunner + 'd>> {
+        Ok(match self {
+            Devices::Cpu(d) => Box::new(device_trainer(d, model, opt)?),
+            #[cfg(feature = "cuda")]
+            Devices::Cuda(d) => Box::new(device_trainer(d, model, opt)?),
+            #[cfg(feature = "cuda")]
+            Devices::CudaBf16(d) => Box::new(device_trainer(d, model, opt)?),
+        })
+    }
 }
 
 /// A device trainer over `model`'s current values and `opt`'s moments and step count.
@@ -1033,44 +1086,12 @@ pub fn pretrain(
             )));
         }
     }
-    #[cfg(feature = "cuda")]
-    let cuda = match cfg.device {
-        TrainDevice::Cuda => Some(engine::device_cuda::Cuda::new(0)?),
-        _ => None,
-    };
-    #[cfg(feature = "cuda")]
-    let cuda_bf16 = match cfg.device {
-        TrainDevice::CudaBf16 => Some(engine::device_cuda_bf16::CudaBf16::new(0)?),
-        _ => None,
-    };
+    let devices = Devices::open(cfg.device)?;
     let relu = model.config.hidden_act == crate::config::Activation::Relu;
     let mut runner = match cfg.device {
         TrainDevice::CpuTape => Runner::Tape,
         TrainDevice::Cpu if relu => Runner::Tape,
-        TrainDevice::Cpu | TrainDevice::CpuStep => Runner::Cpu(Box::new(device_trainer(
-            &engine::device::Cpu,
-            &model,
-            &opt,
-        )?)),
-        #[cfg(feature = "cuda")]
-        TrainDevice::Cuda => Runner::Cuda(Box::new(device_trainer(
-            cuda.as_ref().unwrap(),
-            &model,
-            &opt,
-        )?)),
-        #[cfg(feature = "cuda")]
-        TrainDevice::CudaBf16 => Runner::CudaBf16(Box::new(device_trainer(
-            cuda_bf16.as_ref().unwrap(),
-            &model,
-            &opt,
-        )?)),
-        #[cfg(not(feature = "cuda"))]
-        TrainDevice::Cuda | TrainDevice::CudaBf16 => {
-            return Err(BertError::Input(
-                "--device cuda: this build has no CUDA support (build with `--features cuda`)"
-                    .into(),
-            ))
-        }
+        _ => Runner::Device(devices.trainer(&model, &opt)?),
     };
     let mut metrics = std::fs::OpenOptions::new()
         .create(true)
@@ -1158,13 +1179,7 @@ pub fn pretrain(
                 opt.step(&model.params, lr)?;
                 (loss_sum, gnorm)
             }
-            Runner::Cpu(tr) => device_step(tr, &data.device, lr, cfg.clip)?,
-            #[cfg(feature = "cuda")]
-            Runner::Cuda(tr) => device_step(tr, &data.device, lr, cfg.clip)?,
-            #[cfg(feature = "cuda")]
-            Runner::CudaBf16(tr) => device_step(tr, &data.device, lr, cfg.clip)?,
-            #[cfg(not(feature = "cuda"))]
-            Runner::Never(_) => unreachable!("never constructed"),
+            Runner::Device(tr) => tr.step(&data.device, lr, cfg.clip)?,
         };
         // The device steps refuse non-finite losses here (after the update, which the next
         // checkpoint does not keep): the run stops with the same error as the tape's.
@@ -1196,26 +1211,14 @@ pub fn pretrain(
         if ckpt_now {
             match &runner {
                 Runner::Tape => {}
-                Runner::Cpu(tr) => sync_to_host(tr, &model, &mut opt)?,
-                #[cfg(feature = "cuda")]
-                Runner::Cuda(tr) => sync_to_host(tr, &model, &mut opt)?,
-                #[cfg(feature = "cuda")]
-                Runner::CudaBf16(tr) => sync_to_host(tr, &model, &mut opt)?,
-                #[cfg(not(feature = "cuda"))]
-                Runner::Never(_) => {}
+                Runner::Device(tr) => tr.sync_to_host(&model, &mut opt)?,
             }
         }
         if step.is_multiple_of(cfg.eval_every) || done {
             let (eb, n) = (cfg.batch / cfg.accum, cfg.eval_batches);
             eval = match &mut runner {
                 Runner::Tape => evaluate(&model, &held, eb, n, (pad, mask))?,
-                Runner::Cpu(tr) => evaluate_device(tr, &held, eb, n, (pad, mask), cfg.packed)?,
-                #[cfg(feature = "cuda")]
-                Runner::Cuda(tr) => evaluate_device(tr, &held, eb, n, (pad, mask), cfg.packed)?,
-                #[cfg(feature = "cuda")]
-                Runner::CudaBf16(tr) => evaluate_device(tr, &held, eb, n, (pad, mask), cfg.packed)?,
-                #[cfg(not(feature = "cuda"))]
-                Runner::Never(_) => unreachable!("never constructed"),
+                Runner::Device(tr) => tr.evaluate(&held, eb, n, (pad, mask), cfg.packed)?,
             };
             log(
                 serde_json::json!({"step": step, "seconds": elapsed0 + t0.elapsed().as_secs_f64(), "eval_mlm_accuracy": eval.mlm_accuracy,

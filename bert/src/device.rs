@@ -1,0 +1,86 @@
+//! The one place that names devices: [`Devices::open`] makes the device a `TrainDevice` names
+//! (the CPU, or GPU 0 in f32 or bf16 with the `cuda` feature), and its methods hand out what runs
+//! there ([`Devices::embedder`] here, the pretraining step trainer in `train.rs`), each a single
+//! generic body over `engine::device::Device`. Code elsewhere matches no device and carries no
+//! `cfg(feature = "cuda")`.
+
+use crate::embed::Pooling;
+use crate::heads::Bert;
+use crate::train::TrainDevice;
+use crate::Result;
+use tokenizer::Encoding;
+
+/// Embeds a batch of tokenized texts: one vector per text, concatenated.
+pub type Embedder<'a> = Box<dyn FnMut(&[Encoding]) -> Result<Vec<f32>> + 'a>;
+
+/// The devices a run can hold (made once, before the trainer that borrows them).
+pub enum Devices {
+    Cpu(engine::device::Cpu),
+    #[cfg(feature = "cuda")]
+    Cuda(engine::device_cuda::Cuda),
+    #[cfg(feature = "cuda")]
+    CudaBf16(engine::device_cuda_bf16::CudaBf16),
+}
+
+impl Devices {
+    /// The device `kind` names (GPU 0 for the CUDA kinds); an error for CUDA in a build without
+    /// the `cuda` feature.
+    pub fn open(kind: TrainDevice) -> Result<Self> {
+        Ok(match kind {
+            TrainDevice::Cpu | TrainDevice::CpuTape | TrainDevice::CpuStep => {
+                Devices::Cpu(engine::device::Cpu)
+            }
+            #[cfg(feature = "cuda")]
+            TrainDevice::Cuda => Devices::Cuda(engine::device_cuda::Cuda::new(0)?),
+            #[cfg(feature = "cuda")]
+            TrainDevice::CudaBf16 => Devices::CudaBf16(engine::device_cuda_bf16::CudaBf16::new(0)?),
+            #[cfg(not(feature = "cuda"))]
+            TrainDevice::Cuda | TrainDevice::CudaBf16 => {
+                return Err(crate::BertError::Input(
+                    "--device cuda: this build has no CUDA support (build with `--features cuda`)"
+                        .into(),
+                ))
+            }
+        })
+    }
+
+    /// An embedder running `model`'s encoder on this device (weights uploaded once, padding-free
+    /// batches; [`crate::embed::embed_batch_on`]). `pad` is the tokenizer's padding id.
+    pub fn embedder<'a>(
+        &'a self,
+        model: &'a Bert,
+        pad: u32,
+        pooling: Pooling,
+        normalize: bool,
+    ) -> Result<Embedder<'a>> {
+        match self {
+            Devices::Cpu(d) => device_embedder(d, model, pad, pooling, normalize),
+            #[cfg(feature = "cuda")]
+            Devices::Cuda(d) => device_embedder(d, model, pad, pooling, normalize),
+            #[cfg(feature = "cuda")]
+            Devices::CudaBf16(d) => device_embedder(d, model, pad, pooling, normalize),
+        }
+    }
+}
+
+fn device_embedder<'a, D: engine::device::Device>(
+    dev: &'a D,
+    model: &'a Bert,
+    pad: u32,
+    pooling: Pooling,
+    normalize: bool,
+) -> Result<Embedder<'a>>
+where
+    D::Weights: 'a,
+{
+    let c = &model.config;
+    let vals = crate::step::encoder_from_named(c, |n: &str| {
+        model.params.get(n).map(|v| v.value().to_vec())
+    })?;
+    let weights = dev.weights(&vals)?;
+    Ok(Box::new(move |encs: &[Encoding]| {
+        let x = crate::BertInput::from_encodings(encs, pad)?;
+        let refs = dev.weight_refs(&weights);
+        crate::embed::embed_batch_on(dev, c, &refs, &x, pooling, normalize)
+    }))
+}
