@@ -939,6 +939,39 @@ pub fn pretrain(
         c.max_position_embeddings = c.max_position_embeddings.max(dcfg.max_seq_len);
         Ok(c)
     };
+    // A checkpoint's weights for `--resume` or `--init-from` (`what`): its architecture (checked
+    // against --model-config when one is given) and vocabulary (against the data's), as owned
+    // copies (the mapped file is replaced by the next save, and may be OUT's own).
+    let load_weights = |dir: &Path, what: &str| -> Result<Bert> {
+        let md = crate::checkpoint::ModelDir::load(
+            dir,
+            &crate::LoadOptions {
+                task: Some(Task::PreTraining),
+                init_missing_head: None,
+            },
+        )?;
+        if !model_config.is_empty() {
+            same_architecture(&resolve_config()?, &md.model.config).map_err(|e| {
+                BertError::Input(format!(
+                    "{what}: --model-config {model_config}: {e} ({})",
+                    dir.display()
+                ))
+            })?;
+        }
+        if md.model.config.vocab_size != tok.vocab.len() {
+            return Err(BertError::Input(format!(
+                "{what} {}: the checkpoint's vocab_size {} differs from the data's vocabulary of {} ({})",
+                dir.display(),
+                md.model.config.vocab_size,
+                tok.vocab.len(),
+                tok_path.display()
+            )));
+        }
+        for (_, v) in md.model.params.iter() {
+            v.set_value(engine::Tensor::from_vec(v.value().to_vec(), &v.shape())?)?;
+        }
+        Ok(md.model)
+    };
     let model = if resume && ckpt.join("trainer.json").exists() {
         let tj = ckpt.join("trainer.json");
         let state = TrainerState::read(&tj)?;
@@ -963,44 +996,17 @@ pub fn pretrain(
                 }
             }
         }
-        let md = crate::checkpoint::ModelDir::load(
-            &ckpt,
-            &crate::LoadOptions {
-                task: Some(Task::PreTraining),
-                init_missing_head: None,
-            },
-        )?;
-        if !model_config.is_empty() {
-            same_architecture(&resolve_config()?, &md.model.config).map_err(|e| {
-                BertError::Input(format!(
-                    "--resume: --model-config {model_config}: {e} ({})",
-                    ckpt.display()
-                ))
-            })?;
-        }
-        if md.model.config.vocab_size != tok.vocab.len() {
-            return Err(BertError::Input(format!(
-                "{}: the checkpoint's vocab_size {} differs from the data's vocabulary of {} ({})",
-                ckpt.display(),
-                md.model.config.vocab_size,
-                tok.vocab.len(),
-                tok_path.display()
-            )));
-        }
+        let model = load_weights(&ckpt, "--resume")?;
         let st = SafeTensors::open(&ckpt.join("optimizer.safetensors"))?;
         let mut moments = HashMap::new();
-        for (name, _) in md.model.params.iter() {
+        for (name, _) in model.params.iter() {
             let m = st.tensor(&format!("m.{name}"))?.to_vec();
             let v = st.tensor(&format!("v.{name}"))?.to_vec();
             moments.insert(name.clone(), (m, v));
         }
         opt.restore(start_step, moments);
-        // Owned copies: the mapped checkpoint file is replaced by the next save.
-        for (_, v) in md.model.params.iter() {
-            v.set_value(engine::Tensor::from_vec(v.value().to_vec(), &v.shape())?)?;
-        }
         truncate_metrics(&metrics_path, start_step)?;
-        md.model
+        model
     } else {
         if resume {
             eprintln!(
@@ -1010,49 +1016,21 @@ pub fn pretrain(
         }
         truncate_metrics(&metrics_path, 0)?;
         if let Some(from) = &cfg.init_from {
-            let md = crate::checkpoint::ModelDir::load(
-                from,
-                &crate::LoadOptions {
-                    task: Some(Task::PreTraining),
-                    init_missing_head: None,
-                },
-            )?;
-            if !model_config.is_empty() {
-                same_architecture(&resolve_config()?, &md.model.config).map_err(|e| {
-                    BertError::Input(format!(
-                        "--init-from {}: --model-config {model_config}: {e}",
-                        from.display()
-                    ))
-                })?;
-            }
-            if md.model.config.vocab_size != tok.vocab.len() {
-                return Err(BertError::Input(format!(
-                    "--init-from {}: the model's vocab_size {} differs from the data's vocabulary of {} ({})",
-                    from.display(),
-                    md.model.config.vocab_size,
-                    tok.vocab.len(),
-                    tok_path.display()
-                )));
-            }
-            if dcfg.max_seq_len > md.model.config.max_position_embeddings {
+            let model = load_weights(from, "--init-from")?;
+            if dcfg.max_seq_len > model.config.max_position_embeddings {
                 return Err(BertError::Input(format!(
                     "--init-from {}: the data's sequences of {} tokens exceed the model's {} positions",
                     from.display(),
                     dcfg.max_seq_len,
-                    md.model.config.max_position_embeddings
+                    model.config.max_position_embeddings
                 )));
             }
-            let model = md.model;
             let had = model.config.hidden_dropout_prob;
             if let Some(p) = cfg.dropout.filter(|&p| p != had) {
                 return Err(BertError::Input(format!(
                     "--init-from {}: the model keeps its dropout {had}; --dropout {p} differs (drop it, or give {had})",
                     from.display()
                 )));
-            }
-            // Owned copies: the mapped checkpoint file may be replaced (it may be OUT's own).
-            for (_, v) in model.params.iter() {
-                v.set_value(engine::Tensor::from_vec(v.value().to_vec(), &v.shape())?)?;
             }
             model
         } else {

@@ -5,7 +5,7 @@
 mod common;
 use bert::data::{create_instances, write_shard, DataConfig, Specials};
 use bert::train::{pretrain, PretrainConfig, TrainDevice};
-use common::{tiny_config, tiny_data, tmp, weights};
+use common::{tiny_config, tiny_data, tiny_tokenizer, tmp, weights};
 use std::path::Path;
 
 /// Metrics: one line per step (the resumed run appends), evaluations at steps 4 and 8.
@@ -221,19 +221,7 @@ fn device_evaluation_matches_the_host_evaluation() {
 #[test]
 fn nsp_is_learnt_on_a_small_set_of_pairs() {
     let dir = tmp("nsp");
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut vocab: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    vocab.extend((0..55).map(|i| format!("w{i}")));
-    std::fs::write(dir.join("vocab.txt"), vocab.join("\n") + "\n").unwrap();
-    let tok = tokenizer::BertTokenizer::from_vocab_file(
-        &dir.join("vocab.txt").display().to_string(),
-        false,
-    )
-    .unwrap();
-    std::fs::write(dir.join("tokenizer.json"), tokenizer::tokenizer_json(&tok)).unwrap();
+    let tok = tiny_tokenizer(&dir);
     // 40 documents, topic d % 10, eight sentences of four tokens drawn from the topic's five.
     let docs: Vec<Vec<Vec<u32>>> = (0..40u32)
         .map(|d| {

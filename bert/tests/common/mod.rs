@@ -5,17 +5,15 @@
 use bert::data::{create_instances, write_shard, DataConfig, Specials};
 use std::path::{Path, PathBuf};
 
-/// A corpus of 40 documents over a 60-token vocabulary with strong regularities (each document
-/// repeats one pattern), written as a `bert data` folder.
-pub fn tiny_data(dir: &Path) {
+/// The tiny tests' 60-token vocabulary (the special tokens, then `w0` .. `w54`), written into
+/// `dir` (created) as vocab.txt and tokenizer.json.
+pub fn tiny_tokenizer(dir: &Path) -> tokenizer::BertTokenizer {
     std::fs::create_dir_all(dir).unwrap();
     let mut vocab: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
         .iter()
         .map(|s| s.to_string())
         .collect();
-    for i in 0..55 {
-        vocab.push(format!("w{i}"));
-    }
+    vocab.extend((0..55).map(|i| format!("w{i}")));
     std::fs::write(dir.join("vocab.txt"), vocab.join("\n") + "\n").unwrap();
     let tok = tokenizer::BertTokenizer::from_vocab_file(
         &dir.join("vocab.txt").display().to_string(),
@@ -23,6 +21,13 @@ pub fn tiny_data(dir: &Path) {
     )
     .unwrap();
     std::fs::write(dir.join("tokenizer.json"), tokenizer::tokenizer_json(&tok)).unwrap();
+    tok
+}
+
+/// A corpus of 40 documents over a 60-token vocabulary with strong regularities (each document
+/// repeats one pattern), written as a `bert data` folder.
+pub fn tiny_data(dir: &Path) {
+    let tok = tiny_tokenizer(dir);
     let docs: Vec<Vec<Vec<u32>>> = (0..40u32)
         .map(|d| {
             (0..8u32)
