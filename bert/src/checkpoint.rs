@@ -182,6 +182,62 @@ pub struct ModelDir {
 }
 
 impl ModelDir {
+    /// What `bert info` prints: class, shape, tables, parameter count, dtypes, file and
+    /// tokenizer of the model directory `dir`.
+    pub fn describe(dir: &Path) -> Result<String> {
+        use std::fmt::Write;
+        let md = ModelDir::load(dir, &LoadOptions::default())?;
+        let c = &md.model.config;
+        let st = crate::safetensors::SafeTensors::open(&md.weights_file)?;
+        let mut dtypes = std::collections::BTreeMap::<String, (usize, usize)>::new();
+        for n in st.names() {
+            if let Some(i) = st.info(n) {
+                let e = dtypes.entry(i.dtype.clone()).or_default();
+                e.0 += 1;
+                e.1 += i.shape.iter().product::<usize>();
+            }
+        }
+        let size = std::fs::metadata(&md.weights_file)
+            .map_err(|e| BertError::Io(format!("{}: {e}", md.weights_file.display())))?
+            .len();
+        let n = md.model.params.numel();
+        let mut s = String::new();
+        // Writing to a String cannot fail.
+        let _ = (|| -> std::fmt::Result {
+            writeln!(s, "model:        {}", dir.display())?;
+            writeln!(s, "class:        {}", md.model.task.architecture())?;
+            writeln!(
+                s,
+                "shape:        {} layers, hidden {}, {} heads, intermediate {}, {}",
+                c.num_hidden_layers,
+                c.hidden_size,
+                c.num_attention_heads,
+                c.intermediate_size,
+                c.hidden_act.hf_name()
+            )?;
+            writeln!(
+                s,
+                "tables:       vocab {}, positions {}, token types {}",
+                c.vocab_size, c.max_position_embeddings, c.type_vocab_size
+            )?;
+            writeln!(s, "parameters:   {n} ({:.1} M)", n as f64 / 1e6)?;
+            for (d, (count, n)) in &dtypes {
+                writeln!(s, "dtype:        {d}: {count} tensors, {n} values")?;
+            }
+            writeln!(
+                s,
+                "file:         {} ({:.1} MB)",
+                md.weights_file.display(),
+                size as f64 / 1e6
+            )?;
+            match &md.tokenizer {
+                Some(t) => writeln!(s, "tokenizer:    {} tokens", t.vocab.len()),
+                None => writeln!(s, "tokenizer:    none (no tokenizer.json or vocab.txt)"),
+            }
+        })();
+        Ok(s)
+    }
+
     pub fn load(dir: &Path, opts: &LoadOptions) -> Result<Self> {
         if !dir.is_dir() {
             return Err(BertError::Io(format!(

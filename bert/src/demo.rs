@@ -88,6 +88,69 @@ impl Recipe {
     }
 }
 
+/// The demo's first part: the engine's instruction sets, then (given a model directory such as
+/// all-MiniLM-L6-v2) sentence embeddings of five texts and their cosine similarities.
+pub fn embedding_showcase(
+    model: Option<&Path>,
+    out: &mut dyn Write,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use engine::simd::Isa;
+    writeln!(
+        out,
+        "  tensor engine: CPU kernels {:?} (using {:?}); bf16 GEMM {}",
+        Isa::available(),
+        Isa::best(),
+        engine::gemm_bf16::bf16_mode(Isa::best())
+    )?;
+    let Some(dir) = model else {
+        writeln!(out, "  (give --model DIR, or run scripts/demo, for sentence embeddings with all-MiniLM-L6-v2)")?;
+        return Ok(());
+    };
+    let t = std::time::Instant::now();
+    let (model, tok) = crate::embed::load_for_embedding(dir)?;
+    writeln!(
+        out,
+        "  loaded {}: {} layers, hidden {}, {:.1} M parameters, in {:.2} s",
+        dir.display(),
+        model.config.num_hidden_layers,
+        model.config.hidden_size,
+        model.params.numel() as f64 / 1e6,
+        t.elapsed().as_secs_f64()
+    )?;
+    let texts = [
+        "A man is playing a guitar.",
+        "Someone plays an instrument on stage.",
+        "The cat sleeps on the warm windowsill.",
+        "A kitten is napping in the sun.",
+        "Interest rates rose by half a point.",
+    ];
+    let t = std::time::Instant::now();
+    let v = crate::embed::embed_texts(&model, &tok, &texts, crate::embed::Pooling::Mean, true)?;
+    let ms = t.elapsed().as_secs_f64() * 1e3;
+    let h = model.config.hidden_size;
+    writeln!(
+        out,
+        "  sentence embeddings (mean pooling, normalized) of {} texts in {ms:.0} ms; cosine similarities:",
+        texts.len()
+    )?;
+    for (i, a) in texts.iter().enumerate() {
+        let row: Vec<String> = (0..texts.len())
+            .map(|j| {
+                format!(
+                    "{:5.2}",
+                    crate::embed::cosine(&v[i * h..(i + 1) * h], &v[j * h..(j + 1) * h])
+                )
+            })
+            .collect();
+        writeln!(out, "    [{i}] {} {a}", row.join(" "))?;
+    }
+    writeln!(
+        out,
+        "  more: bert embed | similarity | info | tokenize | vocab (bert --help); README.md"
+    )?;
+    Ok(())
+}
+
 /// The training demo: corpus -> vocabulary -> shards -> pretraining -> fill-mask -> fine-tuning
 /// (pretrained and from scratch, same budget) -> OUT/report.md with plots. `corpus_dir` holds
 /// corpus.txt and wordnet/ (scripts/fetch-corpus); `minutes` is split 60% pretraining, 20% for

@@ -18,6 +18,7 @@ pub mod model;
 pub mod report;
 pub mod safetensors;
 pub mod step;
+pub mod tokenize;
 pub mod train;
 pub mod vocab;
 

@@ -304,6 +304,28 @@ pub struct Summary {
     pub eval: Eval,
 }
 
+impl std::fmt::Display for Summary {
+    /// The one-line summary `bert pretrain` ends with.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let e = &self.eval;
+        write!(
+            f,
+            "{} of {} steps in {:.1} s, {:.0} tokens/s; last loss {:.4}; held-out MLM accuracy {:.3} (most frequent token: {:.3}; at [MASK] inputs, from context alone: {:.3} against {:.3}), NSP accuracy {:.3} (the more frequent label: {:.3})",
+            self.steps,
+            self.total_steps,
+            self.seconds,
+            self.tokens_per_second,
+            self.final_loss,
+            e.mlm_accuracy,
+            e.majority_accuracy,
+            e.mlm_accuracy_at_mask,
+            e.majority_accuracy_at_mask,
+            e.nsp_accuracy,
+            e.nsp_majority_accuracy
+        )
+    }
+}
+
 /// Instance indices of micro-batch `micro` of step `step` (1-based): consecutive slices of a
 /// seeded permutation per epoch.
 fn batch_indices(
