@@ -17,9 +17,9 @@ pub type Embedder<'a> = Box<dyn FnMut(&[Encoding]) -> Result<Vec<f32>> + 'a>;
 pub enum Devices {
     Cpu(engine::device::Cpu),
     #[cfg(feature = "cuda")]
-    Cuda(engine::device_cuda::Cuda),
+    Cuda(engine::device::cuda::Cuda),
     #[cfg(feature = "cuda")]
-    CudaBf16(engine::device_cuda_bf16::CudaBf16),
+    CudaBf16(engine::device::cuda::CudaBf16),
 }
 
 impl Devices {
@@ -31,9 +31,9 @@ impl Devices {
                 Devices::Cpu(engine::device::Cpu)
             }
             #[cfg(feature = "cuda")]
-            TrainDevice::Cuda => Devices::Cuda(engine::device_cuda::Cuda::new(0)?),
+            TrainDevice::Cuda => Devices::Cuda(engine::device::cuda::Cuda::new(0)?),
             #[cfg(feature = "cuda")]
-            TrainDevice::CudaBf16 => Devices::CudaBf16(engine::device_cuda_bf16::CudaBf16::new(0)?),
+            TrainDevice::CudaBf16 => Devices::CudaBf16(engine::device::cuda::CudaBf16::new(0)?),
             #[cfg(not(feature = "cuda"))]
             TrainDevice::Cuda | TrainDevice::CudaBf16 => {
                 return Err(crate::BertError::Input(

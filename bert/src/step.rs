@@ -1,7 +1,7 @@
 //! The BERT pretraining step written out by hand, forward then backward, over any
 //! [`engine::device::Device`] (llm.c's shape: every activation named, every gradient by hand).
 //!
-//! This is the step the GPU runs (`engine::device_cuda`, `engine::device_cuda_bf16`, feature
+//! This is the step the GPU runs (`engine::device::cuda`: `Cuda` and `CudaBf16`, feature
 //! `cuda`) and the CPU's default pretraining path ([`engine::device::Cpu`], faster than the tape
 //! through its fused attention). It is tested against the tape (`bert/tests/step.rs`): the same
 //! loss and the same gradient for every parameter, dropout included (the masks are the

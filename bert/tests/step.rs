@@ -311,7 +311,7 @@ fn packed_batches_give_the_padded_losses_and_gradients() {
 
 #[test]
 fn a_profiled_device_gives_the_same_step_and_counts_every_op() {
-    // engine::device_profile::Profiled only adds a stopwatch: the same losses and gradients as
+    // engine::device::profile::Profiled only adds a stopwatch: the same losses and gradients as
     // the device it wraps, and a table with each op's call count.
     let c = config("gelu");
     let model = Bert::init(&c, Task::PreTraining, 17).unwrap();
@@ -321,7 +321,7 @@ fn a_profiled_device_gives_the_same_step_and_counts_every_op() {
     .unwrap();
     let (x, labels, nsp) = batch();
     let sb = StepBatch::new(&x, &labels, &nsp).unwrap().to_packed();
-    let p = engine::device_profile::Profiled::new(&Cpu, || {});
+    let p = engine::device::profile::Profiled::new(&Cpu, || {});
     let (m1, n1, g1) = grads_on(&Cpu, &c, &params, &sb, Some(4));
     let (m2, n2, g2) = grads_on(&p, &c, &params, &sb, Some(4));
     assert_eq!((m1, n1), (m2, n2));

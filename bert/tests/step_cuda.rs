@@ -8,8 +8,8 @@
 mod step_fixture;
 use bert::step::{forward_backward, from_named, read_scalar, to_named, StepBatch, StepTrainer};
 use bert::{Bert, Task};
+use engine::device::cuda::Cuda;
 use engine::device::{Cpu, Device};
-use engine::device_cuda::Cuda;
 use engine::optim::AdamWConfig;
 use step_fixture::{batch, config, grads_on};
 
@@ -192,7 +192,7 @@ fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
 fn gpu_bf16_step_is_close_to_the_cpu_step() {
     // bf16 mixed precision: losses within 1e-2 relative of the f32 CPU step's, every gradient
     // within 10% in relative L2 (bf16 keeps 8 bits of mantissa; a wiring error is off by ~100%).
-    let gpu = engine::device_cuda_bf16::CudaBf16::new(0).unwrap();
+    let gpu = engine::device::cuda::CudaBf16::new(0).unwrap();
     for (act, seed) in [("gelu", None), ("gelu", Some(99u64))] {
         let c = config(act);
         let model = Bert::init(&c, Task::PreTraining, 7).unwrap();
@@ -236,12 +236,12 @@ fn gpu_bf16_step_is_close_to_the_cpu_step() {
 
 #[test]
 fn gpu_bf16_trainer_losses_follow_the_cpu_trainer() {
-    ten_steps(&engine::device_cuda_bf16::CudaBf16::new(0).unwrap(), 1e-2);
+    ten_steps(&engine::device::cuda::CudaBf16::new(0).unwrap(), 1e-2);
 }
 
 #[test]
 fn gpu_bf16_encoder_is_close_to_the_cpu_encoder() {
-    let (got, want) = encoder_outputs(&engine::device_cuda_bf16::CudaBf16::new(0).unwrap());
+    let (got, want) = encoder_outputs(&engine::device::cuda::CudaBf16::new(0).unwrap());
     let r = rel_l2(&got, &want);
     println!("bf16 encoder: relative L2 {r:.2e}");
     assert!(r < 2e-2, "bf16 encoder output off by {r:.3} (relative L2)");
@@ -294,7 +294,7 @@ fn gpu_evaluation_matches_the_cpu_evaluation() {
     let mut cpu = StepTrainer::new(&Cpu, &c, &values, AdamWConfig::default(), 0).unwrap();
     let gpu = Cuda::new(0).unwrap();
     let mut g = StepTrainer::new(&gpu, &c, &values, AdamWConfig::default(), 0).unwrap();
-    let bf = engine::device_cuda_bf16::CudaBf16::new(0).unwrap();
+    let bf = engine::device::cuda::CudaBf16::new(0).unwrap();
     let mut gb = StepTrainer::new(&bf, &c, &values, AdamWConfig::default(), 0).unwrap();
     for b in [sb.clone(), sb.to_packed()] {
         let want = cpu.evaluate(&b).unwrap();

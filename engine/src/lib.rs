@@ -10,13 +10,6 @@ pub mod autograd;
 pub mod cpu;
 pub mod cross_entropy;
 pub mod device;
-#[cfg(feature = "cuda")]
-pub mod device_cuda;
-#[cfg(feature = "cuda")]
-pub mod device_cuda_bf16;
-#[cfg(feature = "cuda")]
-mod device_cuda_ops;
-pub mod device_profile;
 pub mod dropout;
 pub mod elementwise;
 pub mod embedding;

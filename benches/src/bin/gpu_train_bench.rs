@@ -1,7 +1,7 @@
 //! Pretraining throughput on the GPU (feature `cuda`; run by scripts/device/gpu-check.sh beside
 //! scripts/gpu_train_torch.py, which trains transformers' BertForPreTraining on the same configs).
 //!
-//! Each row: the whole step (`bert::step::StepTrainer` on `engine::device_cuda::Cuda`: embeddings,
+//! Each row: the whole step (`bert::step::StepTrainer` on `engine::device::cuda::Cuda`: embeddings,
 //! encoder with the fused attention kernel, MLM head at the masked rows only, NSP, backward,
 //! clipping, multi-tensor AdamW), in f32, TF32 and bf16 mixed precision, on synthetic batches:
 //! random ids, 15% of the valid positions masked, random NSP labels; `full` batches have every
@@ -20,9 +20,9 @@ use bert::step::{
 };
 use bert::{Bert, BertConfig, Task};
 use engine::cuda::blas::Math;
+use engine::device::cuda::Cuda;
+use engine::device::cuda::CudaBf16;
 use engine::device::Device;
-use engine::device_cuda::Cuda;
-use engine::device_cuda_bf16::CudaBf16;
 use engine::optim::AdamWConfig;
 
 struct Run {

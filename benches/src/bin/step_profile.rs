@@ -1,12 +1,12 @@
-//! Where the device step's time goes, op by op (`engine::device_profile::Profiled`): BERT-Mini
+//! Where the device step's time goes, op by op (`engine::device::profile::Profiled`): BERT-Mini
 //! (vocabulary 30,522) on a synthetic 32 x 128 batch, three steps after one warm-up.
 //! `cargo run --release -p benches --bin step_profile [-- cpu|cuda|cuda-bf16 [MODEL B S]]`
 //! (cuda needs `--features cuda`; every op is followed by a synchronisation there).
 use benches::synthetic;
 use bert::step::{from_named, StepTrainer};
 use bert::{Bert, BertConfig, Task};
+use engine::device::profile::Profiled;
 use engine::device::Device;
-use engine::device_profile::Profiled;
 use engine::optim::AdamWConfig;
 
 fn profile<D: Device>(dev: &D, sync: impl Fn(), c: &BertConfig, b: usize, s: usize) {
@@ -44,12 +44,12 @@ fn main() {
         "cpu" => profile(&engine::device::Cpu, || {}, &c, b, s),
         #[cfg(feature = "cuda")]
         "cuda" => {
-            let d = engine::device_cuda::Cuda::new(0).unwrap();
+            let d = engine::device::cuda::Cuda::new(0).unwrap();
             profile(&d, || d.gpu.synchronize().unwrap(), &c, b, s)
         }
         #[cfg(feature = "cuda")]
         "cuda-bf16" => {
-            let d = engine::device_cuda_bf16::CudaBf16::new(0).unwrap();
+            let d = engine::device::cuda::CudaBf16::new(0).unwrap();
             profile(&d, || d.inner.gpu.synchronize().unwrap(), &c, b, s)
         }
         other => panic!("unknown device '{other}' (cpu, or cuda / cuda-bf16 with --features cuda)"),

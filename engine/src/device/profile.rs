@@ -6,7 +6,7 @@
 //! op removes the overlap of launches with work, so a profiled step is slower than a real one;
 //! the shares are what it is for.
 
-use crate::device::{AdamHyper, AttnDims, Device, LnSaved};
+use super::{AdamHyper, AttnDims, Device, LnSaved};
 use crate::error::Result;
 use crate::gelu::Gelu;
 use std::cell::RefCell;

@@ -1,17 +1,38 @@
 //! The CUDA ops both GPU devices share, generic over the activation type `T` (f32 for
-//! [`crate::device_cuda::Cuda`], bf16 for [`crate::device_cuda_bf16::CudaBf16`]): each allocates
+//! [`crate::device::cuda::Cuda`], bf16 for [`crate::device::cuda::CudaBf16`]): each allocates
 //! its output and makes one or two launches. Master weights, LayerNorm parameters and
 //! statistics, attention's log-sum-exp and losses are always f32.
 
 use crate::device::{AdamHyper, AttnDims, LnSaved};
-use crate::device_cuda::{dev_err, drop_arg, kind, CudaAttnSaved};
 use crate::error::{Error, Result};
 use crate::gelu::Gelu;
 use kernels::adamw::{AdamStep, MultiAdamW};
 use kernels::attention::{AttnBatch, AttnShape};
 use kernels::blas::{Blas, GemmShape, Math};
 use kernels::cudarc::driver::{CudaSlice, ValidAsZeroBits};
+use kernels::gelu::GeluKind;
 use kernels::{Elem, Gpu};
+
+pub(crate) fn dev_err(e: kernels::Error) -> Error {
+    Error::Device(e.to_string())
+}
+
+pub(crate) fn kind(g: Gelu) -> GeluKind {
+    match g {
+        Gelu::Erf => GeluKind::Erf,
+        Gelu::Tanh => GeluKind::Tanh,
+    }
+}
+
+pub(crate) fn drop_arg((p, seed): (f32, u64)) -> Option<(f32, u64)> {
+    (p > 0.0).then_some((p, seed))
+}
+
+/// Attention's saved state: the per-(token, head) log-sum-exp and the batch's sequence tables.
+pub struct CudaAttnSaved {
+    pub(crate) lse: CudaSlice<f32>,
+    pub(crate) batch: std::rc::Rc<AttnBatch>,
+}
 
 /// The element types the devices keep activations in.
 pub(crate) trait Act: Elem + ValidAsZeroBits {}

@@ -9,9 +9,9 @@
 //! embedding and row gradients) the bf16 operand is widened to f32 first; those touch the
 //! (B, H) pooler or small gathered rows, or run once per step.
 
+use super::f32::Cuda;
+use super::ops::{self, dev_err, CudaAttnSaved};
 use crate::device::{AdamHyper, AttnDims, Device, LnSaved};
-use crate::device_cuda::{dev_err, Cuda, CudaAttnSaved};
-use crate::device_cuda_ops as ops;
 use crate::error::{Error, Result};
 use crate::gelu::Gelu;
 use half::bf16;

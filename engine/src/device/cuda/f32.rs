@@ -6,20 +6,14 @@
 //! CPU's to rounding, or TF32 (`Math::Tf32`) for speed. Linear layers are a GEMM plus a k = 1 GEMM
 //! of a ones column and the bias row (which broadcasts the bias for any width, NSP's 2 included).
 
+use super::ops::{self, dev_err, CudaAttnSaved};
 use crate::device::{AdamHyper, AttnDims, Device, LnSaved};
-use crate::device_cuda_ops as ops;
 use crate::error::{Error, Result};
 use crate::gelu::Gelu;
 use kernels::adamw::{AdamTensor, MultiAdamW};
-use kernels::attention::AttnBatch;
 use kernels::blas::{Blas, Math};
 use kernels::cudarc::driver::CudaSlice;
-use kernels::gelu::GeluKind;
 use kernels::Gpu;
-
-pub(crate) fn dev_err(e: kernels::Error) -> Error {
-    Error::Device(e.to_string())
-}
 
 /// A GPU with its cuBLAS handles.
 pub struct Cuda {
@@ -50,23 +44,6 @@ impl Cuda {
     pub(crate) fn alloc(&self, n: usize) -> Result<CudaSlice<f32>> {
         ops::alloc(&self.gpu, n)
     }
-}
-
-pub(crate) fn kind(g: Gelu) -> GeluKind {
-    match g {
-        Gelu::Erf => GeluKind::Erf,
-        Gelu::Tanh => GeluKind::Tanh,
-    }
-}
-
-pub(crate) fn drop_arg((p, seed): (f32, u64)) -> Option<(f32, u64)> {
-    (p > 0.0).then_some((p, seed))
-}
-
-/// Attention's saved state: the per-(token, head) log-sum-exp and the batch's sequence tables.
-pub struct CudaAttnSaved {
-    pub(crate) lse: CudaSlice<f32>,
-    pub(crate) batch: std::rc::Rc<AttnBatch>,
 }
 
 impl Device for Cuda {
