@@ -6,8 +6,8 @@
 //! OpenBLAS in the same run) use `scripts/bench_gemm_peers.py`.
 use benches::*;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use engine::gemm::bf16::gemm_bf16_with;
 use engine::gemm::{gemm_with, MatMut, MatRef};
-use engine::gemm_bf16::gemm_bf16_with;
 use engine::simd::Isa;
 use std::time::Duration;
 

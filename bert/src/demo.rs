@@ -100,7 +100,7 @@ pub fn embedding_showcase(
         "  tensor engine: CPU kernels {:?} (using {:?}); bf16 GEMM {}",
         Isa::available(),
         Isa::best(),
-        engine::gemm_bf16::bf16_mode(Isa::best())
+        engine::gemm::bf16::bf16_mode(Isa::best())
     )?;
     let Some(dir) = model else {
         writeln!(out, "  (give --model DIR, or run scripts/demo, for sentence embeddings with all-MiniLM-L6-v2)")?;

@@ -16,7 +16,6 @@ pub mod embedding;
 pub mod error;
 pub mod gelu;
 pub mod gemm;
-pub mod gemm_bf16;
 pub mod layernorm;
 pub mod ops;
 pub mod optim;

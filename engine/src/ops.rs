@@ -171,7 +171,7 @@ impl Tensor {
                             crate::gemm::gemm_with(isa, threads, alpha, am, bm, 0.0, cm)?
                         }
                         Precision::Bf16 => {
-                            crate::gemm_bf16::gemm_bf16_with(isa, threads, alpha, am, bm, 0.0, cm)?
+                            crate::gemm::bf16::gemm_bf16_with(isa, threads, alpha, am, bm, 0.0, cm)?
                         }
                     }
                 }
@@ -274,7 +274,7 @@ impl Tensor {
             match precision {
                 Precision::F32 => crate::gemm::gemm_with(isa, threads, 1.0, a, wt, beta, c)?,
                 Precision::Bf16 => {
-                    crate::gemm_bf16::gemm_bf16_with(isa, threads, 1.0, a, wt, beta, c)?
+                    crate::gemm::bf16::gemm_bf16_with(isa, threads, 1.0, a, wt, beta, c)?
                 }
             }
         }

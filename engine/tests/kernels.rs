@@ -3,8 +3,8 @@
 //! instruction set this CPU can run (portable always; AVX2 and AVX-512 where present).
 
 use engine::elementwise::{binary, BinOp};
+use engine::gemm::bf16::gemm_bf16_with;
 use engine::gemm::{gemm_batched_with, gemm_with, MatMut, MatRef};
-use engine::gemm_bf16::gemm_bf16_with;
 use engine::reference as r;
 use engine::simd::Isa;
 use engine::{Gelu, ReduceOp, Tensor};
@@ -774,7 +774,7 @@ fn bf16_gemm_error_against_f32_is_reported_and_small() {
     let rel = (num / den).sqrt();
     println!(
         "bf16 GEMM relative Frobenius error vs f32 at 128x768x768 ({}): {rel:.2e}",
-        engine::gemm_bf16::bf16_mode(isa)
+        engine::gemm::bf16::bf16_mode(isa)
     );
     // Two operands rounded to 8 significant bits: about 2^-9 each, partly cancelling.
     assert!(rel < 6e-3 && rel > 1e-5, "relative error {rel}");

@@ -432,7 +432,7 @@ fn main() {
                     rs: brs,
                     cs: bcs,
                 };
-                engine::gemm_bf16::gemm_bf16_with(
+                engine::gemm::bf16::gemm_bf16_with(
                     isa,
                     threads,
                     1.0,

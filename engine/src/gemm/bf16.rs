@@ -1,6 +1,7 @@
 //! bf16 GEMM with f32 accumulation: `C = alpha * bf16(A) bf16(B) + beta * C`.
 //!
-//! Same blocking and threading as `gemm.rs`; what changes is the packed element. Packing
+//! The f32 GEMM's driver and threading (`driver.rs`), with a bf16 [`Tile`]: what changes is the
+//! packed element. Packing
 //! rounds each operand to bf16 (round to nearest even) and stores k in pairs, one u32 word per
 //! (row or column, k-pair): `word = bf16(x[k]) | bf16(x[k+1]) << 16`, odd k zero-padded.
 //! That is exactly the operand layout of AVX512-BF16's `vdpbf16ps`, which computes per f32 lane
@@ -17,14 +18,12 @@
 //! a dot product of length k has a typical relative error of about 2^-9 / sqrt-ish of the
 //! cancellation; the tests bound it and `benches` reports it.
 
-use crate::gemm::{prefetch, run_checked, AlignedBuf, GemmError, Job, MatMut, MatRef};
+use super::driver::{blocked, scale_c, with_buffers, Job, Tile};
+use super::memory::prefetch;
+use super::microkernel::{tile, with_tile, WithTile};
+use super::{run_checked, Blocking, GemmError, MatMut, MatRef};
 use crate::simd::{dispatch, Isa, Simd, SimdKernel};
 use half::bf16;
-use std::cell::RefCell;
-
-const KC: usize = 512; // in k (256 pairs): the same L1 footprint as f32's KC = 256
-const MC: usize = 240;
-const NC: usize = 3072;
 
 /// How the bf16 GEMM will run here: `"native"` (vdpbf16ps) or `"emulated"`.
 pub fn bf16_mode(isa: Isa) -> &'static str {
@@ -35,22 +34,13 @@ pub fn bf16_mode(isa: Isa) -> &'static str {
     }
 }
 
-/// Register tile of the bf16 microkernel for `isa`.
-fn tile_bf16(isa: Isa) -> (usize, usize) {
-    match isa {
-        Isa::Avx512 => (12, 32),
-        Isa::Avx2 => (6, 16),
-        Isa::Portable => (4, 8),
-    }
-}
-
 /// Rounds an f32 to bf16 bits (round to nearest even; NaN stays NaN).
 #[inline(always)]
 fn to_bf16_bits(x: f32) -> u32 {
     bf16::from_f32(x).to_bits() as u32
 }
 
-/// bf16 GEMM on all threads of the current rayon pool. Same contract as [`crate::gemm::gemm`].
+/// bf16 GEMM on all threads of the current rayon pool. Same contract as [`super::gemm`].
 pub fn gemm_bf16(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: MatMut) -> Result<(), GemmError> {
     gemm_bf16_with(
         Isa::best(),
@@ -81,94 +71,102 @@ pub fn gemm_bf16_with(
         b,
         beta,
         c,
-        tile_bf16(isa),
+        tile(isa),
         run_serial_bf16,
     )
 }
 
-thread_local! {
-    static PACK16: RefCell<(AlignedBuf, AlignedBuf)> = RefCell::new((AlignedBuf::new(), AlignedBuf::new()));
-}
+/// The blocking, in k (KC = 512 is 256 pairs: the same L1 footprint as an f32 KC of 256).
+const BLOCKING: Blocking = Blocking {
+    kc: 512,
+    mc: 240,
+    nc: 3072,
+};
 
 unsafe fn run_serial_bf16(isa: Isa, job: Job) {
     if job.k == 0 {
-        crate::gemm::scale_c(job, job.beta);
+        scale_c(job, job.beta);
         return;
     }
-    let (mr, nr) = tile_bf16(isa);
-    let kp = KC.min(job.k).div_ceil(2);
-    PACK16.with(|bufs| {
-        let mut bufs = bufs.borrow_mut();
-        let (abuf, bbuf) = &mut *bufs;
-        // The buffers hold u32 words; AlignedBuf is f32-typed, so view it as u32 (same size).
-        let ap = abuf.get(kp * MC.min(job.m).next_multiple_of(mr));
-        let bp = bbuf.get(kp * NC.min(job.n).next_multiple_of(nr));
-        let ap = std::slice::from_raw_parts_mut(ap.as_mut_ptr() as *mut u32, ap.len());
-        let bp = std::slice::from_raw_parts_mut(bp.as_mut_ptr() as *mut u32, bp.len());
-        if bf16_mode(isa) == "native" {
-            #[cfg(target_arch = "x86_64")]
-            blocked(Native, job, ap, bp);
-        } else {
-            struct K<'a> {
-                job: Job,
-                ap: &'a mut [u32],
-                bp: &'a mut [u32],
-            }
-            impl SimdKernel for K<'_> {
-                type Output = ();
-                #[inline(always)]
-                fn run<S: Simd>(self, s: S) {
-                    // SAFETY: forwarded from run_serial_bf16's contract.
-                    unsafe {
-                        match S::ISA {
-                            Isa::Avx512 => {
-                                blocked(Emulated::<S, 12, 2>(s), self.job, self.ap, self.bp)
-                            }
-                            Isa::Avx2 => {
-                                blocked(Emulated::<S, 6, 2>(s), self.job, self.ap, self.bp)
-                            }
-                            Isa::Portable => {
-                                blocked(Emulated::<S, 4, 1>(s), self.job, self.ap, self.bp)
-                            }
-                        }
-                    }
-                }
-            }
-            dispatch(isa, K { job, ap, bp });
+    struct K<'a> {
+        job: Job,
+        ap: &'a mut [u32],
+        bp: &'a mut [u32],
+    }
+    impl SimdKernel for K<'_> {
+        type Output = ();
+        #[inline(always)]
+        fn run<S: Simd>(self, s: S) {
+            with_tile(s, self)
         }
-    })
+    }
+    impl WithTile for K<'_> {
+        type Output = ();
+        #[inline(always)]
+        fn run<S: Simd, const MR: usize, const NV: usize>(self, s: S) {
+            // SAFETY: forwarded from run_serial_bf16's contract.
+            unsafe {
+                blocked(
+                    Emulated::<S, MR, NV>(s),
+                    self.job,
+                    BLOCKING,
+                    self.ap,
+                    self.bp,
+                )
+            }
+        }
+    }
+    with_buffers(
+        &job,
+        BLOCKING,
+        tile(isa),
+        2,
+        |ap: &mut [u32], bp: &mut [u32]| {
+            if bf16_mode(isa) == "native" {
+                #[cfg(target_arch = "x86_64")]
+                blocked(Native, job, BLOCKING, ap, bp);
+            } else {
+                dispatch(isa, K { job, ap, bp });
+            }
+        },
+    )
 }
 
-/// A bf16 microkernel over pair-packed slivers, with its register tile MR x NR.
-trait Bf16Tile: Copy {
-    const MR: usize;
-    const NR: usize;
-    /// C[0..mr_eff, 0..nr_eff] = alpha * (A sliver . B sliver over kp k-pairs) + beta * C.
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn tile(
-        self,
-        kp: usize,
-        a: *const u32,
-        b: *const u32,
-        c: *mut f32,
-        rsc: usize,
-        csc: usize,
-        alpha: f32,
-        beta: f32,
-        mr_eff: usize,
-        nr_eff: usize,
-    );
-}
-
-/// `vdpbf16ps`, 12 x 32.
+/// `vdpbf16ps`, 12 x 32 (AVX-512's f32 tile shape).
 #[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy)]
 struct Native;
 
 #[cfg(target_arch = "x86_64")]
-impl Bf16Tile for Native {
+impl Tile for Native {
+    type P = u32;
     const MR: usize = 12;
     const NR: usize = 32;
+    const K_PER: usize = 2;
+    #[inline(always)]
+    unsafe fn pack_a(
+        self,
+        dst: &mut [u32],
+        a: *const f32,
+        rs: usize,
+        cs: usize,
+        mc: usize,
+        kc: usize,
+    ) {
+        pack_pairs_a(dst, a, rs, cs, mc, kc, Self::MR)
+    }
+    #[inline(always)]
+    unsafe fn pack_b(
+        self,
+        dst: &mut [u32],
+        b: *const f32,
+        rs: usize,
+        cs: usize,
+        kc: usize,
+        nc: usize,
+    ) {
+        pack_pairs_b(dst, b, rs, cs, kc, nc, Self::NR)
+    }
     #[inline(always)]
     unsafe fn tile(
         self,
@@ -187,13 +185,39 @@ impl Bf16Tile for Native {
     }
 }
 
-/// Pairs widened to f32 and two FMAs, on any [`Simd`]; MR x (NV * LANES).
+/// Pairs widened to f32 and two FMAs, on any [`Simd`]; MR x (NV * LANES), the f32 tile's shape.
 #[derive(Clone, Copy)]
 struct Emulated<S, const MR: usize, const NV: usize>(S);
 
-impl<S: Simd, const MR: usize, const NV: usize> Bf16Tile for Emulated<S, MR, NV> {
+impl<S: Simd, const MR: usize, const NV: usize> Tile for Emulated<S, MR, NV> {
+    type P = u32;
     const MR: usize = MR;
     const NR: usize = NV * S::LANES;
+    const K_PER: usize = 2;
+    #[inline(always)]
+    unsafe fn pack_a(
+        self,
+        dst: &mut [u32],
+        a: *const f32,
+        rs: usize,
+        cs: usize,
+        mc: usize,
+        kc: usize,
+    ) {
+        pack_pairs_a(dst, a, rs, cs, mc, kc, MR)
+    }
+    #[inline(always)]
+    unsafe fn pack_b(
+        self,
+        dst: &mut [u32],
+        b: *const f32,
+        rs: usize,
+        cs: usize,
+        kc: usize,
+        nc: usize,
+    ) {
+        pack_pairs_b(dst, b, rs, cs, kc, nc, Self::NR)
+    }
     #[inline(always)]
     unsafe fn tile(
         self,
@@ -209,67 +233,6 @@ impl<S: Simd, const MR: usize, const NV: usize> Bf16Tile for Emulated<S, MR, NV>
         nr_eff: usize,
     ) {
         emulated_kernel::<S, MR, NV>(self.0, kp, a, b, c, rsc, csc, alpha, beta, mr_eff, nr_eff)
-    }
-}
-
-/// The blocked loops around a bf16 microkernel (k counted in pairs inside the slivers).
-/// Inlined, so with an emulated kernel the whole nest compiles inside the ISA trampoline.
-#[inline(always)]
-unsafe fn blocked<K: Bf16Tile>(kernel: K, job: Job, ap: &mut [u32], bp: &mut [u32]) {
-    let (mr, nr) = (K::MR, K::NR);
-    let Job {
-        m,
-        n,
-        k,
-        alpha,
-        beta,
-        ..
-    } = job;
-    for jc in (0..n).step_by(NC) {
-        let nc = NC.min(n - jc);
-        for pc in (0..k).step_by(KC) {
-            let kc = KC.min(k - pc);
-            let kp = kc.div_ceil(2);
-            pack_pairs_b(
-                bp,
-                job.b.add(pc * job.brs + jc * job.bcs),
-                job.brs,
-                job.bcs,
-                kc,
-                nc,
-                nr,
-            );
-            let beta_eff = if pc == 0 { beta } else { 1.0 };
-            for ic in (0..m).step_by(MC) {
-                let mc = MC.min(m - ic);
-                pack_pairs_a(
-                    ap,
-                    job.a.add(ic * job.ars + pc * job.acs),
-                    job.ars,
-                    job.acs,
-                    mc,
-                    kc,
-                    mr,
-                );
-                for jr in (0..nc).step_by(nr) {
-                    for ir in (0..mc).step_by(mr) {
-                        let c = job.c.add((ic + ir) * job.crs + (jc + jr) * job.ccs);
-                        kernel.tile(
-                            kp,
-                            ap.as_ptr().add(ir * kp),
-                            bp.as_ptr().add(jr * kp),
-                            c,
-                            job.crs,
-                            job.ccs,
-                            alpha,
-                            beta_eff,
-                            mr.min(mc - ir),
-                            nr.min(nc - jr),
-                        );
-                    }
-                }
-            }
-        }
     }
 }
 

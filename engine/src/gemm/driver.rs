@@ -1,0 +1,333 @@
+//! The one blocked GEMM driver: the loop nest of `mod.rs`'s diagram, generic over a [`Tile`]
+//! (a register-tiled microkernel and the packing it reads), which the f32 and both bf16
+//! microkernels implement; plus the [`Job`] it runs and the split of a job across threads.
+
+use super::blocking::{mc_block, Blocking};
+use super::memory::PACK;
+use super::{MatMut, MatRef};
+use crate::simd::Isa;
+
+/// A microkernel and its packing: what an element type supplies to [`blocked`].
+///
+/// The driver cuts C into MC x NC blocks and k into KC slices, has the tile pack each A block
+/// into MR-row slivers and each B panel into NR-column slivers, and calls [`Tile::tile`] on
+/// every (A sliver, B sliver) pair. A sliver holds `kc.div_ceil(K_PER)` packed elements per
+/// row (or column): one f32 per k, or (bf16) one u32 word per pair of k.
+pub(crate) trait Tile: Copy {
+    /// The packed element: `f32`, or `u32` holding bf16(x[k]) | bf16(x[k+1]) << 16.
+    type P: Copy;
+    /// Rows of the register tile.
+    const MR: usize;
+    /// Columns of the register tile.
+    const NR: usize;
+    /// k per packed element.
+    const K_PER: usize;
+
+    /// Packs A[0..mc, 0..kc] (strides rs, cs) into slivers of MR rows, zero past row mc:
+    /// sliver s at `dst[s * kw * MR..]`, kw = kc.div_ceil(K_PER).
+    unsafe fn pack_a(
+        self,
+        dst: &mut [Self::P],
+        a: *const f32,
+        rs: usize,
+        cs: usize,
+        mc: usize,
+        kc: usize,
+    );
+
+    /// Packs B[0..kc, 0..nc] (strides rs, cs) into slivers of NR columns, zero past column nc:
+    /// sliver s at `dst[s * kw * NR..]`.
+    unsafe fn pack_b(
+        self,
+        dst: &mut [Self::P],
+        b: *const f32,
+        rs: usize,
+        cs: usize,
+        kc: usize,
+        nc: usize,
+    );
+
+    /// `C[0..mr_eff, 0..nr_eff] = alpha * (A sliver . B sliver) + beta * C` over `kw` packed
+    /// steps, C at `c` with strides `rsc`, `csc` (not read when beta == 0).
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile(
+        self,
+        kw: usize,
+        a: *const Self::P,
+        b: *const Self::P,
+        c: *mut f32,
+        rsc: usize,
+        csc: usize,
+        alpha: f32,
+        beta: f32,
+        mr_eff: usize,
+        nr_eff: usize,
+    );
+}
+
+/// Raw description of one GEMM (or one block of it). Pointers stay valid for the call.
+#[derive(Clone, Copy)]
+pub(crate) struct Job {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub alpha: f32,
+    pub beta: f32,
+    pub a: *const f32,
+    pub ars: usize,
+    pub acs: usize,
+    pub b: *const f32,
+    pub brs: usize,
+    pub bcs: usize,
+    pub c: *mut f32,
+    pub crs: usize,
+    pub ccs: usize,
+}
+// SAFETY: a Job is only sent to threads that write disjoint blocks of C (see `split`), and the
+// inputs are only read.
+unsafe impl Send for Job {}
+unsafe impl Sync for Job {}
+
+impl Job {
+    /// The whole problem `C = alpha A B + beta C` of checked views.
+    pub(crate) fn new(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: MatMut) -> Job {
+        Job {
+            m: c.rows,
+            n: c.cols,
+            k: a.cols,
+            alpha,
+            beta,
+            a: a.data.as_ptr(),
+            ars: a.rs,
+            acs: a.cs,
+            b: b.data.as_ptr(),
+            brs: b.rs,
+            bcs: b.cs,
+            c: c.data.as_mut_ptr(),
+            crs: c.rs,
+            ccs: c.cs,
+        }
+    }
+
+    /// The sub-problem C[i0..i0+m, j0..j0+n].
+    pub(crate) fn block(&self, i0: usize, m: usize, j0: usize, n: usize) -> Job {
+        // SAFETY (of the pointer arithmetic): i0 < self.m and j0 < self.n, so these stay in the
+        // allocations the original bounds check covered.
+        unsafe {
+            Job {
+                m,
+                n,
+                a: self.a.add(i0 * self.ars),
+                b: self.b.add(j0 * self.bcs),
+                c: self.c.add(i0 * self.crs + j0 * self.ccs),
+                ..*self
+            }
+        }
+    }
+}
+
+/// Below this many multiply-adds a GEMM runs on one thread (fork/join costs a few microseconds).
+pub(crate) const PARALLEL_MIN_FLOPS: usize = 1 << 20;
+
+/// Splits the job into disjoint C blocks, one per thread, and runs them.
+///
+/// # Safety
+/// The job's pointers must be valid for every element it addresses, C must not alias A or B.
+pub(crate) unsafe fn run_threaded(isa: Isa, threads: usize, job: Job) {
+    run_threaded_with(
+        isa,
+        threads,
+        job,
+        super::microkernel::tile(isa),
+        super::run_serial,
+    )
+}
+
+/// [`run_threaded`] for any serial runner with register tile `(mr, nr)` (the bf16 GEMM reuses it).
+pub(crate) unsafe fn run_threaded_with(
+    isa: Isa,
+    threads: usize,
+    job: Job,
+    (mr, nr): (usize, usize),
+    serial: unsafe fn(Isa, Job),
+) {
+    let threads = threads.max(1);
+    let work = job.m * job.n * job.k.max(1);
+    if threads == 1 || work < PARALLEL_MIN_FLOPS {
+        serial(isa, job);
+        return;
+    }
+    // Each thread packs all of the operand the cut does not divide: cutting n repeats A's
+    // packing (m x k) on every thread, cutting m repeats B's (k x n). So cut m when A is the
+    // larger (m > n), as long as both dimensions give every thread two tiles or more; keep
+    // each cut a multiple of the tile size. (4096 x 768 x 768 on two threads: 1.2x faster
+    // than cutting n.)
+    let tiles_m = job.m.div_ceil(mr);
+    let tiles_n = job.n.div_ceil(nr);
+    let cut_n = if tiles_n < 2 * threads {
+        false
+    } else if tiles_m < 2 * threads {
+        true
+    } else {
+        job.m <= job.n
+    };
+    let blocks: Vec<Job> = if cut_n {
+        split(tiles_n, threads)
+            .map(|(t0, t1)| (t0 * nr, (t1 * nr).min(job.n)))
+            .map(|(j0, j1)| job.block(0, job.m, j0, j1 - j0))
+            .collect()
+    } else {
+        split(tiles_m, threads)
+            .map(|(t0, t1)| (t0 * mr, (t1 * mr).min(job.m)))
+            .map(|(i0, i1)| job.block(i0, i1 - i0, 0, job.n))
+            .collect()
+    };
+    use rayon::prelude::*;
+    blocks.into_par_iter().for_each(|b| {
+        // SAFETY: blocks address disjoint parts of C and the caller's guarantees cover them.
+        unsafe { serial(isa, b) }
+    });
+}
+
+/// `parts` contiguous ranges covering 0..n as evenly as possible (empty ranges dropped).
+pub(crate) fn split(n: usize, parts: usize) -> impl Iterator<Item = (usize, usize)> {
+    let parts = parts.min(n).max(1);
+    (0..parts)
+        .map(move |p| (p * n / parts, (p + 1) * n / parts))
+        .filter(|(a, b)| a < b)
+}
+
+/// `C *= beta` (the k = 0 case), with `beta == 0` writing zeros without reading.
+pub(crate) unsafe fn scale_c(job: Job, beta: f32) {
+    for i in 0..job.m {
+        for j in 0..job.n {
+            let p = job.c.add(i * job.crs + j * job.ccs);
+            *p = if beta == 0.0 { 0.0 } else { beta * *p };
+        }
+    }
+}
+
+/// The thread's packing buffers, sized for `job` under blocking `blk` and register tile
+/// (`mr`, `nr`) with `k_per` k per packed element, handed to `f` as slices of `P` (f32 or u32:
+/// four bytes either way). Taken outside the SIMD code: a closure inside it (`PACK.with`)
+/// would be compiled without the ISA's target features.
+pub(crate) fn with_buffers<P: Copy, R>(
+    job: &Job,
+    blk: Blocking,
+    (mr, nr): (usize, usize),
+    k_per: usize,
+    f: impl FnOnce(&mut [P], &mut [P]) -> R,
+) -> R {
+    assert_eq!(std::mem::size_of::<P>(), 4, "packed elements are 4 bytes");
+    let kw = blk.kc.min(job.k).div_ceil(k_per);
+    PACK.with(|bufs| {
+        let mut bufs = bufs.borrow_mut();
+        let (abuf, bbuf) = &mut *bufs;
+        let bp = bbuf.get(kw * blk.nc.min(job.n).next_multiple_of(nr));
+        let ap = abuf.get(kw * mc_block(job.m, mr, blk.mc).min(job.m).next_multiple_of(mr));
+        // SAFETY: P is a plain 4-byte value like the buffers' f32 (asserted above), any bit
+        // pattern is valid for both, and the two views borrow the buffers mutably.
+        let (ap, bp) = unsafe {
+            (
+                std::slice::from_raw_parts_mut(ap.as_mut_ptr() as *mut P, ap.len()),
+                std::slice::from_raw_parts_mut(bp.as_mut_ptr() as *mut P, bp.len()),
+            )
+        };
+        f(ap, bp)
+    })
+}
+
+/// The blocked loops around tile `t`. `ap` and `bp` are packing buffers from [`with_buffers`].
+/// Inlined, so the whole nest compiles inside the caller's ISA trampoline.
+#[inline(always)]
+pub(crate) unsafe fn blocked<T: Tile>(
+    t: T,
+    job: Job,
+    blk: Blocking,
+    ap: &mut [T::P],
+    bp: &mut [T::P],
+) {
+    let (mr, nr) = (T::MR, T::NR);
+    let Job {
+        m,
+        n,
+        k,
+        alpha,
+        beta,
+        ..
+    } = job;
+    for jc in (0..n).step_by(blk.nc) {
+        let nc = blk.nc.min(n - jc);
+        for pc in (0..k).step_by(blk.kc) {
+            let kc = blk.kc.min(k - pc);
+            let kw = kc.div_ceil(T::K_PER);
+            // When all of M fits one MC block, the packed B panel would be used by a single
+            // block: pack each B sliver just before its microkernel calls instead, into an
+            // L1-sized buffer, rather than writing a KC x NC panel out to L3 and reading it back
+            // (for M = 128 that round trip costs about a tenth of the run).
+            let mcb = mc_block(m, mr, blk.mc);
+            let fused = m <= mcb;
+            if !fused {
+                t.pack_b(
+                    bp,
+                    job.b.add(pc * job.brs + jc * job.bcs),
+                    job.brs,
+                    job.bcs,
+                    kc,
+                    nc,
+                );
+            }
+            let beta_eff = if pc == 0 { beta } else { 1.0 };
+            for ic in (0..m).step_by(mcb) {
+                let mc = mcb.min(m - ic);
+                t.pack_a(
+                    ap,
+                    job.a.add(ic * job.ars + pc * job.acs),
+                    job.ars,
+                    job.acs,
+                    mc,
+                    kc,
+                );
+                for jr in (0..nc).step_by(nr) {
+                    let nr_eff = nr.min(nc - jr);
+                    let bsliver = if fused {
+                        let src = job.b.add(pc * job.brs + (jc + jr) * job.bcs);
+                        t.pack_b(bp, src, job.brs, job.bcs, kc, nr_eff);
+                        bp.as_ptr()
+                    } else {
+                        bp.as_ptr().add(jr * kw)
+                    };
+                    let cblock = job.c.add(ic * job.crs + (jc + jr) * job.ccs);
+                    a_slivers(
+                        t, &job, ap, mc, kw, bsliver, cblock, alpha, beta_eff, nr_eff,
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The innermost loop (shared with the prepacked driver): every MR-row sliver of the packed A
+/// block (`mc` rows, `kw` packed steps) against one packed B sliver, into the C block at `c`
+/// (its first row, this sliver's first column).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn a_slivers<T: Tile>(
+    t: T,
+    job: &Job,
+    ap: &[T::P],
+    mc: usize,
+    kw: usize,
+    bsliver: *const T::P,
+    c: *mut f32,
+    alpha: f32,
+    beta: f32,
+    nr_eff: usize,
+) {
+    for ir in (0..mc).step_by(T::MR) {
+        let h = T::MR.min(mc - ir);
+        let a = ap.as_ptr().add(ir * kw);
+        let c = c.add(ir * job.crs);
+        t.tile(kw, a, bsliver, c, job.crs, job.ccs, alpha, beta, h, nr_eff);
+    }
+}

@@ -1,0 +1,258 @@
+//! The f32 tile: an MR x NR block of C in registers, updated by one rank-1 product per k
+//! (MR broadcasts of A, NR/LANES loads of B, MR x NR/LANES FMAs), over packed slivers.
+//! [`with_tile`] is the one place that picks each ISA's tile shape.
+
+use super::driver::Tile;
+use super::memory::{prefetch, prefetch_l2};
+use super::pack::{pack_a, pack_b};
+use crate::simd::{Isa, Simd};
+
+/// Register tile (MR, NR) of each ISA's microkernel, for code outside the SIMD trampolines
+/// (thread splitting, buffer sizes, blocking); [`with_tile`] instantiates the same shapes
+/// (a test checks that they agree).
+pub(crate) fn tile(isa: Isa) -> (usize, usize) {
+    match isa {
+        Isa::Avx512 => (12, 32),
+        Isa::Avx2 => (6, 16),
+        Isa::Portable => (4, 8),
+    }
+}
+
+/// Code generic over a register tile of MR rows and NV vectors of `S::LANES` columns.
+pub(crate) trait WithTile {
+    type Output;
+    fn run<S: Simd, const MR: usize, const NV: usize>(self, s: S) -> Self::Output;
+}
+
+/// Runs `w` with `S`'s register tile: 12 x 2 vectors on AVX-512 (24 zmm accumulators), 6 x 2 on
+/// AVX2 (12 ymm), 4 x 1 on the portable path. Used by the f32 GEMM, the prepacked one and the
+/// emulated bf16 tile alike.
+#[inline(always)]
+pub(crate) fn with_tile<S: Simd, W: WithTile>(s: S, w: W) -> W::Output {
+    match S::ISA {
+        Isa::Avx512 => w.run::<S, 12, 2>(s),
+        Isa::Avx2 => w.run::<S, 6, 2>(s),
+        Isa::Portable => w.run::<S, 4, 1>(s),
+    }
+}
+
+/// The f32 tile on ISA `S`: MR x (NV * LANES).
+#[derive(Clone, Copy)]
+pub(crate) struct F32Tile<S, const MR: usize, const NV: usize>(pub S);
+
+impl<S: Simd, const MR: usize, const NV: usize> Tile for F32Tile<S, MR, NV> {
+    type P = f32;
+    const MR: usize = MR;
+    const NR: usize = NV * S::LANES;
+    const K_PER: usize = 1;
+
+    #[inline(always)]
+    unsafe fn pack_a(
+        self,
+        dst: &mut [f32],
+        a: *const f32,
+        rs: usize,
+        cs: usize,
+        mc: usize,
+        kc: usize,
+    ) {
+        pack_a::<S>(self.0, dst, a, rs, cs, mc, kc, MR)
+    }
+
+    #[inline(always)]
+    unsafe fn pack_b(
+        self,
+        dst: &mut [f32],
+        b: *const f32,
+        rs: usize,
+        cs: usize,
+        kc: usize,
+        nc: usize,
+    ) {
+        pack_b::<S, NV>(self.0, dst, b, rs, cs, kc, nc)
+    }
+
+    #[inline(always)]
+    unsafe fn tile(
+        self,
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        rs: usize,
+        cs: usize,
+        alpha: f32,
+        beta: f32,
+        h: usize,
+        nr_eff: usize,
+    ) {
+        let s = self.0;
+        // A last sliver of fewer rows (m = 128 with MR = 12 leaves 8) runs a shorter tile
+        // over the same packed sliver (stride MR), rather than multiplying zero rows.
+        if MR == 12 && h <= 4 {
+            microkernel::<S, 4, NV, MR>(s, kc, a, b, c, rs, cs, alpha, beta, h, nr_eff)
+        } else if MR == 12 && h <= 8 {
+            microkernel::<S, 8, NV, MR>(s, kc, a, b, c, rs, cs, alpha, beta, h, nr_eff)
+        } else if MR == 6 && h <= 2 {
+            microkernel::<S, 2, NV, MR>(s, kc, a, b, c, rs, cs, alpha, beta, h, nr_eff)
+        } else if MR == 6 && h <= 4 {
+            microkernel::<S, 4, NV, MR>(s, kc, a, b, c, rs, cs, alpha, beta, h, nr_eff)
+        } else {
+            microkernel::<S, MR, NV, MR>(s, kc, a, b, c, rs, cs, alpha, beta, h, nr_eff)
+        }
+    }
+}
+
+/// The register-tiled inner kernel: C[0..mr_eff, 0..nr_eff] = alpha * Ap Bp + beta * C.
+///
+/// `a` is a sliver packed AS rows tall (kc x AS, k-major; AS >= MR, the tile uses its first MR
+/// rows), `b` an NR-column sliver (kc x NR, k-major).
+/// The MR x NV accumulators are locals of a fixed-size array, which LLVM keeps in registers.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn microkernel<S: Simd, const MR: usize, const NV: usize, const AS: usize>(
+    s: S,
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    rsc: usize,
+    csc: usize,
+    alpha: f32,
+    beta: f32,
+    mr_eff: usize,
+    nr_eff: usize,
+) {
+    let l = S::LANES;
+    let nr = NV * l;
+    // The C tile is needed only after the k loop. Ask for it into L2 now, which hides a miss
+    // to L3 or memory, and into L1 only for the last `C_LEAD` steps: fetched into L1 now, its
+    // lines would be evicted again by the B sliver's before they are used when C's row stride
+    // is a multiple of 4 KiB (all the tile's rows then fall in one or two L1 sets).
+    for i in 0..mr_eff {
+        prefetch_l2(c.add(i * rsc));
+        prefetch_l2(c.add(i * rsc + (nr_eff - 1) * csc));
+    }
+    const C_LEAD: usize = 16;
+    let acc = [[s.zero(); NV]; MR];
+    let lead = kc.min(C_LEAD);
+    // The tile goes through k_steps by value (returned, not borrowed): behind a `&mut` that
+    // crosses two loops LLVM stored every accumulator after each FMA (2.5x slower).
+    let (acc, ap, bp) = k_steps::<S, MR, NV, AS>(s, acc, a, b, kc - lead);
+    for i in 0..mr_eff {
+        prefetch(c.add(i * rsc));
+        prefetch(c.add(i * rsc + (nr_eff - 1) * csc));
+    }
+    let (acc, _, _) = k_steps::<S, MR, NV, AS>(s, acc, ap, bp, lead);
+    let va = s.splat(alpha);
+    if nr_eff == nr && csc == 1 {
+        // Full-width tile, contiguous rows: vector read-modify-write of C's first mr_eff rows.
+        let vb = s.splat(beta);
+        for (i, row) in acc.iter().enumerate().take(mr_eff) {
+            let cr = c.add(i * rsc);
+            for (v, &acc_v) in row.iter().enumerate() {
+                let out = if beta == 0.0 {
+                    s.mul(va, acc_v)
+                } else {
+                    s.fma(vb, s.load(cr.add(v * l)), s.mul(va, acc_v))
+                };
+                s.store(cr.add(v * l), out);
+            }
+        }
+    } else {
+        // Edge tile or strided C: spill the tile, then update element by element.
+        let mut tmp = [0.0f32; 12 * 32];
+        for (i, row) in acc.iter().enumerate() {
+            for (v, &acc_v) in row.iter().enumerate() {
+                s.store(tmp.as_mut_ptr().add(i * nr + v * l), s.mul(va, acc_v));
+            }
+        }
+        for i in 0..mr_eff {
+            for j in 0..nr_eff {
+                let p = c.add(i * rsc + j * csc);
+                let t = tmp[i * nr + j];
+                *p = if beta == 0.0 { t } else { beta * *p + t };
+            }
+        }
+    }
+}
+
+/// `steps` rank-1 updates of the register tile from packed slivers `ap` and `bp`; returns the
+/// tile and the pointers past them.
+#[inline(always)]
+unsafe fn k_steps<S: Simd, const MR: usize, const NV: usize, const AS: usize>(
+    s: S,
+    mut acc: [[S::F; NV]; MR],
+    a: *const f32,
+    b: *const f32,
+    steps: usize,
+) -> ([[S::F; NV]; MR], *const f32, *const f32) {
+    let nr = NV * S::LANES;
+    let (mut ap, mut bp) = (a, b);
+    // Unrolled by 4: fewer loop-counter instructions between the FMAs.
+    for _ in 0..steps / 4 {
+        rank1::<S, MR, NV>(s, &mut acc, ap, bp);
+        rank1::<S, MR, NV>(s, &mut acc, ap.add(AS), bp.add(nr));
+        rank1::<S, MR, NV>(s, &mut acc, ap.add(2 * AS), bp.add(2 * nr));
+        rank1::<S, MR, NV>(s, &mut acc, ap.add(3 * AS), bp.add(3 * nr));
+        ap = ap.add(4 * AS);
+        bp = bp.add(4 * nr);
+    }
+    for _ in 0..steps % 4 {
+        rank1::<S, MR, NV>(s, &mut acc, ap, bp);
+        ap = ap.add(AS);
+        bp = bp.add(nr);
+    }
+    (acc, ap, bp)
+}
+
+/// One rank-1 update of the register tile: NV loads of B, MR broadcasts of A, MR * NV FMAs.
+/// (A function, not a closure: closures are not `#[inline(always)]` and would lose the ISA.)
+#[inline(always)]
+unsafe fn rank1<S: Simd, const MR: usize, const NV: usize>(
+    s: S,
+    acc: &mut [[S::F; NV]; MR],
+    ap: *const f32,
+    bp: *const f32,
+) {
+    let mut bv = [s.zero(); NV];
+    for (v, bvv) in bv.iter_mut().enumerate() {
+        *bvv = s.load(bp.add(v * S::LANES));
+    }
+    for (i, row) in acc.iter_mut().enumerate() {
+        let ai = s.splat(*ap.add(i));
+        for v in 0..NV {
+            row[v] = s.fma(ai, bv[v], row[v]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::simd::{dispatch, SimdKernel};
+
+    /// [`tile`] states, for code outside the trampolines, the shape [`with_tile`] instantiates.
+    #[test]
+    fn the_tile_table_matches_the_instantiated_tiles() {
+        struct Shape;
+        impl SimdKernel for Shape {
+            type Output = (usize, usize);
+            fn run<S: Simd>(self, s: S) -> (usize, usize) {
+                with_tile(s, self)
+            }
+        }
+        impl WithTile for Shape {
+            type Output = (usize, usize);
+            fn run<S: Simd, const MR: usize, const NV: usize>(self, _: S) -> (usize, usize) {
+                (
+                    <F32Tile<S, MR, NV> as Tile>::MR,
+                    <F32Tile<S, MR, NV> as Tile>::NR,
+                )
+            }
+        }
+        for isa in Isa::available() {
+            assert_eq!(dispatch(isa, Shape), tile(isa), "{isa:?}");
+        }
+    }
+}
