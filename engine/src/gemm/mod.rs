@@ -246,7 +246,7 @@ pub(crate) unsafe fn run_serial(isa: Isa, job: Job) {
     impl SimdKernel for K<'_> {
         type Output = ();
         // Must inline into the `#[target_feature]` trampoline, or the intrinsics below would be
-        // compiled as calls (see simd.rs). The same holds for every kernel in the engine.
+        // compiled as calls (see simd/mod.rs). The same holds for every kernel in the engine.
         #[inline(always)]
         fn run<S: Simd>(self, s: S) {
             with_tile(s, self)
