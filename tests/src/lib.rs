@@ -1,9 +1,12 @@
 //! Helpers the workspace's cross-crate tests share: comparators with a readable failure, seeded
 //! inputs, poisoned outputs, scratch folders, and a fixture corpus written from a tiny grammar
 //! (no third-party text). The tests themselves are in `tests/tests/`: `pipeline.rs` runs the
-//! whole training pipeline through the library and through the `bert` binary.
+//! whole training pipeline through the library and through the `bert` binary; `step.rs` the
+//! hand-written pretraining step on every device against the tape.
 
 use std::path::{Path, PathBuf};
+
+pub mod step_fixture;
 
 /// The largest absolute difference (`f64`, NaN if any value is NaN or the lengths differ).
 pub fn max_abs_err(got: &[f32], want: &[f32]) -> f64 {

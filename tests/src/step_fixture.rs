@@ -1,5 +1,4 @@
-//! The small BERT and padded batch both step tests use (`step.rs` on the CPU, `step_cuda.rs`).
-#![allow(dead_code)]
+//! The small BERT and padded batch the step tests use (`tests/tests/step.rs`, on every device).
 
 use bert::step::{forward_backward, read_scalar, StepBatch};
 use bert::{BertConfig, BertInput};
