@@ -48,7 +48,7 @@ pub(crate) fn alloc<T: Act>(gpu: &Gpu, n: usize) -> Result<CudaSlice<T>> {
 
 /// An uninitialised buffer of `n` elements (at least one), for an output that the launch which
 /// follows writes in full: a kernel whose every output element is checked against poisoned
-/// buffers in engine/tests/cuda_ops.rs, or a GEMM with beta = 0 (cuBLAS then never reads C).
+/// buffers in engine/tests/cuda_ops/, or a GEMM with beta = 0 (cuBLAS then never reads C).
 /// Saves the memset launch of [`alloc`], a third of all launches in a small model's step.
 pub(crate) fn alloc_out<T: Act>(gpu: &Gpu, n: usize) -> Result<CudaSlice<T>> {
     // SAFETY: callers only pass the buffer to a launch that writes every element before
