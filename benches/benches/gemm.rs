@@ -103,6 +103,7 @@ fn bench(cr: &mut Criterion) {
             } else {
                 gemm::Parallelism::Rayon(threads)
             };
+            // SAFETY: the pointers and strides describe the live buffers a, b and c.
             let run_gemm = |c: &mut [f32]| unsafe {
                 gemm::gemm(
                     m,
@@ -135,6 +136,7 @@ fn bench(cr: &mut Criterion) {
         // matrixmultiply sizes its thread pool once per process (MATMUL_NUM_THREADS): benched
         // at whatever that is here; scripts/bench_gemm_peers.py runs it at 1 and 2 threads.
         let mut c = vec![0f32; m * n];
+        // SAFETY: the pointers and strides describe the live buffers a, b and c.
         let run_mm = |c: &mut [f32]| unsafe {
             matrixmultiply::sgemm(
                 m,

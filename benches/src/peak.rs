@@ -10,7 +10,7 @@ use std::time::Instant;
 /// # Safety (every function here)
 /// Each needs the CPU features its `target_feature` names; the caller checks them
 /// (`is_x86_feature_detected!`) before the call.
-#[allow(clippy::missing_safety_doc)]
+#[expect(clippy::missing_safety_doc)]
 pub mod loops {
     use std::arch::asm;
     use std::arch::x86_64::*;
@@ -34,6 +34,9 @@ pub mod loops {
             $(#[$doc])*
             #[target_feature(enable = $feature)]
             pub unsafe fn $name() -> f64 {
+// SAFETY: the caller upholds this function's safety contract, which covers every
+// operation of the body.
+unsafe {
                 let n = ITERS;
                 asm!(
                     concat!(
@@ -74,6 +77,7 @@ pub mod loops {
                 );
                 (ITERS * 24 * 16 * $ops) as f64
             }
+}
         };
     }
 
@@ -93,33 +97,37 @@ pub mod loops {
     /// f32 FMAs on ymm (2 flops per lane): the f32 GEMM's limit on AVX2 (12 chains: 16 ymm).
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn fma256() -> f64 {
-        let n = ITERS;
-        asm!(
-            concat!(
-                zero!("vxorps", "ymm0" "ymm1" "ymm2" "ymm3" "ymm4" "ymm5" "ymm6" "ymm7" "ymm8" "ymm9" "ymm10" "ymm11"),
-                "2:\n",
-                body!("vfmadd231ps", "ymm14, ymm15", "ymm0" "ymm1" "ymm2" "ymm3" "ymm4" "ymm5" "ymm6" "ymm7" "ymm8" "ymm9" "ymm10" "ymm11"),
-                "dec {n}\n",
-                "jnz 2b\n",
-            ),
-            n = inout(reg) n => _,
-            in("ymm14") _mm256_set1_ps(0.999_999),
-            in("ymm15") _mm256_set1_ps(1e-7),
-            out("ymm0") _,
-            out("ymm1") _,
-            out("ymm2") _,
-            out("ymm3") _,
-            out("ymm4") _,
-            out("ymm5") _,
-            out("ymm6") _,
-            out("ymm7") _,
-            out("ymm8") _,
-            out("ymm9") _,
-            out("ymm10") _,
-            out("ymm11") _,
-            options(nostack, nomem),
-        );
-        (ITERS * 12 * 8 * 2) as f64
+        // SAFETY: the caller upholds this function's safety contract, which covers every
+        // operation of the body.
+        unsafe {
+            let n = ITERS;
+            asm!(
+                concat!(
+                    zero!("vxorps", "ymm0" "ymm1" "ymm2" "ymm3" "ymm4" "ymm5" "ymm6" "ymm7" "ymm8" "ymm9" "ymm10" "ymm11"),
+                    "2:\n",
+                    body!("vfmadd231ps", "ymm14, ymm15", "ymm0" "ymm1" "ymm2" "ymm3" "ymm4" "ymm5" "ymm6" "ymm7" "ymm8" "ymm9" "ymm10" "ymm11"),
+                    "dec {n}\n",
+                    "jnz 2b\n",
+                ),
+                n = inout(reg) n => _,
+                in("ymm14") _mm256_set1_ps(0.999_999),
+                in("ymm15") _mm256_set1_ps(1e-7),
+                out("ymm0") _,
+                out("ymm1") _,
+                out("ymm2") _,
+                out("ymm3") _,
+                out("ymm4") _,
+                out("ymm5") _,
+                out("ymm6") _,
+                out("ymm7") _,
+                out("ymm8") _,
+                out("ymm9") _,
+                out("ymm10") _,
+                out("ymm11") _,
+                options(nostack, nomem),
+            );
+            (ITERS * 12 * 8 * 2) as f64
+        }
     }
 }
 
@@ -163,11 +171,13 @@ pub fn f32_peak(threads: usize) -> f64 {
         // SAFETY (each): the loop's features are those of the ISA the engine chose here.
         let f: fn() -> f64 = match isa {
             engine::simd::Isa::Avx512 if is_x86_feature_detected!("avx512f") => {
+                // SAFETY: the loop's instruction set was detected on this CPU just before.
                 || unsafe { loops::fma512() }
             }
             engine::simd::Isa::Avx2 | engine::simd::Isa::Avx512
                 if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") =>
             {
+                // SAFETY: the loop's instruction set was detected on this CPU just before.
                 || unsafe { loops::fma256() }
             }
             _ => return 0.0,

@@ -72,54 +72,66 @@ pub mod avx2 {
     /// Low 64 bits of a * c in each lane.
     #[inline(always)]
     unsafe fn mul64(a: __m256i, c: u64) -> __m256i {
-        let (lo, hi) = (
-            _mm256_set1_epi64x(c as i64),
-            _mm256_set1_epi64x((c >> 32) as i64),
-        );
-        let ll = _mm256_mul_epu32(a, lo);
-        let cross = _mm256_add_epi64(
-            _mm256_mul_epu32(_mm256_srli_epi64::<32>(a), lo),
-            _mm256_mul_epu32(a, hi),
-        );
-        _mm256_add_epi64(ll, _mm256_slli_epi64::<32>(cross))
+        // SAFETY: the caller upholds this function's safety contract, which covers every
+        // operation of the body.
+        unsafe {
+            let (lo, hi) = (
+                _mm256_set1_epi64x(c as i64),
+                _mm256_set1_epi64x((c >> 32) as i64),
+            );
+            let ll = _mm256_mul_epu32(a, lo);
+            let cross = _mm256_add_epi64(
+                _mm256_mul_epu32(_mm256_srli_epi64::<32>(a), lo),
+                _mm256_mul_epu32(a, hi),
+            );
+            _mm256_add_epi64(ll, _mm256_slli_epi64::<32>(cross))
+        }
     }
 
     /// The top 24 bits of SplitMix64(seed, i) for the four indices whose i * GOLDEN is `ig`,
     /// as f32.
     #[inline(always)]
     unsafe fn bits24(seed: __m256i, ig: __m256i) -> __m128 {
-        let mut z = _mm256_xor_si256(seed, ig);
-        z = mul64(_mm256_xor_si256(z, _mm256_srli_epi64::<30>(z)), C1);
-        z = mul64(_mm256_xor_si256(z, _mm256_srli_epi64::<27>(z)), C2);
-        z = _mm256_xor_si256(z, _mm256_srli_epi64::<31>(z));
-        let top = _mm256_srli_epi64::<40>(z);
-        // The four values fit in 32 bits: gather the low halves, convert exactly.
-        let idx = _mm256_setr_epi32(0, 2, 4, 6, 0, 0, 0, 0);
-        let packed = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(top, idx));
-        _mm_cvtepi32_ps(packed)
+        // SAFETY: the caller upholds this function's safety contract, which covers every
+        // operation of the body.
+        unsafe {
+            let mut z = _mm256_xor_si256(seed, ig);
+            z = mul64(_mm256_xor_si256(z, _mm256_srli_epi64::<30>(z)), C1);
+            z = mul64(_mm256_xor_si256(z, _mm256_srli_epi64::<27>(z)), C2);
+            z = _mm256_xor_si256(z, _mm256_srli_epi64::<31>(z));
+            let top = _mm256_srli_epi64::<40>(z);
+            // The four values fit in 32 bits: gather the low halves, convert exactly.
+            let idx = _mm256_setr_epi32(0, 2, 4, 6, 0, 0, 0, 0);
+            let packed = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(top, idx));
+            _mm_cvtepi32_ps(packed)
+        }
     }
 
     /// # Safety
     /// The CPU must support AVX2.
     #[target_feature(enable = "avx2")]
     pub unsafe fn apply(x: &mut [f32], base: u64, seed: u64, p: f32, scale: f32) {
-        let threshold = _mm_set1_ps(p * (1u64 << 24) as f32);
-        let vscale = _mm_set1_ps(scale);
-        let vseed = _mm256_set1_epi64x(seed as i64);
-        let g = |j: u64| (base + j).wrapping_mul(GOLDEN) as i64;
-        let mut ig = _mm256_setr_epi64x(g(0), g(1), g(2), g(3));
-        let step = _mm256_set1_epi64x(4u64.wrapping_mul(GOLDEN) as i64);
-        let n4 = x.len() / 4 * 4;
-        let ptr = x.as_mut_ptr();
-        let mut j = 0;
-        while j < n4 {
-            let keep = _mm_cmpge_ps(bits24(vseed, ig), threshold);
-            let v = _mm_loadu_ps(ptr.add(j));
-            _mm_storeu_ps(ptr.add(j), _mm_and_ps(keep, _mm_mul_ps(v, vscale)));
-            ig = _mm256_add_epi64(ig, step);
-            j += 4;
+        // SAFETY: the caller upholds this function's safety contract, which covers every
+        // operation of the body.
+        unsafe {
+            let threshold = _mm_set1_ps(p * (1u64 << 24) as f32);
+            let vscale = _mm_set1_ps(scale);
+            let vseed = _mm256_set1_epi64x(seed as i64);
+            let g = |j: u64| (base + j).wrapping_mul(GOLDEN) as i64;
+            let mut ig = _mm256_setr_epi64x(g(0), g(1), g(2), g(3));
+            let step = _mm256_set1_epi64x(4u64.wrapping_mul(GOLDEN) as i64);
+            let n4 = x.len() / 4 * 4;
+            let ptr = x.as_mut_ptr();
+            let mut j = 0;
+            while j < n4 {
+                let keep = _mm_cmpge_ps(bits24(vseed, ig), threshold);
+                let v = _mm_loadu_ps(ptr.add(j));
+                _mm_storeu_ps(ptr.add(j), _mm_and_ps(keep, _mm_mul_ps(v, vscale)));
+                ig = _mm256_add_epi64(ig, step);
+                j += 4;
+            }
+            super::apply_scalar(&mut x[n4..], base + n4 as u64, seed, p, scale);
         }
-        super::apply_scalar(&mut x[n4..], base + n4 as u64, seed, p, scale);
     }
 }
 

@@ -120,10 +120,14 @@ impl SimdKernel for Inner<'_> {
 /// `p[i..i+LANES]` when `stride` is 1, `p[0]` in every lane when it is 0.
 #[inline(always)]
 unsafe fn load_or_splat<S: Simd>(s: S, p: *const f32, stride: usize, i: usize) -> S::F {
-    if stride == 0 {
-        s.splat(*p)
-    } else {
-        s.load(p.add(i))
+    // SAFETY: the caller upholds this function's safety contract, which covers every
+    // operation of the body.
+    unsafe {
+        if stride == 0 {
+            s.splat(*p)
+        } else {
+            s.load(p.add(i))
+        }
     }
 }
 

@@ -23,6 +23,7 @@ struct LayerNorm<'a> {
 pub(crate) struct SyncPtr(pub(crate) *mut f32);
 // SAFETY: only handed to tasks that write disjoint elements.
 unsafe impl Sync for SyncPtr {}
+// SAFETY: as for Sync: the pointer is only written at disjoint elements.
 unsafe impl Send for SyncPtr {}
 impl SyncPtr {
     /// A method, so closures capture the whole wrapper (which is Sync) rather than its field.
@@ -185,7 +186,6 @@ impl RowOp for LayerNormBackward<'_> {
 
 /// Backward of [`layernorm_rows`]: from x, dy and the saved per-row mean and rstd, writes dx and
 /// returns (dgamma, dbeta) = (sum over rows of dy * xhat, sum over rows of dy).
-#[allow(clippy::too_many_arguments)]
 pub fn layernorm_backward_rows(
     isa: Isa,
     x: &[f32],

@@ -32,7 +32,6 @@ fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
 }
 
 /// `C = alpha A B + beta C` (A row-major or transposed, B likewise) against the f64 reference.
-#[allow(clippy::too_many_arguments)]
 fn check(isa: Isa, threads: usize, m: usize, k: usize, n: usize, ta: bool, tb: bool, beta: f32) {
     let a = rand_vec(m * k, 1 + m as u64);
     let b = rand_vec(k * n, 2 + n as u64);

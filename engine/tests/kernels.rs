@@ -75,7 +75,6 @@ impl Operand {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn check_gemm(
     isa: Isa,
     threads: usize,

@@ -156,7 +156,6 @@ pub fn attention_fwd<T: Elem>(
 }
 
 /// [`attention_fwd`] with the kernel chosen (the tests run both and compare).
-#[allow(clippy::too_many_arguments)]
 pub fn attention_fwd_with<T: Elem>(
     gpu: &Gpu,
     which: AttnKernel,
@@ -215,7 +214,6 @@ pub fn attention_fwd_with<T: Elem>(
 /// Backward: from `dout` [tokens, H, D], the forward's `qkv`, `o` and `lse`, writes
 /// `dqkv` [tokens, 3, H, D] (every element, zeros for padded keys). Deterministic. bf16 with
 /// head dim 32 or 64 runs on tensor cores, the rest on the reference kernels.
-#[allow(clippy::too_many_arguments)]
 pub fn attention_bwd<T: Elem>(
     gpu: &Gpu,
     batch: &AttnBatch,
@@ -236,7 +234,6 @@ pub fn attention_bwd<T: Elem>(
 }
 
 /// [`attention_bwd`] with the kernels chosen (tensor cores: bf16, head dim 32 or 64).
-#[allow(clippy::too_many_arguments)]
 pub fn attention_bwd_with<T: Elem>(
     gpu: &Gpu,
     which: AttnKernel,

@@ -93,7 +93,6 @@ impl Blas {
 
     /// `C = alpha op(A) op(B) + beta C` (row-major, see [`GemmShape`]); A and B of one element
     /// type (f32 or bf16), C f32 or bf16; `math` applies to f32 operands.
-    #[allow(clippy::too_many_arguments)]
     pub fn gemm<TA: Elem, TC: Elem>(
         &self,
         gpu: &Gpu,
@@ -159,7 +158,6 @@ impl Blas {
     /// GELU is the tanh form, BERT's `gelu_new`; for `gelu` (erf) use bias only, then
     /// `gelu::gelu_fwd`). f32 runs on TF32 tensor cores here (cuBLASLt's f32 compute type in
     /// cudarc), bf16 on bf16 tensor cores; both accumulate in f32.
-    #[allow(clippy::too_many_arguments)]
     pub fn linear<T: Elem>(
         &self,
         gpu: &Gpu,

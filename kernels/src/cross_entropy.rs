@@ -61,7 +61,6 @@ pub fn cross_entropy_fwd<T: Elem>(
 
 /// `dlogits = scale * (softmax(logits) - onehot(target))`, zero rows where target == ignore;
 /// scale is dloss / (counted rows) for a mean loss.
-#[allow(clippy::too_many_arguments)]
 pub fn cross_entropy_bwd<T: Elem>(
     gpu: &Gpu,
     logits: &impl DevicePtr<T>,

@@ -10,7 +10,6 @@ const BLOCK: u32 = 256;
 /// type ids); ids `[tokens]` i32, tables `[rows, dim]`, out `[tokens, dim]`, tokens a multiple
 /// of seq_len. A bad id writes a NaN row and its token index (the smallest) into `bad[0]`
 /// when given (set it to i32::MAX first).
-#[allow(clippy::too_many_arguments)]
 pub fn bert_embed_fwd<T: Elem>(
     gpu: &Gpu,
     word_ids: &impl DevicePtr<i32>,
@@ -31,7 +30,6 @@ pub fn bert_embed_fwd<T: Elem>(
 /// [`bert_embed_fwd`] with each token's position given (`pos_ids` `[tokens]` i32; a packed
 /// batch, where a position is the token's place in its own sequence), or `t % seq_len` when
 /// None. A position outside the table is a bad id (NaN row, reported in `bad`).
-#[allow(clippy::too_many_arguments)]
 pub fn bert_embed_fwd_at<T: Elem>(
     gpu: &Gpu,
     word_ids: &impl DevicePtr<i32>,

@@ -22,7 +22,6 @@ impl GeluKind {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn run<T: Elem>(
     gpu: &Gpu,
     kind: GeluKind,

@@ -10,7 +10,6 @@ const ROWS_PER_BLOCK: u32 = 8;
 /// Forward. x, y, and the optional residual and h: `[rows, cols]`; gamma, beta: `[cols]` f32;
 /// mean, rstd: `[rows]` f32 (written, for the backward). `h = dropout(x) + residual` is written
 /// when given (training needs it for the backward). `dropout`: (p, seed), the CPU engine's mask.
-#[allow(clippy::too_many_arguments)]
 pub fn layernorm_fwd<T: Elem>(
     gpu: &Gpu,
     x: &impl DevicePtr<T>,
@@ -84,7 +83,6 @@ pub fn layernorm_fwd<T: Elem>(
 
 /// Backward to the input: `dx` `[rows, cols]` from h (the forward's normalised input), dy,
 /// gamma and the forward's mean and rstd.
-#[allow(clippy::too_many_arguments)]
 pub fn layernorm_bwd<T: Elem>(
     gpu: &Gpu,
     h: &impl DevicePtr<T>,
@@ -131,7 +129,6 @@ pub fn layernorm_bwd<T: Elem>(
 
 /// Backward to the parameters: `dgamma = beta_acc * dgamma + sum_r dy * xhat`,
 /// `dbeta = beta_acc * dbeta + sum_r dy` (`[cols]` f32 each), in two deterministic stages.
-#[allow(clippy::too_many_arguments)]
 pub fn layernorm_params_bwd<T: Elem>(
     gpu: &Gpu,
     h: &impl DevicePtr<T>,
@@ -154,6 +151,7 @@ pub fn layernorm_params_bwd<T: Elem>(
     let plan = reduce::ChunkPlan::new(gpu, rows, cols);
     // SAFETY: every element of the partials is written by the first stage before it is read.
     let mut pg = unsafe { gpu.stream().alloc::<f32>(plan.chunks * cols)? };
+    // SAFETY: as for `pg`: written by the first stage before it is read.
     let mut pb = unsafe { gpu.stream().alloc::<f32>(plan.chunks * cols)? };
     {
         let (a0, _g1) = addr(gpu, h);

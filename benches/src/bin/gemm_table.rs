@@ -380,6 +380,7 @@ fn main() {
         let mut fns: Vec<Contender> = vec![
             Box::new(move |c: &mut [f32]| ours(isa, threads, a, b, (m, k, n), (brs, bcs), c)),
             // SAFETY (this and the next two): pointers and strides describe the live buffers.
+            // SAFETY: the pointers and strides describe the live buffers.
             Box::new(move |c: &mut [f32]| unsafe {
                 gemm::gemm(
                     m,
@@ -403,6 +404,7 @@ fn main() {
                     par,
                 )
             }),
+            // SAFETY: the pointers and strides describe the live buffers.
             Box::new(move |c: &mut [f32]| unsafe {
                 matrixmultiply::sgemm(
                     m,
@@ -447,6 +449,7 @@ fn main() {
         for lib in &blas {
             let f = lib.sgemm;
             let (tb, ldb) = if bt { (112, k) } else { (111, n) }; // CblasTrans / CblasNoTrans
+                                                                  // SAFETY: the pointers and strides describe the live buffers.
             fns.push(Box::new(move |c: &mut [f32]| unsafe {
                 f(
                     101,

@@ -36,15 +36,19 @@ fn main() {
         };
         if is_x86_feature_detected!("avx512f") {
             // SAFETY (each): the feature was detected on this CPU just before.
+            // SAFETY: the loop's instruction set was detected on this CPU just before.
             run("f32 FMA (AVX-512)", || unsafe { loops::fma512() });
         }
         if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            // SAFETY: the loop's instruction set was detected on this CPU just before.
             run("f32 FMA (AVX2)", || unsafe { loops::fma256() });
         }
         if is_x86_feature_detected!("avx512bf16") {
+            // SAFETY: the loop's instruction set was detected on this CPU just before.
             run("bf16 dot (vdpbf16ps)", || unsafe { loops::dpbf16() });
         }
         if is_x86_feature_detected!("avx512vnni") {
+            // SAFETY: the loop's instruction set was detected on this CPU just before.
             run("int8 dot (vpdpbusd)", || unsafe { loops::dpbusd() });
         }
     }

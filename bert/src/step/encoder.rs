@@ -132,7 +132,6 @@ pub(super) struct Encoded<D: Device> {
 
 /// Embeddings then the first `layers` encoder layers (see the module comment), with dropout
 /// when `dropout_seed` is Some; `keep` retains each layer's activations for the backward.
-#[allow(clippy::too_many_arguments)]
 pub(super) fn encoder_forward<D: Device>(
     dev: &D,
     c: &BertConfig,

@@ -110,7 +110,7 @@ impl<'d, D: Device> StepTrainer<'d, D> {
     }
 
     /// Host copies, HF-named: the parameters and the (first, second) moments.
-    #[allow(clippy::type_complexity)]
+    #[expect(clippy::type_complexity)]
     pub fn state_named(
         &self,
     ) -> Result<(

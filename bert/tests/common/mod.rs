@@ -1,6 +1,6 @@
 //! Helpers shared by bert's integration tests: a tiny `bert data` folder, a tiny model config,
 //! fresh temporary folders and checkpoint readers.
-#![allow(dead_code)]
+#![expect(dead_code)]
 
 use bert::data::{create_instances, write_shard, DataConfig, Specials};
 use std::path::{Path, PathBuf};

@@ -147,7 +147,6 @@ impl Device for Cpu {
         Ok(vec![norm])
     }
 
-    #[allow(clippy::type_complexity)]
     fn optim_state(&self, o: &CpuOptim) -> Result<Vec<(Vec<f32>, Vec<f32>, Vec<f32>)>> {
         Ok((0..o.params.len())
             .map(|i| (o.params[i].clone(), o.m[i].clone(), o.v[i].clone()))

@@ -109,7 +109,6 @@ pub trait Device {
         out: usize,
     ) -> Result<Self::Buf>;
     /// `dw (out,in) += dy^T x`, `db (out) += column sums of dy`.
-    #[allow(clippy::too_many_arguments)]
     fn linear_dw(
         &self,
         dy: &Self::Buf,
@@ -123,7 +122,7 @@ pub trait Device {
 
     /// `h = dropout(x) + residual` (either part optional: p = 0 skips the dropout), then
     /// `y = LayerNorm(h) * gamma + beta` over rows of `cols`. Returns y and the saved state.
-    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    #[expect(clippy::type_complexity)]
     fn layernorm(
         &self,
         x: &Self::Buf,
@@ -159,7 +158,6 @@ pub trait Device {
 
     /// BERT's embedding sum `(word[ids] + type[types]) + pos[p]`, `(tokens, dim)`; p is
     /// `positions[t]` when given (packed batches), else `t % seq`.
-    #[allow(clippy::too_many_arguments)]
     fn embed(
         &self,
         ids: &Self::Ids,
@@ -172,7 +170,6 @@ pub trait Device {
         dim: usize,
     ) -> Result<Self::Buf>;
     /// Backward of [`Device::embed`]: accumulates into the three tables' gradients.
-    #[allow(clippy::too_many_arguments)]
     fn embed_bwd(
         &self,
         ids: &Self::Ids,
@@ -212,7 +209,6 @@ pub trait Device {
         dropout: (f32, u64),
     ) -> Result<(Self::Buf, Self::AttnSaved)>;
     /// Backward of [`Device::attention`]: `dqkv (tokens, 3, heads, head_dim)`.
-    #[allow(clippy::too_many_arguments)]
     fn attention_bwd(
         &self,
         qkv: &Self::Buf,
@@ -230,7 +226,6 @@ pub trait Device {
     /// and moments.
     fn optim_new(&self, params: &[Vec<f32>], decay: Vec<f32>) -> Result<Self::Optim>;
     /// The parameters and their gradients, for a forward/backward pass.
-    #[allow(clippy::type_complexity)]
     fn optim_parts<'a>(
         &self,
         o: &'a mut Self::Optim,
@@ -242,7 +237,7 @@ pub trait Device {
     /// [`crate::optim::AdamW::step`].
     fn optim_step(&self, o: &mut Self::Optim, h: AdamHyper, max_norm: f32) -> Result<Self::Grad>;
     /// Host copies of every tensor's (parameter, first moment, second moment).
-    #[allow(clippy::type_complexity)]
+    #[expect(clippy::type_complexity)]
     fn optim_state(&self, o: &Self::Optim) -> Result<Vec<(Vec<f32>, Vec<f32>, Vec<f32>)>>;
     /// Replaces the moments (resuming), one (m, v) per tensor.
     fn optim_set_moments(&self, o: &mut Self::Optim, mv: Vec<(Vec<f32>, Vec<f32>)>) -> Result<()>;

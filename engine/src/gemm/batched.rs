@@ -34,7 +34,6 @@ pub fn gemm_batched(
 }
 
 /// [`gemm_batched`] with an explicit ISA and thread count.
-#[allow(clippy::too_many_arguments)]
 pub fn gemm_batched_with(
     isa: Isa,
     threads: usize,

@@ -84,52 +84,56 @@ const BLOCKING: Blocking = Blocking {
 };
 
 unsafe fn run_serial_bf16(isa: Isa, job: Job) {
-    if job.k == 0 {
-        scale_c(job, job.beta);
-        return;
-    }
-    struct K<'a> {
-        job: Job,
-        ap: &'a mut [u32],
-        bp: &'a mut [u32],
-    }
-    impl SimdKernel for K<'_> {
-        type Output = ();
-        #[inline(always)]
-        fn run<S: Simd>(self, s: S) {
-            with_tile(s, self)
+    // SAFETY: the caller upholds this function's safety contract, which covers every
+    // operation of the body.
+    unsafe {
+        if job.k == 0 {
+            scale_c(job, job.beta);
+            return;
         }
-    }
-    impl WithTile for K<'_> {
-        type Output = ();
-        #[inline(always)]
-        fn run<S: Simd, const MR: usize, const NV: usize>(self, s: S) {
-            // SAFETY: forwarded from run_serial_bf16's contract.
-            unsafe {
-                blocked(
-                    Emulated::<S, MR, NV>(s),
-                    self.job,
-                    BLOCKING,
-                    self.ap,
-                    self.bp,
-                )
+        struct K<'a> {
+            job: Job,
+            ap: &'a mut [u32],
+            bp: &'a mut [u32],
+        }
+        impl SimdKernel for K<'_> {
+            type Output = ();
+            #[inline(always)]
+            fn run<S: Simd>(self, s: S) {
+                with_tile(s, self)
             }
         }
-    }
-    with_buffers(
-        &job,
-        BLOCKING,
-        tile(isa),
-        2,
-        |ap: &mut [u32], bp: &mut [u32]| {
-            if bf16_mode(isa) == "native" {
-                #[cfg(target_arch = "x86_64")]
-                blocked(Native, job, BLOCKING, ap, bp);
-            } else {
-                dispatch(isa, K { job, ap, bp });
+        impl WithTile for K<'_> {
+            type Output = ();
+            #[inline(always)]
+            fn run<S: Simd, const MR: usize, const NV: usize>(self, s: S) {
+                // SAFETY: forwarded from run_serial_bf16's contract.
+                unsafe {
+                    blocked(
+                        Emulated::<S, MR, NV>(s),
+                        self.job,
+                        BLOCKING,
+                        self.ap,
+                        self.bp,
+                    )
+                }
             }
-        },
-    )
+        }
+        with_buffers(
+            &job,
+            BLOCKING,
+            tile(isa),
+            2,
+            |ap: &mut [u32], bp: &mut [u32]| {
+                if bf16_mode(isa) == "native" {
+                    #[cfg(target_arch = "x86_64")]
+                    blocked(Native, job, BLOCKING, ap, bp);
+                } else {
+                    dispatch(isa, K { job, ap, bp });
+                }
+            },
+        )
+    }
 }
 
 /// `vdpbf16ps`, 12 x 32 (AVX-512's f32 tile shape).
@@ -153,7 +157,9 @@ impl Tile for Native {
         mc: usize,
         kc: usize,
     ) {
-        pack_pairs_a(dst, a, rs, cs, mc, kc, Self::MR)
+        // SAFETY: the caller upholds this function's safety contract, which covers every
+        // operation of the body.
+        unsafe { pack_pairs_a(dst, a, rs, cs, mc, kc, Self::MR) }
     }
     #[inline(always)]
     unsafe fn pack_b(
@@ -165,7 +171,9 @@ impl Tile for Native {
         kc: usize,
         nc: usize,
     ) {
-        pack_pairs_b(dst, b, rs, cs, kc, nc, Self::NR)
+        // SAFETY: the caller upholds this function's safety contract, which covers every
+        // operation of the body.
+        unsafe { pack_pairs_b(dst, b, rs, cs, kc, nc, Self::NR) }
     }
     #[inline(always)]
     unsafe fn tile(
@@ -181,7 +189,9 @@ impl Tile for Native {
         mr_eff: usize,
         nr_eff: usize,
     ) {
-        native::kernel(kp, a, b, c, rsc, csc, alpha, beta, mr_eff, nr_eff)
+        // SAFETY: the caller upholds this function's safety contract, which covers every
+        // operation of the body.
+        unsafe { native::kernel(kp, a, b, c, rsc, csc, alpha, beta, mr_eff, nr_eff) }
     }
 }
 
@@ -204,7 +214,9 @@ impl<S: Simd, const MR: usize, const NV: usize> Tile for Emulated<S, MR, NV> {
         mc: usize,
         kc: usize,
     ) {
-        pack_pairs_a(dst, a, rs, cs, mc, kc, MR)
+        // SAFETY: the caller upholds this function's safety contract, which covers every
+        // operation of the body.
+        unsafe { pack_pairs_a(dst, a, rs, cs, mc, kc, MR) }
     }
     #[inline(always)]
     unsafe fn pack_b(
@@ -216,7 +228,9 @@ impl<S: Simd, const MR: usize, const NV: usize> Tile for Emulated<S, MR, NV> {
         kc: usize,
         nc: usize,
     ) {
-        pack_pairs_b(dst, b, rs, cs, kc, nc, Self::NR)
+        // SAFETY: the caller upholds this function's safety contract, which covers every
+        // operation of the body.
+        unsafe { pack_pairs_b(dst, b, rs, cs, kc, nc, Self::NR) }
     }
     #[inline(always)]
     unsafe fn tile(
@@ -232,7 +246,11 @@ impl<S: Simd, const MR: usize, const NV: usize> Tile for Emulated<S, MR, NV> {
         mr_eff: usize,
         nr_eff: usize,
     ) {
-        emulated_kernel::<S, MR, NV>(self.0, kp, a, b, c, rsc, csc, alpha, beta, mr_eff, nr_eff)
+        // SAFETY: the caller upholds this function's safety contract, which covers every
+        // operation of the body.
+        unsafe {
+            emulated_kernel::<S, MR, NV>(self.0, kp, a, b, c, rsc, csc, alpha, beta, mr_eff, nr_eff)
+        }
     }
 }
 
@@ -247,24 +265,28 @@ unsafe fn pack_pairs_b(
     nc: usize,
     nr: usize,
 ) {
-    let kp = kc.div_ceil(2);
-    for (si, j0) in (0..nc).step_by(nr).enumerate() {
-        let sl = &mut dst[si * kp * nr..(si + 1) * kp * nr];
-        for q in 0..kp {
-            for j in 0..nr {
-                let col = j0 + j;
-                let w = if col < nc {
-                    let lo = to_bf16_bits(*b.add(2 * q * rs + col * cs));
-                    let hi = if 2 * q + 1 < kc {
-                        to_bf16_bits(*b.add((2 * q + 1) * rs + col * cs))
+    // SAFETY: the caller upholds this function's safety contract, which covers every
+    // operation of the body.
+    unsafe {
+        let kp = kc.div_ceil(2);
+        for (si, j0) in (0..nc).step_by(nr).enumerate() {
+            let sl = &mut dst[si * kp * nr..(si + 1) * kp * nr];
+            for q in 0..kp {
+                for j in 0..nr {
+                    let col = j0 + j;
+                    let w = if col < nc {
+                        let lo = to_bf16_bits(*b.add(2 * q * rs + col * cs));
+                        let hi = if 2 * q + 1 < kc {
+                            to_bf16_bits(*b.add((2 * q + 1) * rs + col * cs))
+                        } else {
+                            0
+                        };
+                        lo | hi << 16
                     } else {
                         0
                     };
-                    lo | hi << 16
-                } else {
-                    0
-                };
-                sl[q * nr + j] = w;
+                    sl[q * nr + j] = w;
+                }
             }
         }
     }
@@ -281,23 +303,27 @@ unsafe fn pack_pairs_a(
     kc: usize,
     mr: usize,
 ) {
-    let kp = kc.div_ceil(2);
-    for (si, i0) in (0..mc).step_by(mr).enumerate() {
-        let sl = &mut dst[si * kp * mr..(si + 1) * kp * mr];
-        for i in 0..mr {
-            let row = i0 + i;
-            for q in 0..kp {
-                sl[q * mr + i] = if row < mc {
-                    let lo = to_bf16_bits(*a.add(row * rs + 2 * q * cs));
-                    let hi = if 2 * q + 1 < kc {
-                        to_bf16_bits(*a.add(row * rs + (2 * q + 1) * cs))
+    // SAFETY: the caller upholds this function's safety contract, which covers every
+    // operation of the body.
+    unsafe {
+        let kp = kc.div_ceil(2);
+        for (si, i0) in (0..mc).step_by(mr).enumerate() {
+            let sl = &mut dst[si * kp * mr..(si + 1) * kp * mr];
+            for i in 0..mr {
+                let row = i0 + i;
+                for q in 0..kp {
+                    sl[q * mr + i] = if row < mc {
+                        let lo = to_bf16_bits(*a.add(row * rs + 2 * q * cs));
+                        let hi = if 2 * q + 1 < kc {
+                            to_bf16_bits(*a.add(row * rs + (2 * q + 1) * cs))
+                        } else {
+                            0
+                        };
+                        lo | hi << 16
                     } else {
                         0
                     };
-                    lo | hi << 16
-                } else {
-                    0
-                };
+                }
             }
         }
     }
@@ -316,17 +342,20 @@ unsafe fn store_tile(
     mr_eff: usize,
     nr_eff: usize,
 ) {
-    for i in 0..mr_eff {
-        for j in 0..nr_eff {
-            let p = c.add(i * rsc + j * csc);
-            let t = alpha * tile[i * nr + j];
-            *p = if beta == 0.0 { t } else { beta * *p + t };
+    // SAFETY: the caller upholds this function's safety contract, which covers every
+    // operation of the body.
+    unsafe {
+        for i in 0..mr_eff {
+            for j in 0..nr_eff {
+                let p = c.add(i * rsc + j * csc);
+                let t = alpha * tile[i * nr + j];
+                *p = if beta == 0.0 { t } else { beta * *p + t };
+            }
         }
     }
 }
 
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 unsafe fn emulated_kernel<S: Simd, const MR: usize, const NV: usize>(
     s: S,
     kp: usize,
@@ -340,36 +369,40 @@ unsafe fn emulated_kernel<S: Simd, const MR: usize, const NV: usize>(
     mr_eff: usize,
     nr_eff: usize,
 ) {
-    let l = S::LANES;
-    let nr = NV * l;
-    for i in 0..mr_eff {
-        prefetch(c.add(i * rsc));
-    }
-    let mut acc = [[s.zero(); NV]; MR];
-    for q in 0..kp {
-        let mut lo = [s.zero(); NV];
-        let mut hi = [s.zero(); NV];
-        for v in 0..NV {
-            (lo[v], hi[v]) = s.load_bf16_pairs(b.add(q * nr + v * l));
+    // SAFETY: the caller upholds this function's safety contract, which covers every
+    // operation of the body.
+    unsafe {
+        let l = S::LANES;
+        let nr = NV * l;
+        for i in 0..mr_eff {
+            prefetch(c.add(i * rsc));
         }
-        for (i, row) in acc.iter_mut().enumerate() {
-            let w = *a.add(q * MR + i);
-            let (alo, ahi) = (
-                s.splat(f32::from_bits(w << 16)),
-                s.splat(f32::from_bits(w & 0xFFFF_0000)),
-            );
+        let mut acc = [[s.zero(); NV]; MR];
+        for q in 0..kp {
+            let mut lo = [s.zero(); NV];
+            let mut hi = [s.zero(); NV];
             for v in 0..NV {
-                row[v] = s.fma(ahi, hi[v], s.fma(alo, lo[v], row[v]));
+                (lo[v], hi[v]) = s.load_bf16_pairs(b.add(q * nr + v * l));
+            }
+            for (i, row) in acc.iter_mut().enumerate() {
+                let w = *a.add(q * MR + i);
+                let (alo, ahi) = (
+                    s.splat(f32::from_bits(w << 16)),
+                    s.splat(f32::from_bits(w & 0xFFFF_0000)),
+                );
+                for v in 0..NV {
+                    row[v] = s.fma(ahi, hi[v], s.fma(alo, lo[v], row[v]));
+                }
             }
         }
-    }
-    let mut tmp = [0.0f32; 12 * 32];
-    for (i, row) in acc.iter().enumerate() {
-        for (v, &x) in row.iter().enumerate() {
-            s.store(tmp.as_mut_ptr().add(i * nr + v * l), x);
+        let mut tmp = [0.0f32; 12 * 32];
+        for (i, row) in acc.iter().enumerate() {
+            for (v, &x) in row.iter().enumerate() {
+                s.store(tmp.as_mut_ptr().add(i * nr + v * l), x);
+            }
         }
+        store_tile(&tmp, nr, c, rsc, csc, alpha, beta, mr_eff, nr_eff);
     }
-    store_tile(&tmp, nr, c, rsc, csc, alpha, beta, mr_eff, nr_eff);
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -383,7 +416,6 @@ mod native {
     /// The CPU has AVX512F and AVX512-BF16 (checked by `bf16_mode`); `a` holds kp*12 words,
     /// `b` kp*32 words; C addresses as in the f32 microkernel.
     #[target_feature(enable = "avx512f,avx512bf16")]
-    #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn kernel(
         kp: usize,
         a: *const u32,
@@ -396,24 +428,28 @@ mod native {
         mr_eff: usize,
         nr_eff: usize,
     ) {
-        let mut acc = [[_mm512_setzero_ps(); 2]; 12];
-        for q in 0..kp {
-            let b0: __m512bh =
-                std::mem::transmute(_mm512_loadu_si512(b.add(q * 32) as *const __m512i));
-            let b1: __m512bh =
-                std::mem::transmute(_mm512_loadu_si512(b.add(q * 32 + 16) as *const __m512i));
-            for (i, row) in acc.iter_mut().enumerate() {
-                let ai: __m512bh =
-                    std::mem::transmute(_mm512_set1_epi32(*a.add(q * 12 + i) as i32));
-                row[0] = _mm512_dpbf16_ps(row[0], ai, b0);
-                row[1] = _mm512_dpbf16_ps(row[1], ai, b1);
+        // SAFETY: the caller upholds this function's safety contract, which covers every
+        // operation of the body.
+        unsafe {
+            let mut acc = [[_mm512_setzero_ps(); 2]; 12];
+            for q in 0..kp {
+                let b0: __m512bh =
+                    std::mem::transmute(_mm512_loadu_si512(b.add(q * 32) as *const __m512i));
+                let b1: __m512bh =
+                    std::mem::transmute(_mm512_loadu_si512(b.add(q * 32 + 16) as *const __m512i));
+                for (i, row) in acc.iter_mut().enumerate() {
+                    let ai: __m512bh =
+                        std::mem::transmute(_mm512_set1_epi32(*a.add(q * 12 + i) as i32));
+                    row[0] = _mm512_dpbf16_ps(row[0], ai, b0);
+                    row[1] = _mm512_dpbf16_ps(row[1], ai, b1);
+                }
             }
+            let mut tmp = [0.0f32; 12 * 32];
+            for (i, row) in acc.iter().enumerate() {
+                _mm512_storeu_ps(tmp.as_mut_ptr().add(i * 32), row[0]);
+                _mm512_storeu_ps(tmp.as_mut_ptr().add(i * 32 + 16), row[1]);
+            }
+            super::store_tile(&tmp, 32, c, rsc, csc, alpha, beta, mr_eff, nr_eff);
         }
-        let mut tmp = [0.0f32; 12 * 32];
-        for (i, row) in acc.iter().enumerate() {
-            _mm512_storeu_ps(tmp.as_mut_ptr().add(i * 32), row[0]);
-            _mm512_storeu_ps(tmp.as_mut_ptr().add(i * 32 + 16), row[1]);
-        }
-        super::store_tile(&tmp, 32, c, rsc, csc, alpha, beta, mr_eff, nr_eff);
     }
 }

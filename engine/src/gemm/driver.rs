@@ -49,7 +49,6 @@ pub(crate) trait Tile: Copy {
 
     /// `C[0..mr_eff, 0..nr_eff] = alpha * (A sliver . B sliver) + beta * C` over `kw` packed
     /// steps, C at `c` with strides `rsc`, `csc` (not read when beta == 0).
-    #[allow(clippy::too_many_arguments)]
     unsafe fn tile(
         self,
         kw: usize,
@@ -86,6 +85,7 @@ pub(crate) struct Job {
 // SAFETY: a Job is only sent to threads that write disjoint blocks of C (see `split`), and the
 // inputs are only read.
 unsafe impl Send for Job {}
+// SAFETY: shared, a Job's fields are only read (the pointers' targets as in Send).
 unsafe impl Sync for Job {}
 
 impl Job {
@@ -111,7 +111,7 @@ impl Job {
 
     /// The sub-problem C[i0..i0+m, j0..j0+n].
     pub(crate) fn block(&self, i0: usize, m: usize, j0: usize, n: usize) -> Job {
-        // SAFETY (of the pointer arithmetic): i0 < self.m and j0 < self.n, so these stay in the
+        // SAFETY: (the pointer arithmetic) i0 < self.m and j0 < self.n, so these stay in the
         // allocations the original bounds check covered.
         unsafe {
             Job {
@@ -134,13 +134,17 @@ pub(crate) const PARALLEL_MIN_FLOPS: usize = 1 << 20;
 /// # Safety
 /// The job's pointers must be valid for every element it addresses, C must not alias A or B.
 pub(crate) unsafe fn run_threaded(isa: Isa, threads: usize, job: Job) {
-    run_threaded_with(
-        isa,
-        threads,
-        job,
-        super::microkernel::tile(isa),
-        super::run_serial,
-    )
+    // SAFETY: the caller upholds this function's safety contract, which covers every
+    // operation of the body.
+    unsafe {
+        run_threaded_with(
+            isa,
+            threads,
+            job,
+            super::microkernel::tile(isa),
+            super::run_serial,
+        )
+    }
 }
 
 /// [`run_threaded`] for any serial runner with register tile `(mr, nr)` (the bf16 GEMM reuses it).
@@ -151,42 +155,44 @@ pub(crate) unsafe fn run_threaded_with(
     (mr, nr): (usize, usize),
     serial: unsafe fn(Isa, Job),
 ) {
-    let threads = threads.max(1);
-    let work = job.m * job.n * job.k.max(1);
-    if threads == 1 || work < PARALLEL_MIN_FLOPS {
-        serial(isa, job);
-        return;
+    // SAFETY: the caller upholds this function's safety contract, which covers every
+    // operation of the body.
+    unsafe {
+        let threads = threads.max(1);
+        let work = job.m * job.n * job.k.max(1);
+        if threads == 1 || work < PARALLEL_MIN_FLOPS {
+            serial(isa, job);
+            return;
+        }
+        // Each thread packs all of the operand the cut does not divide: cutting n repeats A's
+        // packing (m x k) on every thread, cutting m repeats B's (k x n). So cut m when A is the
+        // larger (m > n), as long as both dimensions give every thread two tiles or more; keep
+        // each cut a multiple of the tile size. (4096 x 768 x 768 on two threads: 1.2x faster
+        // than cutting n.)
+        let tiles_m = job.m.div_ceil(mr);
+        let tiles_n = job.n.div_ceil(nr);
+        let cut_n = if tiles_n < 2 * threads {
+            false
+        } else if tiles_m < 2 * threads {
+            true
+        } else {
+            job.m <= job.n
+        };
+        let blocks: Vec<Job> = if cut_n {
+            split(tiles_n, threads)
+                .map(|(t0, t1)| (t0 * nr, (t1 * nr).min(job.n)))
+                .map(|(j0, j1)| job.block(0, job.m, j0, j1 - j0))
+                .collect()
+        } else {
+            split(tiles_m, threads)
+                .map(|(t0, t1)| (t0 * mr, (t1 * mr).min(job.m)))
+                .map(|(i0, i1)| job.block(i0, i1 - i0, 0, job.n))
+                .collect()
+        };
+        use rayon::prelude::*;
+        // Blocks address disjoint parts of C, and the caller's guarantees cover them.
+        blocks.into_par_iter().for_each(|b| serial(isa, b));
     }
-    // Each thread packs all of the operand the cut does not divide: cutting n repeats A's
-    // packing (m x k) on every thread, cutting m repeats B's (k x n). So cut m when A is the
-    // larger (m > n), as long as both dimensions give every thread two tiles or more; keep
-    // each cut a multiple of the tile size. (4096 x 768 x 768 on two threads: 1.2x faster
-    // than cutting n.)
-    let tiles_m = job.m.div_ceil(mr);
-    let tiles_n = job.n.div_ceil(nr);
-    let cut_n = if tiles_n < 2 * threads {
-        false
-    } else if tiles_m < 2 * threads {
-        true
-    } else {
-        job.m <= job.n
-    };
-    let blocks: Vec<Job> = if cut_n {
-        split(tiles_n, threads)
-            .map(|(t0, t1)| (t0 * nr, (t1 * nr).min(job.n)))
-            .map(|(j0, j1)| job.block(0, job.m, j0, j1 - j0))
-            .collect()
-    } else {
-        split(tiles_m, threads)
-            .map(|(t0, t1)| (t0 * mr, (t1 * mr).min(job.m)))
-            .map(|(i0, i1)| job.block(i0, i1 - i0, 0, job.n))
-            .collect()
-    };
-    use rayon::prelude::*;
-    blocks.into_par_iter().for_each(|b| {
-        // SAFETY: blocks address disjoint parts of C and the caller's guarantees cover them.
-        unsafe { serial(isa, b) }
-    });
 }
 
 /// `parts` contiguous ranges covering 0..n as evenly as possible (empty ranges dropped).
@@ -199,10 +205,14 @@ pub(crate) fn split(n: usize, parts: usize) -> impl Iterator<Item = (usize, usiz
 
 /// `C *= beta` (the k = 0 case), with `beta == 0` writing zeros without reading.
 pub(crate) unsafe fn scale_c(job: Job, beta: f32) {
-    for i in 0..job.m {
-        for j in 0..job.n {
-            let p = job.c.add(i * job.crs + j * job.ccs);
-            *p = if beta == 0.0 { 0.0 } else { beta * *p };
+    // SAFETY: the caller upholds this function's safety contract, which covers every
+    // operation of the body.
+    unsafe {
+        for i in 0..job.m {
+            for j in 0..job.n {
+                let p = job.c.add(i * job.crs + j * job.ccs);
+                *p = if beta == 0.0 { 0.0 } else { beta * *p };
+            }
         }
     }
 }
@@ -247,60 +257,64 @@ pub(crate) unsafe fn blocked<T: Tile>(
     ap: &mut [T::P],
     bp: &mut [T::P],
 ) {
-    let (mr, nr) = (T::MR, T::NR);
-    let Job {
-        m,
-        n,
-        k,
-        alpha,
-        beta,
-        ..
-    } = job;
-    for jc in (0..n).step_by(blk.nc) {
-        let nc = blk.nc.min(n - jc);
-        for pc in (0..k).step_by(blk.kc) {
-            let kc = blk.kc.min(k - pc);
-            let kw = kc.div_ceil(T::K_PER);
-            // When all of M fits one MC block, the packed B panel would be used by a single
-            // block: pack each B sliver just before its microkernel calls instead, into an
-            // L1-sized buffer, rather than writing a KC x NC panel out to L3 and reading it back
-            // (for M = 128 that round trip costs about a tenth of the run).
-            let mcb = mc_block(m, mr, blk.mc);
-            let fused = m <= mcb;
-            if !fused {
-                t.pack_b(
-                    bp,
-                    job.b.add(pc * job.brs + jc * job.bcs),
-                    job.brs,
-                    job.bcs,
-                    kc,
-                    nc,
-                );
-            }
-            let beta_eff = if pc == 0 { beta } else { 1.0 };
-            for ic in (0..m).step_by(mcb) {
-                let mc = mcb.min(m - ic);
-                t.pack_a(
-                    ap,
-                    job.a.add(ic * job.ars + pc * job.acs),
-                    job.ars,
-                    job.acs,
-                    mc,
-                    kc,
-                );
-                for jr in (0..nc).step_by(nr) {
-                    let nr_eff = nr.min(nc - jr);
-                    let bsliver = if fused {
-                        let src = job.b.add(pc * job.brs + (jc + jr) * job.bcs);
-                        t.pack_b(bp, src, job.brs, job.bcs, kc, nr_eff);
-                        bp.as_ptr()
-                    } else {
-                        bp.as_ptr().add(jr * kw)
-                    };
-                    let cblock = job.c.add(ic * job.crs + (jc + jr) * job.ccs);
-                    a_slivers(
-                        t, &job, ap, mc, kw, bsliver, cblock, alpha, beta_eff, nr_eff,
+    // SAFETY: the caller upholds this function's safety contract, which covers every
+    // operation of the body.
+    unsafe {
+        let (mr, nr) = (T::MR, T::NR);
+        let Job {
+            m,
+            n,
+            k,
+            alpha,
+            beta,
+            ..
+        } = job;
+        for jc in (0..n).step_by(blk.nc) {
+            let nc = blk.nc.min(n - jc);
+            for pc in (0..k).step_by(blk.kc) {
+                let kc = blk.kc.min(k - pc);
+                let kw = kc.div_ceil(T::K_PER);
+                // When all of M fits one MC block, the packed B panel would be used by a single
+                // block: pack each B sliver just before its microkernel calls instead, into an
+                // L1-sized buffer, rather than writing a KC x NC panel out to L3 and reading it back
+                // (for M = 128 that round trip costs about a tenth of the run).
+                let mcb = mc_block(m, mr, blk.mc);
+                let fused = m <= mcb;
+                if !fused {
+                    t.pack_b(
+                        bp,
+                        job.b.add(pc * job.brs + jc * job.bcs),
+                        job.brs,
+                        job.bcs,
+                        kc,
+                        nc,
                     );
+                }
+                let beta_eff = if pc == 0 { beta } else { 1.0 };
+                for ic in (0..m).step_by(mcb) {
+                    let mc = mcb.min(m - ic);
+                    t.pack_a(
+                        ap,
+                        job.a.add(ic * job.ars + pc * job.acs),
+                        job.ars,
+                        job.acs,
+                        mc,
+                        kc,
+                    );
+                    for jr in (0..nc).step_by(nr) {
+                        let nr_eff = nr.min(nc - jr);
+                        let bsliver = if fused {
+                            let src = job.b.add(pc * job.brs + (jc + jr) * job.bcs);
+                            t.pack_b(bp, src, job.brs, job.bcs, kc, nr_eff);
+                            bp.as_ptr()
+                        } else {
+                            bp.as_ptr().add(jr * kw)
+                        };
+                        let cblock = job.c.add(ic * job.crs + (jc + jr) * job.ccs);
+                        a_slivers(
+                            t, &job, ap, mc, kw, bsliver, cblock, alpha, beta_eff, nr_eff,
+                        );
+                    }
                 }
             }
         }
@@ -311,7 +325,6 @@ pub(crate) unsafe fn blocked<T: Tile>(
 /// block (`mc` rows, `kw` packed steps) against one packed B sliver, into the C block at `c`
 /// (its first row, this sliver's first column).
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn a_slivers<T: Tile>(
     t: T,
     job: &Job,
@@ -324,10 +337,14 @@ pub(crate) unsafe fn a_slivers<T: Tile>(
     beta: f32,
     nr_eff: usize,
 ) {
-    for ir in (0..mc).step_by(T::MR) {
-        let h = T::MR.min(mc - ir);
-        let a = ap.as_ptr().add(ir * kw);
-        let c = c.add(ir * job.crs);
-        t.tile(kw, a, bsliver, c, job.crs, job.ccs, alpha, beta, h, nr_eff);
+    // SAFETY: the caller upholds this function's safety contract, which covers every
+    // operation of the body.
+    unsafe {
+        for ir in (0..mc).step_by(T::MR) {
+            let h = T::MR.min(mc - ir);
+            let a = ap.as_ptr().add(ir * kw);
+            let c = c.add(ir * job.crs);
+            t.tile(kw, a, bsliver, c, job.crs, job.ccs, alpha, beta, h, nr_eff);
+        }
     }
 }

@@ -56,7 +56,9 @@ impl<S: Simd, const MR: usize, const NV: usize> Tile for F32Tile<S, MR, NV> {
         mc: usize,
         kc: usize,
     ) {
-        pack_a::<S>(self.0, dst, a, rs, cs, mc, kc, MR)
+        // SAFETY: the caller upholds this function's safety contract, which covers every
+        // operation of the body.
+        unsafe { pack_a::<S>(self.0, dst, a, rs, cs, mc, kc, MR) }
     }
 
     #[inline(always)]
@@ -69,7 +71,9 @@ impl<S: Simd, const MR: usize, const NV: usize> Tile for F32Tile<S, MR, NV> {
         kc: usize,
         nc: usize,
     ) {
-        pack_b::<S, NV>(self.0, dst, b, rs, cs, kc, nc)
+        // SAFETY: the caller upholds this function's safety contract, which covers every
+        // operation of the body.
+        unsafe { pack_b::<S, NV>(self.0, dst, b, rs, cs, kc, nc) }
     }
 
     #[inline(always)]
@@ -86,19 +90,23 @@ impl<S: Simd, const MR: usize, const NV: usize> Tile for F32Tile<S, MR, NV> {
         h: usize,
         nr_eff: usize,
     ) {
-        let s = self.0;
-        // A last sliver of fewer rows (m = 128 with MR = 12 leaves 8) runs a shorter tile
-        // over the same packed sliver (stride MR), rather than multiplying zero rows.
-        if MR == 12 && h <= 4 {
-            microkernel::<S, 4, NV, MR>(s, kc, a, b, c, rs, cs, alpha, beta, h, nr_eff)
-        } else if MR == 12 && h <= 8 {
-            microkernel::<S, 8, NV, MR>(s, kc, a, b, c, rs, cs, alpha, beta, h, nr_eff)
-        } else if MR == 6 && h <= 2 {
-            microkernel::<S, 2, NV, MR>(s, kc, a, b, c, rs, cs, alpha, beta, h, nr_eff)
-        } else if MR == 6 && h <= 4 {
-            microkernel::<S, 4, NV, MR>(s, kc, a, b, c, rs, cs, alpha, beta, h, nr_eff)
-        } else {
-            microkernel::<S, MR, NV, MR>(s, kc, a, b, c, rs, cs, alpha, beta, h, nr_eff)
+        // SAFETY: the caller upholds this function's safety contract, which covers every
+        // operation of the body.
+        unsafe {
+            let s = self.0;
+            // A last sliver of fewer rows (m = 128 with MR = 12 leaves 8) runs a shorter tile
+            // over the same packed sliver (stride MR), rather than multiplying zero rows.
+            if MR == 12 && h <= 4 {
+                microkernel::<S, 4, NV, MR>(s, kc, a, b, c, rs, cs, alpha, beta, h, nr_eff)
+            } else if MR == 12 && h <= 8 {
+                microkernel::<S, 8, NV, MR>(s, kc, a, b, c, rs, cs, alpha, beta, h, nr_eff)
+            } else if MR == 6 && h <= 2 {
+                microkernel::<S, 2, NV, MR>(s, kc, a, b, c, rs, cs, alpha, beta, h, nr_eff)
+            } else if MR == 6 && h <= 4 {
+                microkernel::<S, 4, NV, MR>(s, kc, a, b, c, rs, cs, alpha, beta, h, nr_eff)
+            } else {
+                microkernel::<S, MR, NV, MR>(s, kc, a, b, c, rs, cs, alpha, beta, h, nr_eff)
+            }
         }
     }
 }
@@ -109,7 +117,6 @@ impl<S: Simd, const MR: usize, const NV: usize> Tile for F32Tile<S, MR, NV> {
 /// rows), `b` an NR-column sliver (kc x NR, k-major).
 /// The MR x NV accumulators are locals of a fixed-size array, which LLVM keeps in registers.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 unsafe fn microkernel<S: Simd, const MR: usize, const NV: usize, const AS: usize>(
     s: S,
     kc: usize,
@@ -123,55 +130,59 @@ unsafe fn microkernel<S: Simd, const MR: usize, const NV: usize, const AS: usize
     mr_eff: usize,
     nr_eff: usize,
 ) {
-    let l = S::LANES;
-    let nr = NV * l;
-    // The C tile is needed only after the k loop. Ask for it into L2 now, which hides a miss
-    // to L3 or memory, and into L1 only for the last `C_LEAD` steps: fetched into L1 now, its
-    // lines would be evicted again by the B sliver's before they are used when C's row stride
-    // is a multiple of 4 KiB (all the tile's rows then fall in one or two L1 sets).
-    for i in 0..mr_eff {
-        prefetch_l2(c.add(i * rsc));
-        prefetch_l2(c.add(i * rsc + (nr_eff - 1) * csc));
-    }
-    const C_LEAD: usize = 16;
-    let acc = [[s.zero(); NV]; MR];
-    let lead = kc.min(C_LEAD);
-    // The tile goes through k_steps by value (returned, not borrowed): behind a `&mut` that
-    // crosses two loops LLVM stored every accumulator after each FMA (2.5x slower).
-    let (acc, ap, bp) = k_steps::<S, MR, NV, AS>(s, acc, a, b, kc - lead);
-    for i in 0..mr_eff {
-        prefetch(c.add(i * rsc));
-        prefetch(c.add(i * rsc + (nr_eff - 1) * csc));
-    }
-    let (acc, _, _) = k_steps::<S, MR, NV, AS>(s, acc, ap, bp, lead);
-    let va = s.splat(alpha);
-    if nr_eff == nr && csc == 1 {
-        // Full-width tile, contiguous rows: vector read-modify-write of C's first mr_eff rows.
-        let vb = s.splat(beta);
-        for (i, row) in acc.iter().enumerate().take(mr_eff) {
-            let cr = c.add(i * rsc);
-            for (v, &acc_v) in row.iter().enumerate() {
-                let out = if beta == 0.0 {
-                    s.mul(va, acc_v)
-                } else {
-                    s.fma(vb, s.load(cr.add(v * l)), s.mul(va, acc_v))
-                };
-                s.store(cr.add(v * l), out);
-            }
-        }
-    } else {
-        // Edge tile or strided C: spill the tile, then update element by element.
-        let mut tmp = [0.0f32; 12 * 32];
-        for (i, row) in acc.iter().enumerate() {
-            for (v, &acc_v) in row.iter().enumerate() {
-                s.store(tmp.as_mut_ptr().add(i * nr + v * l), s.mul(va, acc_v));
-            }
-        }
+    // SAFETY: the caller upholds this function's safety contract, which covers every
+    // operation of the body.
+    unsafe {
+        let l = S::LANES;
+        let nr = NV * l;
+        // The C tile is needed only after the k loop. Ask for it into L2 now, which hides a miss
+        // to L3 or memory, and into L1 only for the last `C_LEAD` steps: fetched into L1 now, its
+        // lines would be evicted again by the B sliver's before they are used when C's row stride
+        // is a multiple of 4 KiB (all the tile's rows then fall in one or two L1 sets).
         for i in 0..mr_eff {
-            for j in 0..nr_eff {
-                let p = c.add(i * rsc + j * csc);
-                let t = tmp[i * nr + j];
-                *p = if beta == 0.0 { t } else { beta * *p + t };
+            prefetch_l2(c.add(i * rsc));
+            prefetch_l2(c.add(i * rsc + (nr_eff - 1) * csc));
+        }
+        const C_LEAD: usize = 16;
+        let acc = [[s.zero(); NV]; MR];
+        let lead = kc.min(C_LEAD);
+        // The tile goes through k_steps by value (returned, not borrowed): behind a `&mut` that
+        // crosses two loops LLVM stored every accumulator after each FMA (2.5x slower).
+        let (acc, ap, bp) = k_steps::<S, MR, NV, AS>(s, acc, a, b, kc - lead);
+        for i in 0..mr_eff {
+            prefetch(c.add(i * rsc));
+            prefetch(c.add(i * rsc + (nr_eff - 1) * csc));
+        }
+        let (acc, _, _) = k_steps::<S, MR, NV, AS>(s, acc, ap, bp, lead);
+        let va = s.splat(alpha);
+        if nr_eff == nr && csc == 1 {
+            // Full-width tile, contiguous rows: vector read-modify-write of C's first mr_eff rows.
+            let vb = s.splat(beta);
+            for (i, row) in acc.iter().enumerate().take(mr_eff) {
+                let cr = c.add(i * rsc);
+                for (v, &acc_v) in row.iter().enumerate() {
+                    let out = if beta == 0.0 {
+                        s.mul(va, acc_v)
+                    } else {
+                        s.fma(vb, s.load(cr.add(v * l)), s.mul(va, acc_v))
+                    };
+                    s.store(cr.add(v * l), out);
+                }
+            }
+        } else {
+            // Edge tile or strided C: spill the tile, then update element by element.
+            let mut tmp = [0.0f32; 12 * 32];
+            for (i, row) in acc.iter().enumerate() {
+                for (v, &acc_v) in row.iter().enumerate() {
+                    s.store(tmp.as_mut_ptr().add(i * nr + v * l), s.mul(va, acc_v));
+                }
+            }
+            for i in 0..mr_eff {
+                for j in 0..nr_eff {
+                    let p = c.add(i * rsc + j * csc);
+                    let t = tmp[i * nr + j];
+                    *p = if beta == 0.0 { t } else { beta * *p + t };
+                }
             }
         }
     }
@@ -187,23 +198,27 @@ unsafe fn k_steps<S: Simd, const MR: usize, const NV: usize, const AS: usize>(
     b: *const f32,
     steps: usize,
 ) -> ([[S::F; NV]; MR], *const f32, *const f32) {
-    let nr = NV * S::LANES;
-    let (mut ap, mut bp) = (a, b);
-    // Unrolled by 4: fewer loop-counter instructions between the FMAs.
-    for _ in 0..steps / 4 {
-        rank1::<S, MR, NV>(s, &mut acc, ap, bp);
-        rank1::<S, MR, NV>(s, &mut acc, ap.add(AS), bp.add(nr));
-        rank1::<S, MR, NV>(s, &mut acc, ap.add(2 * AS), bp.add(2 * nr));
-        rank1::<S, MR, NV>(s, &mut acc, ap.add(3 * AS), bp.add(3 * nr));
-        ap = ap.add(4 * AS);
-        bp = bp.add(4 * nr);
+    // SAFETY: the caller upholds this function's safety contract, which covers every
+    // operation of the body.
+    unsafe {
+        let nr = NV * S::LANES;
+        let (mut ap, mut bp) = (a, b);
+        // Unrolled by 4: fewer loop-counter instructions between the FMAs.
+        for _ in 0..steps / 4 {
+            rank1::<S, MR, NV>(s, &mut acc, ap, bp);
+            rank1::<S, MR, NV>(s, &mut acc, ap.add(AS), bp.add(nr));
+            rank1::<S, MR, NV>(s, &mut acc, ap.add(2 * AS), bp.add(2 * nr));
+            rank1::<S, MR, NV>(s, &mut acc, ap.add(3 * AS), bp.add(3 * nr));
+            ap = ap.add(4 * AS);
+            bp = bp.add(4 * nr);
+        }
+        for _ in 0..steps % 4 {
+            rank1::<S, MR, NV>(s, &mut acc, ap, bp);
+            ap = ap.add(AS);
+            bp = bp.add(nr);
+        }
+        (acc, ap, bp)
     }
-    for _ in 0..steps % 4 {
-        rank1::<S, MR, NV>(s, &mut acc, ap, bp);
-        ap = ap.add(AS);
-        bp = bp.add(nr);
-    }
-    (acc, ap, bp)
 }
 
 /// One rank-1 update of the register tile: NV loads of B, MR broadcasts of A, MR * NV FMAs.
@@ -215,14 +230,18 @@ unsafe fn rank1<S: Simd, const MR: usize, const NV: usize>(
     ap: *const f32,
     bp: *const f32,
 ) {
-    let mut bv = [s.zero(); NV];
-    for (v, bvv) in bv.iter_mut().enumerate() {
-        *bvv = s.load(bp.add(v * S::LANES));
-    }
-    for (i, row) in acc.iter_mut().enumerate() {
-        let ai = s.splat(*ap.add(i));
-        for v in 0..NV {
-            row[v] = s.fma(ai, bv[v], row[v]);
+    // SAFETY: the caller upholds this function's safety contract, which covers every
+    // operation of the body.
+    unsafe {
+        let mut bv = [s.zero(); NV];
+        for (v, bvv) in bv.iter_mut().enumerate() {
+            *bvv = s.load(bp.add(v * S::LANES));
+        }
+        for (i, row) in acc.iter_mut().enumerate() {
+            let ai = s.splat(*ap.add(i));
+            for v in 0..NV {
+                row[v] = s.fma(ai, bv[v], row[v]);
+            }
         }
     }
 }

@@ -208,7 +208,6 @@ pub fn gemm_with(
 
 /// The shared entry of the f32 and bf16 GEMMs: checks the views, skips empty problems, and runs
 /// `serial` (a blocked GEMM with register tile `tile`) on disjoint blocks of C across threads.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn run_checked(
     isa: Isa,
     threads: usize,
@@ -237,47 +236,51 @@ pub(crate) fn run_checked(
 /// # Safety
 /// The job's pointers must be valid for every element it addresses, C must not alias A or B.
 pub(crate) unsafe fn run_serial(isa: Isa, job: Job) {
-    struct K<'a> {
-        job: Job,
-        blk: Blocking,
-        ap: &'a mut [f32],
-        bp: &'a mut [f32],
-    }
-    impl SimdKernel for K<'_> {
-        type Output = ();
-        // Must inline into the `#[target_feature]` trampoline, or the intrinsics below would be
-        // compiled as calls (see simd/mod.rs). The same holds for every kernel in the engine.
-        #[inline(always)]
-        fn run<S: Simd>(self, s: S) {
-            with_tile(s, self)
+    // SAFETY: the caller upholds this function's safety contract, which covers every
+    // operation of the body.
+    unsafe {
+        struct K<'a> {
+            job: Job,
+            blk: Blocking,
+            ap: &'a mut [f32],
+            bp: &'a mut [f32],
         }
-    }
-    impl WithTile for K<'_> {
-        type Output = ();
-        #[inline(always)]
-        fn run<S: Simd, const MR: usize, const NV: usize>(self, s: S) {
-            // SAFETY: forwarded from run_serial's contract; buffers sized by with_buffers.
-            unsafe {
-                blocked(
-                    F32Tile::<S, MR, NV>(s),
-                    self.job,
-                    self.blk,
-                    self.ap,
-                    self.bp,
-                )
+        impl SimdKernel for K<'_> {
+            type Output = ();
+            // Must inline into the `#[target_feature]` trampoline, or the intrinsics below would be
+            // compiled as calls (see simd/mod.rs). The same holds for every kernel in the engine.
+            #[inline(always)]
+            fn run<S: Simd>(self, s: S) {
+                with_tile(s, self)
             }
         }
+        impl WithTile for K<'_> {
+            type Output = ();
+            #[inline(always)]
+            fn run<S: Simd, const MR: usize, const NV: usize>(self, s: S) {
+                // SAFETY: forwarded from run_serial's contract; buffers sized by with_buffers.
+                unsafe {
+                    blocked(
+                        F32Tile::<S, MR, NV>(s),
+                        self.job,
+                        self.blk,
+                        self.ap,
+                        self.bp,
+                    )
+                }
+            }
+        }
+        if job.k == 0 {
+            scale_c(job, job.beta);
+            return;
+        }
+        let blk = Blocking::current(isa);
+        let blk = Blocking {
+            kc: blocking::kc_block(job.k, blk.kc),
+            ..blk
+        };
+        with_buffers(&job, blk, microkernel::tile(isa), 1, |ap, bp| {
+            dispatch(isa, K { job, blk, ap, bp })
+        })
     }
-    if job.k == 0 {
-        scale_c(job, job.beta);
-        return;
-    }
-    let blk = Blocking::current(isa);
-    let blk = Blocking {
-        kc: blocking::kc_block(job.k, blk.kc),
-        ..blk
-    };
-    with_buffers(&job, blk, microkernel::tile(isa), 1, |ap, bp| {
-        dispatch(isa, K { job, blk, ap, bp })
-    })
 }

@@ -252,37 +252,41 @@ unsafe fn blocked_prepacked<T: Tile<P = f32>>(
     npad: usize,
     j0: usize,
 ) {
-    let (mr, nr) = (T::MR, T::NR);
-    let Job {
-        m,
-        n,
-        k,
-        alpha,
-        beta,
-        ..
-    } = job;
-    let mcb = mc_block(m, mr, blk.mc);
-    for pc in (0..k).step_by(blk.kc) {
-        let kc = blk.kc.min(k - pc);
-        let beta_eff = if pc == 0 { beta } else { 1.0 };
-        let panel = bp.add(pc * npad);
-        for ic in (0..m).step_by(mcb) {
-            let mc = mcb.min(m - ic);
-            t.pack_a(
-                ap,
-                job.a.add(ic * job.ars + pc * job.acs),
-                job.ars,
-                job.acs,
-                mc,
-                kc,
-            );
-            for jr in (0..n).step_by(nr) {
-                let nr_eff = nr.min(n - jr);
-                let bsliver = panel.add((j0 + jr) / nr * kc * nr);
-                let cblock = job.c.add(ic * job.crs + jr * job.ccs);
-                a_slivers(
-                    t, &job, ap, mc, kc, bsliver, cblock, alpha, beta_eff, nr_eff,
+    // SAFETY: the caller upholds this function's safety contract, which covers every
+    // operation of the body.
+    unsafe {
+        let (mr, nr) = (T::MR, T::NR);
+        let Job {
+            m,
+            n,
+            k,
+            alpha,
+            beta,
+            ..
+        } = job;
+        let mcb = mc_block(m, mr, blk.mc);
+        for pc in (0..k).step_by(blk.kc) {
+            let kc = blk.kc.min(k - pc);
+            let beta_eff = if pc == 0 { beta } else { 1.0 };
+            let panel = bp.add(pc * npad);
+            for ic in (0..m).step_by(mcb) {
+                let mc = mcb.min(m - ic);
+                t.pack_a(
+                    ap,
+                    job.a.add(ic * job.ars + pc * job.acs),
+                    job.ars,
+                    job.acs,
+                    mc,
+                    kc,
                 );
+                for jr in (0..n).step_by(nr) {
+                    let nr_eff = nr.min(n - jr);
+                    let bsliver = panel.add((j0 + jr) / nr * kc * nr);
+                    let cblock = job.c.add(ic * job.crs + jr * job.ccs);
+                    a_slivers(
+                        t, &job, ap, mc, kc, bsliver, cblock, alpha, beta_eff, nr_eff,
+                    );
+                }
             }
         }
     }

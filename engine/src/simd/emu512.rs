@@ -25,12 +25,18 @@ impl Simd for Emu512 {
     }
     #[inline(always)]
     unsafe fn load(self, p: *const f32) -> Self::F {
-        [Portable.load(p), Portable.load(p.add(8))]
+        // SAFETY: the caller upholds this function's safety contract, which covers every
+        // operation of the body.
+        unsafe { [Portable.load(p), Portable.load(p.add(8))] }
     }
     #[inline(always)]
     unsafe fn store(self, p: *mut f32, v: Self::F) {
-        Portable.store(p, v[0]);
-        Portable.store(p.add(8), v[1]);
+        // SAFETY: the caller upholds this function's safety contract, which covers every
+        // operation of the body.
+        unsafe {
+            Portable.store(p, v[0]);
+            Portable.store(p.add(8), v[1]);
+        }
     }
     #[inline(always)]
     fn add(self, a: Self::F, b: Self::F) -> Self::F {
@@ -100,8 +106,12 @@ impl Simd for Emu512 {
     }
     #[inline(always)]
     unsafe fn load_bf16_pairs(self, p: *const u32) -> (Self::F, Self::F) {
-        let (lo0, hi0) = Portable.load_bf16_pairs(p);
-        let (lo1, hi1) = Portable.load_bf16_pairs(p.add(8));
-        ([lo0, lo1], [hi0, hi1])
+        // SAFETY: the caller upholds this function's safety contract, which covers every
+        // operation of the body.
+        unsafe {
+            let (lo0, hi0) = Portable.load_bf16_pairs(p);
+            let (lo1, hi1) = Portable.load_bf16_pairs(p.add(8));
+            ([lo0, lo1], [hi0, hi1])
+        }
     }
 }

@@ -166,18 +166,26 @@ pub trait Simd: Copy + Send + Sync + 'static {
     /// `p` points to `n` readable f32.
     #[inline(always)]
     unsafe fn load_partial(self, p: *const f32, n: usize, fill: f32) -> Self::F {
-        let mut buf = [fill; 16];
-        std::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), n);
-        self.load(buf.as_ptr())
+        // SAFETY: the caller upholds this function's safety contract, which covers every
+        // operation of the body.
+        unsafe {
+            let mut buf = [fill; 16];
+            std::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), n);
+            self.load(buf.as_ptr())
+        }
     }
     /// Stores the first `n < LANES` lanes.
     /// # Safety
     /// `p` points to `n` writable f32.
     #[inline(always)]
     unsafe fn store_partial(self, p: *mut f32, v: Self::F, n: usize) {
-        let mut buf = [0.0f32; 16];
-        self.store(buf.as_mut_ptr(), v);
-        std::ptr::copy_nonoverlapping(buf.as_ptr(), p, n);
+        // SAFETY: the caller upholds this function's safety contract, which covers every
+        // operation of the body.
+        unsafe {
+            let mut buf = [0.0f32; 16];
+            self.store(buf.as_mut_ptr(), v);
+            std::ptr::copy_nonoverlapping(buf.as_ptr(), p, n);
+        }
     }
 
     fn add(self, a: Self::F, b: Self::F) -> Self::F;
@@ -279,9 +287,13 @@ pub trait Simd: Copy + Send + Sync + 'static {
         dst: *mut f32,
         ld: usize,
     ) {
-        for p in 0..8 {
-            for i in 0..ROWS {
-                *dst.add(p * ld + i) = *src.add(i * rs + p);
+        // SAFETY: the caller upholds this function's safety contract, which covers every
+        // operation of the body.
+        unsafe {
+            for p in 0..8 {
+                for i in 0..ROWS {
+                    *dst.add(p * ld + i) = *src.add(i * rs + p);
+                }
             }
         }
     }

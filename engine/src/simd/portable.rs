@@ -18,11 +18,15 @@ impl Simd for Portable {
     }
     #[inline(always)]
     unsafe fn load(self, p: *const f32) -> Self::F {
-        wide::f32x8::from(std::ptr::read_unaligned(p as *const [f32; 8]))
+        // SAFETY: the caller upholds this function's safety contract, which covers every
+        // operation of the body.
+        unsafe { wide::f32x8::from(std::ptr::read_unaligned(p as *const [f32; 8])) }
     }
     #[inline(always)]
     unsafe fn store(self, p: *mut f32, v: Self::F) {
-        std::ptr::write_unaligned(p as *mut [f32; 8], v.to_array())
+        // SAFETY: the caller upholds this function's safety contract, which covers every
+        // operation of the body.
+        unsafe { std::ptr::write_unaligned(p as *mut [f32; 8], v.to_array()) }
     }
     #[inline(always)]
     fn add(self, a: Self::F, b: Self::F) -> Self::F {
@@ -85,11 +89,15 @@ impl Simd for Portable {
     }
     #[inline(always)]
     unsafe fn load_bf16_pairs(self, p: *const u32) -> (Self::F, Self::F) {
-        let w = std::ptr::read_unaligned(p as *const [u32; 8]);
-        (
-            wide::f32x8::from(w.map(|x| f32::from_bits(x << 16))),
-            wide::f32x8::from(w.map(|x| f32::from_bits(x & 0xFFFF_0000))),
-        )
+        // SAFETY: the caller upholds this function's safety contract, which covers every
+        // operation of the body.
+        unsafe {
+            let w = std::ptr::read_unaligned(p as *const [u32; 8]);
+            (
+                wide::f32x8::from(w.map(|x| f32::from_bits(x << 16))),
+                wide::f32x8::from(w.map(|x| f32::from_bits(x & 0xFFFF_0000))),
+            )
+        }
     }
     #[inline(always)]
     fn reduce_max(self, a: Self::F) -> f32 {

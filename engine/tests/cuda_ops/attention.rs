@@ -34,7 +34,6 @@ fn pack_bhsd(t: &engine::Tensor, parts: usize, which: usize, out: &mut [f32]) {
 
 /// CPU attention (the engine's op) on a packed QKV buffer with key lengths; returns
 /// (O [B*S, H, D], dQKV [B*S, 3, H, D]).
-#[allow(clippy::too_many_arguments)]
 fn cpu_attention(
     qkv: &[f32],
     dout: &[f32],

@@ -79,7 +79,6 @@ pub(crate) fn ones<'a, T: Act>(
 /// `y (rows,out) = x (rows,in) W^T + b` on `T` operands (f32 accumulation): a GEMM writing y
 /// in full (beta 0), the bias first when there is one, broadcast by a k = 1 GEMM of a cached
 /// column of ones against the bias row (any width, NSP's 2 included).
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn linear<T: Act>(
     gpu: &Gpu,
     blas: &Blas,
@@ -120,7 +119,6 @@ pub(crate) fn linear<T: Act>(
 }
 
 /// `dx (rows,in) = dy (rows,out) W`.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn linear_dx<T: Act>(
     gpu: &Gpu,
     blas: &Blas,
@@ -147,7 +145,6 @@ pub(crate) fn linear_dx<T: Act>(
 }
 
 /// `dW (out,in) += dy^T x` into f32, and `db += column sums of dy` when given.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn linear_dw<T: Act>(
     gpu: &Gpu,
     blas: &Blas,
@@ -208,7 +205,7 @@ pub(crate) fn add_into<T: Act>(gpu: &Gpu, acc: &mut CudaSlice<T>, x: &CudaSlice<
 }
 
 /// `h = dropout(x) + residual`, `y = LayerNorm(h)` with f32 gamma and beta.
-#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+#[expect(clippy::type_complexity)]
 pub(crate) fn layernorm<T: Act>(
     gpu: &Gpu,
     x: &CudaSlice<T>,
@@ -263,7 +260,6 @@ pub(crate) fn layernorm_bwd<T: Act>(
     Ok(dx)
 }
 
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn embed<T: Act>(
     gpu: &Gpu,
     ids: &CudaSlice<i32>,
@@ -296,7 +292,6 @@ pub(crate) fn embed<T: Act>(
 
 /// The three tables' gradients from dy `[tokens, dim]` in f32 (atomics for words and types;
 /// positions deterministic when padded, atomics when packed).
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn embed_bwd(
     gpu: &Gpu,
     ids: &CudaSlice<i32>,
@@ -412,7 +407,6 @@ pub(crate) fn attention<T: Act>(
     Ok((o, CudaAttnSaved { lse, batch }))
 }
 
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn attention_bwd<T: Act>(
     gpu: &Gpu,
     qkv: &CudaSlice<T>,
