@@ -52,18 +52,15 @@ fn load(class: &str) -> bert::Bert {
 #[track_caller]
 fn close(what: &str, ours: &[f32], reference: &[f32], tol: f64) -> f64 {
     assert_eq!(ours.len(), reference.len(), "{what}: sizes differ");
-    let scale = reference
-        .iter()
-        .fold(1.0f64, |a, &b| a.max((b as f64).abs()));
-    let diff = ours
-        .iter()
-        .zip(reference)
-        .fold(0.0f64, |a, (&x, &y)| a.max((x as f64 - y as f64).abs()));
-    assert!(
-        diff <= tol * scale,
-        "{what}: max |diff| {diff:.3e} > {tol:.0e} x {scale:.3}"
+    let (diff, rel) = (
+        bert_tests::max_abs_err(ours, reference),
+        bert_tests::rel_max(ours, reference, 1.0),
     );
-    eprintln!("{what:48} max |diff| {diff:.2e} (scale {scale:.2})");
+    assert!(
+        rel <= tol,
+        "{what}: max |diff| {diff:.3e} is {rel:.2e} of the scale > {tol:.0e}"
+    );
+    eprintln!("{what:48} max |diff| {diff:.2e} ({rel:.2e} of the scale)");
     diff
 }
 

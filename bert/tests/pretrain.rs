@@ -5,7 +5,8 @@
 mod common;
 use bert::data::{create_instances, write_shard, DataConfig, Specials};
 use bert::train::{pretrain, PretrainConfig, TrainDevice};
-use common::{max_abs_diff, tiny_config, tiny_data, tiny_tokenizer, tmp, weights};
+use bert_tests::max_abs_err;
+use common::{tiny_config, tiny_data, tiny_tokenizer, tmp, weights};
 use std::path::Path;
 
 /// Metrics: one line per step (the resumed run appends), evaluations at steps 4 and 8.
@@ -142,7 +143,7 @@ fn the_hand_written_step_trains_as_the_tape_does_and_resumes_exactly() {
     }
     for ((na, va), (nb, vb)) in weights(&t).iter().zip(&weights(&s)) {
         assert_eq!(na, nb);
-        let worst = max_abs_diff(va, vb);
+        let worst = max_abs_err(va, vb) as f32;
         assert!(worst < 1e-4, "{na}: tape and step differ by {worst:e}");
     }
     let stopped = PretrainConfig {
@@ -310,7 +311,7 @@ fn init_from_starts_a_new_run_from_a_checkpoints_weights() {
     assert_eq!(a.len(), b.len());
     for ((na, va), (nb, vb)) in a.iter().zip(&b) {
         assert_eq!(na, nb);
-        let d = max_abs_diff(va, vb);
+        let d = max_abs_err(va, vb) as f32;
         assert!(d < 1e-6, "{na}: differs by {d}");
     }
     // A --model-config given beside it must name the checkpoint's architecture.

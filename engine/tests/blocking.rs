@@ -9,7 +9,6 @@ use engine::cpu::{Cache, Caches};
 use engine::gemm::{gemm_prepacked, gemm_with, set_blocking, Blocking, MatMut, MatRef, PackedB};
 use engine::reference as r;
 use engine::simd::Isa;
-use engine::Tensor;
 use proptest::prelude::*;
 
 /// The override is process-wide and the tests of one binary run on parallel threads: each test
@@ -27,9 +26,7 @@ fn with_blocking(b: Blocking, f: impl FnOnce()) {
     }
 }
 
-fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
-    Tensor::rand_uniform(&[n], -1.0, 1.0, seed).to_vec()
-}
+use bert_tests::seeded as rand_vec;
 
 /// `C = alpha A B + beta C` (A row-major or transposed, B likewise) against the f64 reference.
 fn check(isa: Isa, threads: usize, m: usize, k: usize, n: usize, ta: bool, tb: bool, beta: f32) {

@@ -10,9 +10,7 @@ use engine::simd::Isa;
 use engine::{Gelu, ReduceOp, Tensor};
 use proptest::prelude::*;
 
-fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
-    Tensor::rand_uniform(&[n], -1.0, 1.0, seed).to_vec()
-}
+use bert_tests::seeded as rand_vec;
 
 fn awkward() -> impl Strategy<Value = usize> {
     prop_oneof![

@@ -23,6 +23,14 @@ pub fn max_abs_err(got: &[f32], want: &[f32]) -> f64 {
     })
 }
 
+/// max |got - want| / max(max |want|, `floor`): the largest error relative to the reference's
+/// largest value (the floor keeps tiny references from inflating it). NaN if any value is NaN or
+/// the lengths differ.
+pub fn rel_max(got: &[f32], want: &[f32], floor: f64) -> f64 {
+    let scale = want.iter().fold(floor, |m, &b| m.max((b as f64).abs()));
+    max_abs_err(got, want) / scale
+}
+
 /// ||got - want|| / max(||want||, tiny): the relative L2 error.
 pub fn rel_l2(got: &[f32], want: &[f32]) -> f64 {
     if got.len() != want.len() {

@@ -76,15 +76,6 @@ pub fn tensors(path: &Path) -> Vec<(String, Vec<f32>)> {
         .collect()
 }
 
-/// The largest |a - b| over two equally long tensors.
-pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0f32, f32::max)
-}
-
 /// The checkpoint's weights of the run in `dir`.
 pub fn weights(dir: &Path) -> Vec<(String, Vec<f32>)> {
     tensors(&dir.join("checkpoint/model.safetensors"))
