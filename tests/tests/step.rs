@@ -6,10 +6,11 @@
 //! profiler) run on the CPU only.
 
 use bert::step::{
-    encode, encoder_from_named, forward_backward, from_named, layout, read_scalar, to_named,
-    EncoderInput, StepBatch, StepTrainer,
+    encode, encoder_from_named, forward_backward, from_named, ft_forward_backward, ft_logits,
+    layout, named_in, read_scalar, to_named, values_for, EncoderInput, FtBatch, FtHead, FtTargets,
+    StepBatch, StepTrainer,
 };
-use bert::{Bert, BertConfig, BertInput, Forward, Task};
+use bert::{Bert, BertConfig, BertInput, Forward, SeqLabels, Task};
 use bert_tests::step_fixture::{batch, config, grads_on};
 use bert_tests::{max_abs_err, rel_l2};
 use engine::device::{Cpu, Device};
@@ -356,6 +357,185 @@ fn evaluation_matches_the_tape<D: Device>(dev: &D, tol: Tol) {
     }
 }
 
+/// A fine-tuning head's model on the tape and its targets on the step test's batch: the
+/// tape's loss after one forward and backward (`seed`: dropout), and the step's batch.
+fn finetune_case(
+    head: FtHead,
+    seed: Option<u64>,
+    packed: bool,
+) -> (BertConfig, Bert, f32, FtBatch) {
+    let mut c = config("gelu");
+    c.num_labels = head.outputs();
+    let model = Bert::init(&c, head.task(), 21).unwrap();
+    let (x, _, _) = batch();
+    let (b, s) = (x.batch, x.seq);
+    let lens = [16usize, 11, 6];
+    let classes = vec![2i64, 0, 4];
+    let values = vec![0.5f32, -1.25, 2.0];
+    // Tags on about two thirds of the valid tokens, -100 elsewhere (padding too).
+    let tags: Vec<i64> = (0..b * s)
+        .map(|i| {
+            if i % s < lens[i / s] && i % 3 != 1 {
+                (i % 5) as i64
+            } else {
+                -100
+            }
+        })
+        .collect();
+    let (start, end) = (vec![3i64, 1, 5], vec![7i64, 9, 5]);
+    model.params.zero_grad();
+    let o = model
+        .forward(
+            &x,
+            Forward {
+                dropout_seed: seed,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let (loss, targets) = match head {
+        FtHead::Classify(_) => (
+            model
+                .sequence_classification_loss(
+                    &model.classify(&o).unwrap(),
+                    &SeqLabels::Classes(classes.clone()),
+                )
+                .unwrap(),
+            FtTargets::Classes(classes),
+        ),
+        FtHead::Regress => (
+            model
+                .sequence_classification_loss(
+                    &model.classify(&o).unwrap(),
+                    &SeqLabels::Values(values.clone()),
+                )
+                .unwrap(),
+            FtTargets::Values(values),
+        ),
+        FtHead::Tag(_) => (
+            model
+                .token_classification_loss(&model.token_logits(&o).unwrap(), &tags)
+                .unwrap(),
+            FtTargets::Tags(tags),
+        ),
+        FtHead::Span => {
+            let (st, en) = model.qa_logits(&o).unwrap();
+            (
+                model.qa_loss(&st, &en, &start, &end).unwrap(),
+                FtTargets::Spans { start, end },
+            )
+        }
+    };
+    loss.backward().unwrap();
+    let mut fb = FtBatch {
+        batch: b,
+        seq: s,
+        input_ids: x.input_ids.clone(),
+        token_type_ids: x.token_type_ids.clone(),
+        lens: lens.to_vec(),
+        packed: false,
+        targets,
+    };
+    if packed {
+        let take = |v: &[i64]| -> Vec<i64> {
+            (0..b)
+                .flat_map(|bi| v[bi * s..bi * s + lens[bi]].to_vec())
+                .collect()
+        };
+        fb.input_ids = take(&fb.input_ids);
+        fb.token_type_ids = take(&fb.token_type_ids);
+        if let FtTargets::Tags(t) = &fb.targets {
+            fb.targets = FtTargets::Tags(take(t));
+        }
+        fb.packed = true;
+    }
+    (c, model, loss.item(), fb)
+}
+
+/// One fine-tuning step on `dev` against the tape: the head's loss and every gradient.
+fn finetune_step_matches_the_tape<D: Device>(
+    dev: &D,
+    tol: Tol,
+    head: FtHead,
+    seed: Option<u64>,
+    packed: bool,
+) {
+    let (c, model, tape_loss, fb) = finetune_case(head, seed, packed);
+    let lay = head.layout(&c);
+    assert_eq!(
+        lay.len() + 4 * c.num_hidden_layers,
+        model.params.iter().count(),
+        "{head:?}: the layout stacks each layer's query, key and value"
+    );
+    let values = values_for(lay.clone(), |n: &str| {
+        model.params.get(n).map(|v| v.value().to_vec())
+    })
+    .unwrap();
+    let weights = dev.weights(&values).unwrap();
+    let mut grads: Vec<D::Grad> = values
+        .iter()
+        .map(|v| dev.zeros_grad(v.len()).unwrap())
+        .collect();
+    let prefs = dev.weight_refs(&weights);
+    let mut grefs: Vec<&mut D::Grad> = grads.iter_mut().collect();
+    let loss = ft_forward_backward(dev, &c, head, &prefs, &mut grefs, &fb, seed, 1.0).unwrap();
+    println!("{head:?} seed {seed:?} packed {packed}: loss {loss} (tape {tape_loss})");
+    assert_loss(&format!("{head:?} loss"), loss, tape_loss, tol.loss);
+    let host: Vec<Vec<f32>> = grads
+        .iter()
+        .map(|g| dev.download_grad(g).unwrap())
+        .collect();
+    let named = named_in(&lay, &host);
+    assert_eq!(named.len(), model.params.iter().count(), "every parameter");
+    let global = named
+        .iter()
+        .filter_map(|(n, _, _)| model.params.get(n).unwrap().grad())
+        .flat_map(|t| t.to_vec())
+        .map(|x| (x as f64).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    for (name, _, g) in &named {
+        let want = model
+            .params
+            .get(name)
+            .unwrap()
+            .grad()
+            .map(|t| t.to_vec())
+            .unwrap_or(vec![0.0; g.len()]);
+        assert_close(
+            &format!("{head:?}: gradient of {name}"),
+            g,
+            &want,
+            tol.grad,
+            global,
+        );
+    }
+    // The logits without dropout, against the tape's.
+    if seed.is_none() {
+        let _g = engine::no_grad();
+        let (x, _, _) = batch();
+        let o = model.forward(&x, Forward::default()).unwrap();
+        let want: Vec<f32> = match head {
+            FtHead::Classify(_) | FtHead::Regress => model.classify(&o).unwrap().value().to_vec(),
+            FtHead::Tag(_) => model.token_logits(&o).unwrap().value().to_vec(),
+            FtHead::Span => {
+                let (st, en) = model.qa_logits(&o).unwrap();
+                let (st, en) = (st.value().to_vec(), en.value().to_vec());
+                st.iter().zip(&en).flat_map(|(&a, &b)| [a, b]).collect()
+            }
+        };
+        let got = ft_logits(dev, &c, head, &prefs, &fb.input()).unwrap();
+        let l = head.outputs();
+        let want = match (head, packed) {
+            (FtHead::Tag(_) | FtHead::Span, true) => (0..fb.batch)
+                .flat_map(|b| want[b * fb.seq * l..(b * fb.seq + fb.lens[b]) * l].to_vec())
+                .collect(),
+            _ => want,
+        };
+        assert_close(&format!("{head:?} logits"), &got, &want, tol.hidden, 0.0);
+    }
+}
+
 /// The device-generic checks, instantiated for one device (candle's `test_device!`).
 macro_rules! device_tests {
     ($module:ident, $device:expr, $tol:expr) => {
@@ -395,6 +575,32 @@ macro_rules! device_tests {
             #[test]
             fn evaluation_matches_the_tape() {
                 super::evaluation_matches_the_tape(&$device, $tol);
+            }
+
+            #[test]
+            fn classification_head_matches_the_tape() {
+                finetune_step_matches_the_tape(&$device, $tol, FtHead::Classify(5), None, false);
+                finetune_step_matches_the_tape(&$device, $tol, FtHead::Classify(5), Some(3), false);
+                finetune_step_matches_the_tape(&$device, $tol, FtHead::Classify(5), None, true);
+            }
+
+            #[test]
+            fn regression_head_matches_the_tape() {
+                finetune_step_matches_the_tape(&$device, $tol, FtHead::Regress, None, false);
+                finetune_step_matches_the_tape(&$device, $tol, FtHead::Regress, Some(4), false);
+            }
+
+            #[test]
+            fn token_classification_head_matches_the_tape() {
+                finetune_step_matches_the_tape(&$device, $tol, FtHead::Tag(5), None, false);
+                finetune_step_matches_the_tape(&$device, $tol, FtHead::Tag(5), Some(6), false);
+                finetune_step_matches_the_tape(&$device, $tol, FtHead::Tag(5), None, true);
+            }
+
+            #[test]
+            fn question_answering_head_matches_the_tape() {
+                finetune_step_matches_the_tape(&$device, $tol, FtHead::Span, None, false);
+                finetune_step_matches_the_tape(&$device, $tol, FtHead::Span, Some(8), false);
             }
         }
     };

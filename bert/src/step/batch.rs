@@ -96,14 +96,18 @@ impl StepBatch {
 
     /// The first token of every sequence (the pooler's input).
     pub(super) fn first_tokens(&self) -> Vec<i64> {
-        let mut at = 0;
-        self.lens
-            .iter()
-            .map(|&l| {
-                let first = at as i64;
-                at += if self.packed { l } else { self.seq };
-                first
-            })
-            .collect()
+        first_rows(&self.lens, self.seq, self.packed)
     }
+}
+
+/// The row of every sequence's first token in a batch of `lens` (padded to `seq`, or packed).
+pub(super) fn first_rows(lens: &[usize], seq: usize, packed: bool) -> Vec<i64> {
+    let mut at = 0;
+    lens.iter()
+        .map(|&l| {
+            let first = at as i64;
+            at += if packed { l } else { seq };
+            first
+        })
+        .collect()
 }

@@ -269,3 +269,104 @@ pub fn encode<D: Device>(
 ) -> Result<D::Buf> {
     Ok(encoder_forward(dev, c, params, x, None, layers, false)?.out)
 }
+
+/// Backward of [`encoder_forward`] (run with `keep`): from `dx`, the gradient of the loss with
+/// respect to the last layer's output `(T, H)`, through every layer in reverse and the
+/// embeddings, accumulating into `grads`. `x` and `dropout_seed` are the forward's.
+pub(super) fn encoder_backward<D: Device>(
+    dev: &D,
+    c: &BertConfig,
+    params: &[D::W<'_>],
+    grads: &mut [&mut D::Grad],
+    enc: Encoded<D>,
+    mut dx: D::Buf,
+    x: &EncoderInput<'_>,
+    dropout_seed: Option<u64>,
+) -> Result<()> {
+    let Encoded {
+        ids,
+        types,
+        positions,
+        ln_e,
+        mut saved,
+        ..
+    } = enc;
+    let act = match c.hidden_act {
+        Activation::Gelu(g) => g,
+        Activation::Relu => {
+            return Err(BertError::Input(
+                "the explicit step supports gelu activations, not relu".into(),
+            ))
+        }
+    };
+    let (s, h, inter) = (x.seq, c.hidden_size, c.intermediate_size);
+    let t = x.tokens();
+    let (p, pa, seed) = match dropout_seed {
+        Some(sd) => (c.hidden_dropout_prob, c.attention_probs_dropout_prob, sd),
+        None => (0.0, 0.0, 0),
+    };
+    let nh = c.num_attention_heads;
+    let dims = AttnDims {
+        batch: x.batch,
+        seq: s,
+        heads: nh,
+        head_dim: h / nh,
+        lens: x.lens.to_vec(),
+        packed: x.packed,
+    };
+    let att_scale = 1.0 / ((h / nh) as f32).sqrt();
+    for l in (0..saved.len()).rev() {
+        let lx = LayerIx::of(l);
+        let ls = layer_seed(seed, l);
+        let sv = saved.pop().expect("one saved state per layer");
+        let (gg, gb) = pair_mut(grads, lx.ln2_g, lx.ln2_b);
+        let dh2 = dev.layernorm_bwd(&sv.ln2, &dx, params[lx.ln2_g], h, gg, gb)?;
+        let do_ = dev.dropout(&dh2, p, ls ^ 0xA2A2)?;
+        let mut da = dh2;
+        let (gw, gb) = pair_mut(grads, lx.o_w, lx.o_b);
+        dev.linear_dw(&do_, &sv.m, t, inter, h, gw, Some(&mut **gb))?;
+        let dm = dev.linear_dx(&do_, params[lx.o_w], t, inter, h)?;
+        drop(do_);
+        let du = dev.gelu_bwd(&sv.u, &dm, act)?;
+        drop(dm);
+        let (gw, gb) = pair_mut(grads, lx.i_w, lx.i_b);
+        dev.linear_dw(&du, &sv.a, t, h, inter, gw, Some(&mut **gb))?;
+        let da2 = dev.linear_dx(&du, params[lx.i_w], t, h, inter)?;
+        drop(du);
+        dev.add_into(&mut da, &da2)?;
+        let (gg, gb) = pair_mut(grads, lx.ln1_g, lx.ln1_b);
+        let dh1 = dev.layernorm_bwd(&sv.ln1, &da, params[lx.ln1_g], h, gg, gb)?;
+        let dao = dev.dropout(&dh1, p, ls ^ 0x5151)?;
+        let mut dxin = dh1;
+        let (gw, gb) = pair_mut(grads, lx.ao_w, lx.ao_b);
+        dev.linear_dw(&dao, &sv.ctx, t, h, h, gw, Some(&mut **gb))?;
+        let dctx = dev.linear_dx(&dao, params[lx.ao_w], t, h, h)?;
+        drop(dao);
+        let dqkv =
+            dev.attention_bwd(&sv.qkv, &sv.ctx, &sv.att, &dctx, &dims, att_scale, (pa, ls))?;
+        drop(dctx);
+        let (gw, gb) = pair_mut(grads, lx.qkv_w, lx.qkv_b);
+        dev.linear_dw(&dqkv, &sv.x, t, h, 3 * h, gw, Some(&mut **gb))?;
+        let dx2 = dev.linear_dx(&dqkv, params[lx.qkv_w], t, h, 3 * h)?;
+        dev.add_into(&mut dxin, &dx2)?;
+        dx = dxin;
+    }
+    // The embeddings.
+    let de_ln = dev.dropout(&dx, p, seed ^ 0xE3B0)?;
+    let (gg, gb) = pair_mut(grads, EMB_LN_G, EMB_LN_B);
+    let de = dev.layernorm_bwd(&ln_e, &de_ln, params[EMB_LN_G], h, gg, gb)?;
+    let (g0, rest) = grads.split_at_mut(1);
+    let (g1, rest) = rest.split_at_mut(1);
+    dev.embed_bwd(
+        &ids,
+        &types,
+        positions.as_ref(),
+        &de,
+        s,
+        h,
+        g0[0],
+        g1[0],
+        rest[0],
+    )
+    .map_err(Into::into)
+}

@@ -26,11 +26,14 @@
 //! The files: `params.rs` (where each tensor sits: [`LayerIx`], [`HeadIx`], the layout and the
 //! HF-name conversions), `batch.rs` (the batch on the device: [`StepBatch`], packing),
 //! `encoder.rs` (embeddings and layers, forward; [`encode`] for inference), `heads.rs` (MLM and
-//! NSP heads, forward), this file (the step: [`forward_backward`], [`evaluate_batch`]) and
-//! `trainer.rs` ([`StepTrainer`]: parameters, gradients and AdamW moments on the device).
+//! NSP heads, forward), this file (the step: [`forward_backward`], [`evaluate_batch`]),
+//! `finetune.rs` (the fine-tuning heads, [`FtHead`]: sequence classification and regression,
+//! token classification, question answering; forward, loss and backward) and `trainer.rs`
+//! ([`StepTrainer`]: parameters, gradients and AdamW moments on the device, for any layout).
 
 mod batch;
 mod encoder;
+mod finetune;
 mod heads;
 mod params;
 mod trainer;
@@ -38,7 +41,10 @@ mod trainer;
 pub(crate) use batch::pack_tokens;
 pub use batch::{key_lengths, StepBatch};
 pub use encoder::{encode, EncoderInput};
-pub use params::{encoder_from_named, encoder_layout, from_named, layout, to_named};
+pub use finetune::{ft_forward_backward, ft_logits, span_loss, FtBatch, FtHead, FtTargets};
+pub use params::{
+    encoder_from_named, encoder_layout, from_named, layout, named_in, to_named, values_for,
+};
 pub use trainer::{read_scalar, StepStats, StepTrainer};
 
 use crate::config::{Activation, BertConfig};
@@ -84,13 +90,7 @@ pub fn forward_backward<D: Device>(
             ))
         }
     };
-    let (b, s, h, inter, v) = (
-        x.batch,
-        x.seq,
-        c.hidden_size,
-        c.intermediate_size,
-        c.vocab_size,
-    );
+    let (b, s, h, v) = (x.batch, x.seq, c.hidden_size, c.vocab_size);
     let t = if x.packed { x.lens.iter().sum() } else { b * s };
     if x.mlm_labels.len() != t {
         return Err(BertError::Input(format!(
@@ -98,48 +98,18 @@ pub fn forward_backward<D: Device>(
             x.mlm_labels.len()
         )));
     }
-    let (p, pa, seed) = match dropout_seed {
-        Some(sd) => (c.hidden_dropout_prob, c.attention_probs_dropout_prob, sd),
-        None => (0.0, 0.0, 0),
-    };
-    let nh = c.num_attention_heads;
-    let dims = AttnDims {
-        batch: b,
-        seq: s,
-        heads: nh,
-        head_dim: h / nh,
-        lens: x.lens.clone(),
-        packed: x.packed,
-    };
-    let att_scale = 1.0 / ((h / nh) as f32).sqrt();
     let hx = HeadIx::of(nl);
 
     // ---- forward ----
-    let enc = encoder_forward(
-        dev,
-        c,
-        params,
-        &EncoderInput {
-            batch: b,
-            seq: s,
-            input_ids: &x.input_ids,
-            token_type_ids: &x.token_type_ids,
-            lens: &x.lens,
-            packed: x.packed,
-        },
-        dropout_seed,
-        nl,
-        true,
-    )?;
-    let Encoded {
-        ids,
-        types,
-        positions,
-        ln_e,
-        out: xcur,
-        mut saved,
-    } = enc;
-
+    let input = EncoderInput {
+        batch: b,
+        seq: s,
+        input_ids: &x.input_ids,
+        token_type_ids: &x.token_type_ids,
+        lens: &x.lens,
+        packed: x.packed,
+    };
+    let enc = encoder_forward(dev, c, params, &input, dropout_seed, nl, true)?;
     // MLM head at the masked rows only.
     let rows: Vec<i64> = (0..t)
         .filter(|&i| x.mlm_labels[i] != -100)
@@ -167,7 +137,7 @@ pub fn forward_backward<D: Device>(
             t3,
             lnm,
             logits,
-        } = mlm_head(dev, c, params, &xcur, &rows_d, n)?;
+        } = mlm_head(dev, c, params, &enc.out, &rows_d, n)?;
         let (loss, dlogits) = dev.cross_entropy(logits, &targets_d, n, v, scale)?;
         // backward of the MLM head
         {
@@ -214,7 +184,7 @@ pub fn forward_backward<D: Device>(
         first,
         pooled,
         logits: nl_logits,
-    } = nsp_head(dev, c, params, &xcur, &first_d, b)?;
+    } = nsp_head(dev, c, params, &enc.out, &first_d, b)?;
     let (nsp_loss, dnl) = dev.cross_entropy(nl_logits, &nsp_t, b, 2, scale)?;
     let (gw, gb) = pair_mut(grads, hx.nsp_w, hx.nsp_b);
     dev.linear_dw(&dnl, &pooled, b, h, 2, gw, Some(&mut **gb))?;
@@ -225,61 +195,7 @@ pub fn forward_backward<D: Device>(
     let dfirst = dev.linear_dx(&dpl, params[hx.pool_w], b, h, h)?;
     dev.scatter_add_rows(&dfirst, &first_d, h, &mut dx)?;
 
-    // ---- backward through the layers ----
-    for l in (0..nl).rev() {
-        let lx = LayerIx::of(l);
-        let ls = layer_seed(seed, l);
-        let sv = saved.pop().expect("one saved state per layer");
-        let (gg, gb) = pair_mut(grads, lx.ln2_g, lx.ln2_b);
-        let dh2 = dev.layernorm_bwd(&sv.ln2, &dx, params[lx.ln2_g], h, gg, gb)?;
-        let do_ = dev.dropout(&dh2, p, ls ^ 0xA2A2)?;
-        let mut da = dh2;
-        let (gw, gb) = pair_mut(grads, lx.o_w, lx.o_b);
-        dev.linear_dw(&do_, &sv.m, t, inter, h, gw, Some(&mut **gb))?;
-        let dm = dev.linear_dx(&do_, params[lx.o_w], t, inter, h)?;
-        drop(do_);
-        let du = dev.gelu_bwd(&sv.u, &dm, act)?;
-        drop(dm);
-        let (gw, gb) = pair_mut(grads, lx.i_w, lx.i_b);
-        dev.linear_dw(&du, &sv.a, t, h, inter, gw, Some(&mut **gb))?;
-        let da2 = dev.linear_dx(&du, params[lx.i_w], t, h, inter)?;
-        drop(du);
-        dev.add_into(&mut da, &da2)?;
-        let (gg, gb) = pair_mut(grads, lx.ln1_g, lx.ln1_b);
-        let dh1 = dev.layernorm_bwd(&sv.ln1, &da, params[lx.ln1_g], h, gg, gb)?;
-        let dao = dev.dropout(&dh1, p, ls ^ 0x5151)?;
-        let mut dxin = dh1;
-        let (gw, gb) = pair_mut(grads, lx.ao_w, lx.ao_b);
-        dev.linear_dw(&dao, &sv.ctx, t, h, h, gw, Some(&mut **gb))?;
-        let dctx = dev.linear_dx(&dao, params[lx.ao_w], t, h, h)?;
-        drop(dao);
-        let dqkv =
-            dev.attention_bwd(&sv.qkv, &sv.ctx, &sv.att, &dctx, &dims, att_scale, (pa, ls))?;
-        drop(dctx);
-        let (gw, gb) = pair_mut(grads, lx.qkv_w, lx.qkv_b);
-        dev.linear_dw(&dqkv, &sv.x, t, h, 3 * h, gw, Some(&mut **gb))?;
-        let dx2 = dev.linear_dx(&dqkv, params[lx.qkv_w], t, h, 3 * h)?;
-        dev.add_into(&mut dxin, &dx2)?;
-        dx = dxin;
-    }
-
-    // ---- embeddings ----
-    let de_ln = dev.dropout(&dx, p, seed ^ 0xE3B0)?;
-    let (gg, gb) = pair_mut(grads, EMB_LN_G, EMB_LN_B);
-    let de = dev.layernorm_bwd(&ln_e, &de_ln, params[EMB_LN_G], h, gg, gb)?;
-    let (g0, rest) = grads.split_at_mut(1);
-    let (g1, rest) = rest.split_at_mut(1);
-    dev.embed_bwd(
-        &ids,
-        &types,
-        positions.as_ref(),
-        &de,
-        s,
-        h,
-        g0[0],
-        g1[0],
-        rest[0],
-    )?;
+    encoder_backward(dev, c, params, grads, enc, dx, &input, dropout_seed)?;
     Ok(StepLosses {
         mlm: mlm_loss,
         nsp: nsp_loss,

@@ -134,7 +134,8 @@ pub fn encoder_from_named(
     values_for(encoder_layout(c), get)
 }
 
-pub(super) fn values_for(
+/// Step-ordered host values for the layout `lay` from HF-named tensors (see [`from_named`]).
+pub fn values_for(
     lay: Vec<(String, Vec<usize>)>,
     get: impl Fn(&str) -> Option<Vec<f32>>,
 ) -> Result<Vec<Vec<f32>>> {
@@ -175,8 +176,16 @@ pub(super) fn values_for(
 
 /// HF-named (name, shape, values) from step-ordered values (the stacked QKV split back).
 pub fn to_named(c: &BertConfig, values: &[Vec<f32>]) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    named_in(&layout(c), values)
+}
+
+/// [`to_named`] for any step layout (the pretraining one, or a fine-tuning head's).
+pub fn named_in(
+    lay: &[(String, Vec<usize>)],
+    values: &[Vec<f32>],
+) -> Vec<(String, Vec<usize>, Vec<f32>)> {
     let mut out = Vec::new();
-    for ((name, shape), v) in layout(c).into_iter().zip(values) {
+    for ((name, shape), v) in lay.iter().zip(values) {
         if let Some(stem) = name
             .strip_suffix("qkv.weight")
             .or(name.strip_suffix("qkv.bias"))
@@ -197,7 +206,7 @@ pub fn to_named(c: &BertConfig, values: &[Vec<f32>]) -> Vec<(String, Vec<usize>,
                 ));
             }
         } else {
-            out.push((name, shape, v.clone()));
+            out.push((name.clone(), shape.clone(), v.clone()));
         }
     }
     out

@@ -11,6 +11,9 @@ pub struct StepTrainer<'d, D: Device> {
     pub adam: engine::optim::AdamWConfig,
     /// Optimizer steps taken (the bias corrections' t).
     pub steps: u64,
+    /// The parameters' (HF name, shape) in step order: [`layout`] for pretraining, a
+    /// fine-tuning head's ([`super::FtHead::layout`]) otherwise.
+    pub layout: Vec<(String, Vec<usize>)>,
 }
 
 /// The device buffers of one optimizer step's figures (read them where they are logged).
@@ -31,7 +34,19 @@ impl<'d, D: Device> StepTrainer<'d, D> {
         adam: engine::optim::AdamWConfig,
         steps: u64,
     ) -> Result<Self> {
-        let lay = layout(config);
+        Self::with_layout(dev, config, layout(config), values, adam, steps)
+    }
+
+    /// [`StepTrainer::new`] over another step layout (a fine-tuning head's): `values` in its
+    /// order, weight decay by its names.
+    pub fn with_layout(
+        dev: &'d D,
+        config: &BertConfig,
+        lay: Vec<(String, Vec<usize>)>,
+        values: &[Vec<f32>],
+        adam: engine::optim::AdamWConfig,
+        steps: u64,
+    ) -> Result<Self> {
         if values.len() != lay.len() {
             return Err(BertError::Input(format!(
                 "{} parameter tensors for a step that takes {}",
@@ -55,6 +70,7 @@ impl<'d, D: Device> StepTrainer<'d, D> {
             opt: dev.optim_new(values, decay)?,
             adam,
             steps,
+            layout: lay,
         })
     }
 
@@ -67,21 +83,32 @@ impl<'d, D: Device> StepTrainer<'d, D> {
         lr: f32,
         clip: f32,
     ) -> Result<StepStats<D::Grad>> {
+        let config = self.config.clone();
+        let (losses, grad_norm) =
+            self.step_with(micro.len(), lr, clip, |dev, params, grads, i, scale| {
+                let (batch, seed) = &micro[i];
+                forward_backward(dev, &config, params, grads, batch, *seed, scale)
+            })?;
+        Ok(StepStats { losses, grad_norm })
+    }
+
+    /// One optimizer step whose gradients `fwd_bwd(dev, params, grads, i, scale)` adds, for
+    /// micro-batch i of `micro` (scale = 1 / micro); then clipping at `clip` and AdamW at `lr`.
+    /// Returns what each call returned and the gradient norm before clipping.
+    pub fn step_with<T>(
+        &mut self,
+        micro: usize,
+        lr: f32,
+        clip: f32,
+        mut fwd_bwd: impl FnMut(&D, &[D::W<'_>], &mut [&mut D::Grad], usize, f32) -> Result<T>,
+    ) -> Result<(Vec<T>, D::Grad)> {
         let dev = self.dev;
         dev.optim_zero_grads(&mut self.opt)?;
-        let mut losses = Vec::with_capacity(micro.len());
-        let scale = 1.0 / micro.len().max(1) as f32;
-        for (batch, seed) in micro {
+        let mut out = Vec::with_capacity(micro);
+        let scale = 1.0 / micro.max(1) as f32;
+        for i in 0..micro {
             let (params, mut grads) = dev.optim_parts(&mut self.opt);
-            losses.push(forward_backward(
-                dev,
-                &self.config,
-                &params,
-                &mut grads,
-                batch,
-                *seed,
-                scale,
-            )?);
+            out.push(fwd_bwd(dev, &params, &mut grads, i, scale)?);
         }
         self.steps += 1;
         let a = &self.adam;
@@ -100,7 +127,7 @@ impl<'d, D: Device> StepTrainer<'d, D> {
             bc2,
         };
         let grad_norm = dev.optim_step(&mut self.opt, h, clip)?;
-        Ok(StepStats { losses, grad_norm })
+        Ok((out, grad_norm))
     }
 
     /// [`evaluate_batch`] with the trainer's current parameters.
@@ -128,9 +155,9 @@ impl<'d, D: Device> StepTrainer<'d, D> {
             v.push(c);
         }
         Ok((
-            to_named(&self.config, &p),
-            to_named(&self.config, &m),
-            to_named(&self.config, &v),
+            named_in(&self.layout, &p),
+            named_in(&self.layout, &m),
+            named_in(&self.layout, &v),
         ))
     }
 
@@ -140,8 +167,8 @@ impl<'d, D: Device> StepTrainer<'d, D> {
         m: impl Fn(&str) -> Option<Vec<f32>>,
         v: impl Fn(&str) -> Option<Vec<f32>>,
     ) -> Result<()> {
-        let ms = from_named(&self.config, m)?;
-        let vs = from_named(&self.config, v)?;
+        let ms = values_for(self.layout.clone(), m)?;
+        let vs = values_for(self.layout.clone(), v)?;
         Ok(self
             .dev
             .optim_set_moments(&mut self.opt, ms.into_iter().zip(vs).collect())?)
