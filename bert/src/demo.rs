@@ -1,6 +1,6 @@
 //! The end-to-end training demo (`bert demo --corpus DIR`, `scripts/demo`): a vocabulary, pretraining
-//! shards, pretraining, fill-mask, fine-tuning pretrained against from scratch, and a report
-//! (OUT/report.md with plots). [`Recipe`] is what it pretrains; [`run`] runs it all.
+//! shards, pretraining, fill-mask, fine-tuning of each task family pretrained against from
+//! scratch, and a report (OUT/report.md with plots). [`Recipe`] is what it pretrains; [`run`] runs it all.
 
 use std::io::Write;
 use std::path::Path;
@@ -152,11 +152,14 @@ pub fn embedding_showcase(
 }
 
 /// The training demo: corpus -> vocabulary -> shards -> pretraining -> fill-mask -> fine-tuning
-/// (pretrained and from scratch, same budget) -> OUT/report.md with plots. `corpus_dir` holds
-/// corpus.txt and wordnet/ (scripts/fetch-corpus); `minutes` is split 60% pretraining, 20% for
-/// each fine-tuning run. Progress goes to stdout (errors writing it are returned).
+/// of each task family (sequence classification, token classification, question answering),
+/// pretrained and from scratch, same budget -> OUT/report.md with plots. `corpus_dir` holds
+/// corpus.txt and wordnet/ (scripts/fetch-corpus), `brown` the Brown corpus
+/// (scripts/fetch-brown); `minutes` is split 60% pretraining, 40% for the six fine-tuning runs.
+/// Progress goes to stdout (errors writing it are returned).
 pub fn run(
     corpus_dir: &str,
+    brown: &str,
     out: &str,
     minutes: f64,
     vocab_size: usize,
@@ -207,7 +210,7 @@ pub fn run(
             true,
         )?;
     }
-    let pt_minutes = minutes * 0.6;
+    let pt_minutes = minutes * (1.0 - FINETUNE_SHARE);
     let mut phase_runs = Vec::new();
     for (i, ph) in dm.phases.iter().enumerate() {
         step(&format!(
@@ -269,34 +272,54 @@ pub fn run(
         outln!("{text}\n{r}")?;
         fills += &format!("`{text}`\n\n```\n{r}```\n\n");
     }
-    step("5/6 fine-tuning on WordNet supersenses: pretrained, then from scratch")?;
-    let fcfg = crate::finetune::FinetuneConfig {
-        steps: None,
-        minutes: Some(minutes * 0.2),
-        // A short budget: a higher rate than BERT's usual 2e-5..1e-4 (the same for both runs).
-        // Measured on the 2-minute demo's checkpoint, 480 steps: test accuracy 0.151 pretrained
-        // and 0.278 from scratch at 3e-4, 0.272 and 0.406 at 1e-3, 0.093 pretrained at 3e-3.
-        lr: 1e-3,
-        eval_max: 1000,
-        final_max: 3000,
-        evals: 8,
-        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
-        force: true,
-        ..Default::default()
+    step("5/6 fine-tuning, three task families: pretrained, then from scratch")?;
+    let dirs = crate::finetune::DataDirs {
+        wordnet: wordnet.clone().into(),
+        brown: brown.into(),
     };
-    let ft = crate::finetune::load_dataset(
-        Some("wordnet-supersense"),
-        None,
-        None,
-        None,
-        Path::new(&wordnet),
-    )?;
-    let run_ft = |name: &str, scratch: bool| {
-        let dir = format!("{out}/{name}");
-        crate::finetune::run(Path::new(&ckpt), &ft, Path::new(&dir), &fcfg, scratch)
-    };
-    let pre = run_ft("finetune-pretrained", false)?;
-    let scr = run_ft("finetune-scratch", true)?;
+    let mut families = Vec::new();
+    for (b, max_len) in [
+        (crate::finetune::Builtin::WordnetSupersense, 64),
+        (crate::finetune::Builtin::BrownPos, 64),
+        (crate::finetune::Builtin::WordnetQa, 128),
+    ] {
+        let data =
+            crate::finetune::load_dataset(b.family(), Some(b), (None, None, None), &dirs, None)?;
+        let fcfg = crate::finetune::FinetuneConfig {
+            steps: None,
+            minutes: Some(minutes * FINETUNE_SHARE / 6.0),
+            // A short budget: a higher rate than BERT's usual 2e-5..1e-4, the same for both
+            // runs (WordNet supersenses on the 2-minute demo's checkpoint, 480 steps: test
+            // accuracy 0.151 pretrained, 0.278 from scratch at 3e-4; 0.272 and 0.406 at 1e-3).
+            lr: 1e-3,
+            max_len: Some(max_len),
+            doc_stride: 32,
+            eval_max: 1000,
+            final_max: 2000,
+            evals: 8,
+            progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            force: true,
+            ..Default::default()
+        };
+        let mut runs = Vec::new();
+        for scratch in [false, true] {
+            let dir = format!(
+                "{out}/finetune-{}-{}",
+                b.name(),
+                if scratch { "scratch" } else { "pretrained" }
+            );
+            runs.push(crate::finetune::run(
+                Path::new(&ckpt),
+                &data,
+                Path::new(&dir),
+                &fcfg,
+                scratch,
+            )?);
+        }
+        let scr = runs.pop().expect("two runs");
+        let pre = runs.pop().expect("two runs");
+        families.push((b, data.describe(), pre, scr));
+    }
     step("6/6 report")?;
     crate::report::write_pretrain_plots(
         Path::new(&format!("{pdir}/metrics.jsonl")),
@@ -305,28 +328,63 @@ pub fn run(
     let curve = |r: &crate::finetune::FinetuneReport| {
         r.curve
             .iter()
-            .map(|&(s, a)| (s as f64, a))
+            .map(|&(s, a)| (s as f64, if a > 1.0 { a / 100.0 } else { a }))
             .collect::<Vec<_>>()
     };
-    std::fs::write(
-        format!("{out}/finetune_accuracy.svg"),
-        line_chart(
-            "WordNet supersense fine-tuning: dev accuracy",
-            "step",
-            "accuracy",
-            &[
-                Series {
-                    name: "pretrained",
-                    points: curve(&pre),
-                },
-                Series {
-                    name: "from scratch",
-                    points: curve(&scr),
-                },
-            ],
-        ),
-    )?;
-    let t = |r: &crate::finetune::FinetuneReport| r.test.unwrap_or_default();
+    let mut ft_section = String::new();
+    let mut ft_line = Vec::new();
+    for (b, desc, pre, scr) in &families {
+        let names: Vec<String> = families_figures(*b).iter().map(|s| s.to_string()).collect();
+        let svg = format!("finetune_{}.svg", b.name());
+        std::fs::write(
+            format!("{out}/{svg}"),
+            line_chart(
+                &format!("{}: dev {}", b.name(), pre.dev.primary),
+                "step",
+                &pre.dev.primary,
+                &[
+                    Series {
+                        name: "pretrained",
+                        points: curve(pre),
+                    },
+                    Series {
+                        name: "from scratch",
+                        points: curve(scr),
+                    },
+                ],
+            ),
+        )?;
+        let test = |r: &crate::finetune::FinetuneReport| r.test.clone().unwrap_or_default();
+        let (tp, ts) = (test(pre), test(scr));
+        ft_section += &format!(
+            "### {} ({desc})\n\nTest set ({} examples), same budget and seed for both runs:\n\n| initialisation | steps | {} | dev {} |\n|---|---|{}---|\n",
+            b.name(),
+            tp.get("n").max(tp.get("total")).max(0.0),
+            names.join(" | "),
+            pre.dev.primary,
+            "---|".repeat(names.len())
+        );
+        for (label, r, t) in [("pretrained", pre, &tp), ("from scratch", scr, &ts)] {
+            ft_section += &format!(
+                "| {label} | {} | {} | {:.4} |\n",
+                r.steps,
+                names
+                    .iter()
+                    .map(|k| format!("{:.4}", t.get(k)))
+                    .collect::<Vec<_>>()
+                    .join(" | "),
+                r.dev.primary_value()
+            );
+        }
+        ft_section += &format!("\n![{}]({svg})\n\n", b.name());
+        ft_line.push(format!(
+            "{} test {} {:.4} pretrained vs {:.4} from scratch",
+            b.name(),
+            names[0],
+            tp.get(&names[0]),
+            ts.get(&names[0])
+        ));
+    }
     let model_desc = match crate::BertConfig::preset(&dm.config, vocab_size) {
         Ok(c) => format!(
             "{}: {} layers, hidden {}, {} heads, on {:?}",
@@ -392,28 +450,36 @@ pub fn run(
          Learning curve (held-out, every evaluation or a sample of them):\n\n{curve_table}\n\
          ![accuracy](pretrain_accuracy.svg)\n\n![loss](pretrain_loss.svg)\n\n\
          ## Fill-mask with the pretrained model\n\n{fills}\
-         ## Fine-tuning: WordNet glosses -> 45 lexicographer files\n\n\
-         Same architecture, same budget ({:.1} minutes each), same data and seed; test scores on {} held-out synsets.\n\n\
-         | initialisation | steps | test accuracy | test macro-F1 | dev accuracy |\n|---|---|---|---|---|\n\
-         | pretrained | {} | {:.4} | {:.4} | {:.4} |\n| from scratch | {} | {:.4} | {:.4} | {:.4} |\n\n\
-         ![fine-tuning](finetune_accuracy.svg)\n",
+         ## Fine-tuning: three task families, pretrained against from scratch\n\n\
+         Each family on its built-in data set, the pretrained encoder with a fresh head against the same architecture \
+         from random initialisation, {:.1} minutes each, same data, rate and seed.\n\n{ft_section}",
         t0.elapsed().as_secs_f64(),
         rayon::current_num_threads(),
         ps.steps, ps.seconds, ps.tokens_per_second, ps.final_loss, ps.eval.mlm_accuracy, ps.eval.majority_accuracy,
         ps.eval.mlm_accuracy_at_mask, ps.eval.majority_accuracy_at_mask, ps.eval.nsp_accuracy,
         ps.eval.nsp_majority_accuracy,
-        minutes * 0.2,
-        t(&pre).n,
-        pre.steps, t(&pre).accuracy, t(&pre).macro_f1, pre.dev.accuracy,
-        scr.steps, t(&scr).accuracy, t(&scr).macro_f1, scr.dev.accuracy,
+        minutes * FINETUNE_SHARE / 6.0,
     );
     crate::io::write_atomic(&Path::new(out).join("report.md"), report.as_bytes())?;
     outln!(
-        "\nbert demo: done in {:.0} s. Held-out MLM accuracy {:.3} vs {:.3} for the most frequent token ({:.3} vs {:.3} at [MASK] inputs); WordNet test accuracy {:.4} pretrained vs {:.4} from scratch. Report: {out}/report.md",
+        "\nbert demo: done in {:.0} s. Held-out MLM accuracy {:.3} vs {:.3} for the most frequent token ({:.3} vs {:.3} at [MASK] inputs); {}. Report: {out}/report.md",
         t0.elapsed().as_secs_f64(), ps.eval.mlm_accuracy, ps.eval.majority_accuracy,
-        ps.eval.mlm_accuracy_at_mask, ps.eval.majority_accuracy_at_mask, t(&pre).accuracy, t(&scr).accuracy
+        ps.eval.mlm_accuracy_at_mask, ps.eval.majority_accuracy_at_mask, ft_line.join("; ")
     )?;
     Ok(())
+}
+
+/// The share of the demo's budget that fine-tuning takes (six runs: three families, pretrained
+/// and from scratch); pretraining takes the rest.
+pub const FINETUNE_SHARE: f64 = 0.4;
+
+/// The test figures the demo's report shows for a built-in data set, the first the headline.
+fn families_figures(b: crate::finetune::Builtin) -> &'static [&'static str] {
+    match b {
+        crate::finetune::Builtin::WordnetSupersense => &["accuracy", "macro_f1"],
+        crate::finetune::Builtin::BrownPos => &["accuracy"],
+        crate::finetune::Builtin::WordnetQa => &["f1", "exact", "HasAns_f1", "NoAns_exact"],
+    }
 }
 
 /// The held-out evaluations of a pretraining run's metrics.jsonl as a markdown table against

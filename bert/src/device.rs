@@ -1,17 +1,23 @@
 //! The one place that names devices: [`Devices::open`] makes the device a `TrainDevice` names
 //! (the CPU, or GPU 0 in f32 or bf16 with the `cuda` feature), and its methods hand out what runs
-//! there ([`Devices::embedder`] here, the pretraining step trainer in `train.rs`), each a single
-//! generic body over `engine::device::Device`. Code elsewhere matches no device and carries no
+//! there ([`Devices::embedder`], [`Devices::finetuner`] and [`Devices::head_logits`] here, the
+//! pretraining step trainer in `train.rs`), each a single generic body over
+//! `engine::device::Device`. Code elsewhere matches no device and carries no
 //! `cfg(feature = "cuda")`.
 
 use crate::embed::Pooling;
+use crate::finetune::{FtRunner, FtTrainer};
 use crate::heads::Bert;
+use crate::step::{FtBatch, FtHead};
 use crate::train::TrainDevice;
 use crate::Result;
 use tokenizer::Encoding;
 
 /// Embeds a batch of tokenized texts: one vector per text, concatenated.
 pub type Embedder<'a> = Box<dyn FnMut(&[Encoding]) -> Result<Vec<f32>> + 'a>;
+
+/// A fine-tuned head's logits on a batch ([`crate::step::ft_logits`]).
+pub type HeadLogits<'a> = Box<dyn FnMut(&FtBatch) -> Result<Vec<f32>> + 'a>;
 
 /// The devices a run can hold (made once, before the trainer that borrows them).
 pub enum Devices {
@@ -61,6 +67,55 @@ impl Devices {
             Devices::CudaBf16(d) => device_embedder(d, model, pad, pooling, normalize),
         }
     }
+}
+
+impl Devices {
+    /// A fine-tuning trainer for `model`'s `head` on this device (its parameters uploaded in
+    /// the head's layout, AdamW's moments at zero).
+    pub fn finetuner<'a>(
+        &'a self,
+        model: &Bert,
+        head: FtHead,
+        adam: engine::optim::AdamWConfig,
+    ) -> Result<Box<dyn FtRunner + 'a>> {
+        Ok(match self {
+            Devices::Cpu(d) => Box::new(FtTrainer::new(d, model, head, adam)?),
+            #[cfg(feature = "cuda")]
+            Devices::Cuda(d) => Box::new(FtTrainer::new(d, model, head, adam)?),
+            #[cfg(feature = "cuda")]
+            Devices::CudaBf16(d) => Box::new(FtTrainer::new(d, model, head, adam)?),
+        })
+    }
+
+    /// `model`'s `head` for inference on this device (weights uploaded once).
+    pub fn head_logits<'a>(&'a self, model: &'a Bert, head: FtHead) -> Result<HeadLogits<'a>> {
+        match self {
+            Devices::Cpu(d) => device_head_logits(d, model, head),
+            #[cfg(feature = "cuda")]
+            Devices::Cuda(d) => device_head_logits(d, model, head),
+            #[cfg(feature = "cuda")]
+            Devices::CudaBf16(d) => device_head_logits(d, model, head),
+        }
+    }
+}
+
+fn device_head_logits<'a, D: engine::device::Device>(
+    dev: &'a D,
+    model: &'a Bert,
+    head: FtHead,
+) -> Result<HeadLogits<'a>>
+where
+    D::Weights: 'a,
+{
+    let c = &model.config;
+    let vals = crate::step::values_for(head.layout(c), |n: &str| {
+        model.params.get(n).map(|v| v.value().to_vec())
+    })?;
+    let weights = dev.weights(&vals)?;
+    Ok(Box::new(move |x: &FtBatch| {
+        let refs = dev.weight_refs(&weights);
+        crate::step::ft_logits(dev, c, head, &refs, &x.input())
+    }))
 }
 
 fn device_embedder<'a, D: engine::device::Device>(

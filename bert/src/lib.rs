@@ -15,6 +15,7 @@ pub mod heads;
 pub mod io;
 pub mod layer;
 pub mod model;
+pub mod predict;
 pub mod report;
 pub mod safetensors;
 pub mod step;

@@ -209,25 +209,49 @@ pub fn write_pretrain_plots(metrics: &std::path::Path, dir: &std::path::Path) ->
 /// smoothed, and dev accuracy and macro-F1 at each evaluation), written atomically.
 pub fn write_finetune_plot(metrics: &std::path::Path, dir: &std::path::Path) -> crate::Result<()> {
     let m = read_metrics(metrics)?;
-    let chart = line_chart(
-        "Fine-tuning",
-        "step",
-        "loss / score",
-        &[
-            Series {
-                name: "training loss (moving average of 10 steps)",
-                points: smooth(&metric_series(&m, "loss"), 10),
-            },
-            Series {
-                name: "dev accuracy",
-                points: metric_series(&m, "dev_accuracy"),
-            },
-            Series {
-                name: "dev macro-F1",
-                points: metric_series(&m, "dev_macro_f1"),
-            },
-        ],
-    );
+    // The training loss, and every numeric dev figure the run logged (`dev_*`) that is a share
+    // (accuracy, F1 in [0, 1], correlations); SQuAD's percentages are drawn as shares.
+    let mut keys: Vec<String> = Vec::new();
+    for r in &m {
+        if let Some(o) = r.as_object() {
+            for (k, v) in o {
+                if k.starts_with("dev_") && v.is_number() && !keys.contains(k) {
+                    keys.push(k.clone());
+                }
+            }
+        }
+    }
+    keys.retain(|k| {
+        !(k.ends_with("_n")
+            || k.ends_with("total")
+            || k.ends_with("words")
+            || k.ends_with("mse")
+            || k.contains("HasAns")
+            || k.contains("NoAns"))
+    });
+    keys.truncate(3);
+    let mut named = vec![(
+        "training loss (moving average of 10 steps)".to_string(),
+        smooth(&metric_series(&m, "loss"), 10),
+    )];
+    for k in keys {
+        let pts = metric_series(&m, &k);
+        let pct = pts.iter().any(|p| p.1 > 1.0);
+        named.push((
+            format!("dev {}{}", &k[4..], if pct { " / 100" } else { "" }),
+            pts.into_iter()
+                .map(|(x, y)| (x, if pct { y / 100.0 } else { y }))
+                .collect(),
+        ));
+    }
+    let series: Vec<Series> = named
+        .iter()
+        .map(|(n, p)| Series {
+            name: n,
+            points: p.clone(),
+        })
+        .collect();
+    let chart = line_chart("Fine-tuning", "step", "loss / score", &series);
     crate::io::write_atomic(&dir.join("finetune.svg"), chart.as_bytes())
 }
 

@@ -103,14 +103,14 @@ fn the_pipeline_through_the_library() {
     let dev = fixture_tsv(&dir, "dev", 100, 3);
     let test = fixture_tsv(&dir, "test", 100, 4);
     let data = bert::finetune::load_dataset(
+        bert::finetune::Family::SeqCls,
         None,
-        Some(&train),
-        Some(&dev),
-        Some(&test),
-        Path::new("unused"),
+        (Some(&train), Some(&dev), Some(&test)),
+        &Default::default(),
+        None,
     )
     .unwrap();
-    assert_eq!(data.labels.len(), 2);
+    assert_eq!(data.label_names().len(), 2);
     let fcfg = bert::finetune::FinetuneConfig {
         steps: Some(30),
         minutes: None,
@@ -122,8 +122,10 @@ fn the_pipeline_through_the_library() {
     let r = bert::finetune::run(&run.join("checkpoint"), &data, &ft, &fcfg, false).unwrap();
     assert_eq!(r.steps, 30);
     let t = r.test.expect("a test split was given");
-    assert_eq!(t.n, 100);
-    assert!((0.0..=1.0).contains(&t.accuracy) && (0.0..=1.0).contains(&r.dev.accuracy));
+    assert_eq!(t.get("n"), 100.0);
+    assert!(
+        (0.0..=1.0).contains(&t.get("accuracy")) && (0.0..=1.0).contains(&r.dev.get("accuracy"))
+    );
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(ft.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["steps"], 30);
@@ -267,5 +269,41 @@ fn the_pipeline_through_the_binary() {
     );
     assert!(e.contains("30 steps") && e.contains("dev accuracy"), "{e}");
     assert!(dir.join("ft/model/config.json").exists() && dir.join("ft/summary.json").exists());
+    // The fine-tuned model predicts one JSON line per input line, its labels the training file's.
+    let texts: String = std::fs::read_to_string(dir.join("dev.tsv"))
+        .unwrap()
+        .lines()
+        .map(|l| format!("{}\n", l.split('\t').next().unwrap()))
+        .collect();
+    std::fs::write(dir.join("texts.txt"), &texts).unwrap();
+    let out = Command::new(bert_binary())
+        .args(["predict", "--model", "ft/model", "--top-k", "2"])
+        .current_dir(&dir)
+        .stdin(std::fs::File::open(dir.join("texts.txt")).unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let preds: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let dev_lines = std::fs::read_to_string(dir.join("dev.tsv"))
+        .unwrap()
+        .lines()
+        .count();
+    assert_eq!(preds.len(), dev_lines);
+    assert!(
+        preds
+            .iter()
+            .all(|p| p["top_k"].as_array().unwrap().len() == 2
+                && p["label"] == p["top_k"][0]["label"]),
+        "{:?}",
+        preds[0]
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -28,7 +28,10 @@ pub enum Command {
         corpus: Option<String>,
         #[arg(long, default_value = "demo-output")]
         out: String,
-        /// The time budget, in minutes, for pretraining plus both fine-tuning runs.
+        /// The Brown corpus for the token-classification part (scripts/fetch-brown).
+        #[arg(long, default_value = ".cache/brown")]
+        brown: String,
+        /// The time budget, in minutes, for pretraining plus the six fine-tuning runs.
         #[arg(long, default_value_t = 10.0)]
         minutes: f64,
         /// Vocabulary size to train.
@@ -209,16 +212,20 @@ pub enum Command {
         #[arg(long)]
         dropout: Option<f32>,
     },
-    /// Fine-tune a sequence classifier: the built-in WordNet supersense task or TSV files;
-    /// reports accuracy and macro-F1, writes OUT/model and OUT/metrics.jsonl.
+    /// Fine-tune for one task family (sequence classification or regression, token
+    /// classification, question answering) on files or a built-in data set; reports the
+    /// family's metrics, writes OUT/model (HF layout), OUT/summary.json, OUT/metrics.jsonl.
     Finetune {
-        /// A pretrained model directory (its encoder; a fresh classifier head).
+        /// A pretrained model directory (its encoder; a fresh head).
         #[arg(long)]
         model: String,
-        /// A built-in task: wordnet-supersense.
-        #[arg(long, conflicts_with_all = ["train", "dev"])]
-        task: Option<String>,
-        /// TSV: text<TAB>label or text_a<TAB>text_b<TAB>label (an optional header).
+        /// seq-cls, token-cls or qa; or a built-in data set, which implies its family:
+        /// wordnet-supersense (seq-cls), brown-pos (token-cls), wordnet-qa (qa).
+        #[arg(long, default_value = "seq-cls")]
+        task: String,
+        /// seq-cls: TSV, text<TAB>label or text_a<TAB>text_b<TAB>label (an optional header);
+        /// token-cls: CoNLL (token ... tag per line, blank lines between sentences);
+        /// qa: SQuAD v1.1 or v2.0 JSON.
         #[arg(long, requires = "dev")]
         train: Option<String>,
         #[arg(long)]
@@ -235,21 +242,69 @@ pub enum Command {
         batch: usize,
         #[arg(long, default_value_t = 1e-4)]
         lr: f32,
-        #[arg(long, value_parser = positive, default_value_t = 64)]
-        max_len: usize,
+        /// Warmup steps as a share of all steps (then linear decay to 0).
+        #[arg(long, default_value_t = 0.1)]
+        warmup: f64,
+        /// Tokens per sequence, [CLS] and [SEP] included (default: 128; qa 384).
+        #[arg(long, value_parser = positive)]
+        max_len: Option<usize>,
+        /// qa: the overlap of a long context's windows, in tokens.
+        #[arg(long, default_value_t = 128)]
+        doc_stride: usize,
+        /// qa: candidate starts and ends per window.
+        #[arg(long, value_parser = positive, default_value_t = 20)]
+        n_best: usize,
+        /// qa: the longest answer, in tokens.
+        #[arg(long, value_parser = positive, default_value_t = 30)]
+        max_answer_len: usize,
+        /// qa, SQuAD v2: answer nothing when the null score beats the best span by more.
+        #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
+        null_threshold: f32,
+        /// seq-cls: the labels are real values (MSE loss; Pearson and Spearman), as STS-B;
+        /// by default decided by the labels (numbers with a decimal point).
+        #[arg(long, conflicts_with = "classification")]
+        regression: bool,
+        /// seq-cls: the labels are classes even if they look like numbers.
+        #[arg(long)]
+        classification: bool,
         #[arg(long, default_value_t = 7)]
         seed: u64,
         /// The same architecture from random initialisation (the baseline).
         #[arg(long)]
         scratch: bool,
-        /// WordNet's data files for --task wordnet-supersense (scripts/fetch-corpus puts them here).
+        /// WordNet's data files (wordnet-supersense, wordnet-qa; scripts/fetch-corpus).
         #[arg(long, default_value = ".cache/corpus/wordnet")]
         wordnet: String,
+        /// The Brown corpus (brown-pos; scripts/fetch-brown).
+        #[arg(long, default_value = ".cache/brown")]
+        brown: String,
         #[arg(long, value_parser = positive)]
         threads: Option<usize>,
+        /// cpu, cuda (GPU 0, f32) or cuda-bf16 (bf16 mixed precision); cuda needs
+        /// `--features cuda`.
+        #[arg(long, default_value = "cpu", value_parser = |s: &str| bert::train::TrainDevice::parse(s).map_err(|e| e.to_string()))]
+        device: bert::train::TrainDevice,
+        /// Keep the padding tokens (default: packed batches, no compute on padding).
+        #[arg(long)]
+        padded: bool,
         /// Replace an OUT that holds a fine-tuning run.
         #[arg(long)]
         force: bool,
+    },
+    /// Predict with a fine-tuned model: one input per line of stdin (seq-cls: text or
+    /// text<TAB>text; token-cls: raw text; qa: {"question": ..., "context": ...}), one JSON
+    /// object per line on stdout.
+    Predict {
+        /// A fine-tuned model directory (bert finetune's OUT/model, or an HF BertFor... folder).
+        #[arg(long)]
+        model: String,
+        /// Labels (seq-cls) or answers (qa) to list per input.
+        #[arg(long, value_parser = positive, default_value_t = 1)]
+        top_k: usize,
+        #[arg(long, default_value = "cpu", value_parser = |s: &str| bert::train::TrainDevice::parse(s).map_err(|e| e.to_string()))]
+        device: bert::train::TrainDevice,
+        #[arg(long, value_parser = positive)]
+        threads: Option<usize>,
     },
     /// Fill each [MASK] in TEXT with the masked-LM head's most likely tokens.
     FillMask {

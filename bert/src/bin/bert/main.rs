@@ -61,6 +61,7 @@ fn main() {
         model: None,
         corpus: None,
         out: "demo-output".into(),
+        brown: ".cache/brown".into(),
         minutes: 10.0,
         vocab_size: 8192,
         threads: None,
@@ -73,6 +74,7 @@ fn main() {
             model,
             corpus,
             out,
+            brown,
             minutes,
             vocab_size,
             threads,
@@ -103,7 +105,7 @@ fn main() {
                 &mut std::io::stdout().lock(),
             );
             showcase.and_then(|_| match corpus {
-                Some(c) => bert::demo::run(&c, &out, minutes, vocab_size, &dm),
+                Some(c) => bert::demo::run(&c, &brown, &out, minutes, vocab_size, &dm),
                 None => Ok(()),
             })
         }
@@ -174,11 +176,21 @@ fn main() {
             minutes,
             batch,
             lr,
+            warmup,
             max_len,
+            doc_stride,
+            n_best,
+            max_answer_len,
+            null_threshold,
+            regression,
+            classification,
             seed,
             scratch,
             wordnet,
+            brown,
             threads,
+            device,
+            padded,
             force,
         } => {
             set_threads(threads);
@@ -191,30 +203,67 @@ fn main() {
                 minutes,
                 batch,
                 lr,
+                warmup,
                 max_len,
+                doc_stride,
+                n_best,
+                max_answer_len,
+                null_threshold,
                 seed,
                 progress: terminal(),
                 force,
+                device,
+                padded,
                 ..Default::default()
             };
             let p = |s: &Option<String>| s.as_ref().map(std::path::PathBuf::from);
-            bert::finetune::load_dataset(
-                task.as_deref(),
-                p(&train).as_deref(),
-                p(&dev).as_deref(),
-                p(&test).as_deref(),
-                std::path::Path::new(&wordnet),
+            let dirs = bert::finetune::DataDirs {
+                wordnet: wordnet.into(),
+                brown: brown.into(),
+            };
+            let kind = (regression || classification).then_some(regression);
+            bert::finetune::Family::parse(&task)
+                .and_then(|(family, builtin)| {
+                    bert::finetune::load_dataset(
+                        family,
+                        builtin,
+                        (
+                            p(&train).as_deref(),
+                            p(&dev).as_deref(),
+                            p(&test).as_deref(),
+                        ),
+                        &dirs,
+                        kind,
+                    )
+                })
+                .and_then(|data| {
+                    bert::finetune::run(
+                        std::path::Path::new(&model),
+                        &data,
+                        std::path::Path::new(&out),
+                        &cfg,
+                        scratch,
+                    )
+                })
+                .map(|_| ())
+                .map_err(Into::into)
+        }
+        Command::Predict {
+            model,
+            top_k,
+            device,
+            threads,
+        } => {
+            set_threads(threads);
+            bert::predict::run(
+                std::path::Path::new(&model),
+                device,
+                top_k,
+                &mut std::io::stdin().lock(),
+                &mut std::io::stdout().lock(),
             )
-            .and_then(|data| {
-                bert::finetune::run(
-                    std::path::Path::new(&model),
-                    &data,
-                    std::path::Path::new(&out),
-                    &cfg,
-                    scratch,
-                )
-            })
             .map(|_| ())
+            .map_err(Into::into)
         }
         Command::Pretrain {
             model_config,
