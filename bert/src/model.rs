@@ -315,7 +315,9 @@ impl BertModel {
             0.0
         };
         let seed = opt.dropout_seed.unwrap_or(0);
-        let words = self.word.embedding(&x.input_ids, &[b, s])?;
+        // HF's word embeddings have `padding_idx`: the pad token's row gets no gradient.
+        let pad = (c.pad_token_id < c.vocab_size).then_some(c.pad_token_id);
+        let words = self.word.embedding_padded(&x.input_ids, &[b, s], pad)?;
         let types = self.typ.embedding(&x.token_type_ids, &[b, s])?;
         let pos = self.pos.narrow(0, 0, s)?;
         let e = words.add(&types)?.add(&pos)?;

@@ -96,6 +96,8 @@ enum Op {
     BroadcastTo,
     Embedding {
         ids: Vec<i64>,
+        /// The row that gets no gradient.
+        pad: Option<usize>,
     },
     LayerNorm {
         mean: Vec<f32>,
@@ -332,11 +334,23 @@ impl Var {
     }
     /// Embedding lookup of `ids` (shape `ids_shape`) in this (vocab, dim) table.
     pub fn embedding(&self, ids: &[i64], ids_shape: &[usize]) -> Result<Var> {
+        self.embedding_padded(ids, ids_shape, None)
+    }
+    /// [`Var::embedding`] whose row `pad` gets no gradient (PyTorch's `padding_idx`).
+    pub fn embedding_padded(
+        &self,
+        ids: &[i64],
+        ids_shape: &[usize],
+        pad: Option<usize>,
+    ) -> Result<Var> {
         let out = Tensor::embedding(&self.value(), ids, ids_shape)?;
         Ok(Self::from_op(
             out,
             vec![self.clone()],
-            Op::Embedding { ids: ids.to_vec() },
+            Op::Embedding {
+                ids: ids.to_vec(),
+                pad,
+            },
         ))
     }
     /// LayerNorm over the last dimension with learnable gamma and beta.
@@ -756,11 +770,15 @@ fn backward_op(op: &Op, inputs: &[Var], out: &Tensor, g: &Tensor) -> Result<Vec<
         }
         Op::Narrow { dim, start } => vec![Some(pad_narrow(g, val(0).shape(), *dim, *start)?)],
         Op::BroadcastTo => vec![Some(sum_to_shape(g, val(0).shape())?)],
-        Op::Embedding { ids } => {
+        Op::Embedding { ids, pad } => {
             let t = val(0);
             let (vocab, dim) = (t.shape()[0], t.shape()[1]);
             let gv = g.contiguous();
-            let dt = crate::embedding::embedding_backward(ids, gv.as_slice().unwrap(), dim, vocab);
+            let mut dt =
+                crate::embedding::embedding_backward(ids, gv.as_slice().unwrap(), dim, vocab);
+            if let Some(p) = pad.filter(|&p| p < vocab) {
+                dt[p * dim..(p + 1) * dim].fill(0.0);
+            }
             vec![Some(Tensor::from_vec(dt, &[vocab, dim])?)]
         }
         Op::LayerNorm { mean, rstd } => {

@@ -382,7 +382,7 @@ fn finetune_case(
             }
         })
         .collect();
-    let (start, end) = (vec![3i64, 1, 5], vec![7i64, 9, 5]);
+    let (start, end) = (vec![3i64, 0, 5], vec![7i64, 0, 40]);
     model.params.zero_grad();
     let o = model
         .forward(

@@ -364,6 +364,7 @@ pub(super) fn encoder_backward<D: Device>(
         &de,
         s,
         h,
+        (c.pad_token_id < c.vocab_size).then_some(c.pad_token_id),
         g0[0],
         g1[0],
         rest[0],

@@ -445,6 +445,7 @@ impl Device for Cpu {
         dy: &Vec<f32>,
         seq: usize,
         dim: usize,
+        pad: Option<usize>,
         dword: &mut Vec<f32>,
         dpos: &mut Vec<f32>,
         dtyp: &mut Vec<f32>,
@@ -453,8 +454,11 @@ impl Device for Cpu {
         for (t, g) in dy.chunks_exact(dim).enumerate() {
             let p = positions.map_or(t % seq.max(1), |p| p[t] as usize);
             let (w, ty) = (ids[t] as usize, types[t] as usize);
+            let word = Some(w) != pad;
             for j in 0..dim {
-                dword[w * dim + j] += g[j];
+                if word {
+                    dword[w * dim + j] += g[j];
+                }
                 dtyp[ty * dim + j] += g[j];
                 dpos[p * dim + j] += g[j];
             }

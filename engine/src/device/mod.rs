@@ -169,7 +169,9 @@ pub trait Device {
         seq: usize,
         dim: usize,
     ) -> Result<Self::Buf>;
-    /// Backward of [`Device::embed`]: accumulates into the three tables' gradients.
+    /// Backward of [`Device::embed`]: accumulates into the three tables' gradients. The word
+    /// table's row `pad` gets none (PyTorch's `padding_idx`, as HF's BERT embeddings have it:
+    /// padding positions still reach the position and type tables).
     fn embed_bwd(
         &self,
         ids: &Self::Ids,
@@ -178,6 +180,7 @@ pub trait Device {
         dy: &Self::Buf,
         seq: usize,
         dim: usize,
+        pad: Option<usize>,
         dword: &mut Self::Grad,
         dpos: &mut Self::Grad,
         dtyp: &mut Self::Grad,

@@ -209,13 +209,14 @@ impl<D: Device> Device for Profiled<'_, D> {
         dy: &D::Buf,
         seq: usize,
         dim: usize,
+        pad: Option<usize>,
         dword: &mut D::Grad,
         dpos: &mut D::Grad,
         dtyp: &mut D::Grad,
     ) -> Result<()> {
         self.t("embed_bwd", || {
             self.inner
-                .embed_bwd(ids, types, positions, dy, seq, dim, dword, dpos, dtyp)
+                .embed_bwd(ids, types, positions, dy, seq, dim, pad, dword, dpos, dtyp)
         })
     }
     fn gather_rows(&self, x: &D::Buf, rows: &D::Ids, cols: usize) -> Result<D::Buf> {

@@ -310,12 +310,13 @@ impl Device for Cuda {
         dy: &CudaSlice<f32>,
         seq: usize,
         dim: usize,
+        pad: Option<usize>,
         dword: &mut CudaSlice<f32>,
         dpos: &mut CudaSlice<f32>,
         dtyp: &mut CudaSlice<f32>,
     ) -> Result<()> {
         ops::embed_bwd(
-            &self.gpu, ids, types, positions, dy, seq, dim, dword, dpos, dtyp,
+            &self.gpu, ids, types, positions, dy, seq, dim, pad, dword, dpos, dtyp,
         )
     }
 

@@ -291,7 +291,8 @@ pub(crate) fn embed<T: Act>(
 }
 
 /// The three tables' gradients from dy `[tokens, dim]` in f32 (atomics for words and types;
-/// positions deterministic when padded, atomics when packed).
+/// positions deterministic when padded, atomics when packed); the word table's row `pad` is
+/// left without gradient (zeroed after the scatter: it never holds one).
 pub(crate) fn embed_bwd(
     gpu: &Gpu,
     ids: &CudaSlice<i32>,
@@ -300,11 +301,17 @@ pub(crate) fn embed_bwd(
     dy: &CudaSlice<f32>,
     seq: usize,
     dim: usize,
+    pad: Option<usize>,
     dword: &mut CudaSlice<f32>,
     dpos: &mut CudaSlice<f32>,
     dtyp: &mut CudaSlice<f32>,
 ) -> Result<()> {
     kernels::embedding::embedding_bwd(gpu, ids, dy, dword, dim).map_err(dev_err)?;
+    if let Some(p) = pad.filter(|&p| (p + 1) * dim <= dword.len()) {
+        gpu.stream()
+            .memset_zeros(&mut dword.slice_mut(p * dim..(p + 1) * dim))
+            .map_err(|e| Error::Device(format!("embed_bwd: zeroing the pad row: {e}")))?;
+    }
     kernels::embedding::embedding_bwd(gpu, types, dy, dtyp, dim).map_err(dev_err)?;
     match positions {
         Some(p) => kernels::embedding::embedding_bwd(gpu, p, dy, dpos, dim).map_err(dev_err),
