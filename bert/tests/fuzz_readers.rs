@@ -1,7 +1,7 @@
 //! Every file reader under random mutation: each returns Ok or an error, never panics, never
 //! hangs; what it accepts is usable (a shard's every record and batch reads). The readers:
 //! config.json, tokenizer.json, vocab.txt, `bert data` shards, trainer.json and fine-tuning
-//! TSV (safetensors: bert/tests/checkpoints.rs). Cases per reader: `FUZZ_CASES` (default 256;
+//! TSV, CoNLL and SQuAD JSON (safetensors: bert/tests/checkpoints.rs). Cases per reader: `FUZZ_CASES` (default 256;
 //! CI fixes the seed with PROPTEST_RNG_SEED, a longer run by hand: `FUZZ_CASES=20000 cargo test
 //! -p bert --test fuzz_readers`).
 
@@ -80,6 +80,8 @@ struct Bases {
     shard: Vec<u8>,
     trainer: Vec<u8>,
     tsv: Vec<u8>,
+    conll: Vec<u8>,
+    squad: Vec<u8>,
 }
 
 fn bases() -> &'static Bases {
@@ -99,6 +101,12 @@ fn bases() -> &'static Bases {
   "args": {"steps": 8, "minutes": null, "batch": 8, "accum": 2, "lr": 0.003, "warmup": 2.0}}"#
                 .to_vec(),
             tsv: b"text\tlabel\nthe red cat\tred\nthe blue sky\tblue\n\na pair\tof texts\tred\n".to_vec(),
+            conll: b"-DOCSTART- -X- O\n\nEU NNP B-ORG\nrejects VBZ O\n\nPeter\tB-PER\nBlackburn\tI-PER\n"
+                .to_vec(),
+            squad: br#"{"version": "v2.0", "data": [{"title": "t", "paragraphs": [{"context": "w1 w2 w3, w4!",
+  "qas": [{"id": "a", "question": "w1?", "answers": [{"text": "w2 w3", "answer_start": 3}], "is_impossible": false},
+          {"id": "b", "question": "w4 w4?", "answers": [], "is_impossible": true}]}]}]}"#
+                .to_vec(),
         }
     })
 }
@@ -167,6 +175,43 @@ proptest! {
         let mut labels = Vec::new();
         if let Ok(ex) = bert::finetune::read_tsv(&p, &mut labels) {
             prop_assert!(ex.iter().all(|x| x.label < labels.len()));
+        }
+    }
+
+    #[test]
+    fn conll(e in edits()) {
+        let b = apply(&bases().conll, &e);
+        let p = file("data.conll", &b);
+        let mut tags = Vec::new();
+        if let Ok(s) = bert::finetune::tokencls::read_conll(&p, &mut tags, true) {
+            prop_assert!(s.iter().all(|x| !x.words.is_empty() && x.words.len() == x.tags.len()
+                && x.tags.iter().all(|&t| t < tags.len())));
+        }
+    }
+
+    #[test]
+    fn squad_json(e in edits()) {
+        let b = apply(&bases().squad, &e);
+        let p = file("squad.json", &b);
+        if let Ok((ex, _, _)) = bert::finetune::qa::read_squad(&p) {
+            // Accepted answers lie inside their context, and the examples make windows.
+            for x in &ex {
+                let n = x.context.chars().count();
+                prop_assert!(x.answers.iter().all(|(t, s)| s + t.chars().count() <= n));
+            }
+            let mut t = tokenizer::parse_tokenizer_json(
+                &String::from_utf8_lossy(&bases().tokenizer), "fuzz").unwrap();
+            t.truncation = Some(tokenizer::Truncation {
+                max_length: 16,
+                strategy: tokenizer::TruncationStrategy::OnlySecond,
+                stride: 4,
+                left: false,
+            });
+            for x in &ex {
+                if let Ok(w) = bert::finetune::qa::windows(std::slice::from_ref(x), &t) {
+                    prop_assert!(w.iter().all(|w| w.feature.ids.len() <= 16));
+                }
+            }
         }
     }
 }

@@ -1,0 +1,51 @@
+"""The PyTorch side of scripts/bench-finetune: transformers' BertForSequenceClassification (3
+labels), BertForTokenClassification (9 tags) or BertForQuestionAnswering with random weights of
+the named shape (minilm: 6 layers x 384, 12 heads; bert-base: 12 x 768), random full-length
+sequences, AdamW + clipping, fp32, CPU, dropout on (train mode). Prints one JSON line: median step
+seconds over steps 2..N, tokens/s, peak RSS.
+usage: bench_finetune_torch.py FAMILY MODEL BATCH SEQ STEPS THREADS"""
+import json, resource, sys, time
+import torch
+from transformers import (BertConfig, BertForQuestionAnswering, BertForSequenceClassification,
+                          BertForTokenClassification)
+
+family, model, B, T, steps, threads = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:7])
+torch.set_num_threads(threads)
+torch.manual_seed(0)
+shape = dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536) \
+    if model == "minilm" else dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
+cfg = BertConfig(vocab_size=30522, max_position_embeddings=512, attn_implementation="sdpa", **shape)
+if family == "seq-cls":
+    m = BertForSequenceClassification(BertConfig(num_labels=3, **cfg.to_dict()))
+elif family == "token-cls":
+    m = BertForTokenClassification(BertConfig(num_labels=9, **cfg.to_dict()))
+else:
+    m = BertForQuestionAnswering(cfg)
+m.train()
+opt = torch.optim.AdamW(m.parameters(), lr=1e-5, eps=1e-6, weight_decay=0.01)
+times = []
+for s in range(steps):
+    ids = torch.randint(1000, 30000, (B, T))
+    ids[:, 0] = 101
+    types = (torch.arange(T)[None, :] >= T // 2).long().expand(B, T)
+    if family == "seq-cls":
+        labels = {"labels": torch.randint(0, 3, (B,))}
+    elif family == "token-cls":
+        lab = torch.randint(0, 9, (B, T))
+        lab[:, 0] = -100
+        labels = {"labels": lab}
+    else:
+        st = torch.randint(1, T - 10, (B,))
+        labels = {"start_positions": st, "end_positions": st + torch.randint(0, 8, (B,))}
+    t = time.perf_counter()
+    out = m(input_ids=ids, token_type_ids=types, **labels)
+    opt.zero_grad()
+    out.loss.backward()
+    torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
+    opt.step()
+    times.append(time.perf_counter() - t)
+rest = sorted(times[1:] or times)
+med = rest[len(rest) // 2]
+print(json.dumps({"impl": "torch", "family": family, "model": model, "threads": threads, "batch": B, "seq": T,
+                  "step_s": round(med, 3), "tokens_per_s": round(B * T / med),
+                  "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}), flush=True)
