@@ -301,18 +301,28 @@ pub fn run(
             force: true,
             ..Default::default()
         };
-        let mut runs = Vec::new();
+        // The pretrained run has the time budget; the scratch run then takes as many steps (same
+        // batches, same schedule), so the two differ only in their initial weights.
+        let mut runs: Vec<crate::finetune::FinetuneReport> = Vec::new();
         for scratch in [false, true] {
             let dir = format!(
                 "{out}/finetune-{}-{}",
                 b.name(),
                 if scratch { "scratch" } else { "pretrained" }
             );
+            let c = match runs.first() {
+                Some(r) => crate::finetune::FinetuneConfig {
+                    steps: Some(r.steps),
+                    minutes: None,
+                    ..fcfg.clone()
+                },
+                None => fcfg.clone(),
+            };
             runs.push(crate::finetune::run(
                 Path::new(&ckpt),
                 &data,
                 Path::new(&dir),
-                &fcfg,
+                &c,
                 scratch,
             )?);
         }
@@ -357,7 +367,7 @@ pub fn run(
         let test = |r: &crate::finetune::FinetuneReport| r.test.clone().unwrap_or_default();
         let (tp, ts) = (test(pre), test(scr));
         ft_section += &format!(
-            "### {} ({desc})\n\nTest set ({} examples), same budget and seed for both runs:\n\n| initialisation | steps | {} | dev {} |\n|---|---|{}---|\n",
+            "### {} ({desc})\n\nTest set ({} examples):\n\n| initialisation | steps | {} | dev {} |\n|---|---|{}---|\n",
             b.name(),
             tp.get("n").max(tp.get("total")).max(0.0),
             names.join(" | "),
@@ -452,13 +462,14 @@ pub fn run(
          ## Fill-mask with the pretrained model\n\n{fills}\
          ## Fine-tuning: three task families, pretrained against from scratch\n\n\
          Each family on its built-in data set, the pretrained encoder with a fresh head against the same architecture \
-         from random initialisation, {:.1} minutes each, same data, rate and seed.\n\n{ft_section}",
+         from random initialisation: the pretrained run for {:.0} seconds, the one from scratch for as many steps; same \
+         batches, rate, schedule and seed.\n\n{ft_section}",
         t0.elapsed().as_secs_f64(),
         rayon::current_num_threads(),
         ps.steps, ps.seconds, ps.tokens_per_second, ps.final_loss, ps.eval.mlm_accuracy, ps.eval.majority_accuracy,
         ps.eval.mlm_accuracy_at_mask, ps.eval.majority_accuracy_at_mask, ps.eval.nsp_accuracy,
         ps.eval.nsp_majority_accuracy,
-        minutes * FINETUNE_SHARE / 6.0,
+        minutes * FINETUNE_SHARE / 6.0 * 60.0,
     );
     crate::io::write_atomic(&Path::new(out).join("report.md"), report.as_bytes())?;
     outln!(

@@ -472,7 +472,11 @@ pub fn evaluate(
     let s = squad_scores(examples, &texts);
     let mut m = Metrics::new("f1");
     for (k, v) in s {
-        m.set(&k, v);
+        if k.ends_with("total") {
+            m.set(&k, v as u64);
+        } else {
+            m.set(&k, v);
+        }
     }
     Ok(m)
 }

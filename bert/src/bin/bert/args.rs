@@ -260,6 +260,11 @@ pub enum Command {
         /// qa, SQuAD v2: answer nothing when the null score beats the best span by more.
         #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
         null_threshold: f32,
+        /// Dev evaluations along the way (the curve), each on at most --eval-max examples.
+        #[arg(long, default_value_t = 10)]
+        evals: u64,
+        #[arg(long, value_parser = positive, default_value_t = 2000)]
+        eval_max: usize,
         /// seq-cls: the labels are real values (MSE loss; Pearson and Spearman), as STS-B;
         /// by default decided by the labels (numbers with a decimal point).
         #[arg(long, conflicts_with = "classification")]

@@ -291,8 +291,9 @@ pub(crate) fn embed<T: Act>(
 }
 
 /// The three tables' gradients from dy `[tokens, dim]` in f32 (atomics for words and types;
-/// positions deterministic when padded, atomics when packed); the word table's row `pad` is
-/// left without gradient (zeroed after the scatter: it never holds one).
+/// positions deterministic when padded, atomics when packed); the word table's row `pad` gets
+/// nothing from the lookup (saved before the scatter and put back after: what it holds already,
+/// the tied decoder's gradient, stays).
 pub(crate) fn embed_bwd(
     gpu: &Gpu,
     ids: &CudaSlice<i32>,
@@ -306,11 +307,21 @@ pub(crate) fn embed_bwd(
     dpos: &mut CudaSlice<f32>,
     dtyp: &mut CudaSlice<f32>,
 ) -> Result<()> {
+    let pad = pad.filter(|&p| (p + 1) * dim <= dword.len());
+    let err = |e| Error::Device(format!("embed_bwd: the pad row: {e}"));
+    let saved = match pad {
+        Some(p) => Some(
+            gpu.stream()
+                .clone_dtod(&dword.slice(p * dim..(p + 1) * dim))
+                .map_err(err)?,
+        ),
+        None => None,
+    };
     kernels::embedding::embedding_bwd(gpu, ids, dy, dword, dim).map_err(dev_err)?;
-    if let Some(p) = pad.filter(|&p| (p + 1) * dim <= dword.len()) {
+    if let (Some(p), Some(row)) = (pad, saved) {
         gpu.stream()
-            .memset_zeros(&mut dword.slice_mut(p * dim..(p + 1) * dim))
-            .map_err(|e| Error::Device(format!("embed_bwd: zeroing the pad row: {e}")))?;
+            .memcpy_dtod(&row, &mut dword.slice_mut(p * dim..(p + 1) * dim))
+            .map_err(err)?;
     }
     kernels::embedding::embedding_bwd(gpu, types, dy, dtyp, dim).map_err(dev_err)?;
     match positions {
