@@ -16,6 +16,38 @@ pub(super) struct LayerSaved<D: Device> {
     pub(super) ln2: engine::device::LnSaved<D::Buf, D::Grad>,
 }
 
+/// The step's GELU (it takes no relu model; the tape does).
+pub(super) fn gelu_kind(c: &BertConfig) -> Result<engine::gelu::Gelu> {
+    match c.hidden_act {
+        Activation::Gelu(g) => Ok(g),
+        Activation::Relu => Err(BertError::Input(
+            "the explicit step supports gelu activations, not relu".into(),
+        )),
+    }
+}
+
+/// (hidden dropout, attention dropout, seed): the config's with a seed, none without.
+pub(super) fn dropout_of(c: &BertConfig, dropout_seed: Option<u64>) -> (f32, f32, u64) {
+    match dropout_seed {
+        Some(sd) => (c.hidden_dropout_prob, c.attention_probs_dropout_prob, sd),
+        None => (0.0, 0.0, 0),
+    }
+}
+
+/// The attention shape of a batch, and the 1 / sqrt(head size) scale.
+pub(super) fn attn_dims(c: &BertConfig, x: &EncoderInput<'_>) -> (AttnDims, f32) {
+    let (h, nh) = (c.hidden_size, c.num_attention_heads);
+    let dims = AttnDims {
+        batch: x.batch,
+        seq: x.seq,
+        heads: nh,
+        head_dim: h / nh,
+        lens: x.lens.to_vec(),
+        packed: x.packed,
+    };
+    (dims, 1.0 / ((h / nh) as f32).sqrt())
+}
+
 /// Seed of layer `l`'s dropout masks, as `BertModel::forward` derives it.
 pub(super) fn layer_seed(seed: u64, l: usize) -> u64 {
     seed.wrapping_add(0x9E37_79B9_7F4A_7C15u64.wrapping_mul(l as u64 + 1))
@@ -142,14 +174,7 @@ pub(super) fn encoder_forward<D: Device>(
     keep: bool,
 ) -> Result<Encoded<D>> {
     x.validate(c)?;
-    let act = match c.hidden_act {
-        Activation::Gelu(g) => g,
-        Activation::Relu => {
-            return Err(BertError::Input(
-                "the explicit step supports gelu activations, not relu".into(),
-            ))
-        }
-    };
+    let act = gelu_kind(c)?;
     if params.len() < EMB + PER_LAYER * layers || layers > c.num_hidden_layers {
         return Err(BertError::Input(format!(
             "{layers} layers need {} parameter buffers, got {}",
@@ -160,20 +185,8 @@ pub(super) fn encoder_forward<D: Device>(
     let (s, h, inter) = (x.seq, c.hidden_size, c.intermediate_size);
     let t = x.tokens();
     let eps = c.layer_norm_eps;
-    let (p, pa, seed) = match dropout_seed {
-        Some(sd) => (c.hidden_dropout_prob, c.attention_probs_dropout_prob, sd),
-        None => (0.0, 0.0, 0),
-    };
-    let nh = c.num_attention_heads;
-    let dims = AttnDims {
-        batch: x.batch,
-        seq: s,
-        heads: nh,
-        head_dim: h / nh,
-        lens: x.lens.to_vec(),
-        packed: x.packed,
-    };
-    let att_scale = 1.0 / ((h / nh) as f32).sqrt();
+    let (p, pa, seed) = dropout_of(c, dropout_seed);
+    let (dims, att_scale) = attn_dims(c, x);
     let ids = dev.upload_ids(x.input_ids)?;
     let types = dev.upload_ids(x.token_type_ids)?;
     let positions = if x.packed {
@@ -291,30 +304,11 @@ pub(super) fn encoder_backward<D: Device>(
         mut saved,
         ..
     } = enc;
-    let act = match c.hidden_act {
-        Activation::Gelu(g) => g,
-        Activation::Relu => {
-            return Err(BertError::Input(
-                "the explicit step supports gelu activations, not relu".into(),
-            ))
-        }
-    };
+    let act = gelu_kind(c)?;
     let (s, h, inter) = (x.seq, c.hidden_size, c.intermediate_size);
     let t = x.tokens();
-    let (p, pa, seed) = match dropout_seed {
-        Some(sd) => (c.hidden_dropout_prob, c.attention_probs_dropout_prob, sd),
-        None => (0.0, 0.0, 0),
-    };
-    let nh = c.num_attention_heads;
-    let dims = AttnDims {
-        batch: x.batch,
-        seq: s,
-        heads: nh,
-        head_dim: h / nh,
-        lens: x.lens.to_vec(),
-        packed: x.packed,
-    };
-    let att_scale = 1.0 / ((h / nh) as f32).sqrt();
+    let (p, pa, seed) = dropout_of(c, dropout_seed);
+    let (dims, att_scale) = attn_dims(c, x);
     for l in (0..saved.len()).rev() {
         let lx = LayerIx::of(l);
         let ls = layer_seed(seed, l);

@@ -196,15 +196,6 @@ impl FtBatch {
     }
 }
 
-fn gelu_of(c: &BertConfig) -> Result<()> {
-    match c.hidden_act {
-        Activation::Gelu(_) => Ok(()),
-        Activation::Relu => Err(BertError::Input(
-            "the explicit step supports gelu activations, not relu".into(),
-        )),
-    }
-}
-
 fn check_params(c: &BertConfig, head: FtHead, n: usize) -> Result<()> {
     let want = head.params(c.num_hidden_layers);
     if n != want {
@@ -241,7 +232,7 @@ pub fn ft_forward_backward<D: Device>(
 ) -> Result<f32> {
     check_params(c, head, params.len())?;
     check_params(c, head, grads.len())?;
-    gelu_of(c)?;
+    gelu_kind(c)?;
     let (b, h, nl) = (x.batch, c.hidden_size, c.num_hidden_layers);
     let input = x.input();
     let t = input.tokens();
@@ -334,7 +325,7 @@ pub fn ft_logits<D: Device>(
     x: &EncoderInput<'_>,
 ) -> Result<Vec<f32>> {
     check_params(c, head, params.len())?;
-    gelu_of(c)?;
+    gelu_kind(c)?;
     let (h, nl, l) = (c.hidden_size, c.num_hidden_layers, head.outputs());
     let enc = encoder_forward(dev, c, params, x, None, nl, false)?;
     let ix = head.ix(nl);

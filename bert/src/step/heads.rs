@@ -26,14 +26,7 @@ pub(super) fn mlm_head<D: Device>(
 ) -> Result<MlmHead<D>> {
     let (h, v) = (c.hidden_size, c.vocab_size);
     let hx = HeadIx::of(c.num_hidden_layers);
-    let act = match c.hidden_act {
-        Activation::Gelu(g) => g,
-        Activation::Relu => {
-            return Err(BertError::Input(
-                "the explicit step supports gelu activations, not relu".into(),
-            ))
-        }
-    };
+    let act = gelu_kind(c)?;
     let hm = dev.gather_rows(xcur, rows_d, h)?;
     let t1 = dev.linear(&hm, params[hx.mlm_w], Some(params[hx.mlm_b]), n, h, h)?;
     let t2 = dev.gelu(&t1, act)?;

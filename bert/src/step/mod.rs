@@ -82,14 +82,7 @@ pub fn forward_backward<D: Device>(
             grads.len()
         )));
     }
-    let act = match c.hidden_act {
-        Activation::Gelu(g) => g,
-        Activation::Relu => {
-            return Err(BertError::Input(
-                "the explicit step supports gelu activations, not relu".into(),
-            ))
-        }
-    };
+    let act = gelu_kind(c)?;
     let (b, s, h, v) = (x.batch, x.seq, c.hidden_size, c.vocab_size);
     let t = if x.packed { x.lens.iter().sum() } else { b * s };
     if x.mlm_labels.len() != t {
