@@ -3,13 +3,20 @@ labels), BertForTokenClassification (9 tags) or BertForQuestionAnswering with ra
 the named shape (minilm: 6 layers x 384, 12 heads; bert-base: 12 x 768), random full-length
 sequences, AdamW + clipping, fp32, CPU, dropout on (train mode). Prints one JSON line: median step
 seconds over steps 2..N, tokens/s, peak RSS.
-usage: bench_finetune_torch.py FAMILY MODEL BATCH SEQ STEPS THREADS"""
+With LENGTHS (a file of sequence lengths, one per line, a real data set's, capped at SEQ), each
+batch is padded to its longest sequence (HF's DataCollatorWithPadding, dynamic padding: PyTorch's
+best here) or, with PAD=max_length in the environment, to SEQ (run_glue.py's default
+pad_to_max_length); tokens/s counts the real tokens.
+usage: bench_finetune_torch.py FAMILY MODEL BATCH SEQ STEPS THREADS [LENGTHS]"""
 import json, resource, sys, time
 import torch
 from transformers import (BertConfig, BertForQuestionAnswering, BertForSequenceClassification,
                           BertForTokenClassification)
 
+import os
 family, model, B, T, steps, threads = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:7])
+lengths = [min(max(int(l), 2), T) for l in open(sys.argv[7]) if l.strip()] if len(sys.argv) > 7 else [T]
+pad_max = os.environ.get("PAD") == "max_length"
 torch.set_num_threads(threads)
 torch.manual_seed(0)
 shape = dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536) \
@@ -23,29 +30,35 @@ else:
     m = BertForQuestionAnswering(cfg)
 m.train()
 opt = torch.optim.AdamW(m.parameters(), lr=1e-5, eps=1e-6, weight_decay=0.01)
-times = []
+times, tokens, at = [], [], 0
 for s in range(steps):
-    ids = torch.randint(1000, 30000, (B, T))
+    lens = torch.tensor([lengths[(at + i) % len(lengths)] for i in range(B)])
+    at += B
+    L = T if pad_max else int(lens.max())
+    mask = (torch.arange(L)[None, :] < lens[:, None]).long()
+    ids = torch.randint(1000, 30000, (B, L)) * mask
     ids[:, 0] = 101
-    types = (torch.arange(T)[None, :] >= T // 2).long().expand(B, T)
+    types = ((torch.arange(L)[None, :] >= (lens[:, None] // 2)).long()) * mask
     if family == "seq-cls":
         labels = {"labels": torch.randint(0, 3, (B,))}
     elif family == "token-cls":
-        lab = torch.randint(0, 9, (B, T))
+        lab = torch.where(mask == 1, torch.randint(0, 9, (B, L)), torch.full((B, L), -100))
         lab[:, 0] = -100
         labels = {"labels": lab}
     else:
-        st = torch.randint(1, T - 10, (B,))
-        labels = {"start_positions": st, "end_positions": st + torch.randint(0, 8, (B,))}
+        st = (torch.rand(B) * lens).long()
+        labels = {"start_positions": st, "end_positions": torch.minimum(st + torch.randint(0, 8, (B,)), lens - 1)}
     t = time.perf_counter()
-    out = m(input_ids=ids, token_type_ids=types, **labels)
+    out = m(input_ids=ids, token_type_ids=types, attention_mask=mask, **labels)
     opt.zero_grad()
     out.loss.backward()
     torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
     opt.step()
     times.append(time.perf_counter() - t)
-rest = sorted(times[1:] or times)
+    tokens.append(int(lens.sum()))
+first = 1 if steps > 1 else 0
+rest = sorted(times[first:])
 med = rest[len(rest) // 2]
 print(json.dumps({"impl": "torch", "family": family, "model": model, "threads": threads, "batch": B, "seq": T,
-                  "step_s": round(med, 3), "tokens_per_s": round(B * T / med),
+                  "step_s": round(med, 3), "tokens_per_s": round(sum(tokens[first:]) / sum(times[first:])),
                   "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}), flush=True)

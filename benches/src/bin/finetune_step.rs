@@ -4,9 +4,11 @@
 //! work). Prints one JSON line: median step seconds over steps 2..N, tokens/s, peak RSS.
 //! The other half of `scripts/bench-finetune` (its PyTorch twin: scripts/bench_finetune_torch.py).
 //!
-//! `cargo run --release -p benches --bin finetune_step -- FAMILY MODEL BATCH SEQ STEPS`
+//! `cargo run --release -p benches --bin finetune_step -- FAMILY MODEL BATCH SEQ STEPS [LENGTHS]`
 //! FAMILY: seq-cls | token-cls | qa; MODEL: minilm (6 x 384, 12 heads) | bert-base (12 x 768).
-//! Threads: RAYON_NUM_THREADS.
+//! LENGTHS: a file of sequence lengths, one per line (a real data set's, template included),
+//! taken in order and capped at SEQ: the batches are packed, so only those tokens are computed;
+//! tokens/s then counts them. Threads: RAYON_NUM_THREADS.
 use bert::finetune::{FtRunner, FtTrainer};
 use bert::step::{FtBatch, FtHead, FtTargets};
 use bert::{Bert, BertConfig};
@@ -25,6 +27,16 @@ fn main() {
         a[4].parse().unwrap(),
         a[5].parse().unwrap(),
     );
+    let lengths: Vec<usize> = match a.get(6) {
+        Some(p) => std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .map(|l: usize| l.clamp(2, s))
+            .collect(),
+        None => vec![s],
+    };
+    let mut next_len = 0usize;
     let mut c = BertConfig::preset("bert-base", 30522).unwrap();
     if model == "minilm" {
         c.num_hidden_layers = 6;
@@ -44,29 +56,46 @@ fn main() {
     let mut tr = FtTrainer::new(&Cpu, &m, head, AdamWConfig::default()).unwrap();
     drop(m);
     let mut r = engine::rng::SplitMix64::new(9);
-    let mut times = Vec::new();
+    let (mut times, mut tokens) = (Vec::new(), Vec::new());
     for step in 0..steps {
-        let ids: Vec<u32> = (0..b * s)
-            .map(|i| {
-                if i % s == 0 {
-                    101
-                } else {
-                    1000 + (r.next_u64() % 29000) as u32
-                }
+        let lens: Vec<usize> = (0..b)
+            .map(|_| {
+                next_len += 1;
+                lengths[(next_len - 1) % lengths.len()]
             })
             .collect();
-        let types: Vec<u32> = (0..b * s).map(|i| (i % s >= s / 2) as u32).collect();
-        let seqs: Vec<(&[u32], &[u32])> = (0..b)
-            .map(|i| (&ids[i * s..(i + 1) * s], &types[i * s..(i + 1) * s]))
+        let ids: Vec<Vec<u32>> = lens
+            .iter()
+            .map(|&l| {
+                (0..l)
+                    .map(|i| {
+                        if i == 0 {
+                            101
+                        } else {
+                            1000 + (r.next_u64() % 29000) as u32
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        let types: Vec<Vec<u32>> = lens
+            .iter()
+            .map(|&l| (0..l).map(|i| (i >= l / 2) as u32).collect())
+            .collect();
+        let seqs: Vec<(&[u32], &[u32])> = ids
+            .iter()
+            .zip(&types)
+            .map(|(i, t)| (i.as_slice(), t.as_slice()))
             .collect();
         let targets = match head {
             FtHead::Classify(n) => {
                 FtTargets::Classes((0..b).map(|_| (r.next_u64() % n as u64) as i64).collect())
             }
             FtHead::Tag(n) => FtTargets::Tags(
-                (0..b * s)
+                lens.iter()
+                    .flat_map(|&l| 0..l)
                     .map(|i| {
-                        if i % s == 0 {
+                        if i == 0 {
                             -100
                         } else {
                             (r.next_u64() % n as u64) as i64
@@ -75,12 +104,14 @@ fn main() {
                     .collect(),
             ),
             _ => {
-                let start: Vec<i64> = (0..b)
-                    .map(|_| 1 + (r.next_u64() % (s as u64 - 10)) as i64)
+                let start: Vec<i64> = lens
+                    .iter()
+                    .map(|&l| (r.next_u64() % l as u64) as i64)
                     .collect();
                 let end = start
                     .iter()
-                    .map(|&x| x + (r.next_u64() % 8) as i64)
+                    .zip(&lens)
+                    .map(|(&x, &l)| (x + (r.next_u64() % 8) as i64).min(l as i64 - 1))
                     .collect();
                 FtTargets::Spans { start, end }
             }
@@ -89,16 +120,20 @@ fn main() {
         let t = std::time::Instant::now();
         let (loss, _) = tr.step(&x, Some(step as u64), 1e-5, 1.0).unwrap();
         times.push(t.elapsed().as_secs_f64());
+        tokens.push(lens.iter().sum::<usize>());
         assert!(loss.is_finite());
     }
-    let rest = &mut times[1.min(steps - 1)..];
+    // Steps 2..N: the median step, and the real tokens per second over them.
+    let first = 1.min(steps - 1);
+    let (secs, toks): (f64, usize) = (times[first..].iter().sum(), tokens[first..].iter().sum());
+    let rest = &mut times[first..];
     rest.sort_by(|x, y| x.total_cmp(y));
     let med = rest[rest.len() / 2];
     println!(
         "{{\"impl\": \"ours\", \"family\": \"{family}\", \"model\": \"{model}\", \"threads\": {}, \"batch\": {b}, \"seq\": {s}, \"step_s\": {:.3}, \"tokens_per_s\": {:.0}, \"peak_rss_mib\": {:.0}}}",
         rayon::current_num_threads(),
         med,
-        (b * s) as f64 / med,
+        toks as f64 / secs,
         benches::peak_rss_mib().unwrap_or(f64::NAN)
     );
 }
