@@ -7,6 +7,8 @@ With LENGTHS (a file of sequence lengths, one per line, a real data set's, cappe
 batch is padded to its longest sequence (HF's DataCollatorWithPadding, dynamic padding: PyTorch's
 best here) or, with PAD=max_length in the environment, to SEQ (run_glue.py's default
 pad_to_max_length); tokens/s counts the real tokens.
+DEVICE=cuda runs it on GPU 0 (fp32; AMP=bf16 adds bf16 autocast), synchronised around each step;
+peak_mib is then torch.cuda.max_memory_allocated.
 usage: bench_finetune_torch.py FAMILY MODEL BATCH SEQ STEPS THREADS [LENGTHS]"""
 import json, resource, sys, time
 import torch
@@ -17,6 +19,9 @@ import os
 family, model, B, T, steps, threads = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:7])
 lengths = [min(max(int(l), 2), T) for l in open(sys.argv[7]) if l.strip()] if len(sys.argv) > 7 else [T]
 pad_max = os.environ.get("PAD") == "max_length"
+dev = torch.device(os.environ.get("DEVICE", "cpu"))
+amp = os.environ.get("AMP") == "bf16"
+sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
 torch.set_num_threads(threads)
 torch.manual_seed(0)
 shape = dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536) \
@@ -28,7 +33,7 @@ elif family == "token-cls":
     m = BertForTokenClassification(BertConfig(num_labels=9, **cfg.to_dict()))
 else:
     m = BertForQuestionAnswering(cfg)
-m.train()
+m.to(dev).train()
 opt = torch.optim.AdamW(m.parameters(), lr=1e-5, eps=1e-6, weight_decay=0.01)
 times, tokens, at = [], [], 0
 for s in range(steps):
@@ -48,17 +53,24 @@ for s in range(steps):
     else:
         st = (torch.rand(B) * lens).long()
         labels = {"start_positions": st, "end_positions": torch.minimum(st + torch.randint(0, 8, (B,)), lens - 1)}
+    ids, types, mask = ids.to(dev), types.to(dev), mask.to(dev)
+    labels = {k: v.to(dev) for k, v in labels.items()}
+    sync()
     t = time.perf_counter()
-    out = m(input_ids=ids, token_type_ids=types, attention_mask=mask, **labels)
+    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+        out = m(input_ids=ids, token_type_ids=types, attention_mask=mask, **labels)
     opt.zero_grad()
     out.loss.backward()
     torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
     opt.step()
+    sync()
     times.append(time.perf_counter() - t)
     tokens.append(int(lens.sum()))
 first = 1 if steps > 1 else 0
 rest = sorted(times[first:])
 med = rest[len(rest) // 2]
-print(json.dumps({"impl": "torch", "family": family, "model": model, "threads": threads, "batch": B, "seq": T,
-                  "step_s": round(med, 3), "tokens_per_s": round(sum(tokens[first:]) / sum(times[first:])),
-                  "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}), flush=True)
+peak = torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else \
+    resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"impl": "torch", "device": dev.type + ("-bf16" if amp else ""), "family": family, "model": model, "threads": threads, "batch": B, "seq": T,
+                  "step_s": round(med, 4), "tokens_per_s": round(sum(tokens[first:]) / sum(times[first:])),
+                  "peak_rss_mib": round(peak)}), flush=True)

@@ -7,6 +7,9 @@
 #     kernels  memory-bound kernels and GEMMs against torch's ops (gpu_bench)
 #     train    pretraining throughput against transformers' BertForPreTraining (gpu_train_bench)
 #     all      the three, in that order (about 8-10 minutes; torch.compile is most of the train stage)
+#     finetune not in all: a fine-tuning step of each family (seq-cls, token-cls, qa; MiniLM and
+#              BERT-base shapes, batch 32 x 128, QA 32 x 384) on Cuda and CudaBf16 against
+#              transformers' BertFor... with AdamW in fp32 and bf16 autocast (3-5 minutes)
 #     cpu      not a GPU check: the host CPU's AVX-512 / AVX512-BF16 paths, which the development
 #              machine lacks (engine tests on the real intrinsics, f32 vs bf16 GEMM, BERT-base
 #              inference f32 and bf16 beside torch on 1 and 2 threads; 3-5 minutes)
@@ -121,6 +124,38 @@ print(f"\n{'inference':<24}{'ours F32 ms':>12}{'TF32':>8}{'bf16':>8}{'torch fp32
 for (m, b, s) in sorted({k[:3] for k in oi}):
     g = lambda d, mode: d.get((m, b, s, mode), float('nan'))
     print(f"{m + ' ' + b + ' ' + s:<24}{g(oi, 'F32'):>12.3f}{g(oi, 'Tf32'):>8.3f}{g(oi, 'Bf16'):>8.3f}{g(ti, 'fp32'):>11.3f}{g(ti, 'tf32'):>8.3f}{g(ti, 'fp32-graphs'):>12.3f}")
+PY
+fi
+if [[ $stage == finetune ]]; then
+  echo "== fine-tuning step, each family (seconds per step, median of steps 2..6)"
+  for model in minilm bert-base; do
+    for fam in seq-cls token-cls qa; do
+      seq=128; [[ $fam == qa ]] && seq=384
+      for d in cuda cuda-bf16; do
+        DEVICE=$d .device/finetune_step "$fam" "$model" 32 "$seq" 6 >>"$out/finetune_ours.jsonl" 2>>"$out/finetune.err" || rc=1
+      done
+      for amp in "" bf16; do
+        DEVICE=cuda AMP=$amp python3 scripts/bench_finetune_torch.py "$fam" "$model" 32 "$seq" 6 1 >>"$out/finetune_torch.jsonl" 2>>"$out/finetune.err" || rc=1
+      done
+    done
+  done
+  grep -iE "error|panick" "$out/finetune.err" | head -5 || true
+  python3 - "$out/finetune_ours.jsonl" "$out/finetune_torch.jsonl" <<'PY'
+import json, sys
+rows = {}
+for p in sys.argv[1:]:
+    for line in open(p):
+        if line.startswith("{"):
+            r = json.loads(line)
+            rows[(r["family"], r["model"], r["seq"], r["impl"], r["device"])] = r["step_s"]
+nan = float("nan")
+print(f"\n{'family':<10}{'model':<10}{'batch x seq':>12}{'ours f32':>10}{'ours bf16':>10}{'torch fp32':>11}{'torch bf16':>11}"
+      f"{'torch fp32 / ours f32':>23}{'torch best / ours best':>24}")
+for (fam, model, seq) in sorted({k[:3] for k in rows}):
+    g = lambda i, d: rows.get((fam, model, seq, i, d), nan)
+    of, ob, tf, tb = g("ours", "cuda"), g("ours", "cuda-bf16"), g("torch", "cuda"), g("torch", "cuda-bf16")
+    print(f"{fam:<10}{model:<10}{'32 x ' + str(seq):>12}{of:>10.4f}{ob:>10.4f}{tf:>11.4f}{tb:>11.4f}"
+          f"{tf / of:>23.2f}{min(tf, tb) / min(of, ob):>24.2f}")
 PY
 fi
 echo "rc: $rc"

@@ -1,4 +1,4 @@
-//! Times fine-tuning steps of one family on the CPU: the hand-written step with its head
+//! Times fine-tuning steps of one family on a device: the hand-written step with its head
 //! (`bert::finetune::FtTrainer`: forward, loss, backward, clipping, AdamW), random weights of the
 //! named shape, random full-length sequences (no padding, so packed and padded are the same
 //! work). Prints one JSON line: median step seconds over steps 2..N, tokens/s, peak RSS.
@@ -9,13 +9,36 @@
 //! LENGTHS: a file of sequence lengths, one per line (a real data set's, template included),
 //! taken in order and capped at SEQ: the batches are packed, so only those tokens are computed;
 //! tokens/s then counts them. Threads: RAYON_NUM_THREADS.
+//! DEVICE=cuda or cuda-bf16 in the environment (a `--features cuda` build) runs the step on GPU 0
+//! (`scripts/device/gpu-check.sh finetune`); each step ends by reading its loss back, so the
+//! timing covers the device's work; `peak_rss_mib` is the host's.
 use bert::finetune::{FtRunner, FtTrainer};
 use bert::step::{FtBatch, FtHead, FtTargets};
 use bert::{Bert, BertConfig};
-use engine::device::Cpu;
+use engine::device::{Cpu, Device};
 use engine::optim::AdamWConfig;
 
 fn main() {
+    match std::env::var("DEVICE").as_deref() {
+        Ok("cpu") | Err(_) => run(&Cpu, "cpu"),
+        #[cfg(feature = "cuda")]
+        Ok("cuda") => run(
+            &engine::device::cuda::Cuda::new(0).expect("a CUDA GPU"),
+            "cuda",
+        ),
+        #[cfg(feature = "cuda")]
+        Ok("cuda-bf16") => run(
+            &engine::device::cuda::CudaBf16::new(0).expect("a CUDA GPU"),
+            "cuda-bf16",
+        ),
+        Ok(d) => {
+            eprintln!("finetune_step: DEVICE={d:?} is not cpu, cuda or cuda-bf16 (cuda needs --features cuda)");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn run<D: Device>(dev: &D, device: &str) {
     let a: Vec<String> = std::env::args().collect();
     if a.len() < 6 {
         eprintln!("usage: finetune_step FAMILY MODEL BATCH SEQ STEPS");
@@ -53,7 +76,7 @@ fn main() {
     };
     c.num_labels = head.outputs();
     let m = Bert::init(&c, head.task(), 1).unwrap();
-    let mut tr = FtTrainer::new(&Cpu, &m, head, AdamWConfig::default()).unwrap();
+    let mut tr = FtTrainer::new(dev, &m, head, AdamWConfig::default()).unwrap();
     drop(m);
     let mut r = engine::rng::SplitMix64::new(9);
     let (mut times, mut tokens) = (Vec::new(), Vec::new());
@@ -130,7 +153,7 @@ fn main() {
     rest.sort_by(|x, y| x.total_cmp(y));
     let med = rest[rest.len() / 2];
     println!(
-        "{{\"impl\": \"ours\", \"family\": \"{family}\", \"model\": \"{model}\", \"threads\": {}, \"batch\": {b}, \"seq\": {s}, \"step_s\": {:.3}, \"tokens_per_s\": {:.0}, \"peak_rss_mib\": {:.0}}}",
+        "{{\"impl\": \"ours\", \"device\": \"{device}\", \"family\": \"{family}\", \"model\": \"{model}\", \"threads\": {}, \"batch\": {b}, \"seq\": {s}, \"step_s\": {:.4}, \"tokens_per_s\": {:.0}, \"peak_rss_mib\": {:.0}}}",
         rayon::current_num_threads(),
         med,
         toks as f64 / secs,

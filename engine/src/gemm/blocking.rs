@@ -53,9 +53,12 @@ impl Blocking {
         Blocking { kc, mc, nc }
     }
 
-    /// `ENGINE_GEMM_BLOCKING=KC,MC,NC`, when set (a warning on stderr when it cannot be read).
+    /// `ENGINE_GEMM_BLOCKING=KC,MC,NC`, when set and not empty (a warning on stderr when it
+    /// cannot be read).
     fn from_env() -> Option<Blocking> {
-        let v = std::env::var("ENGINE_GEMM_BLOCKING").ok()?;
+        let v = std::env::var("ENGINE_GEMM_BLOCKING")
+            .ok()
+            .filter(|v| !v.trim().is_empty())?;
         let d: Vec<usize> = v.split(',').filter_map(|x| x.trim().parse().ok()).collect();
         match d[..] {
             [kc, mc, nc] if kc > 0 && mc > 0 && nc > 0 => Some(Blocking { kc, mc, nc }),
