@@ -159,17 +159,44 @@ fn the_model_follows_the_caches() {
             Isa::Avx2 => (6, 16),
             Isa::Portable => (4, 8),
         };
-        // The B sliver fits the L1d, the A block a quarter of the L2, tiles divide MC and NC.
-        assert!(b.kc * nr * 4 <= caches.l1d.size, "{isa:?} {b:?}");
-        assert!(b.kc >= 64 && b.kc.is_multiple_of(8), "{isa:?} {b:?}");
-        assert!(b.mc * b.kc * 4 <= caches.l2.size / 4, "{isa:?} {b:?}");
+        // The B sliver fits one L2 way and is no shorter than the L1 rule's; the A block
+        // takes half the L2 (one tile of rows more at most); tiles divide MC and NC.
+        assert!(b.kc * nr * 4 <= caches.l2.way_bytes(), "{isa:?} {b:?}");
+        let kc_l1 = (caches.l1d.ways - 1) * caches.l1d.way_bytes() / (nr * 4);
+        assert!(b.kc >= kc_l1.min(1024) - 8, "{isa:?} {b:?}");
+        assert!(
+            b.kc >= 64 && b.kc <= 1024 && b.kc.is_multiple_of(8),
+            "{isa:?} {b:?}"
+        );
+        assert!(
+            (b.mc - mr) * b.kc * 4 <= caches.l2.size / 2,
+            "{isa:?} {b:?}"
+        );
         assert!(
             b.mc.is_multiple_of(mr) && b.nc.is_multiple_of(nr),
             "{isa:?} {b:?}"
         );
         assert!(b.nc >= nr && b.nc <= 4096, "{isa:?} {b:?}");
+        // A shallow product keeps the A block's bytes: KC shrinks, MC grows as much.
+        let d = b.for_depth(b.kc / 2, mr);
+        assert_eq!(d.kc, b.kc / 2, "{isa:?} {b:?}");
+        assert!(
+            d.mc >= 2 * b.mc - mr && d.mc <= 2 * b.mc + mr && d.mc.is_multiple_of(mr),
+            "{isa:?} {b:?} {d:?}"
+        );
     }
-    // A bigger L1 gives a longer KC, a bigger L2 a taller A block.
+    // Zen 4 (1 MiB L2): 128 rows of BERT's GEMMs stay one A block at the depths they have.
+    let zen4 = Caches {
+        l1d: cache(32 << 10, 8, 1),
+        l2: cache(1 << 20, 8, 1),
+        l3: cache(32 << 20, 16, 8),
+        source: "test",
+    };
+    let z = Blocking::model(Isa::Avx512, &zen4);
+    for k in [64, 384, 768, 1536, 3072] {
+        assert!(z.for_depth(k, 12).mc >= 128, "{z:?} k {k}");
+    }
+    // A bigger L2 gives a longer KC (up to the cap) and a bigger A block.
     let a = Blocking::model(Isa::Avx512, &spr);
     let b = Blocking::model(Isa::Avx512, &zen3);
     assert!(a.kc > b.kc && a.mc * a.kc > b.mc * b.kc, "{a:?} {b:?}");

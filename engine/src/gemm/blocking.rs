@@ -7,17 +7,22 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 /// Cache blocking: KC (the k extent of one packed block), MC (rows of A per packed block) and
-/// NC (columns of B per packed panel), derived from the running CPU's caches by the BLIS
+/// NC (columns of B per packed panel), derived from the running CPU's caches after the BLIS
 /// analytical model (Low, Igual, Smith, Quintana-Orti, "Analytical modeling is enough for
-/// high-performance BLIS", TOMS 2016):
+/// high-performance BLIS", TOMS 2016), one level up for KC:
 ///
-/// - L1 holds one B sliver (KC x NR), reused by every A sliver of the block, while A slivers
-///   (MR x KC) stream through it. Of the W1 ways, C_A = floor((W1 - 1) / (1 + NR/MR)) go to A
-///   (one way is left for C and the rest to B, in proportion NR : MR), and KC fills them:
-///   KC = C_A * (L1 bytes per way) / (MR * 4).
-/// - L2 holds the packed A block (MC x KC): the ways not needed by one B sliver, less one,
-///   MC = (W2 - 1 - ceil(KC*NR*4 / L2 way)) * (L2 bytes per way) / (KC * 4).
-/// - L3 (this core's share) holds the B panel (KC x NC) beside the A block, likewise.
+/// - KC: the paper keeps the reused B sliver (KC x NR) in L1. Our microkernel needs (MR + NR)
+///   x 4 bytes per k step, 176 bytes per 24 FMAs on AVX-512, which the L2 delivers at the
+///   FMA rate with room to spare, while every KC block costs a pass over C (read and write
+///   of each tile) and a round of microkernel calls. So the B sliver gets one way of the L2,
+///   at least what the L1 rule gives and at most 1024 deep: on a Zen 4 (32 KiB L1d, 1 MiB
+///   L2) the L1 rule's KC 224 ran 3-8% slower than this rule's 1024 on the large shapes and
+///   the same on BERT's 128-row ones (`gemm_table --sweep`, and a direct race).
+/// - MC: the packed A block (MC x KC) takes half of the L2, the rest holds the B sliver and
+///   the C tiles as they pass; rounded up to the tile, so that 128 rows stay one block on a
+///   1 MiB L2 (one block lets the driver pack each B sliver just before use, see driver.rs).
+///   [`Blocking::for_depth`] keeps the block's bytes when a shallow product shortens KC.
+/// - NC: this core's share of L3, what the A block leaves, holds the B panel (KC x NC).
 ///
 /// `gemm_table --sweep` times candidate blockings on the running CPU beside the model's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,18 +37,18 @@ impl Blocking {
     pub fn model(isa: Isa, c: &Caches) -> Blocking {
         let (mr, nr) = tile(isa);
         let f = std::mem::size_of::<f32>();
-        // L1: the B sliver is the one operand reused from L1 (by every A sliver of the
-        // block); an A sliver is used once per B sliver and streams. So the B sliver takes
-        // all ways but one, the last being left to the streaming A sliver and the C tile.
+        // The BLIS rule: the B sliver in all L1 ways but one (the streaming A sliver and the C
+        // tile take the last); a floor only, see above.
         let l1 = c.l1d;
-        let kc = (l1.ways.saturating_sub(1).max(1) * l1.way_bytes() / (nr * f)).clamp(64, 1024);
+        let kc_l1 = l1.ways.saturating_sub(1).max(1) * l1.way_bytes() / (nr * f);
+        // One level up: the B sliver in one way of the L2.
+        let l2 = c.l2;
+        let kc = (l2.way_bytes() / (nr * f)).max(kc_l1).clamp(64, 1024);
         // Multiples of 8 keep the packing's transposes on their vector path.
         let kc = kc - kc % 8;
-        // L2: the packed A block takes a quarter; the rest holds the B slivers as they pass
-        // from L3, the C tiles, and the lines the L2 prefetchers bring beside each of them.
-        let l2 = c.l2;
-        let mc = (l2.size / 4 / (kc * f)).clamp(mr, 4096);
-        let mc = (mc - mc % mr).max(mr);
+        let mc = (l2.size / 2 / (kc * f))
+            .clamp(mr, 4096)
+            .next_multiple_of(mr);
         // L3: this core's share, what the A block leaves, holds the B panel (KC x NC),
         // capped at 4096 columns: a wider panel saves only repacking A once per panel.
         let l3 = c.l3;
@@ -51,6 +56,23 @@ impl Blocking {
         let nc = (share.saturating_sub(mc * kc * f) / 2 / (kc * f)).clamp(nr, 4096);
         let nc = (nc - nc % nr).max(nr);
         Blocking { kc, mc, nc }
+    }
+
+    /// The blocking of one product of depth `k` on tile rows `mr`: KC rounded to equal blocks
+    /// of the depth ([`kc_block`]), and MC scaled by the same factor the other way, so that
+    /// the packed A block keeps its bytes (k = 768 with KC 1024 and MC 132 runs one KC block
+    /// of 768 with 180 rows per A block), capped at 4096 rows.
+    pub fn for_depth(self, k: usize, mr: usize) -> Blocking {
+        self.with_kc(kc_block(k, self.kc), mr)
+    }
+
+    /// This blocking with KC set to `kc` and MC scaled to keep the A block's bytes (rows a
+    /// multiple of `mr`, at most 4096).
+    pub fn with_kc(self, kc: usize, mr: usize) -> Blocking {
+        let mc = (self.mc * self.kc / kc.max(1))
+            .clamp(mr, 4096)
+            .next_multiple_of(mr);
+        Blocking { kc, mc, ..self }
     }
 
     /// `ENGINE_GEMM_BLOCKING=KC,MC,NC`, when set and not empty (a warning on stderr when it

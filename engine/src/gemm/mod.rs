@@ -274,11 +274,7 @@ pub(crate) unsafe fn run_serial(isa: Isa, job: Job) {
             scale_c(job, job.beta);
             return;
         }
-        let blk = Blocking::current(isa);
-        let blk = Blocking {
-            kc: blocking::kc_block(job.k, blk.kc),
-            ..blk
-        };
+        let blk = Blocking::current(isa).for_depth(job.k, microkernel::tile(isa).0);
         with_buffers(&job, blk, microkernel::tile(isa), 1, |ap, bp| {
             dispatch(isa, K { job, blk, ap, bp })
         })

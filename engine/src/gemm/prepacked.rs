@@ -144,11 +144,8 @@ pub fn gemm_prepacked(
     }
     let isa = b.isa;
     let (mr, nr) = tile(isa);
-    // KC is the one B was packed with; MC follows the blocking in force now.
-    let blocking = Blocking {
-        kc: b.kc,
-        ..Blocking::current(isa)
-    };
+    // KC is the one B was packed with; MC follows the blocking in force now, scaled to that KC.
+    let blocking = Blocking::current(isa).with_kc(b.kc, mr);
     let bp = b.data() as usize;
     let job = Job::new(alpha, a, MatRef::row_major(&stand_in, 1, 1), beta, c);
     if k == 0 {
