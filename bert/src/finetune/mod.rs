@@ -18,6 +18,7 @@
 pub mod qa;
 pub mod seqcls;
 pub mod tokencls;
+mod wordnet;
 
 pub use seqcls::{
     read_tsv, read_tsv_known, scores, wordnet_supersense, Dataset, Example, Scores, LEXNAMES,

@@ -608,44 +608,26 @@ struct Entry {
 
 fn wordnet_entries(dir: &Path) -> Result<Vec<Entry>> {
     let mut out = Vec::new();
-    for (pi, pos) in ["noun", "verb", "adj", "adv"].iter().enumerate() {
-        let path = dir.join(format!("data.{pos}"));
-        let text = std::fs::read_to_string(&path).map_err(|e| {
-            BertError::Io(format!(
-                "{}: {e} (run scripts/fetch-corpus)",
-                path.display()
-            ))
-        })?;
-        for (n, line) in text.lines().enumerate() {
-            if line.starts_with("  ") || line.is_empty() {
-                continue;
-            }
-            let bad = || {
-                BertError::Input(format!(
-                    "{}:{}: not a WordNet data line",
-                    path.display(),
-                    n + 1
-                ))
-            };
-            let mut f = line.split(' ');
-            let offset: u64 = f.next().and_then(|x| x.parse().ok()).ok_or_else(bad)?;
-            let word = f.nth(3).ok_or_else(bad)?;
-            let gloss = line.split_once(" | ").map(|x| x.1.trim()).ok_or_else(bad)?;
-            // The definition: before the first quoted example; no trailing ';'.
-            let def = gloss.split("; \"").next().unwrap_or(gloss);
-            let def = def.trim().trim_end_matches(';').trim();
-            // Adjective markers such as "(a)", "(p)".
-            let word = word.split('(').next().unwrap_or(word).replace('_', " ");
-            let nw = def.split_whitespace().count();
-            if !(3..=20).contains(&nw) || def.contains('"') || word.len() < 2 {
-                continue;
-            }
-            out.push(Entry {
-                key: offset ^ ((pi as u64) << 40),
-                word,
-                definition: def.to_string(),
-            });
+    for s in super::wordnet::synsets(dir)? {
+        // The definition: before the first quoted example; no trailing ';'.
+        let def = s.gloss.split("; \"").next().unwrap_or(&s.gloss);
+        let def = def.trim().trim_end_matches(';').trim();
+        // Adjective markers such as "(a)", "(p)".
+        let word = s
+            .word
+            .split('(')
+            .next()
+            .unwrap_or(&s.word)
+            .replace('_', " ");
+        let nw = def.split_whitespace().count();
+        if !(3..=20).contains(&nw) || def.contains('"') || word.len() < 2 {
+            continue;
         }
+        out.push(Entry {
+            key: s.offset ^ ((s.pos as u64) << 40),
+            word,
+            definition: def.to_string(),
+        });
     }
     Ok(out)
 }

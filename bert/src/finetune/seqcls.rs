@@ -104,39 +104,22 @@ pub fn wordnet_supersense(dir: &Path) -> Result<Dataset> {
         labels: LEXNAMES.iter().map(|s| s.to_string()).collect(),
         ..Default::default()
     };
-    for (pi, pos) in ["noun", "verb", "adj", "adv"].iter().enumerate() {
-        let path = dir.join(format!("data.{pos}"));
-        let text = std::fs::read_to_string(&path).map_err(|e| {
-            BertError::Io(format!(
-                "{}: {e} (run scripts/fetch-corpus)",
-                path.display()
-            ))
-        })?;
-        for (n, line) in text.lines().enumerate() {
-            if line.starts_with("  ") || line.is_empty() {
-                continue; // the license header
-            }
-            let bad = || {
-                BertError::Input(format!(
-                    "{}:{}: not a WordNet data line",
-                    path.display(),
-                    n + 1
-                ))
-            };
-            let mut f = line.split(' ');
-            let offset: u64 = f.next().and_then(|x| x.parse().ok()).ok_or_else(bad)?;
-            let lex: usize = f.next().and_then(|x| x.parse().ok()).ok_or_else(bad)?;
-            let gloss = line.split_once(" | ").map(|x| x.1.trim()).ok_or_else(bad)?;
-            if lex >= LEXNAMES.len() {
-                return Err(bad());
-            }
-            let ex = Example::new(gloss, None, lex);
-            let h = SplitMix64::new(offset ^ ((pi as u64) << 40) ^ 0x5EED).next_u64() % 10;
-            match h {
-                0 => d.test.push(ex),
-                1 => d.dev.push(ex),
-                _ => d.train.push(ex),
-            }
+    for s in super::wordnet::synsets(dir)? {
+        if s.lex >= LEXNAMES.len() {
+            return Err(BertError::Input(format!(
+                "{}: synset {} of part of speech {} has lexicographer file {}, not a supersense",
+                dir.display(),
+                s.offset,
+                s.pos,
+                s.lex
+            )));
+        }
+        let ex = Example::new(&s.gloss, None, s.lex);
+        let h = SplitMix64::new(s.offset ^ ((s.pos as u64) << 40) ^ 0x5EED).next_u64() % 10;
+        match h {
+            0 => d.test.push(ex),
+            1 => d.dev.push(ex),
+            _ => d.train.push(ex),
         }
     }
     // The files come noun, verb, adj, adv: shuffle each split (seeded) so that any prefix of
