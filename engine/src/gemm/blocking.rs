@@ -126,7 +126,8 @@ impl Blocking {
 }
 
 /// Overrides the blocking of every later f32 GEMM in the process (`None`: back to the model).
-/// For tuning sweeps and tests; MC and NC are rounded up to the ISA's tile.
+/// For tuning sweeps and tests; MC and NC are rounded up to the ISA's tile. MC is the rows at
+/// this KC: a product whose depth shortens KC scales it ([`Blocking::for_depth`]).
 pub fn set_blocking(b: Option<Blocking>) {
     let b = b.unwrap_or(Blocking {
         kc: 0,
