@@ -41,7 +41,7 @@ fn main() {
 fn run<D: Device>(dev: &D, device: &str) {
     let a: Vec<String> = std::env::args().collect();
     if a.len() < 6 {
-        eprintln!("usage: finetune_step FAMILY MODEL BATCH SEQ STEPS");
+        eprintln!("usage: finetune_step FAMILY MODEL BATCH SEQ STEPS [LENGTHS]");
         std::process::exit(2);
     }
     let (family, model) = (a[1].as_str(), a[2].as_str());
@@ -52,7 +52,10 @@ fn run<D: Device>(dev: &D, device: &str) {
     );
     let lengths: Vec<usize> = match a.get(6) {
         Some(p) => std::fs::read_to_string(p)
-            .unwrap()
+            .unwrap_or_else(|e| {
+                eprintln!("finetune_step: {p}: {e}");
+                std::process::exit(2)
+            })
             .lines()
             .filter_map(|l| l.trim().parse().ok())
             .map(|l: usize| l.clamp(2, s))
