@@ -242,6 +242,9 @@ pub struct StreamOptions {
     pub batch: usize,
     pub format: OutputFormat,
     pub device: crate::train::TrainDevice,
+    /// The Linear layers' GEMMs on the CPU path: f32, or bf16 operands with f32 sums (weights
+    /// rounded once; faster where the CPU has AVX512-BF16, slower where it is emulated).
+    pub precision: engine::Precision,
     /// A spinner with texts and tokens/s on stderr.
     pub progress: bool,
 }
@@ -269,6 +272,19 @@ pub fn embed_stream(
     use std::io::Write;
     use tokenizer::Encoding;
     let (model, tok) = load_for_embedding(dir)?;
+    if opts.precision == engine::Precision::Bf16 {
+        if !matches!(opts.device, TrainDevice::Cpu | TrainDevice::CpuTape) {
+            return Err(crate::BertError::Input(format!(
+                "bf16 GEMMs are an option of the CPU path (--device cpu), not of {:?}; \
+                 on a GPU use --device cuda-bf16",
+                opts.device
+            ))
+            .into());
+        }
+        model
+            .encoder
+            .set_inference_precision(engine::Precision::Bf16);
+    }
     let h = model.config.hidden_size;
     let (pooling, normalize) = (opts.pooling, opts.normalize);
     let devices = crate::device::Devices::open(opts.device)?;

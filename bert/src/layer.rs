@@ -187,18 +187,21 @@ impl EncoderLayer {
             .iter()
             .flat_map(|(w, b)| [w.value(), b.value()])
             .collect();
+        let prec = self.precision.get();
         let fresh = self.packed.borrow().as_ref().is_some_and(|p| {
-            p.sources.iter().zip(&now).all(|(a, b)| {
-                a.shares_storage(b) && a.offset() == b.offset() && a.shape() == b.shape()
-            })
+            p.qkv.precision() == prec
+                && p.sources.iter().zip(&now).all(|(a, b)| {
+                    a.shares_storage(b) && a.offset() == b.offset() && a.shape() == b.shape()
+                })
         });
         if !fresh {
             let v = |i: usize| &now[i];
+            let lin = |w: &[&Tensor], b: &[&Tensor]| PackedLinear::new_with(w, b, prec);
             *self.packed.borrow_mut() = Some(Packed {
-                qkv: PackedLinear::new(&[v(0), v(2), v(4)], &[v(1), v(3), v(5)])?,
-                attn_out: PackedLinear::new(&[v(6)], &[v(7)])?,
-                inter: PackedLinear::new(&[v(10)], &[v(11)])?,
-                out: PackedLinear::new(&[v(12)], &[v(13)])?,
+                qkv: lin(&[v(0), v(2), v(4)], &[v(1), v(3), v(5)])?,
+                attn_out: lin(&[v(6)], &[v(7)])?,
+                inter: lin(&[v(10)], &[v(11)])?,
+                out: lin(&[v(12)], &[v(13)])?,
                 sources: now,
             });
         }
@@ -207,7 +210,9 @@ impl EncoderLayer {
 
     /// Inference (nothing recorded, no dropout): prepacked weights, query/key/value as one
     /// GEMM, bias and residual written as the GEMMs' initial C, GELU applied in place, and the
-    /// fused attention kernel. The same arithmetic as the training path up to rounding.
+    /// fused attention kernel. The same arithmetic as the training path up to rounding. With
+    /// [`EncoderLayer::precision`] at bf16 the four Linear GEMMs take bf16 operands (weights
+    /// rounded once, when packed; f32 sums); attention, LayerNorm and GELU stay in f32.
     fn forward_inference(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
         let c = &self.config;
         let s = x.shape();
@@ -217,9 +222,6 @@ impl EncoderLayer {
             Activation::Gelu(g) => Some(g),
             Activation::Relu => None,
         };
-        if self.precision.get() == engine::Precision::Bf16 {
-            return self.forward_inference_bf16(x, mask);
-        }
         self.with_packed(|p| {
             // (B,S,3H) -> (3,B,nh,S,hd) views, no copies.
             let qkv = p
@@ -246,42 +248,6 @@ impl EncoderLayer {
                 c.layer_norm_eps,
             )
         })
-    }
-
-    /// The inference path with every Linear's GEMM in bf16 (AVX512-BF16 `vdpbf16ps` where the
-    /// CPU has it; elsewhere emulated, slower than f32).
-    fn forward_inference_bf16(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
-        let c = &self.config;
-        let s = x.shape();
-        let (b, sl) = (s[0], s[1]);
-        let (nh, hd) = (c.heads, c.hidden / c.heads);
-        let bf = engine::Precision::Bf16;
-        let lin =
-            |x: &Tensor, (w, bias): &(Var, Var)| x.linear_with(&w.value(), Some(&bias.value()), bf);
-        let heads =
-            |t: Tensor| -> Result<Tensor> { t.reshape(&[b, sl, nh, hd])?.permute(&[0, 2, 1, 3]) };
-        let (q, k, v) = (
-            heads(lin(x, &self.q)?)?,
-            heads(lin(x, &self.k)?)?,
-            heads(lin(x, &self.v)?)?,
-        );
-        let ctx =
-            engine::attention::attention_inference(&q, &k, &v, mask, 1.0 / (hd as f32).sqrt())?;
-        let a = lin(&ctx, &self.attn_out)?.add(x)?.layernorm(
-            &self.attn_ln.0.value(),
-            &self.attn_ln.1.value(),
-            c.layer_norm_eps,
-        )?;
-        let hmid = lin(&a, &self.inter)?;
-        let hmid = match c.act {
-            Activation::Gelu(g) => hmid.gelu(g)?,
-            Activation::Relu => hmid.map(engine::UnaryOp::Relu)?,
-        };
-        lin(&hmid, &self.out)?.add(&a)?.layernorm(
-            &self.out_ln.0.value(),
-            &self.out_ln.1.value(),
-            c.layer_norm_eps,
-        )
     }
 
     /// [`EncoderLayer::forward`], also returning the attention probabilities (B,nh,S,S)

@@ -595,7 +595,15 @@ pub struct PackedLinear {
 }
 
 impl PackedLinear {
+    /// f32 weights: [`PackedLinear::new_with`] at [`Precision::F32`].
     pub fn new(weights: &[&Tensor], biases: &[&Tensor]) -> Result<Self> {
+        Self::new_with(weights, biases, Precision::F32)
+    }
+
+    /// Packs the weights for a GEMM in `precision`: with [`Precision::Bf16`] they are rounded
+    /// to bf16 once, here, and each forward rounds only its input (bf16 products, f32 sums, the
+    /// bias, residual and activation in f32).
+    pub fn new_with(weights: &[&Tensor], biases: &[&Tensor], precision: Precision) -> Result<Self> {
         let err = |why: String, shape: Vec<usize>| Error::Arg {
             op: "packed_linear",
             shape,
@@ -647,7 +655,11 @@ impl PackedLinear {
             }
             o0 += rows;
         }
-        let packed = crate::gemm::PackedB::new(Isa::best(), MatRef::row_major(&wt, nin, nout))?;
+        let wt = MatRef::row_major(&wt, nin, nout);
+        let packed = match precision {
+            Precision::F32 => crate::gemm::PackedB::new(Isa::best(), wt)?,
+            Precision::Bf16 => crate::gemm::PackedB::new_bf16(Isa::best(), wt)?,
+        };
         Ok(PackedLinear {
             packed,
             bias,
@@ -658,6 +670,15 @@ impl PackedLinear {
 
     pub fn out_features(&self) -> usize {
         self.nout
+    }
+
+    /// The precision its weights were packed in.
+    pub fn precision(&self) -> Precision {
+        if self.packed.is_bf16() {
+            Precision::Bf16
+        } else {
+            Precision::F32
+        }
     }
 
     /// `act(x W^T + b + residual)`: x (..., in) -> (..., out); `residual`, when given, has the

@@ -170,7 +170,9 @@ proptest! {
 }
 
 /// A prepacked B gives bit for bit what the ordinary GEMM gives (same blocking along k, same
-/// microkernel), so the f64 checks of `gemm_with` carry over.
+/// microkernel), so the f64 checks of `gemm_with` carry over; a B prepacked in bf16 gives what
+/// `gemm_bf16_with` gives (the f64 checks on rounded operands carry over).
+#[allow(clippy::too_many_arguments)]
 fn check_prepacked(
     isa: Isa,
     threads: usize,
@@ -180,6 +182,7 @@ fn check_prepacked(
     tb: bool,
     alpha: f32,
     beta: f32,
+    bf16: bool,
 ) {
     let a = rand_vec(m * k, 11);
     let b = rand_vec(k * n, 12);
@@ -196,7 +199,8 @@ fn check_prepacked(
     };
     let c0 = rand_vec(m * n, 13);
     let mut want = c0.clone();
-    gemm_with(
+    let gemm = if bf16 { gemm_bf16_with } else { gemm_with };
+    gemm(
         isa,
         threads,
         alpha,
@@ -206,7 +210,12 @@ fn check_prepacked(
         MatMut::row_major(&mut want, m, n),
     )
     .unwrap();
-    let packed = engine::gemm::PackedB::new(isa, bv).unwrap();
+    let packed = if bf16 {
+        engine::gemm::PackedB::new_bf16(isa, bv).unwrap()
+    } else {
+        engine::gemm::PackedB::new(isa, bv).unwrap()
+    };
+    assert_eq!(packed.is_bf16(), bf16);
     let mut got = c0;
     engine::gemm::gemm_prepacked(
         threads,
@@ -221,7 +230,7 @@ fn check_prepacked(
         got.iter()
             .zip(&want)
             .all(|(x, y)| x.to_bits() == y.to_bits()),
-        "{isa:?} t{threads} m={m} k={k} n={n} tb={tb}"
+        "{isa:?} t{threads} m={m} k={k} n={n} tb={tb} bf16={bf16}"
     );
 }
 
@@ -229,10 +238,11 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
     #[test]
     fn gemm_prepacked_equals_gemm(m in awkward(), k in awkward(), n in awkward(), tb: bool,
-                                  alpha in prop_oneof![Just(1.0f32), -2.0f32..2.0], beta in prop_oneof![Just(0.0f32), Just(1.0)]) {
+                                  alpha in prop_oneof![Just(1.0f32), -2.0f32..2.0], beta in prop_oneof![Just(0.0f32), Just(1.0)],
+                                  bf16: bool) {
         for isa in Isa::available() {
             for threads in [1, 2] {
-                check_prepacked(isa, threads, m, k, n, tb, alpha, beta);
+                check_prepacked(isa, threads, m, k, n, tb, alpha, beta, bf16);
             }
         }
     }
@@ -241,9 +251,13 @@ proptest! {
 #[test]
 fn gemm_prepacked_large_and_errors() {
     for isa in Isa::available() {
-        check_prepacked(isa, 2, 300, 513, 1000, true, 1.0, 1.0);
-        check_prepacked(isa, 2, 1000, 300, 17, false, 1.0, 0.0);
-        check_prepacked(isa, 1, 128, 384, 3100, true, 0.5, 0.0);
+        for bf16 in [false, true] {
+            check_prepacked(isa, 2, 300, 513, 1000, true, 1.0, 1.0, bf16);
+            check_prepacked(isa, 2, 1000, 300, 17, false, 1.0, 0.0, bf16);
+            check_prepacked(isa, 1, 128, 384, 3100, true, 0.5, 0.0, bf16);
+            // Deeper than one bf16 KC block (several blocks, an odd last one).
+            check_prepacked(isa, 2, 40, 4097, 70, true, 1.0, 1.0, bf16);
+        }
     }
     let b = rand_vec(12, 1);
     let p = engine::gemm::PackedB::new(Isa::best(), MatRef::row_major(&b, 3, 4)).unwrap();

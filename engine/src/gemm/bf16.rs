@@ -76,12 +76,12 @@ pub fn gemm_bf16_with(
     )
 }
 
-/// The blocking, in k (KC = 512 is 256 pairs: the same L1 footprint as an f32 KC of 256).
-const BLOCKING: Blocking = Blocking {
-    kc: 512,
-    mc: 240,
-    nc: 3072,
-};
+/// The blocking, in k: the f32 GEMM's for this CPU ([`Blocking::current`]) with KC doubled, so
+/// that a packed sliver holds the same bytes (a word is a pair of k), MC and NC unchanged.
+pub(crate) fn bf16_blocking(isa: Isa) -> Blocking {
+    let b = Blocking::current(isa);
+    Blocking { kc: 2 * b.kc, ..b }
+}
 
 unsafe fn run_serial_bf16(isa: Isa, job: Job) {
     // SAFETY: the caller upholds this function's safety contract, which covers every
@@ -91,8 +91,10 @@ unsafe fn run_serial_bf16(isa: Isa, job: Job) {
             scale_c(job, job.beta);
             return;
         }
+        let blocking = bf16_blocking(isa).for_depth(job.k, tile(isa).0);
         struct K<'a> {
             job: Job,
+            blocking: Blocking,
             ap: &'a mut [u32],
             bp: &'a mut [u32],
         }
@@ -112,7 +114,7 @@ unsafe fn run_serial_bf16(isa: Isa, job: Job) {
                     blocked(
                         Emulated::<S, MR, NV>(s),
                         self.job,
-                        BLOCKING,
+                        self.blocking,
                         self.ap,
                         self.bp,
                     )
@@ -121,15 +123,23 @@ unsafe fn run_serial_bf16(isa: Isa, job: Job) {
         }
         with_buffers(
             &job,
-            BLOCKING,
+            blocking,
             tile(isa),
             2,
             |ap: &mut [u32], bp: &mut [u32]| {
                 if bf16_mode(isa) == "native" {
                     #[cfg(target_arch = "x86_64")]
-                    blocked(Native, job, BLOCKING, ap, bp);
+                    blocked(Native, job, blocking, ap, bp);
                 } else {
-                    dispatch(isa, K { job, ap, bp });
+                    dispatch(
+                        isa,
+                        K {
+                            job,
+                            blocking,
+                            ap,
+                            bp,
+                        },
+                    );
                 }
             },
         )
@@ -139,7 +149,7 @@ unsafe fn run_serial_bf16(isa: Isa, job: Job) {
 /// `vdpbf16ps`, 12 x 32 (AVX-512's f32 tile shape).
 #[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy)]
-struct Native;
+pub(crate) struct Native;
 
 #[cfg(target_arch = "x86_64")]
 impl Tile for Native {
@@ -157,9 +167,9 @@ impl Tile for Native {
         mc: usize,
         kc: usize,
     ) {
-        // SAFETY: the caller upholds this function's safety contract, which covers every
-        // operation of the body.
-        unsafe { pack_pairs_a(dst, a, rs, cs, mc, kc, Self::MR) }
+        // SAFETY: the caller upholds this function's safety contract (and `bf16_mode` checked
+        // AVX512F before this tile was chosen).
+        unsafe { native::pack_pairs(dst, a, rs, cs, mc, kc, Self::MR) }
     }
     #[inline(always)]
     unsafe fn pack_b(
@@ -171,9 +181,8 @@ impl Tile for Native {
         kc: usize,
         nc: usize,
     ) {
-        // SAFETY: the caller upholds this function's safety contract, which covers every
-        // operation of the body.
-        unsafe { pack_pairs_b(dst, b, rs, cs, kc, nc, Self::NR) }
+        // SAFETY: as pack_a; B's lanes are its columns (stride cs), its k its rows (stride rs).
+        unsafe { native::pack_pairs(dst, b, cs, rs, nc, kc, Self::NR) }
     }
     #[inline(always)]
     unsafe fn tile(
@@ -197,7 +206,7 @@ impl Tile for Native {
 
 /// Pairs widened to f32 and two FMAs, on any [`Simd`]; MR x (NV * LANES), the f32 tile's shape.
 #[derive(Clone, Copy)]
-struct Emulated<S, const MR: usize, const NV: usize>(S);
+pub(crate) struct Emulated<S, const MR: usize, const NV: usize>(pub(crate) S);
 
 impl<S: Simd, const MR: usize, const NV: usize> Tile for Emulated<S, MR, NV> {
     type P = u32;
@@ -444,12 +453,232 @@ mod native {
                     row[1] = _mm512_dpbf16_ps(row[1], ai, b1);
                 }
             }
+            if csc == 1 {
+                // C rows are contiguous: `alpha * acc + beta * C` in registers, the columns
+                // past nr_eff masked off (C is not read when beta == 0).
+                let va = _mm512_set1_ps(alpha);
+                let vb = _mm512_set1_ps(beta);
+                let m0: __mmask16 = if nr_eff >= 16 {
+                    0xFFFF
+                } else {
+                    (1u16 << nr_eff) - 1
+                };
+                let r1 = nr_eff.saturating_sub(16);
+                let m1: __mmask16 = if r1 >= 16 { 0xFFFF } else { (1u16 << r1) - 1 };
+                for (i, row) in acc.iter().enumerate().take(mr_eff) {
+                    let p = c.add(i * rsc);
+                    for (v, m) in [(0, m0), (1, m1)] {
+                        let q = p.add(16 * v);
+                        let x = _mm512_mul_ps(va, row[v]);
+                        let y = if beta == 0.0 {
+                            x
+                        } else {
+                            _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m, q), x)
+                        };
+                        _mm512_mask_storeu_ps(q, m, y);
+                    }
+                }
+                return;
+            }
             let mut tmp = [0.0f32; 12 * 32];
             for (i, row) in acc.iter().enumerate() {
                 _mm512_storeu_ps(tmp.as_mut_ptr().add(i * 32), row[0]);
                 _mm512_storeu_ps(tmp.as_mut_ptr().add(i * 32 + 16), row[1]);
             }
             super::store_tile(&tmp, 32, c, rsc, csc, alpha, beta, mr_eff, nr_eff);
+        }
+    }
+
+    /// Each lane rounded to bf16 as `to_bf16_bits` rounds (to nearest even; a NaN stays a
+    /// NaN, quieted), the result in the lane's upper 16 bits (the lower 16 are not zeroed).
+    ///
+    /// # Safety
+    /// The CPU has AVX512F.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn round_hi(v: __m512i) -> __m512i {
+        let lsb = _mm512_and_si512(_mm512_srli_epi32::<16>(v), _mm512_set1_epi32(1));
+        let r = _mm512_add_epi32(v, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7FFF)));
+        let abs = _mm512_and_si512(v, _mm512_set1_epi32(0x7FFF_FFFF));
+        let nan = _mm512_cmpgt_epu32_mask(abs, _mm512_set1_epi32(0x7F80_0000));
+        _mm512_mask_or_epi32(r, nan, v, _mm512_set1_epi32(0x0040_0000))
+    }
+
+    /// Lane mask for the first `n` (at most 16) of 16 lanes.
+    #[inline(always)]
+    fn first(n: usize) -> __mmask16 {
+        if n >= 16 {
+            0xFFFF
+        } else {
+            (1u16 << n) - 1
+        }
+    }
+
+    /// The packing of `pack_pairs_a`/`pack_pairs_b` with the rounding vectorised: `count`
+    /// lanes (rows of A, or columns of B) of `kc` values, element (l, k) at `src + l*ls + k*ks`,
+    /// into slivers of `w` lanes of pair-words: `dst[s*kp*w + q*w + l] = pair(x[s*w+l, 2q],
+    /// x[s*w+l, 2q+1])`, zero past `count` and past `kc`. Bit-identical to the scalar packing.
+    /// When k is contiguous (ks == 1) each lane's pairs are converted 8 words at a time and
+    /// scattered down its column of the sliver; when the lanes are (ls == 1) two k-rows of up to
+    /// 16 lanes are merged into words and stored whole; otherwise the scalar packing runs.
+    ///
+    /// # Safety
+    /// The CPU has AVX512F; `src` is valid for every (l, k) above; dst holds
+    /// `count.div_ceil(w) * kc.div_ceil(2) * w` words.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn pack_pairs(
+        dst: &mut [u32],
+        src: *const f32,
+        ls: usize,
+        ks: usize,
+        count: usize,
+        kc: usize,
+        w: usize,
+    ) {
+        // SAFETY: the caller upholds this function's safety contract, which covers every
+        // operation of the body.
+        unsafe {
+            let kp = kc.div_ceil(2);
+            let slivers = count.div_ceil(w);
+            assert!(dst.len() >= slivers * kp * w, "packing buffer too small");
+            let d = dst.as_mut_ptr();
+            if ks == 1 {
+                for s in 0..slivers {
+                    let sl = d.add(s * kp * w);
+                    for l in 0..w {
+                        let lane = s * w + l;
+                        if lane >= count {
+                            for q in 0..kp {
+                                *sl.add(q * w + l) = 0;
+                            }
+                            continue;
+                        }
+                        let row = src.add(lane * ls);
+                        for q0 in (0..kp).step_by(8) {
+                            // 16 floats (fewer at the end of k: zeros past kc) -> 8 words.
+                            let m = first(kc - 2 * q0);
+                            let v = _mm512_maskz_loadu_epi32(m, row.add(2 * q0) as *const i32);
+                            let words = _mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(round_hi(v)));
+                            let mut t = [0u32; 8];
+                            _mm256_storeu_si256(t.as_mut_ptr() as *mut __m256i, words);
+                            for (j, &x) in t.iter().enumerate().take(kp - q0) {
+                                *sl.add((q0 + j) * w + l) = x;
+                            }
+                        }
+                    }
+                }
+            } else if ls == 1 {
+                let lo_mask = _mm512_set1_epi32(0xFFFF_0000u32 as i32);
+                for s in 0..slivers {
+                    let sl = d.add(s * kp * w);
+                    for q in 0..kp {
+                        for l0 in (0..w).step_by(16) {
+                            let n = (count.saturating_sub(s * w + l0)).min(16).min(w - l0);
+                            let m = first(n);
+                            let p = src.add((s * w + l0) * ls + 2 * q * ks);
+                            let lo = _mm512_maskz_loadu_ps(m, p);
+                            let hi = if 2 * q + 1 < kc {
+                                _mm512_maskz_loadu_ps(m, p.add(ks))
+                            } else {
+                                _mm512_setzero_ps()
+                            };
+                            let lo = _mm512_srli_epi32::<16>(round_hi(_mm512_castps_si512(lo)));
+                            let hi = _mm512_and_si512(round_hi(_mm512_castps_si512(hi)), lo_mask);
+                            let word = _mm512_or_si512(lo, hi);
+                            _mm512_mask_storeu_epi32(
+                                sl.add(q * w + l0) as *mut i32,
+                                first(w - l0),
+                                word,
+                            );
+                        }
+                    }
+                }
+            } else {
+                for s in 0..slivers {
+                    let sl = &mut dst[s * kp * w..(s + 1) * kp * w];
+                    for l in 0..w {
+                        let lane = s * w + l;
+                        for q in 0..kp {
+                            sl[q * w + l] = if lane < count {
+                                let x = |k: usize| {
+                                    if k < kc {
+                                        super::to_bf16_bits(*src.add(lane * ls + k * ks))
+                                    } else {
+                                        0
+                                    }
+                                };
+                                x(2 * q) | x(2 * q + 1) << 16
+                            } else {
+                                0
+                            };
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+
+    /// The vectorised packing rounds exactly as the scalar one (`half`'s round to nearest even)
+    /// on every layout it takes: k contiguous, lanes contiguous, neither; including ties, NaN,
+    /// infinities, subnormals and values that round up to infinity, with tails of k and lanes.
+    #[test]
+    fn native_packing_equals_scalar_packing() {
+        if !std::arch::is_x86_feature_detected!("avx512f") {
+            eprintln!("no AVX512F here: only the scalar packing runs on this CPU");
+            return;
+        }
+        let special = [
+            0.0f32,
+            -0.0,
+            1.0,
+            f32::from_bits(0x3F80_8000), // a tie, even below: rounds down
+            f32::from_bits(0x3F81_8000), // a tie, odd below: rounds up
+            f32::from_bits(0x3F80_8001),
+            f32::NAN,
+            -f32::NAN,
+            f32::from_bits(0x7F80_0001), // signalling NaN
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::MAX,
+            -f32::MAX,
+            f32::from_bits(1), // smallest subnormal
+            f32::from_bits(0x807F_FFFF),
+            f32::MIN_POSITIVE,
+        ];
+        let mut rng = crate::rng::SplitMix64::new(7);
+        let (rows, cols) = (29usize, 37usize);
+        let x: Vec<f32> = (0..rows * cols)
+            .map(|i| {
+                if i % 3 == 0 {
+                    special[(i / 3) % special.len()]
+                } else {
+                    rng.next_normal() * 10f32.powi((i % 7) as i32 - 3)
+                }
+            })
+            .collect();
+        // (lane stride, k stride): k contiguous, lanes contiguous, neither (every other column).
+        for (ls, ks, count, kc) in [
+            (cols, 1, rows, cols),
+            (1, cols, cols, rows),
+            (2 * cols, 2, 14, 18),
+        ] {
+            for w in [12, 32] {
+                for kc in [kc, kc - 1, 1] {
+                    let len = count.div_ceil(w) * kc.div_ceil(2) * w;
+                    let (mut want, mut got) = (vec![7u32; len], vec![9u32; len]);
+                    // SAFETY: every (lane, k) read lies inside x, as the test's strides make it.
+                    unsafe {
+                        pack_pairs_a(&mut want, x.as_ptr(), ls, ks, count, kc, w);
+                        native::pack_pairs(&mut got, x.as_ptr(), ls, ks, count, kc, w);
+                    }
+                    assert_eq!(got, want, "ls {ls} ks {ks} count {count} kc {kc} w {w}");
+                }
+            }
         }
     }
 }

@@ -1,5 +1,6 @@
 //! B packed once for many GEMMs against it (a weight matrix at inference).
 
+use super::bf16::{bf16_blocking, bf16_mode, Emulated};
 use super::blocking::{kc_block, mc_block, Blocking};
 use super::driver::{a_slivers, scale_c, split, Job, Tile, PARALLEL_MIN_FLOPS};
 use super::memory::PACK;
@@ -15,9 +16,16 @@ use crate::simd::{dispatch, Isa, Simd, SimdKernel};
 /// Layout: KC block `pc` (starting at row pc of B) holds `ceil(n / NR)` slivers of kc x NR
 /// floats, `data[pc * npad + s * kc * NR + p * NR + j] = B[pc + p, s * NR + j]` (zero past n),
 /// where npad = ceil(n / NR) * NR.
+///
+/// [`PackedB::new_bf16`] packs for the bf16 GEMM instead (see `bf16.rs`): B rounded to bf16
+/// once, k in pairs, one u32 word per (k-pair, column), KC block `pc` at word `pc / 2 * npad`.
+/// Its GEMM then converts only A on each call: for a weight matrix at inference that halves the
+/// bytes of B and takes its rounding off the hot path.
 pub struct PackedB {
     isa: Isa,
-    /// The KC it was packed with (the blocking in force then; later calls follow it).
+    /// Packed as bf16 pair-words (else f32).
+    bf16: bool,
+    /// The KC it was packed with, in k (the blocking in force then; later calls follow it).
     kc: usize,
     k: usize,
     n: usize,
@@ -29,6 +37,22 @@ pub struct PackedB {
 impl PackedB {
     /// Packs `b` (k x n, any strides) for `isa`'s microkernel.
     pub fn new(isa: Isa, b: MatRef) -> Result<PackedB, GemmError> {
+        Self::build(isa, b, false)
+    }
+
+    /// Rounds `b` (k x n, any strides) to bf16 and packs it for `isa`'s bf16 microkernel
+    /// (`vdpbf16ps` with AVX512-BF16, else the emulated one): [`gemm_prepacked`] against it is
+    /// [`gemm_bf16`](super::bf16::gemm_bf16) with B packed once.
+    pub fn new_bf16(isa: Isa, b: MatRef) -> Result<PackedB, GemmError> {
+        Self::build(isa, b, true)
+    }
+
+    /// Whether it holds bf16 pair-words (built by [`PackedB::new_bf16`]).
+    pub fn is_bf16(&self) -> bool {
+        self.bf16
+    }
+
+    fn build(isa: Isa, b: MatRef, bf16: bool) -> Result<PackedB, GemmError> {
         if !b.in_bounds() {
             return Err(GemmError(format!(
                 "B ({} x {}, strides {} {}) reaches past its {} elements",
@@ -41,9 +65,15 @@ impl PackedB {
         }
         let (k, n) = (b.rows, b.cols);
         let nr = tile(isa).1;
-        let kc = kc_block(k, Blocking::current(isa).kc);
+        // k per packed element; KC blocks of k (even for bf16, so that blocks start on a pair).
+        let kper = if bf16 { 2 } else { 1 };
+        let kc = if bf16 {
+            kc_block(k, bf16_blocking(isa).kc)
+        } else {
+            kc_block(k, Blocking::current(isa).kc)
+        };
         let npad = n.next_multiple_of(nr);
-        let len = k * npad;
+        let len = k.div_ceil(kper) * npad;
         let mut v = vec![0.0f32; len + 16];
         let off = v.as_ptr().align_offset(64).min(16);
         struct Pack<'a> {
@@ -51,6 +81,7 @@ impl PackedB {
             dst: &'a mut [f32],
             npad: usize,
             kc: usize,
+            bf16: bool,
         }
         impl SimdKernel for Pack<'_> {
             type Output = ();
@@ -63,32 +94,49 @@ impl PackedB {
             type Output = ();
             #[inline(always)]
             fn run<S: Simd, const MR: usize, const NV: usize>(self, s: S) {
-                let t = F32Tile::<S, MR, NV>(s);
-                let (k, n) = (self.b.rows, self.b.cols);
-                for pc in (0..k).step_by(self.kc) {
-                    let kc = self.kc.min(k - pc);
-                    let dst = &mut self.dst[pc * self.npad..];
-                    // SAFETY: `new` checked B's bounds; dst holds k * npad floats.
-                    unsafe {
-                        let src = self.b.data.as_ptr().add(pc * self.b.rs);
-                        t.pack_b(dst, src, self.b.rs, self.b.cs, kc, n);
-                    }
+                if self.bf16 {
+                    let dst = as_words(self.dst);
+                    pack_blocks(Emulated::<S, MR, NV>(s), self.b, dst, self.npad, self.kc);
+                } else {
+                    pack_blocks(
+                        F32Tile::<S, MR, NV>(s),
+                        self.b,
+                        self.dst,
+                        self.npad,
+                        self.kc,
+                    );
                 }
             }
         }
         if len > 0 {
+            let dst = &mut v[off..off + len];
+            #[cfg(target_arch = "x86_64")]
+            if bf16 && bf16_mode(isa) == "native" {
+                pack_blocks(super::bf16::Native, b, as_words(dst), npad, kc);
+                return Ok(PackedB {
+                    isa,
+                    bf16,
+                    kc,
+                    k,
+                    n,
+                    v,
+                    off,
+                });
+            }
             dispatch(
                 isa,
                 Pack {
                     b,
-                    dst: &mut v[off..off + len],
+                    dst,
                     npad,
                     kc,
+                    bf16,
                 },
             );
         }
         Ok(PackedB {
             isa,
+            bf16,
             kc,
             k,
             n,
@@ -107,6 +155,28 @@ impl PackedB {
     }
     fn data(&self) -> *const f32 {
         self.v[self.off..].as_ptr()
+    }
+}
+
+/// A packing buffer of f32 slots seen as u32 words (bf16 pairs): both are plain 4-byte values.
+fn as_words(v: &mut [f32]) -> &mut [u32] {
+    // SAFETY: same size and alignment, every bit pattern valid for both, borrowed mutably.
+    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut u32, v.len()) }
+}
+
+/// Packs every KC block of `b` with tile `t` (block `pc` at element `pc / K_PER * npad`).
+#[inline(always)]
+fn pack_blocks<T: Tile>(t: T, b: MatRef, dst: &mut [T::P], npad: usize, kc: usize) {
+    let (k, n) = (b.rows, b.cols);
+    for pc in (0..k).step_by(kc) {
+        let kcb = kc.min(k - pc);
+        let dst = &mut dst[pc / T::K_PER * npad..];
+        // SAFETY: the caller checked B's bounds; dst holds k.div_ceil(K_PER) * npad elements,
+        // and this block's kcb.div_ceil(K_PER) * npad of them start here.
+        unsafe {
+            let src = b.data.as_ptr().add(pc * b.rs);
+            t.pack_b(dst, src, b.rs, b.cs, kcb, n);
+        }
     }
 }
 
@@ -144,8 +214,14 @@ pub fn gemm_prepacked(
     }
     let isa = b.isa;
     let (mr, nr) = tile(isa);
+    let bf16 = b.bf16;
+    let kper = if bf16 { 2 } else { 1 };
     // KC is the one B was packed with; MC follows the blocking in force now, scaled to that KC.
-    let blocking = Blocking::current(isa).with_kc(b.kc, mr);
+    let blocking = if bf16 {
+        bf16_blocking(isa).with_kc(b.kc, mr)
+    } else {
+        Blocking::current(isa).with_kc(b.kc, mr)
+    };
     let bp = b.data() as usize;
     let job = Job::new(alpha, a, MatRef::row_major(&stand_in, 1, 1), beta, c);
     if k == 0 {
@@ -162,6 +238,7 @@ pub fn gemm_prepacked(
             bp: *const f32,
             npad: usize,
             j0: usize,
+            bf16: bool,
         }
         impl SimdKernel for K<'_> {
             type Output = ();
@@ -176,15 +253,27 @@ pub fn gemm_prepacked(
             fn run<S: Simd, const MR: usize, const NV: usize>(self, s: S) {
                 // SAFETY: forwarded from the checks above; blocks of C are disjoint.
                 unsafe {
-                    blocked_prepacked(
-                        F32Tile::<S, MR, NV>(s),
-                        self.job,
-                        self.blocking,
-                        self.ap,
-                        self.bp,
-                        self.npad,
-                        self.j0,
-                    )
+                    if self.bf16 {
+                        blocked_prepacked(
+                            Emulated::<S, MR, NV>(s),
+                            self.job,
+                            self.blocking,
+                            as_words(self.ap),
+                            self.bp as *const u32,
+                            self.npad,
+                            self.j0,
+                        )
+                    } else {
+                        blocked_prepacked(
+                            F32Tile::<S, MR, NV>(s),
+                            self.job,
+                            self.blocking,
+                            self.ap,
+                            self.bp,
+                            self.npad,
+                            self.j0,
+                        )
+                    }
                 }
             }
         }
@@ -192,9 +281,27 @@ pub fn gemm_prepacked(
         // (`PACK.with(|..| ..)`) would be compiled without the ISA's target features.
         PACK.with(|bufs| {
             let mut bufs = bufs.borrow_mut();
-            let ap = bufs
-                .0
-                .get(blocking.kc.min(k) * mc_block(m, mr, blocking.mc).min(m).next_multiple_of(mr));
+            let ap = bufs.0.get(
+                blocking.kc.min(k).div_ceil(kper)
+                    * mc_block(m, mr, blocking.mc).min(m).next_multiple_of(mr),
+            );
+            let npad = n.next_multiple_of(nr);
+            #[cfg(target_arch = "x86_64")]
+            if bf16 && bf16_mode(isa) == "native" {
+                // SAFETY: as below; the native tile's features were checked by bf16_mode.
+                unsafe {
+                    blocked_prepacked(
+                        super::bf16::Native,
+                        blk,
+                        blocking,
+                        as_words(ap),
+                        bp as *const u32,
+                        npad,
+                        j0,
+                    )
+                };
+                return;
+            }
             dispatch(
                 isa,
                 K {
@@ -202,8 +309,9 @@ pub fn gemm_prepacked(
                     blocking,
                     ap,
                     bp: bp as *const f32,
-                    npad: n.next_multiple_of(nr),
+                    npad,
                     j0,
+                    bf16,
                 },
             )
         });
@@ -240,12 +348,12 @@ pub fn gemm_prepacked(
 /// The blocked loops of [`blocked`](super::driver::blocked) over a prepacked B; `j0` (a
 /// multiple of NR) is the first column of this block of C within the packed B.
 #[inline(always)]
-unsafe fn blocked_prepacked<T: Tile<P = f32>>(
+unsafe fn blocked_prepacked<T: Tile>(
     t: T,
     job: Job,
     blk: Blocking,
-    ap: &mut [f32],
-    bp: *const f32,
+    ap: &mut [T::P],
+    bp: *const T::P,
     npad: usize,
     j0: usize,
 ) {
@@ -264,8 +372,9 @@ unsafe fn blocked_prepacked<T: Tile<P = f32>>(
         let mcb = mc_block(m, mr, blk.mc);
         for pc in (0..k).step_by(blk.kc) {
             let kc = blk.kc.min(k - pc);
+            let kw = kc.div_ceil(T::K_PER);
             let beta_eff = if pc == 0 { beta } else { 1.0 };
-            let panel = bp.add(pc * npad);
+            let panel = bp.add(pc / T::K_PER * npad);
             for ic in (0..m).step_by(mcb) {
                 let mc = mcb.min(m - ic);
                 t.pack_a(
@@ -278,10 +387,10 @@ unsafe fn blocked_prepacked<T: Tile<P = f32>>(
                 );
                 for jr in (0..n).step_by(nr) {
                     let nr_eff = nr.min(n - jr);
-                    let bsliver = panel.add((j0 + jr) / nr * kc * nr);
+                    let bsliver = panel.add((j0 + jr) / nr * kw * nr);
                     let cblock = job.c.add(ic * job.crs + jr * job.ccs);
                     a_slivers(
-                        t, &job, ap, mc, kc, bsliver, cblock, alpha, beta_eff, nr_eff,
+                        t, &job, ap, mc, kw, bsliver, cblock, alpha, beta_eff, nr_eff,
                     );
                 }
             }

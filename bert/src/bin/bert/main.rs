@@ -116,6 +116,7 @@ fn main() {
             batch,
             format,
             device,
+            bf16,
         } => {
             let opts = bert::embed::StreamOptions {
                 pooling: bert::embed::Pooling::parse(&pooling).expect("clap checked the value"),
@@ -123,6 +124,11 @@ fn main() {
                 batch,
                 format: format.into(),
                 device,
+                precision: if bf16 {
+                    engine::Precision::Bf16
+                } else {
+                    engine::Precision::F32
+                },
                 progress: terminal(),
             };
             let (stdin, stdout) = (std::io::stdin(), std::io::stdout());
