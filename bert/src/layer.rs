@@ -222,6 +222,7 @@ impl EncoderLayer {
             Activation::Gelu(g) => Some(g),
             Activation::Relu => None,
         };
+        let prec = self.precision.get();
         self.with_packed(|p| {
             // (B,S,3H) -> (3,B,nh,S,hd) views, no copies.
             let qkv = p
@@ -231,7 +232,7 @@ impl EncoderLayer {
                 .permute(&[2, 0, 3, 1, 4])?;
             let (q, k, v) = (qkv.select(0, 0)?, qkv.select(0, 1)?, qkv.select(0, 2)?);
             let scale = 1.0 / (hd as f32).sqrt();
-            let ctx = engine::attention::attention_inference(&q, &k, &v, mask, scale)?;
+            let ctx = engine::attention::attention_inference_with(&q, &k, &v, mask, scale, prec)?;
             let a = p.attn_out.forward(&ctx, Some(x), None)?.layernorm(
                 &self.attn_ln.0.value(),
                 &self.attn_ln.1.value(),

@@ -135,7 +135,25 @@ pub fn attention_inference(
     mask: Option<&Tensor>,
     scale: f32,
 ) -> Result<Tensor> {
+    attention_inference_with(q, k, v, mask, scale, crate::Precision::F32)
+}
+
+/// [`attention_inference`] with the two products (`q k^T` and `P v`) in `precision`: with
+/// bf16, q, k, the probabilities and v are rounded to bf16 as they are packed (f32 sums); the
+/// softmax stays in f32.
+pub fn attention_inference_with(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: Option<&Tensor>,
+    scale: f32,
+    precision: crate::Precision,
+) -> Result<Tensor> {
     use crate::gemm::{run_serial, Job};
+    let gemm = match precision {
+        crate::Precision::F32 => run_serial,
+        crate::Precision::Bf16 => crate::gemm::bf16::run_serial_bf16,
+    };
     use crate::simd::Isa;
     check(q, k, v)?;
     for t in [q, k, v] {
@@ -203,7 +221,7 @@ pub fn attention_inference(
                     crs: sk,
                     ccs: 1,
                 };
-                run_serial(isa, scores);
+                gemm(isa, scores);
             }
             let offsets: Vec<usize>;
             let m = match &mask {
@@ -235,7 +253,7 @@ pub fn attention_inference(
                     crs: h * dv,
                     ccs: 1,
                 };
-                run_serial(isa, ctx);
+                gemm(isa, ctx);
             }
         })
     };

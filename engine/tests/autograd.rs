@@ -344,6 +344,31 @@ fn fused_inference_attention_matches_the_recorded_op() {
             for (g, w) in got.to_vec().iter().zip(&want) {
                 assert!((g - w).abs() < 1e-5, "{g} vs {w}");
             }
+            // bf16 products: within bf16's rounding of the f32 result, and not equal to it.
+            let bf = pool
+                .install(|| {
+                    engine::attention::attention_inference_with(
+                        &q,
+                        &k,
+                        &v,
+                        mask,
+                        0.3,
+                        engine::Precision::Bf16,
+                    )
+                })
+                .unwrap()
+                .to_vec();
+            let (num, den) = bf
+                .iter()
+                .zip(&want)
+                .fold((0.0f64, 0.0f64), |(n, d), (g, w)| {
+                    (n + ((g - w) as f64).powi(2), d + (*w as f64).powi(2))
+                });
+            let rel = (num / den).sqrt();
+            assert!(
+                rel < 1e-2 && rel > 1e-6,
+                "bf16 attention relative error {rel}"
+            );
         }
     }
     let e = engine::attention::attention_inference(

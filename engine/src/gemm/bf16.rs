@@ -83,7 +83,12 @@ pub(crate) fn bf16_blocking(isa: Isa) -> Blocking {
     Blocking { kc: 2 * b.kc, ..b }
 }
 
-unsafe fn run_serial_bf16(isa: Isa, job: Job) {
+/// One bf16 GEMM job on the calling thread (the attention kernel's per-head products).
+///
+/// # Safety
+/// As [`super::run_serial`]: the job's pointers are valid for every element it addresses and C
+/// does not alias A or B.
+pub(crate) unsafe fn run_serial_bf16(isa: Isa, job: Job) {
     // SAFETY: the caller upholds this function's safety contract, which covers every
     // operation of the body.
     unsafe {
