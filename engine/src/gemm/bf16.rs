@@ -599,26 +599,7 @@ mod native {
                     }
                 }
             } else {
-                for s in 0..slivers {
-                    let sl = &mut dst[s * kp * w..(s + 1) * kp * w];
-                    for l in 0..w {
-                        let lane = s * w + l;
-                        for q in 0..kp {
-                            sl[q * w + l] = if lane < count {
-                                let x = |k: usize| {
-                                    if k < kc {
-                                        super::to_bf16_bits(*src.add(lane * ls + k * ks))
-                                    } else {
-                                        0
-                                    }
-                                };
-                                x(2 * q) | x(2 * q + 1) << 16
-                            } else {
-                                0
-                            };
-                        }
-                    }
-                }
+                super::pack_pairs_a(dst, src, ls, ks, count, kc, w);
             }
         }
     }
