@@ -22,6 +22,7 @@ pub type HeadLogits<'a> = Box<dyn FnMut(&FtBatch) -> Result<Vec<f32>> + 'a>;
 /// The devices a run can hold (made once, before the trainer that borrows them).
 pub enum Devices {
     Cpu(engine::device::Cpu),
+    CpuBf16(engine::device::CpuBf16),
     #[cfg(feature = "cuda")]
     Cuda(engine::device::cuda::Cuda),
     #[cfg(feature = "cuda")]
@@ -36,6 +37,7 @@ impl Devices {
             TrainDevice::Cpu | TrainDevice::CpuTape | TrainDevice::CpuStep => {
                 Devices::Cpu(engine::device::Cpu)
             }
+            TrainDevice::CpuBf16 => Devices::CpuBf16(engine::device::CpuBf16),
             #[cfg(feature = "cuda")]
             TrainDevice::Cuda => Devices::Cuda(engine::device::cuda::Cuda::new(0)?),
             #[cfg(feature = "cuda")]
@@ -61,6 +63,7 @@ impl Devices {
     ) -> Result<Embedder<'a>> {
         match self {
             Devices::Cpu(d) => device_embedder(d, model, pad, pooling, normalize),
+            Devices::CpuBf16(d) => device_embedder(d, model, pad, pooling, normalize),
             #[cfg(feature = "cuda")]
             Devices::Cuda(d) => device_embedder(d, model, pad, pooling, normalize),
             #[cfg(feature = "cuda")]
@@ -80,6 +83,7 @@ impl Devices {
     ) -> Result<Box<dyn FtRunner + 'a>> {
         Ok(match self {
             Devices::Cpu(d) => Box::new(FtTrainer::new(d, model, head, adam)?),
+            Devices::CpuBf16(d) => Box::new(FtTrainer::new(d, model, head, adam)?),
             #[cfg(feature = "cuda")]
             Devices::Cuda(d) => Box::new(FtTrainer::new(d, model, head, adam)?),
             #[cfg(feature = "cuda")]
@@ -91,6 +95,7 @@ impl Devices {
     pub fn head_logits<'a>(&'a self, model: &'a Bert, head: FtHead) -> Result<HeadLogits<'a>> {
         match self {
             Devices::Cpu(d) => device_head_logits(d, model, head),
+            Devices::CpuBf16(d) => device_head_logits(d, model, head),
             #[cfg(feature = "cuda")]
             Devices::Cuda(d) => device_head_logits(d, model, head),
             #[cfg(feature = "cuda")]

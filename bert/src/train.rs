@@ -81,6 +81,10 @@ pub enum TrainDevice {
     CpuTape,
     /// The CPU through the hand-written step (`crate::step`), for inference too.
     CpuStep,
+    /// The hand-written step on the CPU with the Linear layers' GEMMs in bf16 (f32 sums,
+    /// parameters and AdamW in f32): `engine::device::CpuBf16`. Pays where the CPU has
+    /// AVX512-BF16 at full rate (AMD Zen 4).
+    CpuBf16,
     /// A CUDA GPU (device 0) running the hand-written step in f32; needs the `cuda` feature.
     Cuda,
     /// The same in bf16 mixed precision (bf16 activations and GEMMs, f32 masters and moments).
@@ -93,10 +97,11 @@ impl TrainDevice {
             "cpu" => Ok(TrainDevice::Cpu),
             "cpu-tape" => Ok(TrainDevice::CpuTape),
             "cpu-step" => Ok(TrainDevice::CpuStep),
+            "cpu-bf16" => Ok(TrainDevice::CpuBf16),
             "cuda" | "gpu" => Ok(TrainDevice::Cuda),
             "cuda-bf16" => Ok(TrainDevice::CudaBf16),
             _ => Err(BertError::Input(format!(
-                "unknown device '{s}' (known: cpu, cpu-tape, cpu-step, cuda, cuda-bf16)"
+                "unknown device '{s}' (known: cpu, cpu-tape, cpu-step, cpu-bf16, cuda, cuda-bf16)"
             ))),
         }
     }
@@ -677,6 +682,7 @@ impl Devices {
     fn trainer<'d>(&'d self, model: &Bert, opt: &AdamW) -> Result<Box<dyn DeviceRunner + 'd>> {
         Ok(match self {
             Devices::Cpu(d) => Box::new(device_trainer(d, model, opt)?),
+            Devices::CpuBf16(d) => Box::new(device_trainer(d, model, opt)?),
             #[cfg(feature = "cuda")]
             Devices::Cuda(d) => Box::new(device_trainer(d, model, opt)?),
             #[cfg(feature = "cuda")]

@@ -1,5 +1,6 @@
 //! The hand-written pretraining step (`bert::step`, what `bert pretrain` runs) against the tape,
-//! one body per check run on every device: [`Cpu`] always, and with feature `cuda` also
+//! one body per check run on every device: [`Cpu`] and `CpuBf16` (bf16 GEMM operands) always,
+//! and with feature `cuda` also
 //! `Cuda` (f32) and `CudaBf16` (bf16 mixed precision) on GPU 0 (`scripts/gpu-check` builds them,
 //! `scripts/device/gpu-check.sh` runs them). Each device has its tolerance against the tape's
 //! f32 result ([`Tol`]); the checks that are not about a device (layout, error messages, the
@@ -24,7 +25,6 @@ enum Close {
     /// |got - want|_2 <= tol * max(|want|_2, 1% of the whole gradient's norm), per tensor:
     /// for bf16, whose 8-bit mantissa makes the largest error meaningless, and where
     /// gradients that are zero in exact arithmetic (the key bias) are rounding noise.
-    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     RelL2(f64),
 }
 
@@ -55,6 +55,18 @@ const CPU: Tol = Tol {
     moments: Some((1e-6, 0.0)),
     norm: 1e-4,
     predictions: 1.0,
+};
+
+/// The CPU with bf16 GEMM operands (f32 activations, sums, parameters): bf16's bounds, tighter
+/// than the GPU's bf16 (whose activations are bf16 too).
+const CPU_BF16: Tol = Tol {
+    loss: 1e-2,
+    grad: Close::RelL2(0.05),
+    hidden: Close::RelL2(1e-2),
+    params: None,
+    moments: None,
+    norm: 0.05,
+    predictions: 0.9,
 };
 
 /// cuBLAS in plain f32: the CPU's bounds against the CPU step, plus the CPU step's own.
@@ -607,6 +619,7 @@ macro_rules! device_tests {
 }
 
 device_tests!(cpu, Cpu, CPU);
+device_tests!(cpu_bf16, engine::device::CpuBf16, CPU_BF16);
 #[cfg(feature = "cuda")]
 device_tests!(cuda, engine::device::cuda::Cuda::new(0).unwrap(), CUDA);
 #[cfg(feature = "cuda")]

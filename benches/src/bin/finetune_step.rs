@@ -9,6 +9,7 @@
 //! LENGTHS: a file of sequence lengths, one per line (a real data set's, template included),
 //! taken in order and capped at SEQ: the batches are packed, so only those tokens are computed;
 //! tokens/s then counts them. Threads: RAYON_NUM_THREADS.
+//! DEVICE=cpu-bf16 runs it on `engine::device::CpuBf16` (the Linear GEMMs in bf16);
 //! DEVICE=cuda or cuda-bf16 in the environment (a `--features cuda` build) runs the step on GPU 0
 //! (`scripts/device/gpu-check.sh finetune`); each step ends by reading its loss back, so the
 //! timing covers the device's work; `peak_rss_mib` is the host's.
@@ -21,6 +22,7 @@ use engine::optim::AdamWConfig;
 fn main() {
     match std::env::var("DEVICE").as_deref() {
         Ok("cpu") | Err(_) => run(&Cpu, "cpu"),
+        Ok("cpu-bf16") => run(&engine::device::CpuBf16, "cpu-bf16"),
         #[cfg(feature = "cuda")]
         Ok("cuda") => run(
             &engine::device::cuda::Cuda::new(0).expect("a CUDA GPU"),
@@ -32,7 +34,7 @@ fn main() {
             "cuda-bf16",
         ),
         Ok(d) => {
-            eprintln!("finetune_step: DEVICE={d:?} is not cpu, cuda or cuda-bf16 (cuda needs --features cuda)");
+            eprintln!("finetune_step: DEVICE={d:?} is not cpu, cpu-bf16, cuda or cuda-bf16 (cuda needs --features cuda)");
             std::process::exit(2);
         }
     }

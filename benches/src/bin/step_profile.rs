@@ -1,6 +1,6 @@
 //! Where the device step's time goes, op by op (`engine::device::profile::Profiled`): BERT-Mini
 //! (vocabulary 30,522) on a synthetic 32 x 128 batch, three steps after one warm-up.
-//! `cargo run --release -p benches --bin step_profile [-- cpu|cuda|cuda-bf16 [MODEL B S]]`
+//! `cargo run --release -p benches --bin step_profile [-- cpu|cpu-bf16|cuda|cuda-bf16 [MODEL B S]]`
 //! (cuda needs `--features cuda`; every op is followed by a synchronisation there).
 use benches::synthetic;
 use bert::step::{from_named, StepTrainer};
@@ -42,6 +42,7 @@ fn main() {
     );
     match device {
         "cpu" => profile(&engine::device::Cpu, || {}, &c, b, s),
+        "cpu-bf16" => profile(&engine::device::CpuBf16, || {}, &c, b, s),
         #[cfg(feature = "cuda")]
         "cuda" => {
             let d = engine::device::cuda::Cuda::new(0).unwrap();
@@ -52,6 +53,8 @@ fn main() {
             let d = engine::device::cuda::CudaBf16::new(0).unwrap();
             profile(&d, || d.inner.gpu.synchronize().unwrap(), &c, b, s)
         }
-        other => panic!("unknown device '{other}' (cpu, or cuda / cuda-bf16 with --features cuda)"),
+        other => panic!(
+            "unknown device '{other}' (cpu, cpu-bf16, or cuda / cuda-bf16 with --features cuda)"
+        ),
     }
 }

@@ -22,7 +22,7 @@ mod cpu;
 pub mod cuda;
 pub mod profile;
 
-pub use cpu::{Cpu, CpuOptim};
+pub use cpu::{Cpu, CpuBf16, CpuKind, CpuOptim};
 pub use profile::Profiled;
 
 /// Saved state of [`Device::layernorm`] for its backward: the normalised input h and per-row

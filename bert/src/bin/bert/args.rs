@@ -39,7 +39,7 @@ pub enum Command {
         vocab_size: usize,
         #[arg(long, value_parser = positive)]
         threads: Option<usize>,
-        /// Where pretraining runs: cpu, cpu-tape, cuda or cuda-bf16 (a `--features cuda`
+        /// Where pretraining runs: cpu, cpu-tape, cpu-bf16, cuda or cuda-bf16 (a `--features cuda`
         /// build); fine-tuning runs on the CPU.
         #[arg(long, default_value = "cpu", value_parser = |s: &str| bert::train::TrainDevice::parse(s).map_err(|e| e.to_string()))]
         device: bert::train::TrainDevice,
@@ -205,6 +205,7 @@ pub enum Command {
         #[arg(long, hide = true)]
         stop_after: Option<u64>,
         /// cpu (the hand-written step, the code path the GPU runs), cpu-tape (the autograd tape),
+        /// cpu-bf16 (the step with bf16 GEMMs: faster on CPUs with full-rate AVX512-BF16),
         /// cuda (GPU 0, f32) or cuda-bf16 (bf16 mixed precision); cuda needs `--features cuda`.
         #[arg(long, default_value = "cpu", value_parser = |s: &str| bert::train::TrainDevice::parse(s).map_err(|e| e.to_string()))]
         device: bert::train::TrainDevice,
@@ -290,7 +291,8 @@ pub enum Command {
         brown: String,
         #[arg(long, value_parser = positive)]
         threads: Option<usize>,
-        /// cpu, cuda (GPU 0, f32) or cuda-bf16 (bf16 mixed precision); cuda needs
+        /// cpu, cpu-bf16 (bf16 GEMMs, f32 sums and parameters: faster on CPUs with full-rate
+        /// AVX512-BF16), cuda (GPU 0, f32) or cuda-bf16 (bf16 mixed precision); cuda needs
         /// `--features cuda`.
         #[arg(long, default_value = "cpu", value_parser = |s: &str| bert::train::TrainDevice::parse(s).map_err(|e| e.to_string()))]
         device: bert::train::TrainDevice,
