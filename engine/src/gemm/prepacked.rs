@@ -108,31 +108,25 @@ impl PackedB {
                 }
             }
         }
+        // The native bf16 tile runs without a dispatch (its code carries its target features).
+        let native = cfg!(target_arch = "x86_64") && bf16 && bf16_mode(isa) == "native";
         if len > 0 {
             let dst = &mut v[off..off + len];
-            #[cfg(target_arch = "x86_64")]
-            if bf16 && bf16_mode(isa) == "native" {
+            if native {
+                #[cfg(target_arch = "x86_64")]
                 pack_blocks(super::bf16::Native, b, as_words(dst), npad, kc);
-                return Ok(PackedB {
+            } else {
+                dispatch(
                     isa,
-                    bf16,
-                    kc,
-                    k,
-                    n,
-                    v,
-                    off,
-                });
+                    Pack {
+                        b,
+                        dst,
+                        npad,
+                        kc,
+                        bf16,
+                    },
+                );
             }
-            dispatch(
-                isa,
-                Pack {
-                    b,
-                    dst,
-                    npad,
-                    kc,
-                    bf16,
-                },
-            );
         }
         Ok(PackedB {
             isa,
@@ -216,6 +210,8 @@ pub fn gemm_prepacked(
     let (mr, nr) = tile(isa);
     let bf16 = b.bf16;
     let kper = if bf16 { 2 } else { 1 };
+    // The native bf16 tile runs without a dispatch (its code carries its target features).
+    let native = cfg!(target_arch = "x86_64") && bf16 && bf16_mode(isa) == "native";
     // KC is the one B was packed with; MC follows the blocking in force now, scaled to that KC.
     let blocking = if bf16 {
         bf16_blocking(isa).with_kc(b.kc, mr)
@@ -286,9 +282,9 @@ pub fn gemm_prepacked(
                     * mc_block(m, mr, blocking.mc).min(m).next_multiple_of(mr),
             );
             let npad = n.next_multiple_of(nr);
-            #[cfg(target_arch = "x86_64")]
-            if bf16 && bf16_mode(isa) == "native" {
+            if native {
                 // SAFETY: as below; the native tile's features were checked by bf16_mode.
+                #[cfg(target_arch = "x86_64")]
                 unsafe {
                     blocked_prepacked(
                         super::bf16::Native,
@@ -300,20 +296,20 @@ pub fn gemm_prepacked(
                         j0,
                     )
                 };
-                return;
+            } else {
+                dispatch(
+                    isa,
+                    K {
+                        job: blk,
+                        blocking,
+                        ap,
+                        bp: bp as *const f32,
+                        npad,
+                        j0,
+                        bf16,
+                    },
+                )
             }
-            dispatch(
-                isa,
-                K {
-                    job: blk,
-                    blocking,
-                    ap,
-                    bp: bp as *const f32,
-                    npad,
-                    j0,
-                    bf16,
-                },
-            )
         });
     };
     let threads = threads.max(1);
