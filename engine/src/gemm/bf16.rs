@@ -230,7 +230,7 @@ impl<S: Simd, const MR: usize, const NV: usize> Tile for Emulated<S, MR, NV> {
     ) {
         // SAFETY: the caller upholds this function's safety contract, which covers every
         // operation of the body.
-        unsafe { pack_pairs_a(dst, a, rs, cs, mc, kc, MR) }
+        unsafe { pack_pairs(dst, a, rs, cs, mc, kc, MR) }
     }
     #[inline(always)]
     unsafe fn pack_b(
@@ -244,7 +244,7 @@ impl<S: Simd, const MR: usize, const NV: usize> Tile for Emulated<S, MR, NV> {
     ) {
         // SAFETY: the caller upholds this function's safety contract, which covers every
         // operation of the body.
-        unsafe { pack_pairs_b(dst, b, rs, cs, kc, nc, Self::NR) }
+        unsafe { pack_pairs(dst, b, cs, rs, nc, kc, Self::NR) }
     }
     #[inline(always)]
     unsafe fn tile(
@@ -268,72 +268,37 @@ impl<S: Simd, const MR: usize, const NV: usize> Tile for Emulated<S, MR, NV> {
     }
 }
 
-/// Packs B[0..kc, 0..nc] into slivers of `nr` columns of pair-words:
-/// `dst[s*kp*nr + q*nr + j] = pair(B[2q, s*nr+j], B[2q+1, s*nr+j])`, zero-padded.
-unsafe fn pack_pairs_b(
+/// Packs `count` lanes (rows of A, or columns of B) of `kc` values, element (l, k) at
+/// `src + l*ls + k*ks`, into slivers of `w` lanes of pair-words:
+/// `dst[s*kp*w + q*w + l] = pair(x[s*w+l, 2q], x[s*w+l, 2q+1])`, zero past `count` and `kc`.
+/// A is packed with its rows as lanes (ls = rs, ks = cs), B with its columns (ls = cs, ks = rs).
+unsafe fn pack_pairs(
     dst: &mut [u32],
-    b: *const f32,
-    rs: usize,
-    cs: usize,
+    src: *const f32,
+    ls: usize,
+    ks: usize,
+    count: usize,
     kc: usize,
-    nc: usize,
-    nr: usize,
+    w: usize,
 ) {
     // SAFETY: the caller upholds this function's safety contract, which covers every
     // operation of the body.
     unsafe {
         let kp = kc.div_ceil(2);
-        for (si, j0) in (0..nc).step_by(nr).enumerate() {
-            let sl = &mut dst[si * kp * nr..(si + 1) * kp * nr];
-            for q in 0..kp {
-                for j in 0..nr {
-                    let col = j0 + j;
-                    let w = if col < nc {
-                        let lo = to_bf16_bits(*b.add(2 * q * rs + col * cs));
-                        let hi = if 2 * q + 1 < kc {
-                            to_bf16_bits(*b.add((2 * q + 1) * rs + col * cs))
-                        } else {
-                            0
-                        };
-                        lo | hi << 16
-                    } else {
-                        0
-                    };
-                    sl[q * nr + j] = w;
-                }
+        let x = |lane: usize, k: usize| {
+            if k < kc {
+                to_bf16_bits(*src.add(lane * ls + k * ks))
+            } else {
+                0
             }
-        }
-    }
-}
-
-/// Packs A[0..mc, 0..kc] into slivers of `mr` rows of pair-words:
-/// `dst[s*kp*mr + q*mr + i] = pair(A[s*mr+i, 2q], A[s*mr+i, 2q+1])`, zero-padded.
-unsafe fn pack_pairs_a(
-    dst: &mut [u32],
-    a: *const f32,
-    rs: usize,
-    cs: usize,
-    mc: usize,
-    kc: usize,
-    mr: usize,
-) {
-    // SAFETY: the caller upholds this function's safety contract, which covers every
-    // operation of the body.
-    unsafe {
-        let kp = kc.div_ceil(2);
-        for (si, i0) in (0..mc).step_by(mr).enumerate() {
-            let sl = &mut dst[si * kp * mr..(si + 1) * kp * mr];
-            for i in 0..mr {
-                let row = i0 + i;
-                for q in 0..kp {
-                    sl[q * mr + i] = if row < mc {
-                        let lo = to_bf16_bits(*a.add(row * rs + 2 * q * cs));
-                        let hi = if 2 * q + 1 < kc {
-                            to_bf16_bits(*a.add(row * rs + (2 * q + 1) * cs))
-                        } else {
-                            0
-                        };
-                        lo | hi << 16
+        };
+        for (si, l0) in (0..count).step_by(w).enumerate() {
+            let sl = &mut dst[si * kp * w..(si + 1) * kp * w];
+            for q in 0..kp {
+                for l in 0..w {
+                    let lane = l0 + l;
+                    sl[q * w + l] = if lane < count {
+                        x(lane, 2 * q) | x(lane, 2 * q + 1) << 16
                     } else {
                         0
                     };
@@ -519,11 +484,8 @@ mod native {
         }
     }
 
-    /// The packing of `pack_pairs_a`/`pack_pairs_b` with the rounding vectorised: `count`
-    /// lanes (rows of A, or columns of B) of `kc` values, element (l, k) at `src + l*ls + k*ks`,
-    /// into slivers of `w` lanes of pair-words: `dst[s*kp*w + q*w + l] = pair(x[s*w+l, 2q],
-    /// x[s*w+l, 2q+1])`, zero past `count` and past `kc`. Bit-identical to the scalar packing.
-    /// When k is contiguous (ks == 1) each lane's pairs are converted 8 words at a time and
+    /// The scalar `pack_pairs` (same arguments, same layout) with the rounding vectorised, and
+    /// bit-identical to it. When k is contiguous (ks == 1) each lane's pairs are converted 8 words at a time and
     /// scattered down its column of the sliver; when the lanes are (ls == 1) two k-rows of up to
     /// 16 lanes are merged into words and stored whole; otherwise the scalar packing runs.
     ///
@@ -599,7 +561,7 @@ mod native {
                     }
                 }
             } else {
-                super::pack_pairs_a(dst, src, ls, ks, count, kc, w);
+                super::pack_pairs(dst, src, ls, ks, count, kc, w);
             }
         }
     }
@@ -659,7 +621,7 @@ mod tests {
                     let (mut want, mut got) = (vec![7u32; len], vec![9u32; len]);
                     // SAFETY: every (lane, k) read lies inside x, as the test's strides make it.
                     unsafe {
-                        pack_pairs_a(&mut want, x.as_ptr(), ls, ks, count, kc, w);
+                        pack_pairs(&mut want, x.as_ptr(), ls, ks, count, kc, w);
                         native::pack_pairs(&mut got, x.as_ptr(), ls, ks, count, kc, w);
                     }
                     assert_eq!(got, want, "ls {ls} ks {ks} count {count} kc {kc} w {w}");
