@@ -1,76 +1,116 @@
-//! The GEMMs of one BERT-Mini training step's encoder Linear layers (32 x 128 tokens, hidden 256,
-//! FFN 1024), timed one by one through the engine's Tensor API as training calls them: the
-//! forward `x W^T`, the input gradient `dY W` and the weight gradient `dY^T x` (A transposed).
-//! `cargo run --release -p benches --bin train_gemms [-- THREADS]`.
-use engine::Tensor;
+//! The GEMMs of one training step's Linear layers, timed one by one in the layouts the device step
+//! (`engine::device::Cpu`, `CpuBf16`) calls them: the forward `x W^T`, the input gradient `dY W`
+//! and the weight gradient `dY^T x` (A transposed), for the encoder's four Linear shapes (fused
+//! QKV, attention output, FFN in, FFN out) and the MLM decoder at the masked rows, in f32 and in
+//! bf16 (operands rounded to bf16, f32 sums; `vdpbf16ps` where the CPU has it).
+//!
+//! `cargo run --release -p benches --bin train_gemms [-- THREADS [MODEL [ROWS]]]`: MODEL is a
+//! preset (`bert-mini` by default; `bert-small`, `bert-base`, ...), ROWS the batch's tokens (4096,
+//! a 32 x 128 batch); the decoder runs at 15% of the rows. Best of 7 per cell, GFLOP/s.
+use engine::gemm::bf16::gemm_bf16_with;
+use engine::gemm::{gemm_with, MatMut, MatRef};
+use engine::simd::Isa;
 
-fn best_ms(f: impl Fn() -> Tensor) -> f64 {
+fn best_ms(mut f: impl FnMut()) -> f64 {
     let mut best = f64::MAX;
     for _ in 0..7 {
         let t = std::time::Instant::now();
-        std::hint::black_box(f());
+        f();
         best = best.min(t.elapsed().as_secs_f64() * 1e3);
     }
     best
 }
 
-fn main() {
-    let threads: usize = std::env::args()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1);
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build_global()
-        .unwrap();
-    let rows = 4096;
-    println!("| op | M x K x N | ms | GFLOP/s |\n|---|---|---|---|");
-    for (inp, out) in [(256, 256), (256, 1024), (1024, 256)] {
-        let x = Tensor::randn(&[rows, inp], 0.0, 1.0, 1);
-        let w = Tensor::randn(&[out, inp], 0.0, 0.05, 2);
-        let dy = Tensor::randn(&[rows, out], 0.0, 1.0, 3);
-        let fl = 2.0 * (rows * inp * out) as f64;
-        let row = |name: &str, shape: String, ms: f64| {
-            println!("| {name} | {shape} | {ms:.2} | {:.1} |", fl / ms / 1e6)
-        };
-        row(
-            "forward x W^T",
-            format!("{rows}x{inp}x{out}"),
-            best_ms(|| x.linear(&w, None).unwrap()),
-        );
-        row(
-            "dX = dY W",
-            format!("{rows}x{out}x{inp}"),
-            best_ms(|| dy.matmul(&w).unwrap()),
-        );
-        row(
-            "dW = dY^T x",
-            format!("{out}x{rows}x{inp}"),
-            best_ms(|| dy.t().unwrap().matmul(&x).unwrap()),
-        );
+/// Deterministic values in [-0.5, 0.5).
+fn fill(n: usize, seed: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| ((i.wrapping_mul(7919) + seed * 104_729) % 1000) as f32 / 1000.0 - 0.5)
+        .collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run(bf16: bool, threads: usize, alpha: f32, a: MatRef, b: MatRef, beta: f32, c: MatMut) {
+    let isa = Isa::best();
+    if bf16 {
+        gemm_bf16_with(isa, threads, alpha, a, b, beta, c).unwrap()
+    } else {
+        gemm_with(isa, threads, alpha, a, b, beta, c).unwrap()
     }
-    // The MLM decoder (tied to the word embeddings) at the ~614 masked rows of a batch.
-    let (m, h, v) = (614, 256, 30522);
-    let x = Tensor::randn(&[m, h], 0.0, 1.0, 4);
-    let w = Tensor::randn(&[v, h], 0.0, 0.05, 5);
-    let dl = Tensor::randn(&[m, v], 0.0, 1.0, 6);
-    let fl = 2.0 * (m * h * v) as f64;
-    let row = |name: &str, shape: String, ms: f64| {
-        println!("| {name} | {shape} | {ms:.2} | {:.1} |", fl / ms / 1e6)
-    };
-    row(
-        "MLM logits x E^T",
-        format!("{m}x{h}x{v}"),
-        best_ms(|| x.linear(&w, None).unwrap()),
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let threads: usize = args.first().and_then(|s| s.parse().ok()).unwrap_or(1);
+    let model = args.get(1).map(String::as_str).unwrap_or("bert-mini");
+    let rows: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(4096);
+    let c = bert::BertConfig::preset(model, 30522).unwrap_or_else(|e| {
+        eprintln!("train_gemms: {e}");
+        std::process::exit(2)
+    });
+    let (h, f, v) = (c.hidden_size, c.intermediate_size, c.vocab_size);
+    let masked = (rows * 15).div_ceil(100);
+    println!(
+        "{model}: the step's GEMMs at {rows} rows (decoder at {masked}), {threads} thread(s), \
+         ISA {:?}, bf16 {}; GFLOP/s, best of 7",
+        Isa::best(),
+        engine::gemm::bf16::bf16_mode(Isa::best())
     );
-    row(
-        "MLM dX = dL E",
-        format!("{m}x{v}x{h}"),
-        best_ms(|| dl.matmul(&w).unwrap()),
-    );
-    row(
-        "MLM dE = dL^T x",
-        format!("{v}x{m}x{h}"),
-        best_ms(|| dl.t().unwrap().matmul(&x).unwrap()),
-    );
+    println!("| layer | in -> out | rows | precision | x W^T | dY W | dY^T x |\n|---|---|---|---|---|---|---|");
+    let shapes = [
+        ("QKV", h, 3 * h, rows),
+        ("attention out", h, h, rows),
+        ("FFN in", h, f, rows),
+        ("FFN out", f, h, rows),
+        ("MLM decoder", h, v, masked),
+    ];
+    for (name, inp, out, m) in shapes {
+        let x = fill(m * inp, 1);
+        let w = fill(out * inp, 2);
+        let dy = fill(m * out, 3);
+        let (mut y, mut dx, mut dw) =
+            (vec![0.0; m * out], vec![0.0; m * inp], vec![0.0; out * inp]);
+        let fl = 2.0 * (m * inp * out) as f64;
+        for bf16 in [false, true] {
+            let fwd = best_ms(|| {
+                run(
+                    bf16,
+                    threads,
+                    1.0,
+                    MatRef::row_major(&x, m, inp),
+                    MatRef::row_major(&w, out, inp).t(),
+                    0.0,
+                    MatMut::row_major(&mut y, m, out),
+                )
+            });
+            let bx = best_ms(|| {
+                run(
+                    bf16,
+                    threads,
+                    1.0,
+                    MatRef::row_major(&dy, m, out),
+                    MatRef::row_major(&w, out, inp),
+                    0.0,
+                    MatMut::row_major(&mut dx, m, inp),
+                )
+            });
+            let bw = best_ms(|| {
+                run(
+                    bf16,
+                    threads,
+                    1.0,
+                    MatRef::row_major(&dy, m, out).t(),
+                    MatRef::row_major(&x, m, inp),
+                    1.0,
+                    MatMut::row_major(&mut dw, out, inp),
+                )
+            });
+            println!(
+                "| {name} | {inp} -> {out} | {m} | {} | {:.1} | {:.1} | {:.1} |",
+                if bf16 { "bf16" } else { "f32" },
+                fl / fwd / 1e6,
+                fl / bx / 1e6,
+                fl / bw / 1e6
+            );
+        }
+    }
 }

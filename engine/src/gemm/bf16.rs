@@ -536,9 +536,21 @@ mod native {
                 }
             } else if ls == 1 {
                 let lo_mask = _mm512_set1_epi32(0xFFFF_0000u32 as i32);
-                for s in 0..slivers {
-                    let sl = d.add(s * kp * w);
-                    for q in 0..kp {
+                // k-pair outermost: the two source rows are read front to back, once, which the
+                // hardware prefetcher follows (sliver by sliver, the reads stride across pages).
+                for q in 0..kp {
+                    // Transposed operands read a short run of each long row: no stream for the
+                    // prefetcher to follow, so fetch the pair PD pairs ahead by hand.
+                    const PD: usize = 16;
+                    if 2 * (q + PD) + 1 < kc {
+                        let p = src.add(2 * (q + PD) * ks);
+                        for l in (0..count).step_by(16) {
+                            super::prefetch(p.add(l));
+                            super::prefetch(p.add(ks + l));
+                        }
+                    }
+                    for s in 0..slivers {
+                        let sl = d.add(s * kp * w);
                         for l0 in (0..w).step_by(16) {
                             let n = (count.saturating_sub(s * w + l0)).min(16).min(w - l0);
                             let m = first(n);
