@@ -326,14 +326,7 @@ fn dropout_block(x: &mut [f32], base: u64, p: f32, seed: u64) {
     if p == 0.0 {
         return;
     }
-    let scale = 1.0 / (1.0 - p);
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: AVX2 was detected at run time.
-        unsafe { crate::dropout::avx2::apply(x, base, seed, p, scale) };
-        return;
-    }
-    crate::dropout::apply_scalar(x, base, seed, p, scale);
+    crate::dropout::apply(x, base, seed, p, 1.0 / (1.0 - p));
 }
 
 /// Dropout on an n x n block kept contiguously whose row i sits at index `base + i * stride`

@@ -27,24 +27,32 @@ pub fn dropout_inplace(x: &mut [f32], p: f32, seed: u64) {
         return;
     }
     let scale = 1.0 / (1.0 - p);
-    #[cfg(target_arch = "x86_64")]
-    let avx2 = std::arch::is_x86_feature_detected!("avx2");
-    let apply = |(c, chunk): (usize, &mut [f32])| {
-        let base = (c * 4096) as u64;
-        #[cfg(target_arch = "x86_64")]
-        if avx2 {
-            // SAFETY: AVX2 was detected at run time.
-            unsafe { avx2::apply(chunk, base, seed, p, scale) };
-            return;
-        }
-        apply_scalar(chunk, base, seed, p, scale);
-    };
+    let apply = |(c, chunk): (usize, &mut [f32])| apply(chunk, (c * 4096) as u64, seed, p, scale);
     use rayon::prelude::*;
     if x.len() >= crate::rows::PAR_MIN_ELEMS && rayon::current_num_threads() > 1 {
         x.par_chunks_mut(4096).enumerate().for_each(apply);
     } else {
         x.chunks_mut(4096).enumerate().for_each(apply);
     }
+}
+
+/// `x[j] = keep(seed, base + j) ? x[j] * scale : 0` on the widest path this CPU has: AVX-512
+/// (F and DQ, eight 64-bit hashes per multiply), AVX2, or [`apply_scalar`]; all bit-identical.
+pub fn apply(x: &mut [f32], base: u64, seed: u64, p: f32, scale: f32) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if avx512::available() {
+            // SAFETY: AVX512F and AVX512DQ were detected at run time.
+            unsafe { avx512::apply(x, base, seed, p, scale) };
+            return;
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 was detected at run time.
+            unsafe { avx2::apply(x, base, seed, p, scale) };
+            return;
+        }
+    }
+    apply_scalar(x, base, seed, p, scale);
 }
 
 /// `x[j] = keep(seed, base + j) ? x[j] * scale : 0`, one element at a time.
@@ -135,6 +143,73 @@ pub mod avx2 {
     }
 }
 
+/// The same mask sixteen elements at a time: two vectors of eight 64-bit SplitMix64 lanes with
+/// AVX512DQ's 64-bit multiply (`vpmullq`), the top 24 bits narrowed to one vector of 16 f32 and
+/// compared into a mask. Bit for bit the scalar result, as the AVX2 path.
+#[cfg(target_arch = "x86_64")]
+pub mod avx512 {
+    use std::arch::x86_64::*;
+
+    const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
+    const C1: u64 = 0xBF58_476D_1CE4_E5B9;
+    const C2: u64 = 0x94D0_49BB_1331_11EB;
+
+    /// Whether this CPU runs [`apply`] (AVX512F and AVX512DQ).
+    pub fn available() -> bool {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512dq")
+    }
+
+    /// The top 24 bits of SplitMix64(seed, i) for the eight indices whose i * GOLDEN is `ig`.
+    #[inline(always)]
+    unsafe fn bits24(seed: __m512i, ig: __m512i) -> __m256i {
+        // SAFETY: the caller upholds this function's safety contract (AVX512F and DQ).
+        unsafe {
+            let mut z = _mm512_xor_si512(seed, ig);
+            z = _mm512_xor_si512(z, _mm512_srli_epi64::<30>(z));
+            z = _mm512_mullo_epi64(z, _mm512_set1_epi64(C1 as i64));
+            z = _mm512_xor_si512(z, _mm512_srli_epi64::<27>(z));
+            z = _mm512_mullo_epi64(z, _mm512_set1_epi64(C2 as i64));
+            z = _mm512_xor_si512(z, _mm512_srli_epi64::<31>(z));
+            // Each lane's top 24 bits fit in 32: narrow the lanes, convert exactly later.
+            _mm512_cvtepi64_epi32(_mm512_srli_epi64::<40>(z))
+        }
+    }
+
+    /// # Safety
+    /// The CPU must support AVX512F and AVX512DQ ([`available`]).
+    #[target_feature(enable = "avx512f,avx512dq")]
+    pub unsafe fn apply(x: &mut [f32], base: u64, seed: u64, p: f32, scale: f32) {
+        // SAFETY: the caller upholds this function's safety contract, which covers every
+        // operation of the body.
+        unsafe {
+            let threshold = _mm512_set1_ps(p * (1u64 << 24) as f32);
+            let vscale = _mm512_set1_ps(scale);
+            let vseed = _mm512_set1_epi64(seed as i64);
+            let g = |j: u64| (base + j).wrapping_mul(GOLDEN) as i64;
+            let mut lo = _mm512_setr_epi64(g(0), g(1), g(2), g(3), g(4), g(5), g(6), g(7));
+            let mut hi = _mm512_setr_epi64(g(8), g(9), g(10), g(11), g(12), g(13), g(14), g(15));
+            let step = _mm512_set1_epi64(16u64.wrapping_mul(GOLDEN) as i64);
+            let n16 = x.len() / 16 * 16;
+            let ptr = x.as_mut_ptr();
+            let mut j = 0;
+            while j < n16 {
+                let bits = _mm512_inserti64x4::<1>(
+                    _mm512_castsi256_si512(bits24(vseed, lo)),
+                    bits24(vseed, hi),
+                );
+                let keep = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(_mm512_cvtepi32_ps(bits), threshold);
+                let v = _mm512_loadu_ps(ptr.add(j));
+                _mm512_storeu_ps(ptr.add(j), _mm512_maskz_mul_ps(keep, v, vscale));
+                lo = _mm512_add_epi64(lo, step);
+                hi = _mm512_add_epi64(hi, step);
+                j += 16;
+            }
+            super::apply_scalar(&mut x[n16..], base + n16 as u64, seed, p, scale);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -147,6 +222,9 @@ mod tests {
                 (7, 5, 0.5),
                 (4096, 4096 * 9, 0.1),
                 (1003, 1 << 40, 0.9),
+                (4111, 1 << 50, 0.25),
+                (16, 3, 0.5),
+                (33, 17, 0.5),
             ] {
                 let x: Vec<f32> = (0..n).map(|_| r.next_normal()).collect();
                 let seed = r.next_u64();
@@ -155,7 +233,14 @@ mod tests {
                 // SAFETY: AVX2 detected above.
                 unsafe { super::avx2::apply(&mut b, base, seed, p, 1.0 / (1.0 - p)) };
                 let same = a.iter().zip(&b).all(|(u, v)| u.to_bits() == v.to_bits());
-                assert!(same, "n={n} base={base} p={p}");
+                assert!(same, "avx2: n={n} base={base} p={p}");
+                if super::avx512::available() {
+                    let mut c = x.clone();
+                    // SAFETY: AVX512F and DQ detected.
+                    unsafe { super::avx512::apply(&mut c, base, seed, p, 1.0 / (1.0 - p)) };
+                    let same = a.iter().zip(&c).all(|(u, v)| u.to_bits() == v.to_bits());
+                    assert!(same, "avx512: n={n} base={base} p={p}");
+                }
                 let kept = a.iter().filter(|v| **v != 0.0).count() as f64 / n as f64;
                 assert!(
                     n < 1000 || (kept - (1.0 - p) as f64).abs() < 0.05,
