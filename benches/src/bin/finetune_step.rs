@@ -10,6 +10,8 @@
 //! taken in order and capped at SEQ: the batches are packed, so only those tokens are computed;
 //! tokens/s then counts them. Threads: RAYON_NUM_THREADS.
 //! DEVICE=cpu-bf16 runs it on `engine::device::CpuBf16` (the Linear GEMMs in bf16);
+//! PROFILE=1 (CPU devices) adds where the steps after the first spent their time, op by op
+//! (`engine::device::profile::Profiled`), on stderr;
 //! DEVICE=cuda or cuda-bf16 in the environment (a `--features cuda` build) runs the step on GPU 0
 //! (`scripts/device/gpu-check.sh finetune`); each step ends by reading its loss back, so the
 //! timing covers the device's work; `peak_rss_mib` is the host's.
@@ -20,18 +22,23 @@ use engine::device::{Cpu, Device};
 use engine::optim::AdamWConfig;
 
 fn main() {
+    let profile = std::env::var("PROFILE").is_ok_and(|v| v == "1");
     match std::env::var("DEVICE").as_deref() {
-        Ok("cpu") | Err(_) => run(&Cpu, "cpu"),
-        Ok("cpu-bf16") => run(&engine::device::CpuBf16, "cpu-bf16"),
+        Ok("cpu") | Err(_) if profile => profiled(&Cpu, "cpu"),
+        Ok("cpu-bf16") if profile => profiled(&engine::device::CpuBf16, "cpu-bf16"),
+        Ok("cpu") | Err(_) => run(&Cpu, "cpu", || {}),
+        Ok("cpu-bf16") => run(&engine::device::CpuBf16, "cpu-bf16", || {}),
         #[cfg(feature = "cuda")]
         Ok("cuda") => run(
             &engine::device::cuda::Cuda::new(0).expect("a CUDA GPU"),
             "cuda",
+            || {},
         ),
         #[cfg(feature = "cuda")]
         Ok("cuda-bf16") => run(
             &engine::device::cuda::CudaBf16::new(0).expect("a CUDA GPU"),
             "cuda-bf16",
+            || {},
         ),
         Ok(d) => {
             eprintln!("finetune_step: DEVICE={d:?} is not cpu, cpu-bf16, cuda or cuda-bf16 (cuda needs --features cuda)");
@@ -40,7 +47,15 @@ fn main() {
     }
 }
 
-fn run<D: Device>(dev: &D, device: &str) {
+/// [`run`] on `dev` wrapped in the op-by-op stopwatch, its table (steps 2..N) on stderr.
+fn profiled<D: Device>(dev: &D, device: &str) {
+    let p = engine::device::profile::Profiled::new(dev, || {});
+    run(&p, device, || p.reset());
+    eprintln!("steps 2..N, per op:\n{}", p.table());
+}
+
+/// Times the steps on `dev`; `after_first` runs once the first (warm-up) step is done.
+fn run<D: Device>(dev: &D, device: &str, after_first: impl Fn()) {
     let a: Vec<String> = std::env::args().collect();
     if a.len() < 6 {
         eprintln!("usage: finetune_step FAMILY MODEL BATCH SEQ STEPS [LENGTHS]");
@@ -149,6 +164,9 @@ fn run<D: Device>(dev: &D, device: &str) {
         let (loss, _) = tr.step(&x, Some(step as u64), 1e-5, 1.0).unwrap();
         times.push(t.elapsed().as_secs_f64());
         tokens.push(lens.iter().sum::<usize>());
+        if step == 0 {
+            after_first();
+        }
         assert!(loss.is_finite());
     }
     // Steps 2..N: the median step, and the real tokens per second over them.

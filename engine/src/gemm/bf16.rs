@@ -19,7 +19,7 @@
 //! cancellation; the tests bound it and `benches` reports it.
 
 use super::driver::{blocked, scale_c, with_buffers, Job, Tile};
-use super::memory::prefetch;
+use super::memory::{prefetch, prefetch_l2};
 use super::microkernel::{tile, with_tile, WithTile};
 use super::{run_checked, Blocking, GemmError, MatMut, MatRef};
 use crate::simd::{dispatch, Isa, Simd, SimdKernel};
@@ -410,8 +410,15 @@ mod native {
         // SAFETY: the caller upholds this function's safety contract, which covers every
         // operation of the body.
         unsafe {
+            // C's rows into L2 now, into L1 for the last C_LEAD k-pairs (as the f32 tile does).
+            let last = nr_eff.max(1) - 1;
+            for i in 0..mr_eff {
+                super::prefetch_l2(c.add(i * rsc));
+                super::prefetch_l2(c.add(i * rsc + last * csc));
+            }
+            const C_LEAD: usize = 8;
             let mut acc = [[_mm512_setzero_ps(); 2]; 12];
-            for q in 0..kp {
+            let step = |acc: &mut [[__m512; 2]; 12], q: usize| {
                 let b0: __m512bh =
                     std::mem::transmute(_mm512_loadu_si512(b.add(q * 32) as *const __m512i));
                 let b1: __m512bh =
@@ -422,6 +429,17 @@ mod native {
                     row[0] = _mm512_dpbf16_ps(row[0], ai, b0);
                     row[1] = _mm512_dpbf16_ps(row[1], ai, b1);
                 }
+            };
+            let lead = kp.saturating_sub(C_LEAD);
+            for q in 0..lead {
+                step(&mut acc, q);
+            }
+            for i in 0..mr_eff {
+                super::prefetch(c.add(i * rsc));
+                super::prefetch(c.add(i * rsc + last * csc));
+            }
+            for q in lead..kp {
+                step(&mut acc, q);
             }
             if csc == 1 {
                 // C rows are contiguous: `alpha * acc + beta * C` in registers, the columns
