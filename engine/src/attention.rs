@@ -340,6 +340,29 @@ fn dropout_rows(x: &mut [f32], n: usize, base: u64, stride: usize, p: f32, seed:
     }
 }
 
+/// `dst = dropout(src)` for blocks laid out as [`dropout_rows`]' (one pass, no copy first).
+fn dropout_rows_from(
+    dst: &mut [f32],
+    src: &[f32],
+    n: usize,
+    base: u64,
+    stride: usize,
+    p: f32,
+    seed: u64,
+) {
+    if p == 0.0 {
+        dst.copy_from_slice(src);
+        return;
+    }
+    if n == 0 {
+        return;
+    }
+    let scale = 1.0 / (1.0 - p);
+    for (i, (d, s)) in dst.chunks_mut(n).zip(src.chunks(n)).enumerate() {
+        crate::dropout::apply_from(d, s, base + (i * stride) as u64, seed, p, scale);
+    }
+}
+
 fn check_fused(qkv: usize, d: &FusedDims) -> Result<()> {
     let (b, s, h, hd) = (d.batch, d.seq, d.heads, d.head_dim);
     if d.lens.len() != b || d.lens.iter().any(|&l| l > s) || qkv != d.tokens() * 3 * h * hd {
@@ -431,15 +454,22 @@ pub fn fused_qkv_forward(
             } else {
                 None
             };
-            crate::softmax::softmax_rows_serial(isa, &sc.a, n, mask, &mut sc.c);
-            for (i, r) in sc.c.chunks(n).enumerate() {
-                pblock[i * s..i * s + n].copy_from_slice(r);
-            }
+            // The probabilities go straight into the saved block when its rows are contiguous
+            // (n == s: every sequence of a full-length batch), through the scratch otherwise.
+            let probs: &[f32] = if n == s {
+                crate::softmax::softmax_rows_serial(isa, &sc.a, n, mask, &mut pblock[..n * n]);
+                &pblock[..n * n]
+            } else {
+                crate::softmax::softmax_rows_serial(isa, &sc.a, n, mask, &mut sc.c);
+                for (i, r) in sc.c.chunks(n).enumerate() {
+                    pblock[i * s..i * s + n].copy_from_slice(r);
+                }
+                &sc.c
+            };
             if p > 0.0 {
-                sc.b.copy_from_slice(&sc.c);
-                dropout_rows(&mut sc.b, n, drop_base, s, p, seed);
+                dropout_rows_from(&mut sc.b, probs, n, drop_base, s, p, seed);
             }
-            let pd = if p > 0.0 { &sc.b } else { &sc.c };
+            let pd = if p > 0.0 { &sc.b } else { probs };
             // SAFETY: as above.
             unsafe {
                 let v = (qp as *const f32).offset(base).add(2 * hdim + hi * hd);
@@ -526,13 +556,18 @@ pub fn fused_qkv_backward(
             sc.a.resize(n * n, 0.0);
             sc.b.resize(n * n, 0.0);
             sc.c.resize(n * n, 0.0);
-            sc.mask.resize(n * n, 0.0);
-            // P, contiguous (sc.mask holds it), then Pd (sc.a).
-            for (i, r) in sc.mask.chunks_mut(n).enumerate() {
-                r.copy_from_slice(&pblock[i * s..i * s + n]);
-            }
-            sc.a.copy_from_slice(&sc.mask);
-            dropout_rows(&mut sc.a, n, (bh * s * s) as u64, s, p, seed);
+            // P, contiguous: the saved block itself when n == s, else a copy in sc.mask; then
+            // Pd (sc.a).
+            let pc: &[f32] = if n == s {
+                &pblock[..n * n]
+            } else {
+                sc.mask.resize(n * n, 0.0);
+                for (i, r) in sc.mask.chunks_mut(n).enumerate() {
+                    r.copy_from_slice(&pblock[i * s..i * s + n]);
+                }
+                &sc.mask
+            };
+            dropout_rows_from(&mut sc.a, pc, n, (bh * s * s) as u64, s, p, seed);
             // SAFETY: every read lies inside qkv / dout (checked lengths); every write goes to
             // this (sequence, head)'s Q, K or V columns of dqkv, which no other task touches.
             unsafe {
@@ -568,7 +603,7 @@ pub fn fused_qkv_backward(
                     job(n, n, hd, 1.0, dob, hdim, 1, v, 1, row, sc.b.as_mut_ptr(), n),
                 );
                 dropout_rows(&mut sc.b, n, (bh * s * s) as u64, s, p, seed);
-                crate::softmax::softmax_backward_rows(isa, &sc.mask, &sc.b, n, &mut sc.c);
+                crate::softmax::softmax_backward_rows(isa, pc, &sc.b, n, &mut sc.c);
                 let ds = sc.c.as_ptr();
                 // dQ = scale dS K;  dK = scale dS^T Q
                 run_serial(isa, job(n, hd, n, scale, ds, n, 1, k, row, 1, dq, row));

@@ -55,6 +55,35 @@ pub fn apply(x: &mut [f32], base: u64, seed: u64, p: f32, scale: f32) {
     apply_scalar(x, base, seed, p, scale);
 }
 
+/// `dst[j] = keep(seed, base + j) ? src[j] * scale : 0`: [`apply`] reading another buffer,
+/// one pass instead of a copy and a pass on the AVX-512 path. Panics if the lengths differ.
+pub fn apply_from(dst: &mut [f32], src: &[f32], base: u64, seed: u64, p: f32, scale: f32) {
+    assert_eq!(
+        dst.len(),
+        src.len(),
+        "dropout: source and destination lengths"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if avx512::available() {
+        // SAFETY: AVX512F and AVX512DQ were detected at run time; both slices hold len values
+        // and are distinct borrows.
+        unsafe {
+            avx512::run(
+                src.as_ptr(),
+                dst.as_mut_ptr(),
+                dst.len(),
+                base,
+                seed,
+                p,
+                scale,
+            )
+        };
+        return;
+    }
+    dst.copy_from_slice(src);
+    apply(dst, base, seed, p, scale);
+}
+
 /// `x[j] = keep(seed, base + j) ? x[j] * scale : 0`, one element at a time.
 pub fn apply_scalar(x: &mut [f32], base: u64, seed: u64, p: f32, scale: f32) {
     for (j, v) in x.iter_mut().enumerate() {
@@ -178,8 +207,27 @@ pub mod avx512 {
 
     /// # Safety
     /// The CPU must support AVX512F and AVX512DQ ([`available`]).
-    #[target_feature(enable = "avx512f,avx512dq")]
     pub unsafe fn apply(x: &mut [f32], base: u64, seed: u64, p: f32, scale: f32) {
+        let ptr = x.as_mut_ptr();
+        // SAFETY: forwarded; in place (source and destination the same n values).
+        unsafe { run(ptr, ptr, x.len(), base, seed, p, scale) }
+    }
+
+    /// `dst[j] = keep(seed, base + j) ? src[j] * scale : 0` for j < n.
+    ///
+    /// # Safety
+    /// The CPU must support AVX512F and AVX512DQ; `src` and `dst` are valid for n values and
+    /// are either the same buffer or do not overlap.
+    #[target_feature(enable = "avx512f,avx512dq")]
+    pub(super) unsafe fn run(
+        src: *const f32,
+        dst: *mut f32,
+        n: usize,
+        base: u64,
+        seed: u64,
+        p: f32,
+        scale: f32,
+    ) {
         // SAFETY: the caller upholds this function's safety contract, which covers every
         // operation of the body.
         unsafe {
@@ -190,8 +238,7 @@ pub mod avx512 {
             let mut lo = _mm512_setr_epi64(g(0), g(1), g(2), g(3), g(4), g(5), g(6), g(7));
             let mut hi = _mm512_setr_epi64(g(8), g(9), g(10), g(11), g(12), g(13), g(14), g(15));
             let step = _mm512_set1_epi64(16u64.wrapping_mul(GOLDEN) as i64);
-            let n16 = x.len() / 16 * 16;
-            let ptr = x.as_mut_ptr();
+            let n16 = n / 16 * 16;
             let mut j = 0;
             while j < n16 {
                 let bits = _mm512_inserti64x4::<1>(
@@ -199,13 +246,20 @@ pub mod avx512 {
                     bits24(vseed, hi),
                 );
                 let keep = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(_mm512_cvtepi32_ps(bits), threshold);
-                let v = _mm512_loadu_ps(ptr.add(j));
-                _mm512_storeu_ps(ptr.add(j), _mm512_maskz_mul_ps(keep, v, vscale));
+                let v = _mm512_loadu_ps(src.add(j));
+                _mm512_storeu_ps(dst.add(j), _mm512_maskz_mul_ps(keep, v, vscale));
                 lo = _mm512_add_epi64(lo, step);
                 hi = _mm512_add_epi64(hi, step);
                 j += 16;
             }
-            super::apply_scalar(&mut x[n16..], base + n16 as u64, seed, p, scale);
+            for j in n16..n {
+                let x = *src.add(j);
+                *dst.add(j) = if super::keep(seed, base + j as u64, p) {
+                    x * scale
+                } else {
+                    0.0
+                };
+            }
         }
     }
 }
@@ -241,6 +295,10 @@ mod tests {
                     let same = a.iter().zip(&c).all(|(u, v)| u.to_bits() == v.to_bits());
                     assert!(same, "avx512: n={n} base={base} p={p}");
                 }
+                let mut d = vec![f32::NAN; n];
+                super::apply_from(&mut d, &x, base, seed, p, 1.0 / (1.0 - p));
+                let same = a.iter().zip(&d).all(|(u, v)| u.to_bits() == v.to_bits());
+                assert!(same, "apply_from: n={n} base={base} p={p}");
                 let kept = a.iter().filter(|v| **v != 0.0).count() as f64 / n as f64;
                 assert!(
                     n < 1000 || (kept - (1.0 - p) as f64).abs() < 0.05,
