@@ -418,28 +418,16 @@ mod native {
             }
             const C_LEAD: usize = 8;
             let mut acc = [[_mm512_setzero_ps(); 2]; 12];
-            let step = |acc: &mut [[__m512; 2]; 12], q: usize| {
-                let b0: __m512bh =
-                    std::mem::transmute(_mm512_loadu_si512(b.add(q * 32) as *const __m512i));
-                let b1: __m512bh =
-                    std::mem::transmute(_mm512_loadu_si512(b.add(q * 32 + 16) as *const __m512i));
-                for (i, row) in acc.iter_mut().enumerate() {
-                    let ai: __m512bh =
-                        std::mem::transmute(_mm512_set1_epi32(*a.add(q * 12 + i) as i32));
-                    row[0] = _mm512_dpbf16_ps(row[0], ai, b0);
-                    row[1] = _mm512_dpbf16_ps(row[1], ai, b1);
-                }
-            };
             let lead = kp.saturating_sub(C_LEAD);
             for q in 0..lead {
-                step(&mut acc, q);
+                pair(&mut acc, a, b, q);
             }
             for i in 0..mr_eff {
                 super::prefetch(c.add(i * rsc));
                 super::prefetch(c.add(i * rsc + last * csc));
             }
             for q in lead..kp {
-                step(&mut acc, q);
+                pair(&mut acc, a, b, q);
             }
             if csc == 1 {
                 // C rows are contiguous: `alpha * acc + beta * C` in registers, the columns
@@ -477,6 +465,29 @@ mod native {
         }
     }
 
+    /// k-pair `q` of the 12 x 32 tile: 2 loads of B words, 12 broadcasts of A words, 24
+    /// `vdpbf16ps`. (A function, not a closure: it must inline into `kernel`'s features.)
+    ///
+    /// # Safety
+    /// As [`kernel`]: pair q of both slivers is readable, the CPU has AVX512-BF16.
+    #[inline(always)]
+    unsafe fn pair(acc: &mut [[__m512; 2]; 12], a: *const u32, b: *const u32, q: usize) {
+        // SAFETY: the caller upholds this function's safety contract, which covers every
+        // operation of the body.
+        unsafe {
+            let b0: __m512bh =
+                std::mem::transmute(_mm512_loadu_si512(b.add(q * 32) as *const __m512i));
+            let b1: __m512bh =
+                std::mem::transmute(_mm512_loadu_si512(b.add(q * 32 + 16) as *const __m512i));
+            for (i, row) in acc.iter_mut().enumerate() {
+                let ai: __m512bh =
+                    std::mem::transmute(_mm512_set1_epi32(*a.add(q * 12 + i) as i32));
+                row[0] = _mm512_dpbf16_ps(row[0], ai, b0);
+                row[1] = _mm512_dpbf16_ps(row[1], ai, b1);
+            }
+        }
+    }
+
     /// Each lane rounded to bf16 as `to_bf16_bits` rounds (to nearest even; a NaN stays a
     /// NaN, quieted), the result in the lane's upper 16 bits (the lower 16 are not zeroed).
     ///
@@ -492,6 +503,45 @@ mod native {
         _mm512_mask_or_epi32(r, nan, v, _mm512_set1_epi32(0x0040_0000))
     }
 
+    /// The 8 x 8 transpose of 32-bit words: row j of the result holds word j of every input.
+    ///
+    /// # Safety
+    /// The CPU has AVX2.
+    #[inline(always)]
+    unsafe fn transpose8(r: [__m256i; 8]) -> [__m256i; 8] {
+        // SAFETY: register-only AVX2 operations (the caller's contract).
+        unsafe {
+            let t0 = _mm256_unpacklo_epi32(r[0], r[1]);
+            let t1 = _mm256_unpackhi_epi32(r[0], r[1]);
+            let t2 = _mm256_unpacklo_epi32(r[2], r[3]);
+            let t3 = _mm256_unpackhi_epi32(r[2], r[3]);
+            let t4 = _mm256_unpacklo_epi32(r[4], r[5]);
+            let t5 = _mm256_unpackhi_epi32(r[4], r[5]);
+            let t6 = _mm256_unpacklo_epi32(r[6], r[7]);
+            let t7 = _mm256_unpackhi_epi32(r[6], r[7]);
+            // Per 128-bit half: words (0, 1) of rows 0-3 in u0, u1; (2, 3) in u2, u3; rows 4-7
+            // in u4-u7. Then the halves are joined: low halves give words 0-3, high 4-7.
+            let u0 = _mm256_unpacklo_epi64(t0, t2);
+            let u1 = _mm256_unpackhi_epi64(t0, t2);
+            let u2 = _mm256_unpacklo_epi64(t1, t3);
+            let u3 = _mm256_unpackhi_epi64(t1, t3);
+            let u4 = _mm256_unpacklo_epi64(t4, t6);
+            let u5 = _mm256_unpackhi_epi64(t4, t6);
+            let u6 = _mm256_unpacklo_epi64(t5, t7);
+            let u7 = _mm256_unpackhi_epi64(t5, t7);
+            [
+                _mm256_permute2x128_si256::<0x20>(u0, u4),
+                _mm256_permute2x128_si256::<0x20>(u1, u5),
+                _mm256_permute2x128_si256::<0x20>(u2, u6),
+                _mm256_permute2x128_si256::<0x20>(u3, u7),
+                _mm256_permute2x128_si256::<0x31>(u0, u4),
+                _mm256_permute2x128_si256::<0x31>(u1, u5),
+                _mm256_permute2x128_si256::<0x31>(u2, u6),
+                _mm256_permute2x128_si256::<0x31>(u3, u7),
+            ]
+        }
+    }
+
     /// Lane mask for the first `n` (at most 16) of 16 lanes.
     #[inline(always)]
     fn first(n: usize) -> __mmask16 {
@@ -503,9 +553,10 @@ mod native {
     }
 
     /// The scalar `pack_pairs` (same arguments, same layout) with the rounding vectorised, and
-    /// bit-identical to it. When k is contiguous (ks == 1) each lane's pairs are converted 8 words at a time and
-    /// scattered down its column of the sliver; when the lanes are (ls == 1) two k-rows of up to
-    /// 16 lanes are merged into words and stored whole; otherwise the scalar packing runs.
+    /// bit-identical to it. When k is contiguous (ks == 1) eight lanes' pairs are converted 8
+    /// words at a time and transposed into the sliver's rows; when the lanes are (ls == 1) two
+    /// k-rows of up to 16 lanes are merged into words and stored whole; otherwise the scalar
+    /// packing runs.
     ///
     /// # Safety
     /// The CPU has AVX512F; `src` is valid for every (l, k) above; dst holds
@@ -528,26 +579,44 @@ mod native {
             assert!(dst.len() >= slivers * kp * w, "packing buffer too small");
             let d = dst.as_mut_ptr();
             if ks == 1 {
+                // Eight lanes at a time: each lane's 16 floats (8 pairs) rounded to 8 words,
+                // the 8 x 8 words transposed in registers, and stored as 8 rows of the sliver
+                // (one k-pair each, 8 lanes wide), instead of one scalar store per word.
                 for s in 0..slivers {
                     let sl = d.add(s * kp * w);
-                    for l in 0..w {
-                        let lane = s * w + l;
-                        if lane >= count {
-                            for q in 0..kp {
-                                *sl.add(q * w + l) = 0;
+                    for q0 in (0..kp).step_by(8) {
+                        // 16 floats (fewer at the end of k: zeros past kc) -> 8 words.
+                        let m = first(kc - 2 * q0);
+                        let pairs = (kp - q0).min(8);
+                        for l0 in (0..w).step_by(8) {
+                            let g = (w - l0).min(8);
+                            let mut r = [_mm256_setzero_si256(); 8];
+                            for (i, ri) in r.iter_mut().enumerate().take(g) {
+                                let lane = s * w + l0 + i;
+                                if lane < count {
+                                    let p = src.add(lane * ls + 2 * q0) as *const i32;
+                                    let v = _mm512_maskz_loadu_epi32(m, p);
+                                    *ri =
+                                        _mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(round_hi(v)));
+                                }
                             }
-                            continue;
-                        }
-                        let row = src.add(lane * ls);
-                        for q0 in (0..kp).step_by(8) {
-                            // 16 floats (fewer at the end of k: zeros past kc) -> 8 words.
-                            let m = first(kc - 2 * q0);
-                            let v = _mm512_maskz_loadu_epi32(m, row.add(2 * q0) as *const i32);
-                            let words = _mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(round_hi(v)));
-                            let mut t = [0u32; 8];
-                            _mm256_storeu_si256(t.as_mut_ptr() as *mut __m256i, words);
-                            for (j, &x) in t.iter().enumerate().take(kp - q0) {
-                                *sl.add((q0 + j) * w + l) = x;
+                            let t = transpose8(r);
+                            for (j, tj) in t.iter().enumerate().take(pairs) {
+                                let o = sl.add((q0 + j) * w + l0);
+                                match g {
+                                    8 => _mm256_storeu_si256(o as *mut __m256i, *tj),
+                                    4 => _mm_storeu_si128(
+                                        o as *mut __m128i,
+                                        _mm256_castsi256_si128(*tj),
+                                    ),
+                                    _ => {
+                                        let mut x = [0u32; 8];
+                                        _mm256_storeu_si256(x.as_mut_ptr() as *mut __m256i, *tj);
+                                        for (e, &v) in x.iter().enumerate().take(g) {
+                                            *o.add(e) = v;
+                                        }
+                                    }
+                                }
                             }
                         }
                     }
