@@ -2,12 +2,17 @@
 //! `hash(s, i) >= p * 2^24`, so the mask is a pure function of (seed, index). The backward pass
 //! regenerates it instead of storing it, and a GPU kernel can produce the same mask.
 
+/// SplitMix64's constants: the index step (golden ratio) and the finaliser's two multipliers.
+const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
+const C1: u64 = 0xBF58_476D_1CE4_E5B9;
+const C2: u64 = 0x94D0_49BB_1331_11EB;
+
 /// SplitMix64's finaliser on (seed, index): a fixed, well-mixed 64-bit hash.
 #[inline(always)]
 pub fn hash(seed: u64, i: u64) -> u64 {
-    let mut z = seed ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    let mut z = seed ^ i.wrapping_mul(GOLDEN);
+    z = (z ^ (z >> 30)).wrapping_mul(C1);
+    z = (z ^ (z >> 27)).wrapping_mul(C2);
     z ^ (z >> 31)
 }
 
@@ -102,9 +107,7 @@ pub fn apply_scalar(x: &mut [f32], base: u64, seed: u64, p: f32, scale: f32) {
 pub mod avx2 {
     use std::arch::x86_64::*;
 
-    const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
-    const C1: u64 = 0xBF58_476D_1CE4_E5B9;
-    const C2: u64 = 0x94D0_49BB_1331_11EB;
+    use super::{C1, C2, GOLDEN};
 
     /// Low 64 bits of a * c in each lane.
     #[inline(always)]
@@ -179,9 +182,7 @@ pub mod avx2 {
 pub mod avx512 {
     use std::arch::x86_64::*;
 
-    const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
-    const C1: u64 = 0xBF58_476D_1CE4_E5B9;
-    const C2: u64 = 0x94D0_49BB_1331_11EB;
+    use super::{C1, C2, GOLDEN};
 
     /// Whether this CPU runs [`apply`] (AVX512F and AVX512DQ).
     pub fn available() -> bool {
