@@ -35,7 +35,10 @@ fn main() {
     let model = args.get(1).map(String::as_str).unwrap_or("bert-mini");
     let b: usize = args.get(2).and_then(|v| v.parse().ok()).unwrap_or(32);
     let s: usize = args.get(3).and_then(|v| v.parse().ok()).unwrap_or(128);
-    let c = BertConfig::preset(model, 30522).unwrap();
+    let c = BertConfig::preset(model, 30522).unwrap_or_else(|e| {
+        eprintln!("step_profile: {e}");
+        std::process::exit(2)
+    });
     println!(
         "{model} B{b} S{s} on {device}, {} threads",
         rayon::current_num_threads()
@@ -53,8 +56,11 @@ fn main() {
             let d = engine::device::cuda::CudaBf16::new(0).unwrap();
             profile(&d, || d.inner.gpu.synchronize().unwrap(), &c, b, s)
         }
-        other => panic!(
-            "unknown device '{other}' (cpu, cpu-bf16, or cuda / cuda-bf16 with --features cuda)"
-        ),
+        other => {
+            eprintln!(
+                "step_profile: unknown device '{other}' (cpu, cpu-bf16, or cuda / cuda-bf16 with --features cuda)"
+            );
+            std::process::exit(2)
+        }
     }
 }
