@@ -503,45 +503,6 @@ mod native {
         _mm512_mask_or_epi32(r, nan, v, _mm512_set1_epi32(0x0040_0000))
     }
 
-    /// The 8 x 8 transpose of 32-bit words: row j of the result holds word j of every input.
-    ///
-    /// # Safety
-    /// The CPU has AVX2.
-    #[inline(always)]
-    unsafe fn transpose8(r: [__m256i; 8]) -> [__m256i; 8] {
-        // SAFETY: register-only AVX2 operations (the caller's contract).
-        unsafe {
-            let t0 = _mm256_unpacklo_epi32(r[0], r[1]);
-            let t1 = _mm256_unpackhi_epi32(r[0], r[1]);
-            let t2 = _mm256_unpacklo_epi32(r[2], r[3]);
-            let t3 = _mm256_unpackhi_epi32(r[2], r[3]);
-            let t4 = _mm256_unpacklo_epi32(r[4], r[5]);
-            let t5 = _mm256_unpackhi_epi32(r[4], r[5]);
-            let t6 = _mm256_unpacklo_epi32(r[6], r[7]);
-            let t7 = _mm256_unpackhi_epi32(r[6], r[7]);
-            // Per 128-bit half: words (0, 1) of rows 0-3 in u0, u1; (2, 3) in u2, u3; rows 4-7
-            // in u4-u7. Then the halves are joined: low halves give words 0-3, high 4-7.
-            let u0 = _mm256_unpacklo_epi64(t0, t2);
-            let u1 = _mm256_unpackhi_epi64(t0, t2);
-            let u2 = _mm256_unpacklo_epi64(t1, t3);
-            let u3 = _mm256_unpackhi_epi64(t1, t3);
-            let u4 = _mm256_unpacklo_epi64(t4, t6);
-            let u5 = _mm256_unpackhi_epi64(t4, t6);
-            let u6 = _mm256_unpacklo_epi64(t5, t7);
-            let u7 = _mm256_unpackhi_epi64(t5, t7);
-            [
-                _mm256_permute2x128_si256::<0x20>(u0, u4),
-                _mm256_permute2x128_si256::<0x20>(u1, u5),
-                _mm256_permute2x128_si256::<0x20>(u2, u6),
-                _mm256_permute2x128_si256::<0x20>(u3, u7),
-                _mm256_permute2x128_si256::<0x31>(u0, u4),
-                _mm256_permute2x128_si256::<0x31>(u1, u5),
-                _mm256_permute2x128_si256::<0x31>(u2, u6),
-                _mm256_permute2x128_si256::<0x31>(u3, u7),
-            ]
-        }
-    }
-
     /// Lane mask for the first `n` (at most 16) of 16 lanes.
     #[inline(always)]
     fn first(n: usize) -> __mmask16 {
@@ -590,28 +551,27 @@ mod native {
                         let pairs = (kp - q0).min(8);
                         for l0 in (0..w).step_by(8) {
                             let g = (w - l0).min(8);
-                            let mut r = [_mm256_setzero_si256(); 8];
+                            // Words ride in f32 lanes through the (shuffle-only) transpose.
+                            let mut r = [_mm256_setzero_ps(); 8];
                             for (i, ri) in r.iter_mut().enumerate().take(g) {
                                 let lane = s * w + l0 + i;
                                 if lane < count {
                                     let p = src.add(lane * ls + 2 * q0) as *const i32;
                                     let v = _mm512_maskz_loadu_epi32(m, p);
-                                    *ri =
-                                        _mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(round_hi(v)));
+                                    *ri = _mm256_castsi256_ps(_mm512_cvtepi32_epi16(
+                                        _mm512_srli_epi32::<16>(round_hi(v)),
+                                    ));
                                 }
                             }
-                            let t = transpose8(r);
+                            let t = crate::simd::transpose8(r);
                             for (j, tj) in t.iter().enumerate().take(pairs) {
                                 let o = sl.add((q0 + j) * w + l0);
                                 match g {
-                                    8 => _mm256_storeu_si256(o as *mut __m256i, *tj),
-                                    4 => _mm_storeu_si128(
-                                        o as *mut __m128i,
-                                        _mm256_castsi256_si128(*tj),
-                                    ),
+                                    8 => _mm256_storeu_ps(o as *mut f32, *tj),
+                                    4 => _mm_storeu_ps(o as *mut f32, _mm256_castps256_ps128(*tj)),
                                     _ => {
                                         let mut x = [0u32; 8];
-                                        _mm256_storeu_si256(x.as_mut_ptr() as *mut __m256i, *tj);
+                                        _mm256_storeu_ps(x.as_mut_ptr() as *mut f32, *tj);
                                         for (e, &v) in x.iter().enumerate().take(g) {
                                             *o.add(e) = v;
                                         }

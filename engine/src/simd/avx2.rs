@@ -20,9 +20,46 @@ impl Avx2 {
 }
 
 #[cfg(target_arch = "x86_64")]
-/// The 8x8 transpose of ROWS (6 or 8) rows x 8 columns in registers (missing rows are
-/// zero): unpack pairs of rows, shuffle pairs of pairs, then swap 128-bit halves. Stores
-/// exactly ROWS floats per column (6 as 4 + 2), so nothing outside the block is touched.
+/// The 8x8 transpose of eight registers of 8 lanes: lane j of result i is lane i of input j.
+/// Unpack pairs of rows, shuffle pairs of pairs, then swap 128-bit halves. Pure data movement
+/// (no arithmetic on the lanes), so it moves any 32-bit payload bit for bit (the bf16 packer
+/// passes words through it).
+/// # Safety
+/// AVX2 available.
+#[inline(always)]
+pub(crate) unsafe fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
+    // SAFETY: register-only AVX2 operations (the caller's contract).
+    unsafe {
+        let [r0, r1, r2, r3, r4, r5, r6, r7] = r;
+        let (t0, t1) = (_mm256_unpacklo_ps(r0, r1), _mm256_unpackhi_ps(r0, r1));
+        let (t2, t3) = (_mm256_unpacklo_ps(r2, r3), _mm256_unpackhi_ps(r2, r3));
+        let (t4, t5) = (_mm256_unpacklo_ps(r4, r5), _mm256_unpackhi_ps(r4, r5));
+        let (t6, t7) = (_mm256_unpacklo_ps(r6, r7), _mm256_unpackhi_ps(r6, r7));
+        let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+        let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+        let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+        let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+        let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+        let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+        let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+        let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+        [
+            _mm256_permute2f128_ps::<0x20>(u0, u4),
+            _mm256_permute2f128_ps::<0x20>(u1, u5),
+            _mm256_permute2f128_ps::<0x20>(u2, u6),
+            _mm256_permute2f128_ps::<0x20>(u3, u7),
+            _mm256_permute2f128_ps::<0x31>(u0, u4),
+            _mm256_permute2f128_ps::<0x31>(u1, u5),
+            _mm256_permute2f128_ps::<0x31>(u2, u6),
+            _mm256_permute2f128_ps::<0x31>(u3, u7),
+        ]
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+/// The 8x8 transpose ([`transpose8`]) of ROWS (6 or 8) rows x 8 columns loaded from memory
+/// (missing rows are zero). Stores exactly ROWS floats per column (6 as 4 + 2), so nothing
+/// outside the block is touched.
 /// # Safety
 /// AVX2 available (callers hold an Avx2/Avx512 token); pointer contract as
 /// `Simd::pack_transposed_x8`.
@@ -50,28 +87,7 @@ pub(super) unsafe fn transpose_x8<const ROWS: usize>(
         } else {
             (_mm256_setzero_ps(), _mm256_setzero_ps())
         };
-        let (t0, t1) = (_mm256_unpacklo_ps(r0, r1), _mm256_unpackhi_ps(r0, r1));
-        let (t2, t3) = (_mm256_unpacklo_ps(r2, r3), _mm256_unpackhi_ps(r2, r3));
-        let (t4, t5) = (_mm256_unpacklo_ps(r4, r5), _mm256_unpackhi_ps(r4, r5));
-        let (t6, t7) = (_mm256_unpacklo_ps(r6, r7), _mm256_unpackhi_ps(r6, r7));
-        let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
-        let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
-        let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
-        let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
-        let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
-        let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
-        let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
-        let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
-        let cols = [
-            _mm256_permute2f128_ps::<0x20>(u0, u4),
-            _mm256_permute2f128_ps::<0x20>(u1, u5),
-            _mm256_permute2f128_ps::<0x20>(u2, u6),
-            _mm256_permute2f128_ps::<0x20>(u3, u7),
-            _mm256_permute2f128_ps::<0x31>(u0, u4),
-            _mm256_permute2f128_ps::<0x31>(u1, u5),
-            _mm256_permute2f128_ps::<0x31>(u2, u6),
-            _mm256_permute2f128_ps::<0x31>(u3, u7),
-        ];
+        let cols = transpose8([r0, r1, r2, r3, r4, r5, r6, r7]);
         for (p, c) in cols.iter().enumerate() {
             let d = dst.add(p * ld);
             if ROWS == 8 {

@@ -22,6 +22,8 @@ mod avx512;
 mod emu512;
 mod portable;
 
+#[cfg(target_arch = "x86_64")]
+pub(crate) use avx2::transpose8;
 pub use avx2::Avx2;
 pub use avx512::Avx512;
 pub use emu512::Emu512;
