@@ -28,14 +28,27 @@ fn fill(n: usize, seed: usize) -> Vec<f32> {
         .collect()
 }
 
+/// Best of 7 of `C = A B + beta C` (C `rows` x `cols`) in f32 or bf16, milliseconds.
 #[allow(clippy::too_many_arguments)]
-fn run(bf16: bool, threads: usize, alpha: f32, a: MatRef, b: MatRef, beta: f32, c: MatMut) {
+fn time(
+    bf16: bool,
+    threads: usize,
+    a: MatRef,
+    b: MatRef,
+    beta: f32,
+    c: &mut [f32],
+    rows: usize,
+    cols: usize,
+) -> f64 {
     let isa = Isa::best();
-    if bf16 {
-        gemm_bf16_with(isa, threads, alpha, a, b, beta, c).unwrap()
-    } else {
-        gemm_with(isa, threads, alpha, a, b, beta, c).unwrap()
-    }
+    best_ms(|| {
+        let c = MatMut::row_major(c, rows, cols);
+        if bf16 {
+            gemm_bf16_with(isa, threads, 1.0, a, b, beta, c).unwrap()
+        } else {
+            gemm_with(isa, threads, 1.0, a, b, beta, c).unwrap()
+        }
+    })
 }
 
 fn main() {
@@ -71,39 +84,14 @@ fn main() {
             (vec![0.0; m * out], vec![0.0; m * inp], vec![0.0; out * inp]);
         let fl = 2.0 * (m * inp * out) as f64;
         for bf16 in [false, true] {
-            let fwd = best_ms(|| {
-                run(
-                    bf16,
-                    threads,
-                    1.0,
-                    MatRef::row_major(&x, m, inp),
-                    MatRef::row_major(&w, out, inp).t(),
-                    0.0,
-                    MatMut::row_major(&mut y, m, out),
-                )
-            });
-            let bx = best_ms(|| {
-                run(
-                    bf16,
-                    threads,
-                    1.0,
-                    MatRef::row_major(&dy, m, out),
-                    MatRef::row_major(&w, out, inp),
-                    0.0,
-                    MatMut::row_major(&mut dx, m, inp),
-                )
-            });
-            let bw = best_ms(|| {
-                run(
-                    bf16,
-                    threads,
-                    1.0,
-                    MatRef::row_major(&dy, m, out).t(),
-                    MatRef::row_major(&x, m, inp),
-                    1.0,
-                    MatMut::row_major(&mut dw, out, inp),
-                )
-            });
+            let (xr, wr, dyr) = (
+                MatRef::row_major(&x, m, inp),
+                MatRef::row_major(&w, out, inp),
+                MatRef::row_major(&dy, m, out),
+            );
+            let fwd = time(bf16, threads, xr, wr.t(), 0.0, &mut y, m, out);
+            let bx = time(bf16, threads, dyr, wr, 0.0, &mut dx, m, inp);
+            let bw = time(bf16, threads, dyr.t(), xr, 1.0, &mut dw, out, inp);
             println!(
                 "| {name} | {inp} -> {out} | {m} | {} | {:.1} | {:.1} | {:.1} |",
                 if bf16 { "bf16" } else { "f32" },
