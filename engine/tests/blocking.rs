@@ -155,7 +155,7 @@ fn the_model_follows_the_caches() {
     for (caches, isa) in [(zen3, Isa::Avx2), (spr, Isa::Avx512), (zen3, Isa::Portable)] {
         let b = Blocking::model(isa, &caches);
         let (mr, nr) = match isa {
-            Isa::Avx512 => (12, 32),
+            Isa::Avx512 => (6, 64),
             Isa::Avx2 => (6, 16),
             Isa::Portable => (4, 8),
         };
@@ -194,7 +194,7 @@ fn the_model_follows_the_caches() {
     };
     let z = Blocking::model(Isa::Avx512, &zen4);
     for k in [64, 384, 768, 1536, 3072] {
-        assert!(z.for_depth(k, 12).mc >= 128, "{z:?} k {k}");
+        assert!(z.for_depth(k, 6).mc >= 128, "{z:?} k {k}");
     }
     // A bigger L2 gives a longer KC (up to the cap) and a bigger A block.
     let a = Blocking::model(Isa::Avx512, &spr);

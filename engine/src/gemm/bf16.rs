@@ -34,6 +34,16 @@ pub fn bf16_mode(isa: Isa) -> &'static str {
     }
 }
 
+/// The register tile (MR, NR) the bf16 GEMM runs on `isa`: the native tile's 12 x 32, else
+/// the f32 tile, which the emulated tile shares.
+pub(crate) fn bf16_tile(isa: Isa) -> (usize, usize) {
+    #[cfg(target_arch = "x86_64")]
+    if bf16_mode(isa) == "native" {
+        return (Native::MR, Native::NR);
+    }
+    tile(isa)
+}
+
 /// Rounds an f32 to bf16 bits (round to nearest even; NaN stays NaN).
 #[inline(always)]
 fn to_bf16_bits(x: f32) -> u32 {
@@ -71,15 +81,19 @@ pub fn gemm_bf16_with(
         b,
         beta,
         c,
-        tile(isa),
+        bf16_tile(isa),
         run_serial_bf16,
     )
 }
 
-/// The blocking, in k: the f32 GEMM's for this CPU ([`Blocking::current`]) with KC doubled, so
-/// that a packed sliver holds the same bytes (a word is a pair of k), MC and NC unchanged.
+/// The blocking, in k: the f32 GEMM's for this CPU ([`Blocking::current`]), with KC scaled so
+/// that a packed B sliver of the bf16 tile holds the same bytes as the f32 tile's (the native
+/// tile is half as wide: twice the depth; MC scaled back to keep the A block's bytes), then
+/// doubled (a word is a pair of k). NC unchanged.
 pub(crate) fn bf16_blocking(isa: Isa) -> Blocking {
     let b = Blocking::current(isa);
+    let (mr, nr) = bf16_tile(isa);
+    let b = b.with_kc(b.kc * tile(isa).1 / nr, mr);
     Blocking { kc: 2 * b.kc, ..b }
 }
 
@@ -96,7 +110,7 @@ pub(crate) unsafe fn run_serial_bf16(isa: Isa, job: Job) {
             scale_c(job, job.beta);
             return;
         }
-        let blocking = bf16_blocking(isa).for_depth(job.k, tile(isa).0);
+        let blocking = bf16_blocking(isa).for_depth(job.k, bf16_tile(isa).0);
         struct K<'a> {
             job: Job,
             blocking: Blocking,
@@ -129,7 +143,7 @@ pub(crate) unsafe fn run_serial_bf16(isa: Isa, job: Job) {
         with_buffers(
             &job,
             blocking,
-            tile(isa),
+            bf16_tile(isa),
             2,
             |ap: &mut [u32], bp: &mut [u32]| {
                 if bf16_mode(isa) == "native" {
@@ -151,7 +165,8 @@ pub(crate) unsafe fn run_serial_bf16(isa: Isa, job: Job) {
     }
 }
 
-/// `vdpbf16ps`, 12 x 32 (AVX-512's f32 tile shape).
+/// `vdpbf16ps`, 12 x 32: 2 loads of B words and 12 broadcasts per 24 dot products (the f32
+/// tile is 6 x 64; this one keeps the shape it was tuned with, see [`bf16_tile`]).
 #[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy)]
 pub(crate) struct Native;

@@ -15,7 +15,7 @@
 //! ```
 //! The microkernel broadcasts one A value per row and multiplies it by the NR/LANES vectors of
 //! the B sliver: MR x NR/LANES independent FMA chains, enough to hide the FMA latency
-//! (AVX2: 6 x 16 = 12 ymm accumulators; AVX-512: 12 x 32 = 24 zmm accumulators).
+//! (AVX2: 6 x 16 = 12 ymm accumulators; AVX-512: 6 x 64 = 24 zmm accumulators).
 //!
 //! Threads: the problem is cut into disjoint blocks of C (along n when it is wide, else along m)
 //! and each rayon task runs the whole blocked algorithm on its block with its own packing

@@ -1,6 +1,6 @@
 //! B packed once for many GEMMs against it (a weight matrix at inference).
 
-use super::bf16::{bf16_blocking, bf16_mode, Emulated};
+use super::bf16::{bf16_blocking, bf16_mode, bf16_tile, Emulated};
 use super::blocking::{kc_block, mc_block, Blocking};
 use super::driver::{a_slivers, scale_c, split, Job, Tile, PARALLEL_MIN_FLOPS};
 use super::memory::PACK;
@@ -64,7 +64,7 @@ impl PackedB {
             )));
         }
         let (k, n) = (b.rows, b.cols);
-        let nr = tile(isa).1;
+        let nr = if bf16 { bf16_tile(isa) } else { tile(isa) }.1;
         // k per packed element; KC blocks of k (even for bf16, so that blocks start on a pair).
         let kper = if bf16 { 2 } else { 1 };
         let kc = if bf16 {
@@ -207,8 +207,8 @@ pub fn gemm_prepacked(
         return Ok(());
     }
     let isa = b.isa;
-    let (mr, nr) = tile(isa);
     let bf16 = b.bf16;
+    let (mr, nr) = if bf16 { bf16_tile(isa) } else { tile(isa) };
     let kper = if bf16 { 2 } else { 1 };
     // The native bf16 tile runs without a dispatch (its code carries its target features).
     let native = cfg!(target_arch = "x86_64") && bf16 && bf16_mode(isa) == "native";

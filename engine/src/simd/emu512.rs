@@ -4,8 +4,8 @@ use super::*;
 
 /// A software stand-in for [`Avx512`]: 16 lanes as two [`Portable`] halves, with
 /// `ISA = Isa::Avx512`, so a kernel instantiated with it takes every AVX-512 decision (16-lane
-/// loops and their tails, the GEMM's 12 x 32 register tile and packing, the bf16 GEMM's
-/// emulated 12 x 32 kernel) on a CPU that has no AVX-512. The development machine has none,
+/// loops and their tails, the GEMM's 6 x 64 register tile and packing, the bf16 GEMM's
+/// emulated kernel on that tile) on a CPU that has no AVX-512. The development machine has none,
 /// so this is how those paths are tested: `ENGINE_EMULATE_AVX512=1 cargo test` (part of
 /// `scripts/test`) makes [`Isa::available`] list `Avx512` and [`dispatch`] run it here.
 /// What it cannot check is the [`Avx512`] impl itself (one intrinsic per method) and the
