@@ -47,6 +47,29 @@ pub(crate) trait Tile: Copy {
         nc: usize,
     );
 
+    /// Whether [`Tile::tile_direct`] exists: the tile can read a row-major A in place.
+    const DIRECT_A: bool = false;
+
+    /// [`Tile::tile`] over MR full rows of a row-major A read in place, unpacked: row i's
+    /// `kc` elements at `a + i * ars`. Only called when [`Tile::DIRECT_A`] holds.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile_direct(
+        self,
+        kc: usize,
+        a: *const f32,
+        ars: usize,
+        b: *const Self::P,
+        c: *mut f32,
+        rsc: usize,
+        csc: usize,
+        alpha: f32,
+        beta: f32,
+        nr_eff: usize,
+    ) {
+        let _ = (kc, a, ars, b, c, rsc, csc, alpha, beta, nr_eff);
+        unreachable!("tile_direct on a tile without DIRECT_A")
+    }
+
     /// `C[0..mr_eff, 0..nr_eff] = alpha * (A sliver . B sliver) + beta * C` over `kw` packed
     /// steps, C at `c` with strides `rsc`, `csc` (not read when beta == 0).
     unsafe fn tile(
@@ -261,6 +284,7 @@ pub(crate) unsafe fn blocked<T: Tile>(
     // operation of the body.
     unsafe {
         let (mr, nr) = (T::MR, T::NR);
+        let direct = T::DIRECT_A && direct_a(&job);
         let Job {
             m,
             n,
@@ -293,14 +317,8 @@ pub(crate) unsafe fn blocked<T: Tile>(
                 let beta_eff = if pc == 0 { beta } else { 1.0 };
                 for ic in (0..m).step_by(mcb) {
                     let mc = mcb.min(m - ic);
-                    t.pack_a(
-                        ap,
-                        job.a.add(ic * job.ars + pc * job.acs),
-                        job.ars,
-                        job.acs,
-                        mc,
-                        kc,
-                    );
+                    let a0 = job.a.add(ic * job.ars + pc * job.acs);
+                    let inplace = pack_a_block(t, ap, &job, a0, mc, kc, direct);
                     for jr in (0..nc).step_by(nr) {
                         let nr_eff = nr.min(nc - jr);
                         let bsliver = if fused {
@@ -311,8 +329,16 @@ pub(crate) unsafe fn blocked<T: Tile>(
                             bp.as_ptr().add(jr * kw)
                         };
                         let cblock = job.c.add(ic * job.crs + (jc + jr) * job.ccs);
-                        a_slivers(
-                            t, &job, ap, mc, kw, bsliver, cblock, alpha, beta_eff, nr_eff,
+                        a_block(
+                            t,
+                            &job,
+                            (a0, inplace, ap),
+                            (mc, kc),
+                            bsliver,
+                            cblock,
+                            alpha,
+                            beta_eff,
+                            nr_eff,
                         );
                     }
                 }
@@ -321,11 +347,97 @@ pub(crate) unsafe fn blocked<T: Tile>(
     }
 }
 
-/// The innermost loop (shared with the prepacked driver): every MR-row sliver of the packed A
+/// Whether the blocked GEMM reads A in place rather than packing it: A row-major (its k
+/// contiguous). Packing A costs a read and a write of each A block per B panel, which on small
+/// products is a few percent of the run (256 x 256 x 256 on two threads: 4-6%); the tile then
+/// reads MR rows of A at their own stride, which the L1 streams follow as they do a packed
+/// sliver.
+pub(crate) fn direct_a(job: &Job) -> bool {
+    job.acs == 1
+}
+
+/// Packs the A block at `a0` (`mc` rows, `kc` deep) into `ap`; or, when A is read in place
+/// (`direct`), only its last rows short of a full MR-row sliver, so that no row past the block
+/// is ever read. Returns the rows read in place.
+#[inline(always)]
+pub(crate) unsafe fn pack_a_block<T: Tile>(
+    t: T,
+    ap: &mut [T::P],
+    job: &Job,
+    a0: *const f32,
+    mc: usize,
+    kc: usize,
+    direct: bool,
+) -> usize {
+    // SAFETY: the caller upholds this function's safety contract, which covers every
+    // operation of the body.
+    unsafe {
+        let inplace = if direct { mc - mc % T::MR } else { 0 };
+        t.pack_a(
+            ap,
+            a0.add(inplace * job.ars),
+            job.ars,
+            job.acs,
+            mc - inplace,
+            kc,
+        );
+        inplace
+    }
+}
+
+/// One A block (`a0`, its first `inplace` rows read in place, the rest packed in `ap`; `mc`
+/// rows, `kc` deep) against one packed B sliver, into the C block at `c`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn a_block<T: Tile>(
+    t: T,
+    job: &Job,
+    (a0, inplace, ap): (*const f32, usize, &[T::P]),
+    (mc, kc): (usize, usize),
+    bsliver: *const T::P,
+    c: *mut f32,
+    alpha: f32,
+    beta: f32,
+    nr_eff: usize,
+) {
+    // SAFETY: the caller upholds this function's safety contract, which covers every
+    // operation of the body.
+    unsafe {
+        for ir in (0..inplace).step_by(T::MR) {
+            t.tile_direct(
+                kc,
+                a0.add(ir * job.ars),
+                job.ars,
+                bsliver,
+                c.add(ir * job.crs),
+                job.crs,
+                job.ccs,
+                alpha,
+                beta,
+                nr_eff,
+            );
+        }
+        let kw = kc.div_ceil(T::K_PER);
+        a_slivers(
+            t,
+            job,
+            ap,
+            mc - inplace,
+            kw,
+            bsliver,
+            c.add(inplace * job.crs),
+            alpha,
+            beta,
+            nr_eff,
+        );
+    }
+}
+
+/// The innermost loop: every MR-row sliver of the packed A
 /// block (`mc` rows, `kw` packed steps) against one packed B sliver, into the C block at `c`
 /// (its first row, this sliver's first column).
 #[inline(always)]
-pub(crate) unsafe fn a_slivers<T: Tile>(
+unsafe fn a_slivers<T: Tile>(
     t: T,
     job: &Job,
     ap: &[T::P],

@@ -83,6 +83,49 @@ impl<S: Simd, const MR: usize, const NV: usize> Tile for F32Tile<S, MR, NV> {
         unsafe { pack_b::<S, NV>(self.0, dst, b, rs, cs, kc, nc) }
     }
 
+    const DIRECT_A: bool = true;
+
+    #[inline(always)]
+    unsafe fn tile_direct(
+        self,
+        kc: usize,
+        a: *const f32,
+        ars: usize,
+        b: *const f32,
+        c: *mut f32,
+        rs: usize,
+        cs: usize,
+        alpha: f32,
+        beta: f32,
+        nr_eff: usize,
+    ) {
+        // SAFETY: the caller upholds this function's safety contract, which covers every
+        // operation of the body.
+        unsafe {
+            let s = self.0;
+            let args = (
+                kc,
+                a,
+                ars,
+                1,
+                b,
+                Self::NR,
+                c,
+                rs,
+                cs,
+                alpha,
+                beta,
+                MR,
+                nr_eff,
+            );
+            if NV == 4 && nr_eff <= 2 * S::LANES {
+                microkernel::<S, MR, 2>(s, args)
+            } else {
+                microkernel::<S, MR, NV>(s, args)
+            }
+        }
+    }
+
     #[inline(always)]
     unsafe fn tile(
         self,
@@ -105,9 +148,15 @@ impl<S: Simd, const MR: usize, const NV: usize> Tile for F32Tile<S, MR, NV> {
             // the tile's vectors over the same packed sliver (stride NR), rather than
             // multiplying zero columns.
             if NV == 4 && nr_eff <= 2 * S::LANES {
-                rows::<S, MR, 2>(s, kc, a, b, Self::NR, c, rs, cs, alpha, beta, h, nr_eff)
+                rows::<S, MR, 2>(
+                    s,
+                    (kc, a, 1, MR, b, Self::NR, c, rs, cs, alpha, beta, h, nr_eff),
+                )
             } else {
-                rows::<S, MR, NV>(s, kc, a, b, Self::NR, c, rs, cs, alpha, beta, h, nr_eff)
+                rows::<S, MR, NV>(
+                    s,
+                    (kc, a, 1, MR, b, Self::NR, c, rs, cs, alpha, beta, h, nr_eff),
+                )
             }
         }
     }
@@ -118,39 +167,28 @@ impl<S: Simd, const MR: usize, const NV: usize> Tile for F32Tile<S, MR, NV> {
 /// than multiplying zero rows. `bs` is the packed B sliver's stride (its NR).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn rows<S: Simd, const MR: usize, const NV: usize>(
-    s: S,
-    kc: usize,
-    a: *const f32,
-    b: *const f32,
-    bs: usize,
-    c: *mut f32,
-    rs: usize,
-    cs: usize,
-    alpha: f32,
-    beta: f32,
-    h: usize,
-    nr_eff: usize,
-) {
+unsafe fn rows<S: Simd, const MR: usize, const NV: usize>(s: S, args: TileArgs) {
     // SAFETY: the caller upholds this function's safety contract, which covers every
     // operation of the body.
     unsafe {
-        let args = (kc, a, b, bs, c, rs, cs, alpha, beta, h, nr_eff);
+        let h = args.11;
         if MR == 6 && h <= 2 {
-            microkernel::<S, 2, NV, MR>(s, args)
+            microkernel::<S, 2, NV>(s, args)
         } else if MR == 6 && h <= 4 {
-            microkernel::<S, 4, NV, MR>(s, args)
+            microkernel::<S, 4, NV>(s, args)
         } else {
-            microkernel::<S, MR, NV, MR>(s, args)
+            microkernel::<S, MR, NV>(s, args)
         }
     }
 }
 
-/// What [`microkernel`] computes on: (kc, A sliver, B sliver, B sliver stride, C, C row
-/// stride, C column stride, alpha, beta, rows, columns).
-type TileArgs = (
+/// What [`microkernel`] computes on: (kc, A, A's row stride, A's k stride, B sliver, B
+/// sliver stride, C, C row stride, C column stride, alpha, beta, rows, columns).
+pub(crate) type TileArgs = (
     usize,
     *const f32,
+    usize,
+    usize,
     *const f32,
     usize,
     *mut f32,
@@ -164,14 +202,15 @@ type TileArgs = (
 
 /// The register-tiled inner kernel: C[0..mr_eff, 0..nr_eff] = alpha * Ap Bp + beta * C.
 ///
-/// `a` is a sliver packed AS rows tall (kc x AS, k-major; AS >= MR, the tile uses its first MR
-/// rows), `b` a sliver of `bs` columns (kc x bs, k-major; bs >= NV * LANES, the tile uses its
+/// A's element (i, p) is at `a[i * ars + p * aks]`: a packed sliver (k-major, `ars` 1, `aks`
+/// the sliver's height, the tile using its first MR rows) or A itself, read in place (row-major,
+/// `ars` its row stride, `aks` 1). `b` is a sliver of `bs` columns (kc x bs, k-major; bs >= NV * LANES, the tile uses its
 /// first NV vectors).
 /// The MR x NV accumulators are locals of a fixed-size array, which LLVM keeps in registers.
 #[inline(always)]
-unsafe fn microkernel<S: Simd, const MR: usize, const NV: usize, const AS: usize>(
+unsafe fn microkernel<S: Simd, const MR: usize, const NV: usize>(
     s: S,
-    (kc, a, b, bs, c, rsc, csc, alpha, beta, mr_eff, nr_eff): TileArgs,
+    (kc, a, ars, aks, b, bs, c, rsc, csc, alpha, beta, mr_eff, nr_eff): TileArgs,
 ) {
     // SAFETY: the caller upholds this function's safety contract, which covers every
     // operation of the body.
@@ -190,11 +229,11 @@ unsafe fn microkernel<S: Simd, const MR: usize, const NV: usize, const AS: usize
         let lead = kc.min(C_LEAD);
         // The tile goes through k_steps by value (returned, not borrowed): behind a `&mut` that
         // crosses two loops LLVM stored every accumulator after each FMA (2.5x slower).
-        let (acc, ap, bp) = k_steps::<S, MR, NV, AS>(s, acc, a, b, bs, kc - lead);
+        let (acc, ap, bp) = k_steps::<S, MR, NV>(s, acc, (a, ars, aks), b, bs, kc - lead);
         for i in 0..mr_eff {
             for_c_lines(c.add(i * rsc), csc, nr_eff, prefetch);
         }
-        let (acc, _, _) = k_steps::<S, MR, NV, AS>(s, acc, ap, bp, bs, lead);
+        let (acc, _, _) = k_steps::<S, MR, NV>(s, acc, (ap, ars, aks), bp, bs, lead);
         let va = s.splat(alpha);
         if nr_eff == nr && csc == 1 {
             // Full-width tile, contiguous rows: vector read-modify-write of C's first mr_eff rows.
@@ -249,13 +288,13 @@ fn for_c_lines(row: *mut f32, cs: usize, n: usize, f: impl Fn(*const f32)) {
     }
 }
 
-/// `steps` rank-1 updates of the register tile from packed slivers `ap` (stride AS per k) and
-/// `bp` (stride `nr` per k); returns the tile and the pointers past them.
+/// `steps` rank-1 updates of the register tile from A (pointer, row stride, k stride) and the
+/// packed B sliver `b` (stride `nr` per k); returns the tile and the pointers past them.
 #[inline(always)]
-unsafe fn k_steps<S: Simd, const MR: usize, const NV: usize, const AS: usize>(
+unsafe fn k_steps<S: Simd, const MR: usize, const NV: usize>(
     s: S,
     mut acc: [[S::F; NV]; MR],
-    a: *const f32,
+    (a, ars, aks): (*const f32, usize, usize),
     b: *const f32,
     nr: usize,
     steps: usize,
@@ -266,16 +305,16 @@ unsafe fn k_steps<S: Simd, const MR: usize, const NV: usize, const AS: usize>(
         let (mut ap, mut bp) = (a, b);
         // Unrolled by 4: fewer loop-counter instructions between the FMAs.
         for _ in 0..steps / 4 {
-            rank1::<S, MR, NV>(s, &mut acc, ap, bp);
-            rank1::<S, MR, NV>(s, &mut acc, ap.add(AS), bp.add(nr));
-            rank1::<S, MR, NV>(s, &mut acc, ap.add(2 * AS), bp.add(2 * nr));
-            rank1::<S, MR, NV>(s, &mut acc, ap.add(3 * AS), bp.add(3 * nr));
-            ap = ap.add(4 * AS);
+            rank1::<S, MR, NV>(s, &mut acc, ap, ars, bp);
+            rank1::<S, MR, NV>(s, &mut acc, ap.add(aks), ars, bp.add(nr));
+            rank1::<S, MR, NV>(s, &mut acc, ap.add(2 * aks), ars, bp.add(2 * nr));
+            rank1::<S, MR, NV>(s, &mut acc, ap.add(3 * aks), ars, bp.add(3 * nr));
+            ap = ap.add(4 * aks);
             bp = bp.add(4 * nr);
         }
         for _ in 0..steps % 4 {
-            rank1::<S, MR, NV>(s, &mut acc, ap, bp);
-            ap = ap.add(AS);
+            rank1::<S, MR, NV>(s, &mut acc, ap, ars, bp);
+            ap = ap.add(aks);
             bp = bp.add(nr);
         }
         (acc, ap, bp)
@@ -289,6 +328,7 @@ unsafe fn rank1<S: Simd, const MR: usize, const NV: usize>(
     s: S,
     acc: &mut [[S::F; NV]; MR],
     ap: *const f32,
+    ars: usize,
     bp: *const f32,
 ) {
     // SAFETY: the caller upholds this function's safety contract, which covers every
@@ -299,7 +339,7 @@ unsafe fn rank1<S: Simd, const MR: usize, const NV: usize>(
             *bvv = s.load(bp.add(v * S::LANES));
         }
         for (i, row) in acc.iter_mut().enumerate() {
-            let ai = s.splat(*ap.add(i));
+            let ai = s.splat(*ap.add(i * ars));
             for v in 0..NV {
                 row[v] = s.fma(ai, bv[v], row[v]);
             }

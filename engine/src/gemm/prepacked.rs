@@ -2,7 +2,9 @@
 
 use super::bf16::{bf16_blocking, bf16_mode, bf16_tile, Emulated};
 use super::blocking::{kc_block, mc_block, Blocking};
-use super::driver::{a_slivers, scale_c, split, Job, Tile, PARALLEL_MIN_FLOPS};
+use super::driver::{
+    a_block, direct_a, pack_a_block, scale_c, split, Job, Tile, PARALLEL_MIN_FLOPS,
+};
 use super::memory::PACK;
 use super::microkernel::{tile, with_tile, F32Tile, WithTile};
 use super::{check_args, GemmError, MatMut, MatRef};
@@ -366,6 +368,7 @@ unsafe fn blocked_prepacked<T: Tile>(
             ..
         } = job;
         let mcb = mc_block(m, mr, blk.mc);
+        let direct = T::DIRECT_A && direct_a(&job);
         for pc in (0..k).step_by(blk.kc) {
             let kc = blk.kc.min(k - pc);
             let kw = kc.div_ceil(T::K_PER);
@@ -373,20 +376,22 @@ unsafe fn blocked_prepacked<T: Tile>(
             let panel = bp.add(pc / T::K_PER * npad);
             for ic in (0..m).step_by(mcb) {
                 let mc = mcb.min(m - ic);
-                t.pack_a(
-                    ap,
-                    job.a.add(ic * job.ars + pc * job.acs),
-                    job.ars,
-                    job.acs,
-                    mc,
-                    kc,
-                );
+                let a0 = job.a.add(ic * job.ars + pc * job.acs);
+                let inplace = pack_a_block(t, ap, &job, a0, mc, kc, direct);
                 for jr in (0..n).step_by(nr) {
                     let nr_eff = nr.min(n - jr);
                     let bsliver = panel.add((j0 + jr) / nr * kw * nr);
                     let cblock = job.c.add(ic * job.crs + jr * job.ccs);
-                    a_slivers(
-                        t, &job, ap, mc, kw, bsliver, cblock, alpha, beta_eff, nr_eff,
+                    a_block(
+                        t,
+                        &job,
+                        (a0, inplace, ap),
+                        (mc, kc),
+                        bsliver,
+                        cblock,
+                        alpha,
+                        beta_eff,
+                        nr_eff,
                     );
                 }
             }
