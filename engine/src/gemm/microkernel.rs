@@ -102,7 +102,6 @@ impl<S: Simd, const MR: usize, const NV: usize> Tile for F32Tile<S, MR, NV> {
         // SAFETY: the caller upholds this function's safety contract, which covers every
         // operation of the body.
         unsafe {
-            let s = self.0;
             let args = (
                 kc,
                 a,
@@ -118,11 +117,7 @@ impl<S: Simd, const MR: usize, const NV: usize> Tile for F32Tile<S, MR, NV> {
                 MR,
                 nr_eff,
             );
-            if NV == 4 && nr_eff <= 2 * S::LANES {
-                microkernel::<S, MR, 2>(s, args)
-            } else {
-                microkernel::<S, MR, NV>(s, args)
-            }
+            columns::<S, MR, NV>(self.0, args)
         }
     }
 
@@ -143,21 +138,24 @@ impl<S: Simd, const MR: usize, const NV: usize> Tile for F32Tile<S, MR, NV> {
         // SAFETY: the caller upholds this function's safety contract, which covers every
         // operation of the body.
         unsafe {
-            let s = self.0;
-            // A last sliver of fewer columns (a head of 32 against a 64-column tile) runs half
-            // the tile's vectors over the same packed sliver (stride NR), rather than
-            // multiplying zero columns.
-            if NV == 4 && nr_eff <= 2 * S::LANES {
-                rows::<S, MR, 2>(
-                    s,
-                    (kc, a, 1, MR, b, Self::NR, c, rs, cs, alpha, beta, h, nr_eff),
-                )
-            } else {
-                rows::<S, MR, NV>(
-                    s,
-                    (kc, a, 1, MR, b, Self::NR, c, rs, cs, alpha, beta, h, nr_eff),
-                )
-            }
+            let args = (kc, a, 1, MR, b, Self::NR, c, rs, cs, alpha, beta, h, nr_eff);
+            columns::<S, MR, NV>(self.0, args)
+        }
+    }
+}
+
+/// [`rows`] with the tile vectors a last B sliver of `nr_eff` columns needs: one of 32 or
+/// fewer (a head of 32 against a 64-column tile) runs half the tile's vectors over the same
+/// packed sliver (stride NR), rather than multiplying zero columns.
+#[inline(always)]
+unsafe fn columns<S: Simd, const MR: usize, const NV: usize>(s: S, args: TileArgs) {
+    // SAFETY: the caller upholds this function's safety contract, which covers every
+    // operation of the body.
+    unsafe {
+        if NV == 4 && args.12 <= 2 * S::LANES {
+            rows::<S, MR, 2>(s, args)
+        } else {
+            rows::<S, MR, NV>(s, args)
         }
     }
 }
