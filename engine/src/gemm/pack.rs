@@ -60,8 +60,26 @@ pub(crate) unsafe fn pack_b<S: Simd, const NV: usize>(
                 }
             }
         }
-        // The last, partial sliver: scalar, zero-padded.
-        if full * nr < nc {
+        // The last, partial sliver, zero-padded: row-major B with vector loads of the columns
+        // it has (a head of 32 in attention's `P v` is all of B), other strides scalar.
+        if full * nr < nc && cs == 1 {
+            let j0 = full * nr;
+            let sl = d.add(full * kc * nr);
+            for p in 0..kc {
+                let src = b.add(p * rs + j0);
+                for v in 0..NV {
+                    let have = (nc - j0).saturating_sub(v * l).min(l);
+                    let x = if have == l {
+                        s.load(src.add(v * l))
+                    } else if have > 0 {
+                        s.load_partial(src.add(v * l), have, 0.0)
+                    } else {
+                        s.zero()
+                    };
+                    s.store(sl.add(p * nr + v * l), x);
+                }
+            }
+        } else if full * nr < nc {
             let j0 = full * nr;
             let sl = d.add(full * kc * nr);
             for p in 0..kc {
