@@ -28,10 +28,13 @@ fn terminal() -> bool {
 
 /// glibc hands freed blocks above 128 KB back to the kernel (munmap) and trims the heap's top;
 /// training frees and re-allocates the same activation and gradient sizes every step, so every
-/// step paid again for fresh zeroed pages (12% of a one-thread BERT-Mini step). Keep freed
-/// memory for reuse below 1 GiB instead: the setting the PyTorch comparison in
-/// scripts/bench-pretrain also gets (MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_). A user's
-/// own MALLOC_* environment settings win.
+/// step paid again for fresh zeroed pages (12% of a one-thread BERT-Mini step). Serve blocks up
+/// to 1 GiB from the heap and never trim it: the setting the PyTorch comparisons in
+/// scripts/bench-* also get (MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_). A trim threshold
+/// of 1 GiB was not enough: a MiniLM QA step at 384 tokens frees more than 1 GiB at the heap's
+/// top, and whether glibc then trimmed and re-faulted it every step depended on where the last
+/// long-lived block happened to land (2.5x the page faults, 10% of the step, after an unrelated
+/// change of the GEMM's buffer sizes). A user's own MALLOC_* environment settings win.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn keep_freed_memory() {
     extern "C" {
@@ -46,7 +49,8 @@ fn keep_freed_memory() {
             mallopt(M_MMAP_THRESHOLD, 1 << 30);
         }
         if !set("MALLOC_TRIM_THRESHOLD_") {
-            mallopt(M_TRIM_THRESHOLD, 1 << 30);
+            // -1: never trim (mallopt(3)).
+            mallopt(M_TRIM_THRESHOLD, -1);
         }
     }
 }
