@@ -386,7 +386,8 @@ pub(crate) unsafe fn pack_a_block<T: Tile>(
 }
 
 /// One A block (`a0`, its first `inplace` rows read in place, the rest packed in `ap`; `mc`
-/// rows, `kc` deep) against one packed B sliver, into the C block at `c`.
+/// rows, `kc` deep) against one packed B sliver, into the C block at `c`: the innermost loop,
+/// one tile call per MR rows.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn a_block<T: Tile>(
@@ -418,43 +419,9 @@ pub(crate) unsafe fn a_block<T: Tile>(
             );
         }
         let kw = kc.div_ceil(T::K_PER);
-        a_slivers(
-            t,
-            job,
-            ap,
-            mc - inplace,
-            kw,
-            bsliver,
-            c.add(inplace * job.crs),
-            alpha,
-            beta,
-            nr_eff,
-        );
-    }
-}
-
-/// The innermost loop: every MR-row sliver of the packed A
-/// block (`mc` rows, `kw` packed steps) against one packed B sliver, into the C block at `c`
-/// (its first row, this sliver's first column).
-#[inline(always)]
-unsafe fn a_slivers<T: Tile>(
-    t: T,
-    job: &Job,
-    ap: &[T::P],
-    mc: usize,
-    kw: usize,
-    bsliver: *const T::P,
-    c: *mut f32,
-    alpha: f32,
-    beta: f32,
-    nr_eff: usize,
-) {
-    // SAFETY: the caller upholds this function's safety contract, which covers every
-    // operation of the body.
-    unsafe {
-        for ir in (0..mc).step_by(T::MR) {
+        for ir in (inplace..mc).step_by(T::MR) {
             let h = T::MR.min(mc - ir);
-            let a = ap.as_ptr().add(ir * kw);
+            let a = ap.as_ptr().add((ir - inplace) * kw);
             let c = c.add(ir * job.crs);
             t.tile(kw, a, bsliver, c, job.crs, job.ccs, alpha, beta, h, nr_eff);
         }
