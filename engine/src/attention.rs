@@ -125,9 +125,9 @@ pub fn attention_backward(
 /// (B,S,H*D) projection); mask additive, broadcastable to (B,H,Sq,Sk). Returns (B,Sq,H*Dv),
 /// the layout the output projection reads, so no permute-and-copy follows.
 ///
-/// One task per (batch, head), in parallel: the Sq x Sk scores go to a thread-local buffer
-/// (L2-sized for BERT's lengths), are softmaxed there, and `P v` is written straight into the
-/// head's columns of the output. No B*H*Sq*Sk tensor is ever allocated.
+/// One task per (batch, head), in parallel, each the fused kernel of `gemm/attention.rs`:
+/// scores, softmax and `P v` for a block of query rows at a time, in L1. No B*H*Sq*Sk tensor is
+/// ever allocated, nor one head's Sq x Sk scores.
 pub fn attention_inference(
     q: &Tensor,
     k: &Tensor,
@@ -138,10 +138,132 @@ pub fn attention_inference(
     attention_inference_with(q, k, v, mask, scale, crate::Precision::F32)
 }
 
-/// [`attention_inference`] with the two products (`q k^T` and `P v`) in `precision`: with
-/// bf16, q, k, the probabilities and v are rounded to bf16 as they are packed (f32 sums); the
-/// softmax stays in f32.
+/// [`attention_inference`] with the two products (`q k^T` and `P v`) in `precision`: f32 runs
+/// the fused kernel; bf16 runs [`attention_inference_unfused`] with q, k, the probabilities and
+/// v rounded to bf16 as they are packed (f32 sums; the softmax stays in f32).
 pub fn attention_inference_with(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: Option<&Tensor>,
+    scale: f32,
+    precision: crate::Precision,
+) -> Result<Tensor> {
+    if precision == crate::Precision::Bf16 {
+        return attention_inference_unfused(q, k, v, mask, scale, precision);
+    }
+    let p = Prepared::new(q, k, v, mask)?;
+    let (b, h, sq, sk, d, dv) = p.dims;
+    let n = b * sq * h * dv;
+    if n == 0 {
+        return Tensor::from_vec(Vec::new(), &[b, sq, h * dv]);
+    }
+    // Every element is written by exactly one head's kernel (zeros where a row has no key), so
+    // the buffer is not zeroed first: at MiniLM's 32 x 128 tokens that pass was 6 MiB.
+    let mut out: Vec<f32> = Vec::with_capacity(n);
+    let isa = crate::simd::Isa::best();
+    let (qs, ks, vs) = (q.strides(), k.strides(), v.strides());
+    let (qp, kp, vp) = (
+        q.raw_f32().as_ptr() as usize,
+        k.raw_f32().as_ptr() as usize,
+        v.raw_f32().as_ptr() as usize,
+    );
+    let op = out.as_mut_ptr() as usize;
+    let task = |bh: usize| {
+        let (bi, hi) = (bh / h, bh % h);
+        let mask = p.mask.as_ref().map(|m| {
+            let st = m.strides();
+            (m.raw_f32(), bi * st[0] + hi * st[1], st[2])
+        });
+        // SAFETY: every pointer addresses an element of its tensor's storage (the views' own
+        // strides times in-range indices); each task writes only its own head's columns of its
+        // own batch's rows of `out`, so writes never overlap.
+        unsafe {
+            let head = crate::gemm::attention::Head {
+                q: (qp as *const f32).add(bi * qs[0] + hi * qs[1]),
+                qs: (qs[2], qs[3]),
+                k: (kp as *const f32).add(bi * ks[0] + hi * ks[1]),
+                ks: (ks[2], ks[3]),
+                v: (vp as *const f32).add(bi * vs[0] + hi * vs[1]),
+                vs: (vs[2], vs[3]),
+                o: (op as *mut f32).add(bi * sq * h * dv + hi * dv),
+                ors: h * dv,
+                sq,
+                sk,
+                d,
+                dv,
+                scale,
+                mask,
+                next: (bh + 1 < b * h).then(|| {
+                    let (bi, hi) = ((bh + 1) / h, (bh + 1) % h);
+                    (
+                        (qp as *const f32).wrapping_add(bi * qs[0] + hi * qs[1]),
+                        (kp as *const f32).wrapping_add(bi * ks[0] + hi * ks[1]),
+                        (vp as *const f32).wrapping_add(bi * vs[0] + hi * vs[1]),
+                    )
+                }),
+            };
+            crate::gemm::attention::attention_head(isa, head);
+        }
+    };
+    if rayon::current_num_threads() > 1 && b * h > 1 {
+        use rayon::prelude::*;
+        (0..b * h).into_par_iter().for_each(task);
+    } else {
+        (0..b * h).for_each(task);
+    }
+    // SAFETY: the (b, h) tasks wrote all n elements: head hi of batch bi writes columns
+    // hi*dv .. (hi+1)*dv of rows bi*sq .. (bi+1)*sq, and together they cover every element.
+    unsafe { out.set_len(n) };
+    Tensor::from_vec(out, &[b, sq, h * dv])
+}
+
+/// The checked inputs of inference attention: (B, H, Sq, Sk, D, Dv) and the mask broadcast to
+/// (B,H,Sq,Sk) with contiguous rows.
+struct Prepared {
+    dims: (usize, usize, usize, usize, usize, usize),
+    mask: Option<Tensor>,
+}
+
+impl Prepared {
+    fn new(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<Prepared> {
+        check(q, k, v)?;
+        for t in [q, k, v] {
+            t.require_f32("attention")?;
+        }
+        let (b, h, sq, d) = (q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]);
+        let (sk, dv) = (k.shape()[2], v.shape()[3]);
+        let mask = match mask {
+            Some(m) => {
+                m.require_f32("attention")?;
+                let full = m.broadcast_to(&[b, h, sq, sk]).map_err(|_| Error::Shape {
+                    op: "attention",
+                    lhs: vec![b, h, sq, sk],
+                    rhs: m.shape().to_vec(),
+                    why: "the mask does not broadcast to the scores".into(),
+                })?;
+                // The softmax reads mask rows contiguously.
+                Some(if full.strides()[3] == 1 || sk == 1 {
+                    full
+                } else {
+                    full.contiguous()
+                })
+            }
+            None => None,
+        };
+        Ok(Prepared {
+            dims: (b, h, sq, sk, d, dv),
+            mask,
+        })
+    }
+}
+
+/// Inference attention as three passes per head: the Sq x Sk scores by one GEMM into a
+/// thread-local buffer, softmaxed into a second, and `P v` by another GEMM into the head's
+/// columns of the output. What [`attention_inference`] did before its fused kernel; kept as
+/// the bf16 path (its GEMMs take `precision`), and as the baseline the fused kernel is
+/// benchmarked and tested against.
+pub fn attention_inference_unfused(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
@@ -155,30 +277,9 @@ pub fn attention_inference_with(
         crate::Precision::Bf16 => crate::gemm::bf16::run_serial_bf16,
     };
     use crate::simd::Isa;
-    check(q, k, v)?;
-    for t in [q, k, v] {
-        t.require_f32("attention")?;
-    }
-    let (b, h, sq, d) = (q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]);
-    let (sk, dv) = (k.shape()[2], v.shape()[3]);
-    let mask = match mask {
-        Some(m) => {
-            m.require_f32("attention")?;
-            let full = m.broadcast_to(&[b, h, sq, sk]).map_err(|_| Error::Shape {
-                op: "attention",
-                lhs: vec![b, h, sq, sk],
-                rhs: m.shape().to_vec(),
-                why: "the mask does not broadcast to the scores".into(),
-            })?;
-            // The softmax reads mask rows contiguously.
-            Some(if full.strides()[3] == 1 || sk == 1 {
-                full
-            } else {
-                full.contiguous()
-            })
-        }
-        None => None,
-    };
+    let p = Prepared::new(q, k, v, mask)?;
+    let (b, h, sq, sk, d, dv) = p.dims;
+    let mask = p.mask;
     let mut out = vec![0.0f32; b * sq * h * dv];
     if out.is_empty() {
         return Tensor::from_vec(out, &[b, sq, h * dv]);

@@ -18,61 +18,79 @@ struct Softmax<'a> {
 impl RowOp for Softmax<'_> {
     #[inline(always)]
     fn row<S: Simd>(&self, s: S, r: usize, y: &mut [f32]) {
-        let x = &self.x[r * self.cols..(r + 1) * self.cols];
         let n = self.cols;
-        // z = x + mask is built in y itself when masked; raw pointers because z may be y.
-        let yp = y.as_mut_ptr();
-        let zp: *const f32 = match self.mask {
-            Some((m, rows)) => {
-                let mr = &m[rows[r]..rows[r] + n];
-                zip_map(
-                    s,
-                    y,
-                    x,
-                    #[inline(always)]
-                    |i, v| s.add(v, load_at(s, mr, i)),
-                );
-                yp
-            }
-            None => x.as_ptr(),
-        };
-        // SAFETY: zp addresses n floats (x's row or y) and nothing writes y during this read.
-        let max = max_of(s, unsafe { std::slice::from_raw_parts(zp, n) });
-        if max == f32::NEG_INFINITY {
-            // SAFETY: yp addresses y's n floats.
-            unsafe { std::ptr::write_bytes(yp, 0, n) };
-            return;
-        }
-        let vmax = s.splat(max);
-        let mut acc = s.zero();
-        // exp(z - max) into y, summing as we go (masked tail lanes add exp(-inf) = 0).
-        // z may alias y (when masked), which is fine: each lane is read before written.
-        let l = S::LANES;
-        let mut i = 0;
-        // SAFETY: i + l <= n in the loop; the tail handles n - i < l elements.
-        unsafe {
-            while i + l <= n {
-                let e = s.exp_fast(s.sub(s.load(zp.add(i)), vmax));
-                acc = s.add(acc, e);
-                s.store(yp.add(i), e);
-                i += l;
-            }
-            if i < n {
-                let e =
-                    s.exp_fast(s.sub(s.load_partial(zp.add(i), n - i, f32::NEG_INFINITY), vmax));
-                acc = s.add(acc, e);
-                s.store_partial(yp.add(i), e, n - i);
-            }
-        }
-        let inv = s.splat(1.0 / s.reduce_sum(acc));
-        // SAFETY: yp addresses y's n floats; no other reference to y is live.
+        let x = &self.x[r * n..(r + 1) * n];
+        let mask = self.mask.map(|(m, rows)| &m[rows[r]..rows[r] + n]);
+        softmax_row(s, x, mask, y);
+    }
+}
+
+/// One row: `y = softmax(x + mask)`, `x`, `mask` and `y` of one length. For kernels already
+/// inside an ISA trampoline.
+#[inline(always)]
+pub(crate) fn softmax_row<S: Simd>(s: S, x: &[f32], mask: Option<&[f32]>, y: &mut [f32]) {
+    let sum = exp_row(s, x, mask, y);
+    if sum > 0.0 {
+        let inv = s.splat(1.0 / sum);
         crate::simd::map_inplace(
             s,
-            unsafe { std::slice::from_raw_parts_mut(yp, n) },
+            y,
             #[inline(always)]
             |v| s.mul(v, inv),
         );
     }
+}
+
+/// The softmax's numerator: `y = exp(z - max z)`, z = x + mask, returning its sum (0, with y
+/// all zeros, when every z is -inf). The fused attention divides its output rows by the sum
+/// instead of every probability (a head of 32 against 128 keys: a quarter of the multiplies).
+#[inline(always)]
+pub(crate) fn exp_row<S: Simd>(s: S, x: &[f32], mask: Option<&[f32]>, y: &mut [f32]) -> f32 {
+    let n = x.len();
+    debug_assert_eq!(y.len(), n);
+    // z = x + mask is built in y itself when masked; raw pointers because z may be y.
+    let yp = y.as_mut_ptr();
+    let zp: *const f32 = match mask {
+        Some(mr) => {
+            zip_map(
+                s,
+                y,
+                x,
+                #[inline(always)]
+                |i, v| s.add(v, load_at(s, mr, i)),
+            );
+            yp
+        }
+        None => x.as_ptr(),
+    };
+    // SAFETY: zp addresses n floats (x's row or y) and nothing writes y during this read.
+    let max = max_of(s, unsafe { std::slice::from_raw_parts(zp, n) });
+    if max == f32::NEG_INFINITY {
+        // SAFETY: yp addresses y's n floats.
+        unsafe { std::ptr::write_bytes(yp, 0, n) };
+        return 0.0;
+    }
+    let vmax = s.splat(max);
+    let mut acc = s.zero();
+    // exp(z - max) into y, summing as we go (masked tail lanes add exp(-inf) = 0).
+    // z may alias y (when masked), which is fine: each lane is read before written.
+    let l = S::LANES;
+    let mut i = 0;
+    // SAFETY: i + l <= n in the loop; the tail handles n - i < l elements.
+    unsafe {
+        while i + l <= n {
+            let e = s.exp_fast(s.sub(s.load(zp.add(i)), vmax));
+            acc = s.add(acc, e);
+            s.store(yp.add(i), e);
+            i += l;
+        }
+        if i < n {
+            let e = s.exp_fast(s.sub(s.load_partial(zp.add(i), n - i, f32::NEG_INFINITY), vmax));
+            acc = s.add(acc, e);
+            s.store_partial(yp.add(i), e, n - i);
+        }
+    }
+    s.reduce_sum(acc)
 }
 
 /// Softmax of each row of `x` (rows, cols) into `out` (rows, cols). `mask`, when given, is

@@ -148,7 +148,7 @@ impl<S: Simd, const MR: usize, const NV: usize> Tile for F32Tile<S, MR, NV> {
 /// fewer (a head of 32 against a 64-column tile) runs half the tile's vectors over the same
 /// packed sliver (stride NR), rather than multiplying zero columns.
 #[inline(always)]
-unsafe fn columns<S: Simd, const MR: usize, const NV: usize>(s: S, args: TileArgs) {
+pub(crate) unsafe fn columns<S: Simd, const MR: usize, const NV: usize>(s: S, args: TileArgs) {
     // SAFETY: the caller upholds this function's safety contract, which covers every
     // operation of the body.
     unsafe {
@@ -165,7 +165,7 @@ unsafe fn columns<S: Simd, const MR: usize, const NV: usize>(s: S, args: TileArg
 /// than multiplying zero rows. `bs` is the packed B sliver's stride (its NR).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn rows<S: Simd, const MR: usize, const NV: usize>(s: S, args: TileArgs) {
+pub(crate) unsafe fn rows<S: Simd, const MR: usize, const NV: usize>(s: S, args: TileArgs) {
     // SAFETY: the caller upholds this function's safety contract, which covers every
     // operation of the body.
     unsafe {

@@ -31,7 +31,10 @@
 //! - `bf16.rs`: the bf16 tiles (native `vdpbf16ps`, or emulated) over the same driver.
 //! - `prepacked.rs` ([`PackedB`], B packed once), `batched.rs` ([`gemm_batched`]).
 //! - `memory.rs`: aligned, huge-page packing buffers and prefetch hints.
+//! - `attention.rs`: inference attention fused on the f32 tile (scores, softmax, `P v` per
+//!   block of MR query rows, in L1).
 
+pub(crate) mod attention;
 pub mod batched;
 pub mod bf16;
 mod blocking;

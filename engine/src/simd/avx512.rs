@@ -34,6 +34,36 @@ impl Simd for Avx512 {
     type F = __m512;
     type I = __m512i;
 
+    /// [`Simd::exp_fast`] with AVX-512's `vrndscaleps` and `vscalefps`: `n = round(x log2 e)`
+    /// stays a float and `p * 2^n` is one instruction, instead of two conversions and the
+    /// exponent-field arithmetic of [`Simd::pow2i`] (17 operations against 21). The same
+    /// reduction and polynomial: `p * 2^n` is exact either way wherever the result is normal,
+    /// and rounded alike where it is not, so the results are the default's, bit for bit (a test
+    /// checks it).
+    #[inline(always)]
+    fn exp_fast(self, x: __m512) -> __m512 {
+        let lo = self.splat(-87.33654);
+        let xc = self.min(self.splat(88.0), self.max(lo, x));
+        // SAFETY: `self` is an `Avx512` token, so the CPU has AVX-512 F/BW/VL/DQ and FMA.
+        unsafe {
+            // Round to nearest even, exceptions suppressed (imm8 0x08): what cvtps2dq does
+            // under the default MXCSR.
+            let nf =
+                _mm512_roundscale_ps::<0x08>(self.mul(xc, self.splat(std::f32::consts::LOG2_E)));
+            let r = self.fma(nf, self.splat(-0.693_359_4), xc);
+            let r = self.fma(nf, self.splat(2.121_944_4e-4), r);
+            let r2 = self.mul(r, r);
+            let r4 = self.mul(r2, r2);
+            let a = self.fma(self.splat(1.666_666_5e-1), r, self.splat(0.5));
+            let b = self.fma(self.splat(8.333_452e-3), r, self.splat(4.166_579_6e-2));
+            let c = self.fma(self.splat(1.987_569_1e-4), r, self.splat(1.398_2e-3));
+            let inner = self.fma(r4, c, self.fma(r2, b, a));
+            let p = self.fma(inner, r2, self.add(r, self.splat(1.0)));
+            let y = _mm512_scalef_ps(p, nf);
+            self.select_lt(x, lo, self.zero(), y)
+        }
+    }
+
     #[inline(always)]
     fn splat(self, x: f32) -> __m512 {
         // SAFETY: `self` is an `Avx512` token, so the CPU has AVX-512 F/BW/VL/DQ and FMA.
