@@ -22,8 +22,8 @@ fn main() {
         engine::simd::Isa::best()
     );
     println!(
-        "{:>16} {:>3} {:>10} {:>10} {:>9} {:>9} {:>8}",
-        "shape", "thr", "unfused", "fused", "GF/s unf", "GF/s fus", "speedup"
+        "{:>16} {:>3} {:>10} {:>10} {:>9} {:>9} {:>8} {:>13}",
+        "shape", "thr", "unfused", "fused", "GF/s unf", "GF/s fus", "speedup", "unfused bf16"
     );
     for &(name, b, h, s, d) in CASES {
         let x = Tensor::from_vec(rand_vec(b * s * 3 * h * d, 7), &[b, s, 3, h, d]).unwrap();
@@ -68,18 +68,32 @@ fn main() {
                                 attention_inference(&q, &k, &v, None, scale).unwrap(),
                             );
                         },
+                        &mut || {
+                            std::hint::black_box(
+                                attention_inference_unfused(
+                                    &q,
+                                    &k,
+                                    &v,
+                                    None,
+                                    scale,
+                                    Precision::Bf16,
+                                )
+                                .unwrap(),
+                            );
+                        },
                     ],
                 )
             });
             println!(
-                "{:>16} {:>3} {:>10.3} {:>10.3} {:>9.1} {:>9.1} {:>7.2}x",
+                "{:>16} {:>3} {:>10.3} {:>10.3} {:>9.1} {:>9.1} {:>7.2}x {:>13.3}",
                 name,
                 threads,
                 t[0] * 1e3,
                 t[1] * 1e3,
                 flops / t[0] / 1e9,
                 flops / t[1] / 1e9,
-                t[0] / t[1]
+                t[0] / t[1],
+                t[2] * 1e3
             );
         }
     }
