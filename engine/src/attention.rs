@@ -138,9 +138,9 @@ pub fn attention_inference(
     attention_inference_with(q, k, v, mask, scale, crate::Precision::F32)
 }
 
-/// [`attention_inference`] with the two products (`q k^T` and `P v`) in `precision`: f32 runs
-/// the fused kernel; bf16 runs [`attention_inference_unfused`] with q, k, the probabilities and
-/// v rounded to bf16 as they are packed (f32 sums; the softmax stays in f32).
+/// [`attention_inference`] with the two products (`q k^T` and `P v`) in `precision`: with
+/// bf16, q, k, the probabilities and v are rounded to bf16 as they are packed (f32 sums; the
+/// softmax stays in f32), on the bf16 GEMM's tile.
 pub fn attention_inference_with(
     q: &Tensor,
     k: &Tensor,
@@ -149,9 +149,10 @@ pub fn attention_inference_with(
     scale: f32,
     precision: crate::Precision,
 ) -> Result<Tensor> {
-    if precision == crate::Precision::Bf16 {
-        return attention_inference_unfused(q, k, v, mask, scale, precision);
-    }
+    let head_fn = match precision {
+        crate::Precision::F32 => crate::gemm::attention::attention_head,
+        crate::Precision::Bf16 => crate::gemm::attention::attention_head_bf16,
+    };
     let p = Prepared::new(q, k, v, mask)?;
     let (b, h, sq, sk, d, dv) = p.dims;
     let n = b * sq * h * dv;
@@ -203,7 +204,7 @@ pub fn attention_inference_with(
                     )
                 }),
             };
-            crate::gemm::attention::attention_head(isa, head);
+            head_fn(isa, head);
         }
     };
     if rayon::current_num_threads() > 1 && b * h > 1 {
@@ -261,8 +262,7 @@ impl Prepared {
 /// Inference attention as three passes per head: the Sq x Sk scores by one GEMM into a
 /// thread-local buffer, softmaxed into a second, and `P v` by another GEMM into the head's
 /// columns of the output. What [`attention_inference`] did before its fused kernel; kept as
-/// the bf16 path (its GEMMs take `precision`), and as the baseline the fused kernel is
-/// benchmarked and tested against.
+/// the baseline the fused kernels are benchmarked against (`attn_table`), in either precision.
 pub fn attention_inference_unfused(
     q: &Tensor,
     k: &Tensor,

@@ -5,7 +5,9 @@
 //! The outputs are checked against each other before timing.
 //! Run: `cargo run --release -p benches --bin attn_table`
 use benches::*;
-use engine::attention::{attention_inference, attention_inference_unfused};
+use engine::attention::{
+    attention_inference, attention_inference_unfused, attention_inference_with,
+};
 use engine::{Precision, Tensor};
 
 /// (name, batch, heads, seq, head dim)
@@ -22,8 +24,16 @@ fn main() {
         engine::simd::Isa::best()
     );
     println!(
-        "{:>16} {:>3} {:>10} {:>10} {:>9} {:>9} {:>8} {:>13}",
-        "shape", "thr", "unfused", "fused", "GF/s unf", "GF/s fus", "speedup", "unfused bf16"
+        "{:>16} {:>3} {:>10} {:>10} {:>9} {:>9} {:>8} {:>13} {:>11}",
+        "shape",
+        "thr",
+        "unfused",
+        "fused",
+        "GF/s unf",
+        "GF/s fus",
+        "speedup",
+        "unfused bf16",
+        "fused bf16"
     );
     for &(name, b, h, s, d) in CASES {
         let x = Tensor::from_vec(rand_vec(b * s * 3 * h * d, 7), &[b, s, 3, h, d]).unwrap();
@@ -81,11 +91,17 @@ fn main() {
                                 .unwrap(),
                             );
                         },
+                        &mut || {
+                            std::hint::black_box(
+                                attention_inference_with(&q, &k, &v, None, scale, Precision::Bf16)
+                                    .unwrap(),
+                            );
+                        },
                     ],
                 )
             });
             println!(
-                "{:>16} {:>3} {:>10.3} {:>10.3} {:>9.1} {:>9.1} {:>7.2}x {:>13.3}",
+                "{:>16} {:>3} {:>10.3} {:>10.3} {:>9.1} {:>9.1} {:>7.2}x {:>13.3} {:>11.3}",
                 name,
                 threads,
                 t[0] * 1e3,
@@ -93,7 +109,8 @@ fn main() {
                 flops / t[0] / 1e9,
                 flops / t[1] / 1e9,
                 t[0] / t[1],
-                t[2] * 1e3
+                t[2] * 1e3,
+                t[3] * 1e3
             );
         }
     }
