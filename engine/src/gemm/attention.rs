@@ -62,35 +62,46 @@ pub(crate) struct Head<'a> {
 }
 
 thread_local! {
-    /// Per-thread scratch: packed K^T and V, a Q tail block, the score and probability blocks.
+    /// Per-thread scratch: packed K^T and V, a Q block, a P block (bf16), the score and
+    /// probability blocks.
     static SCRATCH: std::cell::RefCell<AlignedBuf> = std::cell::RefCell::new(AlignedBuf::new());
 }
 
-/// Where each piece of the scratch buffer starts (floats, 16-aligned) and its total length.
+/// Where each piece of the scratch buffer starts (4-byte slots, 16-aligned) and its length.
+/// The packed K^T starts at 0.
+#[derive(Clone, Copy)]
 struct Layout {
+    /// Packed V.
     vp: usize,
-    qt: usize,
+    /// A Q block: the f32 kernel's copy of a last, short block; the bf16 kernel's packed one.
+    qa: usize,
+    /// The bf16 kernel's packed P block (empty for f32).
+    pp: usize,
+    /// Scores and probabilities, MR rows of `skp` floats each.
     sb: usize,
     pb: usize,
-    /// Row stride of the score and probability blocks.
     skp: usize,
     len: usize,
 }
 
-fn layout(isa: Isa, h: &Head) -> Layout {
-    let (mr, nr) = tile(isa);
+/// The scratch layout for tile (mr, nr), with `k_per` k per packed slot (1 for f32, 2 for bf16
+/// pairs).
+fn layout(h: &Head, (mr, nr): (usize, usize), k_per: usize) -> Layout {
     let up = |n: usize| n.next_multiple_of(16);
-    let kt = up(h.d * h.sk.next_multiple_of(nr));
-    let vp = up(h.sk * h.dv.next_multiple_of(nr));
-    let qt = up(mr * h.d);
+    let (kd, ks) = (h.d.div_ceil(k_per), h.sk.div_ceil(k_per));
+    let vp = up(kd * h.sk.next_multiple_of(nr));
+    let qa = vp + up(ks * h.dv.next_multiple_of(nr));
+    let pp = qa + up(mr * kd);
+    let sb = pp + if k_per == 2 { up(mr * ks) } else { 0 };
     let skp = up(h.sk);
     Layout {
-        vp: kt,
-        qt: kt + vp,
-        sb: kt + vp + qt,
-        pb: kt + vp + qt + mr * skp,
+        vp,
+        qa,
+        pp,
+        sb,
+        pb: sb + mr * skp,
         skp,
-        len: kt + vp + qt + 2 * mr * skp,
+        len: sb + 2 * mr * skp,
     }
 }
 
@@ -101,6 +112,23 @@ fn layout(isa: Isa, h: &Head) -> Layout {
 /// Every pointer of `h` must address its view's elements (as described on [`Head`]); O must
 /// not overlap Q, K, V or the mask.
 pub(crate) unsafe fn attention_head(isa: Isa, h: Head) {
+    // SAFETY: forwarded.
+    unsafe { run_head(isa, h, false) }
+}
+
+/// [`attention_head`] with both products in bf16: q, k, the probabilities and v rounded to
+/// bf16 as they are packed, f32 sums, the softmax in f32. The bf16 GEMM's tile (native
+/// `vdpbf16ps` where the CPU has AVX512-BF16, else its emulation) over the same loop; its
+/// operands are always packed (bf16 pairs), so Q and P blocks are packed too.
+///
+/// # Safety
+/// As [`attention_head`].
+pub(crate) unsafe fn attention_head_bf16(isa: Isa, h: Head) {
+    // SAFETY: forwarded.
+    unsafe { run_head(isa, h, true) }
+}
+
+unsafe fn run_head(isa: Isa, h: Head, bf16: bool) {
     if h.sq == 0 || h.dv == 0 {
         return;
     }
@@ -112,16 +140,23 @@ pub(crate) unsafe fn attention_head(isa: Isa, h: Head) {
         }
         return;
     }
-    let lay = layout(isa, &h);
+    let lay = if bf16 {
+        layout(&h, super::bf16::bf16_tile(isa), 2)
+    } else {
+        layout(&h, tile(isa), 1)
+    };
+    let native = bf16 && super::bf16::bf16_mode(isa) == "native";
     SCRATCH.with(|buf| {
         let mut buf = buf.borrow_mut();
-        let scratch = buf.get(lay.len);
+        let scratch = buf.get(lay.len).as_mut_ptr();
         dispatch(
             isa,
             Fused {
                 h,
                 lay,
-                scratch: scratch.as_mut_ptr(),
+                scratch,
+                bf16,
+                native,
             },
         )
     })
@@ -131,12 +166,21 @@ struct Fused<'a> {
     h: Head<'a>,
     lay: Layout,
     scratch: *mut f32,
+    bf16: bool,
+    /// bf16 on the `vdpbf16ps` tile (else, with bf16, the emulated one).
+    native: bool,
 }
 
 impl SimdKernel for Fused<'_> {
     type Output = ();
     #[inline(always)]
     fn run<S: Simd>(self, s: S) {
+        #[cfg(target_arch = "x86_64")]
+        if self.native {
+            // SAFETY: forwarded from run_head's contract (bf16_mode checked the CPU).
+            unsafe { head_packed(s, super::bf16::Native, self.h, &self.lay, self.scratch) };
+            return;
+        }
         with_tile(s, self)
     }
 }
@@ -145,20 +189,23 @@ impl WithTile for Fused<'_> {
     type Output = ();
     #[inline(always)]
     fn run<S: Simd, const MR: usize, const NV: usize>(self, s: S) {
-        // V slivers as wide as the head when it fits half the tile (a head of 32 on AVX-512's
-        // 64 columns): half the packed bytes, no zero columns multiplied.
-        // SAFETY: forwarded from attention_head's contract; the scratch holds `lay.len` floats.
+        let (h, lay, scratch) = (self.h, &self.lay, self.scratch);
+        // SAFETY: forwarded from run_head's contract; the scratch holds `lay.len` slots.
         unsafe {
-            if NV == 4 && self.h.dv <= 2 * S::LANES {
-                head::<S, MR, NV, 2>(s, self.h, &self.lay, self.scratch)
+            if self.bf16 {
+                head_packed(s, super::bf16::Emulated::<S, MR, NV>(s), h, lay, scratch)
+            } else if NV == 4 && h.dv <= 2 * S::LANES {
+                // V slivers as wide as the head when it fits half the tile (a head of 32 on
+                // AVX-512's 64 columns): half the packed bytes, no zero columns multiplied.
+                head::<S, MR, NV, 2>(s, h, lay, scratch)
             } else {
-                head::<S, MR, NV, NV>(s, self.h, &self.lay, self.scratch)
+                head::<S, MR, NV, NV>(s, h, lay, scratch)
             }
         }
     }
 }
 
-/// The head on tile MR x NV vectors for the scores, MR x VV vectors for `P v`.
+/// The f32 head on tile MR x NV vectors for the scores, MR x VV vectors for `P v`.
 #[inline(always)]
 unsafe fn head<S: Simd, const MR: usize, const NV: usize, const VV: usize>(
     s: S,
@@ -172,31 +219,15 @@ unsafe fn head<S: Simd, const MR: usize, const NV: usize, const VV: usize>(
         let l = S::LANES;
         let (nr, nrv) = (NV * l, VV * l);
         let kt = std::slice::from_raw_parts_mut(scratch, lay.vp);
-        let vp = std::slice::from_raw_parts_mut(scratch.add(lay.vp), lay.qt - lay.vp);
-        let qt = scratch.add(lay.qt);
+        let vp = std::slice::from_raw_parts_mut(scratch.add(lay.vp), lay.qa - lay.vp);
+        let qt = scratch.add(lay.qa);
         let (sb, pb, skp) = (scratch.add(lay.sb), scratch.add(lay.pb), lay.skp);
         // B of the scores is K^T: element (p, j) = K[j, p], so row stride K's column stride.
         pack_b::<S, NV>(s, kt, h.k, h.ks.1, h.ks.0, h.d, h.sk);
         pack_b::<S, VV>(s, vp, h.v, h.vs.0, h.vs.1, h.sk, h.dv);
-        let blocks = h.sq.div_ceil(MR);
         for i0 in (0..h.sq).step_by(MR) {
             let rows_here = MR.min(h.sq - i0);
-            if let Some((nq, nk, nv)) = h.next {
-                let ib = i0 / MR;
-                for (p, (rs, cs), n, w) in [
-                    (nq, h.qs, h.sq, h.d),
-                    (nk, h.ks, h.sk, h.d),
-                    (nv, h.vs, h.sk, h.dv),
-                ] {
-                    if cs == 1 {
-                        for r in n * ib / blocks..n * (ib + 1) / blocks {
-                            for c in (0..w).step_by(16) {
-                                prefetch_l2(p.wrapping_add(r * rs + c));
-                            }
-                        }
-                    }
-                }
-            }
+            prefetch_next(&h, i0 / MR, h.sq.div_ceil(MR));
             // A full block reads Q in place; a last, short one is copied out first, so that
             // the tile (which may read up to 4 rows for 3) never reads past Q's last row.
             let (a, ars, aks) = if rows_here == MR {
@@ -231,17 +262,7 @@ unsafe fn head<S: Simd, const MR: usize, const NV: usize, const VV: usize>(
                 );
                 columns::<S, MR, NV>(s, args);
             }
-            // P unnormalised (exp(s - max)); O's rows are divided by their sums below.
-            let mut inv = [0.0f32; MR];
-            for (i, inv) in inv.iter_mut().enumerate().take(rows_here) {
-                let x = std::slice::from_raw_parts(sb.add(i * skp), h.sk);
-                let y = std::slice::from_raw_parts_mut(pb.add(i * skp), h.sk);
-                let m = h
-                    .mask
-                    .map(|(data, off, rs)| &data[off + (i0 + i) * rs..][..h.sk]);
-                let sum = exp_row(s, x, m, y);
-                *inv = if sum > 0.0 { 1.0 / sum } else { 0.0 };
-            }
+            let inv = block_exp(s, &h, (sb, pb, skp), i0, rows_here);
             for j0 in (0..h.dv).step_by(nrv) {
                 let args: TileArgs = (
                     h.sk,
@@ -264,93 +285,8 @@ unsafe fn head<S: Simd, const MR: usize, const NV: usize, const VV: usize>(
                     rows::<S, MR, VV>(s, args);
                 }
             }
-            for (i, &inv) in inv.iter().enumerate().take(rows_here) {
-                let row = std::slice::from_raw_parts_mut(h.o.add((i0 + i) * h.ors), h.dv);
-                let vi = s.splat(inv);
-                map_inplace(
-                    s,
-                    row,
-                    #[inline(always)]
-                    |v| s.mul(v, vi),
-                );
-            }
+            scale_rows(s, &h, i0, &inv[..rows_here]);
         }
-    }
-}
-
-/// [`attention_head`] with both products in bf16: q, k, the probabilities and v rounded to
-/// bf16 as they are packed, f32 sums, the softmax in f32. The bf16 GEMM's tile (native
-/// `vdpbf16ps` where the CPU has AVX512-BF16, else its emulation) over the same loop; its
-/// operands are always packed (bf16 pairs), so Q and P blocks are packed too.
-///
-/// # Safety
-/// As [`attention_head`].
-pub(crate) unsafe fn attention_head_bf16(isa: Isa, h: Head) {
-    if h.sq == 0 || h.dv == 0 || h.sk == 0 {
-        // SAFETY: forwarded; attention_head handles the empty cases without its f32 body.
-        unsafe { attention_head(isa, h) };
-        return;
-    }
-    let (mr, nr) = super::bf16::bf16_tile(isa);
-    let up = |n: usize| n.next_multiple_of(16);
-    let (kwd, kws) = (h.d.div_ceil(2), h.sk.div_ceil(2));
-    let skp = up(h.sk);
-    let kt = up(kwd * h.sk.next_multiple_of(nr));
-    let vp = up(kws * h.dv.next_multiple_of(nr));
-    let qa = up(mr * kwd);
-    let pp = up(mr * kws);
-    let lay = Layout {
-        vp: kt,
-        qt: kt + vp,
-        sb: kt + vp + qa + pp,
-        pb: kt + vp + qa + pp + mr * skp,
-        skp,
-        len: kt + vp + qa + pp + 2 * mr * skp,
-    };
-    let native = super::bf16::bf16_mode(isa) == "native";
-    SCRATCH.with(|buf| {
-        let mut buf = buf.borrow_mut();
-        let scratch = buf.get(lay.len);
-        dispatch(
-            isa,
-            FusedBf16 {
-                h,
-                lay,
-                scratch: scratch.as_mut_ptr(),
-                native,
-            },
-        )
-    })
-}
-
-struct FusedBf16<'a> {
-    h: Head<'a>,
-    lay: Layout,
-    scratch: *mut f32,
-    native: bool,
-}
-
-impl SimdKernel for FusedBf16<'_> {
-    type Output = ();
-    #[inline(always)]
-    fn run<S: Simd>(self, s: S) {
-        #[cfg(target_arch = "x86_64")]
-        if self.native {
-            // SAFETY: forwarded from attention_head_bf16's contract (bf16_mode checked the CPU).
-            unsafe { head_packed(s, super::bf16::Native, self.h, &self.lay, self.scratch) };
-            return;
-        }
-        with_tile(s, self)
-    }
-}
-
-impl WithTile for FusedBf16<'_> {
-    type Output = ();
-    #[inline(always)]
-    fn run<S: Simd, const MR: usize, const NV: usize>(self, s: S) {
-        let t = super::bf16::Emulated::<S, MR, NV>(s);
-        // SAFETY: forwarded from attention_head_bf16's contract.
-        unsafe { head_packed(s, t, self.h, &self.lay, self.scratch) }
     }
 }
 
@@ -368,69 +304,110 @@ unsafe fn head_packed<S: Simd, T: Tile<P = u32>>(
     // operation of the body; every scratch piece lies inside the `lay.len` 4-byte slots.
     unsafe {
         let (mr, nr) = (T::MR, T::NR);
-        const { assert!(T::MR <= 16, "the row sums below have room for 16 rows") };
         let (kwd, kws) = (h.d.div_ceil(2), h.sk.div_ceil(2));
-        let words = |at: usize, len: usize| {
-            std::slice::from_raw_parts_mut(scratch.add(at) as *mut u32, len)
+        let words = |at: usize, end: usize| {
+            std::slice::from_raw_parts_mut(scratch.add(at) as *mut u32, end - at)
         };
-        let kt = words(0, lay.vp);
-        let vp = words(lay.vp, lay.qt - lay.vp);
-        let qa = words(lay.qt, mr * kwd);
-        let pp = words(lay.qt + (mr * kwd).next_multiple_of(16), mr * kws);
+        let (kt, vp) = (words(0, lay.vp), words(lay.vp, lay.qa));
+        let (qa, pp) = (words(lay.qa, lay.pp), words(lay.pp, lay.sb));
         let (sb, pb, skp) = (scratch.add(lay.sb), scratch.add(lay.pb), lay.skp);
         t.pack_b(kt, h.k, h.ks.1, h.ks.0, h.d, h.sk);
         t.pack_b(vp, h.v, h.vs.0, h.vs.1, h.sk, h.dv);
         for i0 in (0..h.sq).step_by(mr) {
             let rows_here = mr.min(h.sq - i0);
+            prefetch_next(&h, i0 / mr, h.sq.div_ceil(mr));
             t.pack_a(qa, h.q.add(i0 * h.qs.0), h.qs.0, h.qs.1, rows_here, h.d);
             for j0 in (0..h.sk).step_by(nr) {
+                let (b, c) = (kt.as_ptr().add(j0 * kwd), sb.add(j0));
+                let cols = nr.min(h.sk - j0);
                 t.tile(
                     kwd,
                     qa.as_ptr(),
-                    kt.as_ptr().add(j0 * kwd),
-                    sb.add(j0),
+                    b,
+                    c,
                     skp,
                     1,
                     h.scale,
                     0.0,
                     rows_here,
-                    nr.min(h.sk - j0),
+                    cols,
                 );
             }
-            let mut inv = [0.0f32; 16];
-            for (i, inv) in inv.iter_mut().enumerate().take(rows_here) {
-                let x = std::slice::from_raw_parts(sb.add(i * skp), h.sk);
-                let y = std::slice::from_raw_parts_mut(pb.add(i * skp), h.sk);
-                let m = h
-                    .mask
-                    .map(|(data, off, rs)| &data[off + (i0 + i) * rs..][..h.sk]);
-                let sum = exp_row(s, x, m, y);
-                *inv = if sum > 0.0 { 1.0 / sum } else { 0.0 };
-            }
+            let inv = block_exp(s, &h, (sb, pb, skp), i0, rows_here);
             t.pack_a(pp, pb, skp, 1, rows_here, h.sk);
             for j0 in (0..h.dv).step_by(nr) {
-                t.tile(
-                    kws,
-                    pp.as_ptr(),
-                    vp.as_ptr().add(j0 * kws),
-                    h.o.add(i0 * h.ors + j0),
-                    h.ors,
-                    1,
-                    1.0,
-                    0.0,
-                    rows_here,
-                    nr.min(h.dv - j0),
-                );
+                let (b, c) = (vp.as_ptr().add(j0 * kws), h.o.add(i0 * h.ors + j0));
+                let cols = nr.min(h.dv - j0);
+                t.tile(kws, pp.as_ptr(), b, c, h.ors, 1, 1.0, 0.0, rows_here, cols);
             }
-            for (i, &inv) in inv.iter().enumerate().take(rows_here) {
-                let row = std::slice::from_raw_parts_mut(h.o.add((i0 + i) * h.ors), h.dv);
-                let vi = s.splat(inv);
-                map_inplace(
-                    s,
-                    row,
-                    #[inline(always)]
-                    |v| s.mul(v, vi),
-                );
+            scale_rows(s, &h, i0, &inv[..rows_here]);
+        }
+    }
+}
+
+/// The most rows of a query block (the bf16 tile's 12, the f32 tile's 6 or 4).
+const MAX_ROWS: usize = 16;
+
+/// The block's unnormalised probabilities: row i of `pb` = exp(row i of `sb` + mask - max),
+/// for `rows` rows of `sk` at stride `skp`. Returns 1 / sum per row (0 for a fully masked row).
+#[inline(always)]
+unsafe fn block_exp<S: Simd>(
+    s: S,
+    h: &Head,
+    (sb, pb, skp): (*mut f32, *mut f32, usize),
+    i0: usize,
+    rows: usize,
+) -> [f32; MAX_ROWS] {
+    assert!(rows <= MAX_ROWS, "a query block of {rows} rows");
+    let mut inv = [0.0f32; MAX_ROWS];
+    for (i, inv) in inv.iter_mut().enumerate().take(rows) {
+        // SAFETY: the caller's blocks hold `rows` rows of `skp >= sk` floats.
+        let (x, y) = unsafe {
+            (
+                std::slice::from_raw_parts(sb.add(i * skp), h.sk),
+                std::slice::from_raw_parts_mut(pb.add(i * skp), h.sk),
+            )
+        };
+        let m = h
+            .mask
+            .map(|(data, off, rs)| &data[off + (i0 + i) * rs..][..h.sk]);
+        let sum = exp_row(s, x, m, y);
+        *inv = if sum > 0.0 { 1.0 / sum } else { 0.0 };
+    }
+    inv
+}
+
+/// Output rows `i0..i0 + inv.len()` multiplied by their `inv` (the softmax's division).
+#[inline(always)]
+unsafe fn scale_rows<S: Simd>(s: S, h: &Head, i0: usize, inv: &[f32]) {
+    for (i, &inv) in inv.iter().enumerate() {
+        // SAFETY: O's row i0 + i holds dv floats (the caller's contract), written by no one else.
+        let row = unsafe { std::slice::from_raw_parts_mut(h.o.add((i0 + i) * h.ors), h.dv) };
+        let vi = s.splat(inv);
+        map_inplace(
+            s,
+            row,
+            #[inline(always)]
+            |v| s.mul(v, vi),
+        );
+    }
+}
+
+/// Block `ib` of `blocks`: its share of the next head's Q, K and V rows, prefetched into L2
+/// (rows with contiguous elements only).
+#[inline(always)]
+fn prefetch_next(h: &Head, ib: usize, blocks: usize) {
+    let Some((nq, nk, nv)) = h.next else { return };
+    for (p, (rs, cs), n, w) in [
+        (nq, h.qs, h.sq, h.d),
+        (nk, h.ks, h.sk, h.d),
+        (nv, h.vs, h.sk, h.dv),
+    ] {
+        if cs == 1 {
+            for r in n * ib / blocks..n * (ib + 1) / blocks {
+                for c in (0..w).step_by(16) {
+                    prefetch_l2(p.wrapping_add(r * rs + c));
+                }
             }
         }
     }

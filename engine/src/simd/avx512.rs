@@ -50,16 +50,7 @@ impl Simd for Avx512 {
             // under the default MXCSR.
             let nf =
                 _mm512_roundscale_ps::<0x08>(self.mul(xc, self.splat(std::f32::consts::LOG2_E)));
-            let r = self.fma(nf, self.splat(-0.693_359_4), xc);
-            let r = self.fma(nf, self.splat(2.121_944_4e-4), r);
-            let r2 = self.mul(r, r);
-            let r4 = self.mul(r2, r2);
-            let a = self.fma(self.splat(1.666_666_5e-1), r, self.splat(0.5));
-            let b = self.fma(self.splat(8.333_452e-3), r, self.splat(4.166_579_6e-2));
-            let c = self.fma(self.splat(1.987_569_1e-4), r, self.splat(1.398_2e-3));
-            let inner = self.fma(r4, c, self.fma(r2, b, a));
-            let p = self.fma(inner, r2, self.add(r, self.splat(1.0)));
-            let y = _mm512_scalef_ps(p, nf);
+            let y = _mm512_scalef_ps(self.exp_fast_reduced(xc, nf), nf);
             self.select_lt(x, lo, self.zero(), y)
         }
     }

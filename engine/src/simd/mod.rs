@@ -251,9 +251,17 @@ pub trait Simd: Copy + Send + Sync + 'static {
         let lo = self.splat(-87.33654);
         let xc = self.min(self.splat(88.0), self.max(lo, x));
         let n = self.round_to_i32(self.mul(xc, self.splat(std::f32::consts::LOG2_E)));
-        let nf = self.i32_to_f32(n);
-        let r = self.fma(nf, self.splat(-0.693_359_4), xc);
-        let r = self.fma(nf, self.splat(2.121_944_4e-4), r);
+        let y = self.mul(self.exp_fast_reduced(xc, self.i32_to_f32(n)), self.pow2i(n));
+        self.select_lt(x, lo, self.zero(), y)
+    }
+
+    /// [`Simd::exp_fast`]'s `e^r` for `r = x - n ln2` (`n` = round(x log2 e), as a float),
+    /// before the scaling by `2^n`: the Cody-Waite reduction and the polynomial, shared by
+    /// the default and AVX-512's override.
+    #[inline(always)]
+    fn exp_fast_reduced(self, x: Self::F, n: Self::F) -> Self::F {
+        let r = self.fma(n, self.splat(-0.693_359_4), x);
+        let r = self.fma(n, self.splat(2.121_944_4e-4), r);
         // e^r = 1 + r + r^2 (c0 + c1 r + c2 r^2 + c3 r^3 + c4 r^4 + c5 r^5), the same Cephes
         // coefficients as `exp`, grouped as (c0 + c1 r) + r^2 (c2 + c3 r) + r^4 (c4 + c5 r).
         let r2 = self.mul(r, r);
@@ -262,9 +270,7 @@ pub trait Simd: Copy + Send + Sync + 'static {
         let b = self.fma(self.splat(8.333_452e-3), r, self.splat(4.166_579_6e-2));
         let c = self.fma(self.splat(1.987_569_1e-4), r, self.splat(1.398_2e-3));
         let inner = self.fma(r4, c, self.fma(r2, b, a));
-        let p = self.fma(inner, r2, self.add(r, self.splat(1.0)));
-        let y = self.mul(p, self.pow2i(n));
-        self.select_lt(x, lo, self.zero(), y)
+        self.fma(inner, r2, self.add(r, self.splat(1.0)))
     }
 
     /// `n - k` on integer lanes.
