@@ -163,15 +163,12 @@ pub fn attention_inference_with(
     // the buffer is not zeroed first: at MiniLM's 32 x 128 tokens that pass was 6 MiB.
     let mut out: Vec<f32> = Vec::with_capacity(n);
     let isa = crate::simd::Isa::best();
+    let heads = Heads::new(q, k, v);
     let (qs, ks, vs) = (q.strides(), k.strides(), v.strides());
-    let (qp, kp, vp) = (
-        q.raw_f32().as_ptr() as usize,
-        k.raw_f32().as_ptr() as usize,
-        v.raw_f32().as_ptr() as usize,
-    );
     let op = out.as_mut_ptr() as usize;
     let task = |bh: usize| {
         let (bi, hi) = (bh / h, bh % h);
+        let [qh, kh, vh] = heads.at(bi, hi);
         let mask = p.mask.as_ref().map(|m| {
             let st = m.strides();
             (m.raw_f32(), bi * st[0] + hi * st[1], st[2])
@@ -181,11 +178,11 @@ pub fn attention_inference_with(
         // own batch's rows of `out`, so writes never overlap.
         unsafe {
             let head = crate::gemm::attention::Head {
-                q: (qp as *const f32).add(bi * qs[0] + hi * qs[1]),
+                q: qh,
                 qs: (qs[2], qs[3]),
-                k: (kp as *const f32).add(bi * ks[0] + hi * ks[1]),
+                k: kh,
                 ks: (ks[2], ks[3]),
-                v: (vp as *const f32).add(bi * vs[0] + hi * vs[1]),
+                v: vh,
                 vs: (vs[2], vs[3]),
                 o: (op as *mut f32).add(bi * sq * h * dv + hi * dv),
                 ors: h * dv,
@@ -196,12 +193,8 @@ pub fn attention_inference_with(
                 scale,
                 mask,
                 next: (bh + 1 < b * h).then(|| {
-                    let (bi, hi) = ((bh + 1) / h, (bh + 1) % h);
-                    (
-                        (qp as *const f32).wrapping_add(bi * qs[0] + hi * qs[1]),
-                        (kp as *const f32).wrapping_add(bi * ks[0] + hi * ks[1]),
-                        (vp as *const f32).wrapping_add(bi * vs[0] + hi * vs[1]),
-                    )
+                    let [q, k, v] = heads.at((bh + 1) / h, (bh + 1) % h);
+                    (q, k, v)
                 }),
             };
             head_fn(isa, head);
@@ -217,6 +210,37 @@ pub fn attention_inference_with(
     // hi*dv .. (hi+1)*dv of rows bi*sq .. (bi+1)*sq, and together they cover every element.
     unsafe { out.set_len(n) };
     Tensor::from_vec(out, &[b, sq, h * dv])
+}
+
+/// Where each (batch, head) of q, k and v starts: the tensors' storage and their strides.
+struct Heads {
+    base: [usize; 3],
+    strides: [(usize, usize); 3],
+}
+
+impl Heads {
+    fn new(q: &Tensor, k: &Tensor, v: &Tensor) -> Heads {
+        let at = |t: &Tensor| {
+            (
+                t.raw_f32().as_ptr() as usize,
+                (t.strides()[0], t.strides()[1]),
+            )
+        };
+        let (q, k, v) = (at(q), at(k), at(v));
+        Heads {
+            base: [q.0, k.0, v.0],
+            strides: [q.1, k.1, v.1],
+        }
+    }
+
+    /// The first element of head `hi` of batch `bi` in q, k and v (in range for in-range
+    /// indices; computed without dereferencing, so the caller's kernel decides what it reads).
+    fn at(&self, bi: usize, hi: usize) -> [*const f32; 3] {
+        std::array::from_fn(|i| {
+            let (sb, sh) = self.strides[i];
+            (self.base[i] as *const f32).wrapping_add(bi * sb + hi * sh)
+        })
+    }
 }
 
 /// The checked inputs of inference attention: (B, H, Sq, Sk, D, Dv) and the mask broadcast to
@@ -285,18 +309,15 @@ pub fn attention_inference_unfused(
         return Tensor::from_vec(out, &[b, sq, h * dv]);
     }
     let isa = Isa::best();
+    let heads = Heads::new(q, k, v);
     let (qs, ks, vs) = (q.strides(), k.strides(), v.strides());
-    let (qp, kp, vp) = (
-        q.raw_f32().as_ptr() as usize,
-        k.raw_f32().as_ptr() as usize,
-        v.raw_f32().as_ptr() as usize,
-    );
     let op = out.as_mut_ptr() as usize;
     thread_local! {
         static BUF: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
     }
     let task = |bh: usize| {
         let (bi, hi) = (bh / h, bh % h);
+        let [qh, kh, vh] = heads.at(bi, hi);
         BUF.with(|buf| {
             let mut buf = buf.borrow_mut();
             let (sbuf, pbuf) = &mut *buf;
@@ -312,10 +333,10 @@ pub fn attention_inference_unfused(
                     k: d,
                     alpha: scale,
                     beta: 0.0,
-                    a: (qp as *const f32).add(bi * qs[0] + hi * qs[1]),
+                    a: qh,
                     ars: qs[2],
                     acs: qs[3],
-                    b: (kp as *const f32).add(bi * ks[0] + hi * ks[1]),
+                    b: kh,
                     brs: ks[3],
                     bcs: ks[2],
                     c: sbuf.as_mut_ptr(),
@@ -347,7 +368,7 @@ pub fn attention_inference_unfused(
                     a: pbuf.as_ptr(),
                     ars: sk,
                     acs: 1,
-                    b: (vp as *const f32).add(bi * vs[0] + hi * vs[1]),
+                    b: vh,
                     brs: vs[2],
                     bcs: vs[3],
                     c: (op as *mut f32).add(bi * sq * h * dv + hi * dv),
@@ -421,27 +442,9 @@ thread_local! {
     };
 }
 
-/// `x = dropout(x)` for the block of a larger tensor that starts at element `base` (the mask is
-/// the whole tensor's: [`crate::dropout::dropout_inplace`] on all of it gives the same values).
-fn dropout_block(x: &mut [f32], base: u64, p: f32, seed: u64) {
-    if p == 0.0 {
-        return;
-    }
-    crate::dropout::apply(x, base, seed, p, 1.0 / (1.0 - p));
-}
-
-/// Dropout on an n x n block kept contiguously whose row i sits at index `base + i * stride`
-/// of the (B, H, stride, stride) tensor the mask is defined over.
-fn dropout_rows(x: &mut [f32], n: usize, base: u64, stride: usize, p: f32, seed: u64) {
-    if p == 0.0 || n == 0 {
-        return;
-    }
-    for (i, row) in x.chunks_mut(n).enumerate() {
-        dropout_block(row, base + (i * stride) as u64, p, seed);
-    }
-}
-
-/// `dst = dropout(src)` for blocks laid out as [`dropout_rows`]' (one pass, no copy first).
+/// `dst = dropout(src)` for an n x n block kept contiguously whose row i sits at index
+/// `base + i * stride` of the (B, H, stride, stride) tensor the mask is defined over (one pass,
+/// no copy first).
 fn dropout_rows_from(
     dst: &mut [f32],
     src: &[f32],
@@ -461,6 +464,33 @@ fn dropout_rows_from(
     let scale = 1.0 / (1.0 - p);
     for (i, (d, s)) in dst.chunks_mut(n).zip(src.chunks(n)).enumerate() {
         crate::dropout::apply_from(d, s, base + (i * stride) as u64, seed, p, scale);
+    }
+}
+
+/// [`dropout_rows_from`] into `dst` and the same mask on `g` in place (blocks laid out alike),
+/// each mask element computed once for both.
+#[allow(clippy::too_many_arguments)]
+fn dropout_rows_pair(
+    dst: &mut [f32],
+    src: &[f32],
+    g: &mut [f32],
+    n: usize,
+    base: u64,
+    stride: usize,
+    p: f32,
+    seed: u64,
+) {
+    if p == 0.0 {
+        dst.copy_from_slice(src);
+        return;
+    }
+    if n == 0 {
+        return;
+    }
+    let scale = 1.0 / (1.0 - p);
+    let rows = dst.chunks_mut(n).zip(src.chunks(n)).zip(g.chunks_mut(n));
+    for (i, ((d, s), g)) in rows.enumerate() {
+        crate::dropout::apply_pair(d, s, g, base + (i * stride) as u64, seed, p, scale);
     }
 }
 
@@ -668,7 +698,6 @@ pub fn fused_qkv_backward(
                 }
                 &sc.mask
             };
-            dropout_rows_from(&mut sc.a, pc, n, (bh * s * s) as u64, s, p, seed);
             // SAFETY: every read lies inside qkv / dout (checked lengths); every write goes to
             // this (sequence, head)'s Q, K or V columns of dqkv, which no other task touches.
             unsafe {
@@ -693,17 +722,19 @@ pub fn fused_qkv_backward(
                     crs,
                     ccs: 1,
                 };
+                // dPd = dO V^T; then Pd = dropout(P) (sc.a) and dP = dropout(dPd) (sc.b, in
+                // place), one mask for both.
+                run_serial(
+                    isa,
+                    job(n, n, hd, 1.0, dob, hdim, 1, v, 1, row, sc.b.as_mut_ptr(), n),
+                );
+                let drop_base = (bh * s * s) as u64;
+                dropout_rows_pair(&mut sc.a, pc, &mut sc.b, n, drop_base, s, p, seed);
                 // dV = Pd^T dO
                 run_serial(
                     isa,
                     job(n, hd, n, 1.0, sc.a.as_ptr(), 1, n, dob, hdim, 1, dv, row),
                 );
-                // dPd = dO V^T
-                run_serial(
-                    isa,
-                    job(n, n, hd, 1.0, dob, hdim, 1, v, 1, row, sc.b.as_mut_ptr(), n),
-                );
-                dropout_rows(&mut sc.b, n, (bh * s * s) as u64, s, p, seed);
                 crate::softmax::softmax_backward_rows(isa, pc, &sc.b, n, &mut sc.c);
                 let ds = sc.c.as_ptr();
                 // dQ = scale dS K;  dK = scale dS^T Q

@@ -73,9 +73,10 @@ pub fn apply_from(dst: &mut [f32], src: &[f32], base: u64, seed: u64, p: f32, sc
         // SAFETY: AVX512F and AVX512DQ were detected at run time; both slices hold len values
         // and are distinct borrows.
         unsafe {
-            avx512::run(
+            avx512::run::<false>(
                 src.as_ptr(),
                 dst.as_mut_ptr(),
+                std::ptr::null_mut(),
                 dst.len(),
                 base,
                 seed,
@@ -87,6 +88,45 @@ pub fn apply_from(dst: &mut [f32], src: &[f32], base: u64, seed: u64, p: f32, sc
     }
     dst.copy_from_slice(src);
     apply(dst, base, seed, p, scale);
+}
+
+/// [`apply_from`] into `dst` and [`apply`] on `g`, with one mask for both:
+/// `keep(seed, base + j) ? (src[j] * scale, g[j] * scale) : (0, 0)`. The attention backward drops
+/// out the saved probabilities and their gradient with the same mask; on the AVX-512 path each
+/// hash is computed once for the two. Panics if the lengths differ.
+pub fn apply_pair(
+    dst: &mut [f32],
+    src: &[f32],
+    g: &mut [f32],
+    base: u64,
+    seed: u64,
+    p: f32,
+    scale: f32,
+) {
+    assert!(
+        dst.len() == src.len() && g.len() == src.len(),
+        "dropout: the pair's lengths differ"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if avx512::available() {
+        // SAFETY: AVX512F and AVX512DQ were detected at run time; the three slices hold len
+        // values, and dst and g are distinct mutable borrows, src a shared one.
+        unsafe {
+            avx512::run::<true>(
+                src.as_ptr(),
+                dst.as_mut_ptr(),
+                g.as_mut_ptr(),
+                dst.len(),
+                base,
+                seed,
+                p,
+                scale,
+            )
+        };
+        return;
+    }
+    apply_from(dst, src, base, seed, p, scale);
+    apply(g, base, seed, p, scale);
 }
 
 /// `x[j] = keep(seed, base + j) ? x[j] * scale : 0`, one element at a time.
@@ -211,18 +251,34 @@ pub mod avx512 {
     pub unsafe fn apply(x: &mut [f32], base: u64, seed: u64, p: f32, scale: f32) {
         let ptr = x.as_mut_ptr();
         // SAFETY: forwarded; in place (source and destination the same n values).
-        unsafe { run(ptr, ptr, x.len(), base, seed, p, scale) }
+        unsafe {
+            run::<false>(
+                ptr,
+                ptr,
+                std::ptr::null_mut(),
+                x.len(),
+                base,
+                seed,
+                p,
+                scale,
+            )
+        }
     }
 
-    /// `dst[j] = keep(seed, base + j) ? src[j] * scale : 0` for j < n.
+    /// `dst[j] = keep(seed, base + j) ? src[j] * scale : 0` for j < n; with `PAIR`, also
+    /// `other[j] = keep(seed, base + j) ? other[j] * scale : 0` under the same mask (`other`
+    /// unused without).
     ///
     /// # Safety
     /// The CPU must support AVX512F and AVX512DQ; `src` and `dst` are valid for n values and
-    /// are either the same buffer or do not overlap.
+    /// are either the same buffer or do not overlap; with `PAIR`, `other` is valid for n values
+    /// and overlaps neither.
     #[target_feature(enable = "avx512f,avx512dq")]
-    pub(super) unsafe fn run(
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn run<const PAIR: bool>(
         src: *const f32,
         dst: *mut f32,
+        other: *mut f32,
         n: usize,
         base: u64,
         seed: u64,
@@ -249,17 +305,21 @@ pub mod avx512 {
                 let keep = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(_mm512_cvtepi32_ps(bits), threshold);
                 let v = _mm512_loadu_ps(src.add(j));
                 _mm512_storeu_ps(dst.add(j), _mm512_maskz_mul_ps(keep, v, vscale));
+                if PAIR {
+                    let w = _mm512_loadu_ps(other.add(j));
+                    _mm512_storeu_ps(other.add(j), _mm512_maskz_mul_ps(keep, w, vscale));
+                }
                 lo = _mm512_add_epi64(lo, step);
                 hi = _mm512_add_epi64(hi, step);
                 j += 16;
             }
             for j in n16..n {
+                let k = super::keep(seed, base + j as u64, p);
                 let x = *src.add(j);
-                *dst.add(j) = if super::keep(seed, base + j as u64, p) {
-                    x * scale
-                } else {
-                    0.0
-                };
+                *dst.add(j) = if k { x * scale } else { 0.0 };
+                if PAIR {
+                    *other.add(j) = if k { *other.add(j) * scale } else { 0.0 };
+                }
             }
         }
     }
@@ -300,6 +360,15 @@ mod tests {
                 super::apply_from(&mut d, &x, base, seed, p, 1.0 / (1.0 - p));
                 let same = a.iter().zip(&d).all(|(u, v)| u.to_bits() == v.to_bits());
                 assert!(same, "apply_from: n={n} base={base} p={p}");
+                // The pair: the first output as apply_from, the second as apply on its own.
+                let y: Vec<f32> = (0..n).map(|_| r.next_normal()).collect();
+                let mut ya = y.clone();
+                super::apply_scalar(&mut ya, base, seed, p, 1.0 / (1.0 - p));
+                let (mut e, mut yb) = (vec![f32::NAN; n], y.clone());
+                super::apply_pair(&mut e, &x, &mut yb, base, seed, p, 1.0 / (1.0 - p));
+                let same = a.iter().zip(&e).all(|(u, v)| u.to_bits() == v.to_bits())
+                    && ya.iter().zip(&yb).all(|(u, v)| u.to_bits() == v.to_bits());
+                assert!(same, "apply_pair: n={n} base={base} p={p}");
                 let kept = a.iter().filter(|v| **v != 0.0).count() as f64 / n as f64;
                 assert!(
                     n < 1000 || (kept - (1.0 - p) as f64).abs() < 0.05,
