@@ -88,15 +88,22 @@ fn check_gemm(
 ) {
     let a = Operand::new(m, k, ta, pad, 1 + m as u64);
     let b = Operand::new(k, n, tb, pad, 2 + n as u64);
-    // C: row-major with padding; beta == 0 must ignore the NaNs put there.
-    let crs = n + pad;
-    let mut c = rand_vec(m * crs, 3);
+    // C: row-major with padding, or (pad == 2) column-major, the microkernels' strided store;
+    // beta == 0 must ignore the NaNs put there.
+    let tc = pad == 2;
+    let (crs, ccs, len) = if tc {
+        (1, m + pad, n * (m + pad))
+    } else {
+        (n + pad, 1, m * (n + pad))
+    };
+    let at = |i: usize, j: usize| i * crs + j * ccs;
+    let mut c = rand_vec(len, 3);
     if beta == 0.0 {
         c.iter_mut().for_each(|v| *v = f32::NAN);
     }
     let c0: Vec<f64> = (0..m)
         .flat_map(|i| (0..n).map(move |j| (i, j)))
-        .map(|(i, j)| c[i * crs + j] as f64)
+        .map(|(i, j)| c[at(i, j)] as f64)
         .collect();
     let round = |x: f32| {
         if bf16 {
@@ -113,7 +120,7 @@ fn check_gemm(
         rows: m,
         cols: n,
         rs: crs,
-        cs: 1,
+        cs: ccs,
     };
     if bf16 {
         gemm_bf16_with(isa, threads, alpha, a.view(), b.view(), beta, cm).unwrap();
@@ -132,18 +139,19 @@ fn check_gemm(
                 } else {
                     (beta as f64 * c0[i * n + j]).abs()
                 };
-            let got = c[i * crs + j] as f64;
+            let got = c[at(i, j)] as f64;
             let w = want[i * n + j];
             assert!(
                 (got - w).abs() <= 2e-6 * mag.max(1e-30) * (k as f64).sqrt().max(1.0) + 1e-30,
-                "{isa:?} t{threads} bf16={bf16} m={m} k={k} n={n} ta={ta} tb={tb} alpha={alpha} beta={beta}: C[{i},{j}] = {got}, want {w}"
+                "{isa:?} t{threads} bf16={bf16} m={m} k={k} n={n} ta={ta} tb={tb} tc={tc} alpha={alpha} beta={beta}: C[{i},{j}] = {got}, want {w}"
             );
         }
     }
-    // Padding between the rows of C is never written.
-    if pad > 0 && beta != 0.0 && m > 1 {
-        let fresh = rand_vec(m * crs, 3);
-        assert_eq!(c[n], fresh[n], "gemm wrote into C's row padding");
+    // Padding between the rows (columns) of C is never written.
+    let (lines, width) = if tc { (n, m) } else { (m, n) };
+    if pad > 0 && beta != 0.0 && lines > 1 {
+        let fresh = rand_vec(len, 3);
+        assert_eq!(c[width], fresh[width], "gemm wrote into C's padding");
     }
 }
 
@@ -162,9 +170,9 @@ proptest! {
 
     #[test]
     fn gemm_bf16_matches_f64_on_rounded_operands(m in awkward(), k in awkward(), n in awkward(), ta: bool, tb: bool,
-                                                 beta in prop_oneof![Just(0.0f32), -1.0f32..1.0]) {
+                                                 pad in 0usize..3, beta in prop_oneof![Just(0.0f32), -1.0f32..1.0]) {
         for isa in Isa::available() {
-            check_gemm(isa, 2, m, k, n, ta, tb, 1, 1.0, beta, true);
+            check_gemm(isa, 2, m, k, n, ta, tb, pad, 1.0, beta, true);
         }
     }
 }
