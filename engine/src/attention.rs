@@ -468,7 +468,7 @@ fn dropout_rows_from(
 }
 
 /// [`dropout_rows_from`] into `dst` and the same mask on `g` in place (blocks laid out alike),
-/// each mask element computed once for both.
+/// each mask element computed once for both. Nothing to do (and `dst` untouched) when p == 0.
 #[allow(clippy::too_many_arguments)]
 fn dropout_rows_pair(
     dst: &mut [f32],
@@ -480,11 +480,7 @@ fn dropout_rows_pair(
     p: f32,
     seed: u64,
 ) {
-    if p == 0.0 {
-        dst.copy_from_slice(src);
-        return;
-    }
-    if n == 0 {
+    if p == 0.0 || n == 0 {
         return;
     }
     let scale = 1.0 / (1.0 - p);
@@ -730,10 +726,11 @@ pub fn fused_qkv_backward(
                 );
                 let drop_base = (bh * s * s) as u64;
                 dropout_rows_pair(&mut sc.a, pc, &mut sc.b, n, drop_base, s, p, seed);
+                let pd: &[f32] = if p > 0.0 { &sc.a } else { pc };
                 // dV = Pd^T dO
                 run_serial(
                     isa,
-                    job(n, hd, n, 1.0, sc.a.as_ptr(), 1, n, dob, hdim, 1, dv, row),
+                    job(n, hd, n, 1.0, pd.as_ptr(), 1, n, dob, hdim, 1, dv, row),
                 );
                 crate::softmax::softmax_backward_rows(isa, pc, &sc.b, n, &mut sc.c);
                 let ds = sc.c.as_ptr();
