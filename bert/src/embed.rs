@@ -243,7 +243,7 @@ pub struct StreamOptions {
     pub format: OutputFormat,
     pub device: crate::train::TrainDevice,
     /// The Linear layers' GEMMs on the CPU path: f32, or bf16 operands with f32 sums (weights
-    /// rounded once; faster where the CPU has AVX512-BF16, slower where it is emulated).
+    /// rounded once; faster where the CPU's `vdpbf16ps` outruns its FMA, about level elsewhere).
     pub precision: engine::Precision,
     /// A spinner with texts and tokens/s on stderr.
     pub progress: bool,

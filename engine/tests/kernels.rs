@@ -3,7 +3,7 @@
 //! instruction set this CPU can run (portable always; AVX2 and AVX-512 where present).
 
 use engine::elementwise::{binary, BinOp};
-use engine::gemm::bf16::gemm_bf16_with;
+use engine::gemm::bf16::{gemm_bf16_kernel, gemm_bf16_with, Bf16Kernel};
 use engine::gemm::{gemm_batched_with, gemm_with, MatMut, MatRef};
 use engine::reference as r;
 use engine::simd::Isa;
@@ -84,7 +84,7 @@ fn check_gemm(
     pad: usize,
     alpha: f32,
     beta: f32,
-    bf16: bool,
+    bf16: Option<Bf16Kernel>,
 ) {
     let a = Operand::new(m, k, ta, pad, 1 + m as u64);
     let b = Operand::new(k, n, tb, pad, 2 + n as u64);
@@ -106,7 +106,7 @@ fn check_gemm(
         .map(|(i, j)| c[at(i, j)] as f64)
         .collect();
     let round = |x: f32| {
-        if bf16 {
+        if bf16.is_some() {
             half::bf16::from_f32(x).to_f32()
         } else {
             x
@@ -122,11 +122,11 @@ fn check_gemm(
         rs: crs,
         cs: ccs,
     };
-    if bf16 {
-        gemm_bf16_with(isa, threads, alpha, a.view(), b.view(), beta, cm).unwrap();
-    } else {
-        gemm_with(isa, threads, alpha, a.view(), b.view(), beta, cm).unwrap();
+    match bf16 {
+        Some(kn) => gemm_bf16_kernel(kn, isa, threads, alpha, a.view(), b.view(), beta, cm),
+        None => gemm_with(isa, threads, alpha, a.view(), b.view(), beta, cm),
     }
+    .unwrap();
     for i in 0..m {
         for j in 0..n {
             // Error bound scaled by the magnitude of the terms summed (f32 accumulation).
@@ -143,7 +143,7 @@ fn check_gemm(
             let w = want[i * n + j];
             assert!(
                 (got - w).abs() <= 2e-6 * mag.max(1e-30) * (k as f64).sqrt().max(1.0) + 1e-30,
-                "{isa:?} t{threads} bf16={bf16} m={m} k={k} n={n} ta={ta} tb={tb} tc={tc} alpha={alpha} beta={beta}: C[{i},{j}] = {got}, want {w}"
+                "{isa:?} t{threads} bf16={bf16:?} m={m} k={k} n={n} ta={ta} tb={tb} tc={tc} alpha={alpha} beta={beta}: C[{i},{j}] = {got}, want {w}"
             );
         }
     }
@@ -163,7 +163,7 @@ proptest! {
                         alpha in prop_oneof![Just(1.0f32), -2.0f32..2.0], beta in prop_oneof![Just(0.0f32), Just(1.0), -1.0f32..1.0]) {
         for isa in Isa::available() {
             for threads in [1, 2] {
-                check_gemm(isa, threads, m, k, n, ta, tb, pad, alpha, beta, false);
+                check_gemm(isa, threads, m, k, n, ta, tb, pad, alpha, beta, None);
             }
         }
     }
@@ -171,15 +171,19 @@ proptest! {
     #[test]
     fn gemm_bf16_matches_f64_on_rounded_operands(m in awkward(), k in awkward(), n in awkward(), ta: bool, tb: bool,
                                                  pad in 0usize..3, beta in prop_oneof![Just(0.0f32), -1.0f32..1.0]) {
+        // Every bf16 kernel that runs here, on every ISA (native, rounded, emulated).
         for isa in Isa::available() {
-            check_gemm(isa, 2, m, k, n, ta, tb, pad, 1.0, beta, true);
+            for kn in Bf16Kernel::available(isa) {
+                check_gemm(isa, 2, m, k, n, ta, tb, pad, 1.0, beta, Some(kn));
+            }
         }
     }
 }
 
 /// A prepacked B gives bit for bit what the ordinary GEMM gives (same blocking along k, same
-/// microkernel), so the f64 checks of `gemm_with` carry over; a B prepacked in bf16 gives what
-/// `gemm_bf16_with` gives (the f64 checks on rounded operands carry over).
+/// microkernel), so the f64 checks of `gemm_with` carry over; a B prepacked in bf16 for a
+/// kernel gives what `gemm_bf16_kernel` gives on it (the f64 checks on rounded operands carry
+/// over).
 #[allow(clippy::too_many_arguments)]
 fn check_prepacked(
     isa: Isa,
@@ -190,7 +194,7 @@ fn check_prepacked(
     tb: bool,
     alpha: f32,
     beta: f32,
-    bf16: bool,
+    bf16: Option<Bf16Kernel>,
 ) {
     let a = rand_vec(m * k, 11);
     let b = rand_vec(k * n, 12);
@@ -207,23 +211,20 @@ fn check_prepacked(
     };
     let c0 = rand_vec(m * n, 13);
     let mut want = c0.clone();
-    let gemm = if bf16 { gemm_bf16_with } else { gemm_with };
-    gemm(
-        isa,
-        threads,
-        alpha,
+    let (am, cm) = (
         MatRef::row_major(&a, m, k),
-        bv,
-        beta,
         MatMut::row_major(&mut want, m, n),
-    )
+    );
+    match bf16 {
+        Some(kn) => gemm_bf16_kernel(kn, isa, threads, alpha, am, bv, beta, cm),
+        None => gemm_with(isa, threads, alpha, am, bv, beta, cm),
+    }
     .unwrap();
-    let packed = if bf16 {
-        engine::gemm::PackedB::new_bf16(isa, bv).unwrap()
-    } else {
-        engine::gemm::PackedB::new(isa, bv).unwrap()
+    let packed = match bf16 {
+        Some(kn) => engine::gemm::PackedB::new_bf16_kernel(kn, isa, bv).unwrap(),
+        None => engine::gemm::PackedB::new(isa, bv).unwrap(),
     };
-    assert_eq!(packed.is_bf16(), bf16);
+    assert_eq!(packed.bf16_kernel(), bf16);
     let mut got = c0;
     engine::gemm::gemm_prepacked(
         threads,
@@ -238,7 +239,7 @@ fn check_prepacked(
         got.iter()
             .zip(&want)
             .all(|(x, y)| x.to_bits() == y.to_bits()),
-        "{isa:?} t{threads} m={m} k={k} n={n} tb={tb} bf16={bf16}"
+        "{isa:?} t{threads} m={m} k={k} n={n} tb={tb} bf16={bf16:?}"
     );
 }
 
@@ -247,8 +248,13 @@ proptest! {
     #[test]
     fn gemm_prepacked_equals_gemm(m in awkward(), k in awkward(), n in awkward(), tb: bool,
                                   alpha in prop_oneof![Just(1.0f32), -2.0f32..2.0], beta in prop_oneof![Just(0.0f32), Just(1.0)],
-                                  bf16: bool) {
+                                  kind in 0usize..4) {
+        // f32, or one of the bf16 kernels (where it runs on the ISA).
+        let bf16 = kind.checked_sub(1).map(|i| Bf16Kernel::ALL[i]);
         for isa in Isa::available() {
+            if bf16.is_some_and(|kn| !kn.runs_on(isa)) {
+                continue;
+            }
             for threads in [1, 2] {
                 check_prepacked(isa, threads, m, k, n, tb, alpha, beta, bf16);
             }
@@ -259,7 +265,8 @@ proptest! {
 #[test]
 fn gemm_prepacked_large_and_errors() {
     for isa in Isa::available() {
-        for bf16 in [false, true] {
+        let kernels = Bf16Kernel::available(isa).into_iter().map(Some);
+        for bf16 in std::iter::once(None).chain(kernels) {
             check_prepacked(isa, 2, 300, 513, 1000, true, 1.0, 1.0, bf16);
             check_prepacked(isa, 2, 1000, 300, 17, false, 1.0, 0.0, bf16);
             check_prepacked(isa, 1, 128, 384, 3100, true, 0.5, 0.0, bf16);
@@ -306,10 +313,12 @@ fn gemm_large_and_blocked_edges() {
     // Crosses every blocking boundary (KC = 256, MC = 264, NC = 3072) with ragged edges,
     // and takes the threaded split in both directions.
     for isa in Isa::available() {
-        check_gemm(isa, 2, 1000, 300, 17, false, false, 0, 1.0, 0.0, false);
-        check_gemm(isa, 2, 7, 513, 1000, true, false, 1, 0.5, 1.0, false);
-        check_gemm(isa, 2, 250, 260, 3100, false, true, 0, 1.0, 0.5, false);
-        check_gemm(isa, 2, 129, 1000, 127, true, true, 2, -1.0, 0.0, true);
+        check_gemm(isa, 2, 1000, 300, 17, false, false, 0, 1.0, 0.0, None);
+        check_gemm(isa, 2, 7, 513, 1000, true, false, 1, 0.5, 1.0, None);
+        check_gemm(isa, 2, 250, 260, 3100, false, true, 0, 1.0, 0.5, None);
+        for kn in Bf16Kernel::available(isa) {
+            check_gemm(isa, 2, 129, 1000, 127, true, true, 2, -1.0, 0.0, Some(kn));
+        }
     }
 }
 

@@ -27,7 +27,8 @@ pub struct Cpu;
 /// The CPU with the Linear layers' three GEMMs (forward, dX, dW) in bf16: operands rounded to
 /// bf16 as they are packed, f32 sums; every buffer, the parameters and AdamW stay f32 (mixed
 /// precision as autocast does it). Faster than [`Cpu`] where `vdpbf16ps` issues at twice the
-/// FMA rate (AMD Zen 4); slower where bf16 is emulated or half-rate (Sapphire Rapids).
+/// FMA rate (AMD Zen 4); elsewhere (no AVX512-BF16, or half-rate as on Sapphire Rapids) its
+/// GEMMs run the f32 tile over rounded operands, about as fast as [`Cpu`].
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CpuBf16;
 

@@ -28,6 +28,7 @@
 //! Nothing is kept for a backward pass: the training path keeps the probabilities
 //! ([`crate::attention::attention_forward`]) or recomputes them (the fused training kernels).
 
+use super::bf16::Bf16Kernel;
 use super::driver::Tile;
 use super::memory::{prefetch_l2, AlignedBuf};
 use super::microkernel::{columns, rows, tile, with_tile, TileArgs, WithTile};
@@ -84,15 +85,15 @@ struct Layout {
     len: usize,
 }
 
-/// The scratch layout for tile (mr, nr), with `k_per` k per packed slot (1 for f32, 2 for bf16
-/// pairs).
-fn layout(h: &Head, (mr, nr): (usize, usize), k_per: usize) -> Layout {
+/// The scratch layout for tile (mr, nr), with `k_per` k per packed slot (2 for bf16 pairs, else
+/// 1) and, if `packed_p`, a packed P block (every bf16 kernel's).
+fn layout(h: &Head, (mr, nr): (usize, usize), k_per: usize, packed_p: bool) -> Layout {
     let up = |n: usize| n.next_multiple_of(16);
     let (kd, ks) = (h.d.div_ceil(k_per), h.sk.div_ceil(k_per));
     let vp = up(kd * h.sk.next_multiple_of(nr));
     let qa = vp + up(ks * h.dv.next_multiple_of(nr));
     let pp = qa + up(mr * kd);
-    let sb = pp + if k_per == 2 { up(mr * ks) } else { 0 };
+    let sb = pp + if packed_p { up(mr * ks) } else { 0 };
     let skp = up(h.sk);
     Layout {
         vp,
@@ -113,22 +114,33 @@ fn layout(h: &Head, (mr, nr): (usize, usize), k_per: usize) -> Layout {
 /// not overlap Q, K, V or the mask.
 pub(crate) unsafe fn attention_head(isa: Isa, h: Head) {
     // SAFETY: forwarded.
-    unsafe { run_head(isa, h, false) }
+    unsafe { run_head(isa, h, None) }
 }
 
 /// [`attention_head`] with both products in bf16: q, k, the probabilities and v rounded to
-/// bf16 as they are packed, f32 sums, the softmax in f32. The bf16 GEMM's tile (native
-/// `vdpbf16ps` where the CPU has AVX512-BF16, else its emulation) over the same loop; its
-/// operands are always packed (bf16 pairs), so Q and P blocks are packed too.
+/// bf16 as they are packed, f32 sums, the softmax in f32. The bf16 GEMM's tile
+/// ([`bf16_kernel`](super::bf16::bf16_kernel): native `vdpbf16ps`, or the f32 tile over
+/// rounded operands) over the same loop; its operands are always packed (rounding happens
+/// there), so Q and P blocks are packed too.
 ///
 /// # Safety
 /// As [`attention_head`].
 pub(crate) unsafe fn attention_head_bf16(isa: Isa, h: Head) {
     // SAFETY: forwarded.
-    unsafe { run_head(isa, h, true) }
+    unsafe { run_head(isa, h, Some(super::bf16::bf16_kernel(isa))) }
 }
 
-unsafe fn run_head(isa: Isa, h: Head, bf16: bool) {
+/// [`attention_head_bf16`] on a given bf16 kernel (the tests compare them).
+///
+/// # Safety
+/// As [`attention_head`], and `kernel.runs_on(isa)`.
+#[cfg(test)]
+unsafe fn attention_head_bf16_kernel(kernel: Bf16Kernel, isa: Isa, h: Head) {
+    // SAFETY: forwarded.
+    unsafe { run_head(isa, h, Some(kernel)) }
+}
+
+unsafe fn run_head(isa: Isa, h: Head, bf16: Option<Bf16Kernel>) {
     if h.sq == 0 || h.dv == 0 {
         return;
     }
@@ -140,12 +152,10 @@ unsafe fn run_head(isa: Isa, h: Head, bf16: bool) {
         }
         return;
     }
-    let lay = if bf16 {
-        layout(&h, super::bf16::bf16_tile(isa), 2)
-    } else {
-        layout(&h, tile(isa), 1)
+    let lay = match bf16 {
+        Some(kn) => layout(&h, kn.tile(isa), kn.k_per(), true),
+        None => layout(&h, tile(isa), 1, false),
     };
-    let native = bf16 && super::bf16::bf16_mode(isa) == "native";
     SCRATCH.with(|buf| {
         let mut buf = buf.borrow_mut();
         let scratch = buf.get(lay.len).as_mut_ptr();
@@ -156,7 +166,6 @@ unsafe fn run_head(isa: Isa, h: Head, bf16: bool) {
                 lay,
                 scratch,
                 bf16,
-                native,
             },
         )
     })
@@ -166,9 +175,8 @@ struct Fused<'a> {
     h: Head<'a>,
     lay: Layout,
     scratch: *mut f32,
-    bf16: bool,
-    /// bf16 on the `vdpbf16ps` tile (else, with bf16, the emulated one).
-    native: bool,
+    /// The bf16 kernel (None: f32).
+    bf16: Option<Bf16Kernel>,
 }
 
 impl SimdKernel for Fused<'_> {
@@ -176,8 +184,8 @@ impl SimdKernel for Fused<'_> {
     #[inline(always)]
     fn run<S: Simd>(self, s: S) {
         #[cfg(target_arch = "x86_64")]
-        if self.native {
-            // SAFETY: forwarded from run_head's contract (bf16_mode checked the CPU).
+        if self.bf16 == Some(Bf16Kernel::Native) {
+            // SAFETY: forwarded from run_head's contract (runs_on checked the CPU).
             unsafe { head_packed(s, super::bf16::Native, self.h, &self.lay, self.scratch) };
             return;
         }
@@ -192,7 +200,9 @@ impl WithTile for Fused<'_> {
         let (h, lay, scratch) = (self.h, &self.lay, self.scratch);
         // SAFETY: forwarded from run_head's contract; the scratch holds `lay.len` slots.
         unsafe {
-            if self.bf16 {
+            if self.bf16 == Some(Bf16Kernel::Rounded) {
+                head_packed(s, super::bf16::Rounded::<S, MR, NV>(s), h, lay, scratch)
+            } else if self.bf16.is_some() {
                 head_packed(s, super::bf16::Emulated::<S, MR, NV>(s), h, lay, scratch)
             } else if NV == 4 && h.dv <= 2 * S::LANES {
                 // V slivers as wide as the head when it fits half the tile (a head of 32 on
@@ -290,8 +300,9 @@ unsafe fn head<S: Simd, const MR: usize, const NV: usize, const VV: usize>(
     }
 }
 
-/// The head over any [`Tile`] of bf16 pair-words: Q and P blocks packed with the tile's
-/// `pack_a`, K^T and V with its `pack_b`, every product a `tile` call.
+/// The head over any bf16 [`Tile`] (pair-words, or f32 values rounded at packing): Q and P
+/// blocks packed with the tile's `pack_a`, K^T and V with its `pack_b`, every product a
+/// `tile` call.
 #[inline(always)]
 unsafe fn head_packed<S: Simd, T: Tile<P = u32>>(
     s: S,
@@ -304,7 +315,7 @@ unsafe fn head_packed<S: Simd, T: Tile<P = u32>>(
     // operation of the body; every scratch piece lies inside the `lay.len` 4-byte slots.
     unsafe {
         let (mr, nr) = (T::MR, T::NR);
-        let (kwd, kws) = (h.d.div_ceil(2), h.sk.div_ceil(2));
+        let (kwd, kws) = (h.d.div_ceil(T::K_PER), h.sk.div_ceil(T::K_PER));
         let words = |at: usize, end: usize| {
             std::slice::from_raw_parts_mut(scratch.add(at) as *mut u32, end - at)
         };
@@ -527,7 +538,9 @@ mod tests {
                             dv,
                             0.37,
                         );
-                        for bf16 in [false, true] {
+                        // f32, then every bf16 kernel that runs on this ISA here.
+                        let kernels = Bf16Kernel::available(isa).into_iter().map(Some);
+                        for bf16 in std::iter::once(None).chain(kernels) {
                             let ors = dv + 3;
                             let mut o = vec![f32::NAN; sq * ors];
                             let (src, st) = if transposed {
@@ -558,21 +571,20 @@ mod tests {
                             };
                             // SAFETY: the views address elements of `buf`/`tbuf`, O is `o`.
                             unsafe {
-                                if bf16 {
-                                    attention_head_bf16(isa, head)
-                                } else {
-                                    attention_head(isa, head)
+                                match bf16 {
+                                    Some(kn) => attention_head_bf16_kernel(kn, isa, head),
+                                    None => attention_head(isa, head),
                                 }
                             };
                             // bf16 rounds q, k, the probabilities and v (8 bits each).
-                            let tol = if bf16 { 3e-2 } else { 1e-5 };
+                            let tol = if bf16.is_some() { 3e-2 } else { 1e-5 };
                             for i in 0..sq {
                                 for c in 0..dv {
                                     let (g, w) = (o[i * ors + c] as f64, want[i * dv + c]);
                                     assert!(
                                         (g - w).abs() < tol * (1.0 + w.abs()),
                                         "{isa:?} {sq}x{sk}x{d}x{dv} t={transposed} m={masked} \
-                                         bf16={bf16} ({i},{c}): {g} vs {w}"
+                                         bf16={bf16:?} ({i},{c}): {g} vs {w}"
                                     );
                                 }
                                 for c in dv..ors {

@@ -1,53 +1,166 @@
 //! bf16 GEMM with f32 accumulation: `C = alpha * bf16(A) bf16(B) + beta * C`.
 //!
 //! The f32 GEMM's driver and threading (`driver.rs`), with a bf16 [`Tile`]: what changes is the
-//! packed element. Packing
-//! rounds each operand to bf16 (round to nearest even) and stores k in pairs, one u32 word per
-//! (row or column, k-pair): `word = bf16(x[k]) | bf16(x[k+1]) << 16`, odd k zero-padded.
-//! That is exactly the operand layout of AVX512-BF16's `vdpbf16ps`, which computes per f32 lane
-//! `acc += a.lo * b.lo + a.hi * b.hi`: 32 multiply-adds per instruction, twice f32 FMA.
+//! packed element. Packing rounds each operand to bf16 (round to nearest even). Three kernels
+//! ([`Bf16Kernel`]) run that contract:
+//! - native (`avx512bf16`): k stored in pairs, one u32 word per (row or column, k-pair):
+//!   `word = bf16(x[k]) | bf16(x[k+1]) << 16`, odd k zero-padded. That is exactly the operand
+//!   layout of AVX512-BF16's `vdpbf16ps`, which computes per f32 lane
+//!   `acc += a.lo * b.lo + a.hi * b.hi`: 32 multiply-adds per instruction. 12 x 32 tile.
+//! - rounded (any [`Simd`]): the f32 tile over operands rounded to bf16 as they are packed
+//!   (each rounded value kept as an f32). The product of two bf16 values is exact in f32, so
+//!   this is the same arithmetic at the f32 FMA's rate. Where `vdpbf16ps` is not faster than
+//!   f32 FMA (no AVX512-BF16, or a CPU such as Sapphire Rapids that issues it at half the FMA's
+//!   rate in FLOPs), this is the fastest way to the bf16 contract: [`bf16_kernel`] probes it.
+//! - emulated (any [`Simd`]): the native pair layout, each pair widened to two f32 vectors (a
+//!   shift and a mask) and two FMAs. Slower than both others; kept, and tested on every ISA,
+//!   because it runs the pair packing and the pair-word driver paths (K_PER = 2) on any CPU.
 //!
-//! Microkernels:
-//! - native (`avx512bf16`): 12 x 32 tile, one `vdpbf16ps` per (row, vector) per k-pair.
-//! - emulated (any [`Simd`]): widen each pair to two f32 vectors (a shift and a mask) and do
-//!   two FMAs. Slower than f32 GEMM, but it runs the same packing and driver everywhere, so
-//!   those are tested on machines without AVX512-BF16, and results agree with the native path
-//!   up to f32 summation order.
-//!
-//! Error against f32 GEMM: each operand carries a relative rounding error of at most 2^-9, so
-//! a dot product of length k has a typical relative error of about 2^-9 / sqrt-ish of the
-//! cancellation; the tests bound it and `benches` reports it.
+//! Results agree across the three up to f32 summation order. Error against f32 GEMM: each
+//! operand carries a relative rounding error of at most 2^-9, so a dot product of length k
+//! has a typical relative error of about 2^-9 / sqrt-ish of the cancellation; the tests bound
+//! it and `benches` reports it.
 
 use super::driver::{blocked, scale_c, with_buffers, Job, Tile};
 use super::memory::{prefetch, prefetch_l2};
-use super::microkernel::{tile, with_tile, WithTile};
+use super::microkernel::{tile, with_tile, F32Tile, WithTile};
 use super::{run_checked, Blocking, GemmError, MatMut, MatRef};
 use crate::simd::{dispatch, Isa, Simd, SimdKernel};
 use half::bf16;
+use std::sync::OnceLock;
 
-/// How the bf16 GEMM will run here: `"native"` (vdpbf16ps) or `"emulated"`.
-pub fn bf16_mode(isa: Isa) -> &'static str {
-    if isa == Isa::Avx512 && Isa::has_avx512_bf16() {
-        "native"
-    } else {
-        "emulated"
+/// Which microkernel runs the bf16 contract (see the module's text).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bf16Kernel {
+    /// `vdpbf16ps` on bf16 pair-words (AVX512-BF16 only).
+    Native,
+    /// The f32 tile over operands rounded to bf16 at packing.
+    Rounded,
+    /// bf16 pair-words widened to f32 in the f32 tile's registers.
+    Emulated,
+}
+
+impl Bf16Kernel {
+    /// Every kernel, the native one first.
+    pub const ALL: [Bf16Kernel; 3] = [
+        Bf16Kernel::Native,
+        Bf16Kernel::Rounded,
+        Bf16Kernel::Emulated,
+    ];
+
+    /// `"native"`, `"rounded"` or `"emulated"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Bf16Kernel::Native => "native",
+            Bf16Kernel::Rounded => "rounded",
+            Bf16Kernel::Emulated => "emulated",
+        }
+    }
+
+    /// Whether it can run on `isa` here: the native kernel needs AVX-512 and AVX512-BF16.
+    pub fn runs_on(self, isa: Isa) -> bool {
+        match self {
+            Bf16Kernel::Native => {
+                cfg!(target_arch = "x86_64") && isa == Isa::Avx512 && Isa::has_avx512_bf16()
+            }
+            Bf16Kernel::Rounded | Bf16Kernel::Emulated => true,
+        }
+    }
+
+    /// The kernels that run on `isa` here.
+    pub fn available(isa: Isa) -> Vec<Bf16Kernel> {
+        Self::ALL.into_iter().filter(|k| k.runs_on(isa)).collect()
+    }
+
+    /// k per packed element: 2 for the pair-words, 1 for the rounded f32 values.
+    pub(crate) fn k_per(self) -> usize {
+        match self {
+            Bf16Kernel::Rounded => 1,
+            Bf16Kernel::Native | Bf16Kernel::Emulated => 2,
+        }
+    }
+
+    /// The register tile (MR, NR): the native tile's 12 x 32, else the f32 tile.
+    pub(crate) fn tile(self, isa: Isa) -> (usize, usize) {
+        #[cfg(target_arch = "x86_64")]
+        if self == Bf16Kernel::Native {
+            return (Native::MR, Native::NR);
+        }
+        tile(isa)
+    }
+
+    /// The blocking, in k per packed element. Rounded: the f32 GEMM's ([`Blocking::current`]).
+    /// Pair-words: that one with KC scaled so that a packed B sliver of the tile holds the
+    /// same bytes as the f32 tile's (the native tile is half as wide: twice the depth; MC
+    /// scaled back to keep the A block's bytes), then doubled (a word is a pair of k).
+    pub(crate) fn blocking(self, isa: Isa) -> Blocking {
+        let b = Blocking::current(isa);
+        if self == Bf16Kernel::Rounded {
+            return b;
+        }
+        let (mr, nr) = self.tile(isa);
+        let b = b.with_kc(b.kc * tile(isa).1 / nr, mr);
+        Blocking { kc: 2 * b.kc, ..b }
     }
 }
 
-/// The register tile (MR, NR) the bf16 GEMM runs on `isa`: the native tile's 12 x 32, else
-/// the f32 tile, which the emulated tile shares.
-pub(crate) fn bf16_tile(isa: Isa) -> (usize, usize) {
-    #[cfg(target_arch = "x86_64")]
-    if bf16_mode(isa) == "native" {
-        return (Native::MR, Native::NR);
+/// The kernel the bf16 GEMM, the bf16 prepacked weights and the bf16 attention run on `isa`:
+/// `ENGINE_BF16_KERNEL=native|rounded|emulated` where it names one that runs there; else
+/// native where the CPU has AVX512-BF16 and a probe, timed once per process, finds
+/// `vdpbf16ps` at least 1.25x the FLOP rate of f32 FMA (AMD Zen 4: about 2x; Sapphire Rapids:
+/// about 0.5x), else rounded.
+pub fn bf16_kernel(isa: Isa) -> Bf16Kernel {
+    static CHOSEN: OnceLock<Option<Bf16Kernel>> = OnceLock::new();
+    let forced = *CHOSEN.get_or_init(|| {
+        let v = std::env::var("ENGINE_BF16_KERNEL").ok()?;
+        Bf16Kernel::ALL.into_iter().find(|k| k.name() == v)
+    });
+    if let Some(k) = forced.filter(|k| k.runs_on(isa)) {
+        return k;
     }
-    tile(isa)
+    if Bf16Kernel::Native.runs_on(isa) && native_dot_is_faster() {
+        Bf16Kernel::Native
+    } else {
+        Bf16Kernel::Rounded
+    }
+}
+
+/// How the bf16 GEMM will run here: [`bf16_kernel`]'s name.
+pub fn bf16_mode(isa: Isa) -> &'static str {
+    bf16_kernel(isa).name()
+}
+
+/// The probe behind [`bf16_kernel`]: `vdpbf16ps` against f32 FMA in FLOPs per second on this
+/// core, best of a few alternating rounds of independent chains (about a millisecond, once).
+fn native_dot_is_faster() -> bool {
+    static FASTER: OnceLock<bool> = OnceLock::new();
+    *FASTER.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        if Isa::has_avx512_bf16() {
+            // SAFETY: AVX512F and AVX512-BF16 were just detected.
+            let (dot, fma) = unsafe { native::probe_rates() };
+            return dot >= 1.25 * fma;
+        }
+        false
+    })
 }
 
 /// Rounds an f32 to bf16 bits (round to nearest even; NaN stays NaN).
 #[inline(always)]
 fn to_bf16_bits(x: f32) -> u32 {
     bf16::from_f32(x).to_bits() as u32
+}
+
+/// Rounds each f32 (as its bits) to the nearest bf16, in place, kept as an f32: `half`'s
+/// round to nearest even, NaN kept NaN (made quiet), written so that it vectorises.
+#[inline(always)]
+fn round_to_bf16(x: &mut [u32]) {
+    for w in x {
+        let b = *w;
+        let r = b.wrapping_add(0x7FFF + ((b >> 16) & 1));
+        let nan = (b & 0x7FFF_FFFF) > 0x7F80_0000;
+        *w = if nan { b | 0x0040_0000 } else { r } & 0xFFFF_0000;
+    }
 }
 
 /// bf16 GEMM on all threads of the current rayon pool. Same contract as [`super::gemm`].
@@ -63,7 +176,7 @@ pub fn gemm_bf16(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: MatMut) -> Resu
     )
 }
 
-/// [`gemm_bf16`] with an explicit ISA and thread count.
+/// [`gemm_bf16`] with an explicit ISA and thread count, on [`bf16_kernel`]`(isa)`.
 pub fn gemm_bf16_with(
     isa: Isa,
     threads: usize,
@@ -73,36 +186,67 @@ pub fn gemm_bf16_with(
     beta: f32,
     c: MatMut,
 ) -> Result<(), GemmError> {
-    run_checked(
-        isa,
-        threads,
-        alpha,
-        a,
-        b,
-        beta,
-        c,
-        bf16_tile(isa),
-        run_serial_bf16,
-    )
+    gemm_bf16_kernel(bf16_kernel(isa), isa, threads, alpha, a, b, beta, c)
 }
 
-/// The blocking, in k: the f32 GEMM's for this CPU ([`Blocking::current`]), with KC scaled so
-/// that a packed B sliver of the bf16 tile holds the same bytes as the f32 tile's (the native
-/// tile is half as wide: twice the depth; MC scaled back to keep the A block's bytes), then
-/// doubled (a word is a pair of k). NC unchanged.
-pub(crate) fn bf16_blocking(isa: Isa) -> Blocking {
-    let b = Blocking::current(isa);
-    let (mr, nr) = bf16_tile(isa);
-    let b = b.with_kc(b.kc * tile(isa).1 / nr, mr);
-    Blocking { kc: 2 * b.kc, ..b }
+/// [`gemm_bf16_with`] on a given kernel (tests and benchmarks compare them); an error if it
+/// does not run on `isa` here.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_bf16_kernel(
+    kernel: Bf16Kernel,
+    isa: Isa,
+    threads: usize,
+    alpha: f32,
+    a: MatRef,
+    b: MatRef,
+    beta: f32,
+    c: MatMut,
+) -> Result<(), GemmError> {
+    if !kernel.runs_on(isa) {
+        return Err(GemmError(format!(
+            "the {} bf16 kernel does not run on {isa:?} on this CPU",
+            kernel.name()
+        )));
+    }
+    let serial: unsafe fn(Isa, Job) = match kernel {
+        Bf16Kernel::Native => run_serial_native,
+        Bf16Kernel::Rounded => run_serial_rounded,
+        Bf16Kernel::Emulated => run_serial_emulated,
+    };
+    run_checked(isa, threads, alpha, a, b, beta, c, kernel.tile(isa), serial)
 }
 
-/// One bf16 GEMM job on the calling thread (the attention kernel's per-head products).
+/// One bf16 GEMM job on the calling thread, on [`bf16_kernel`]`(isa)` (the attention's
+/// per-head products in training).
 ///
 /// # Safety
 /// As [`super::run_serial`]: the job's pointers are valid for every element it addresses and C
 /// does not alias A or B.
 pub(crate) unsafe fn run_serial_bf16(isa: Isa, job: Job) {
+    // SAFETY: forwarded.
+    unsafe { run_serial_kernel(bf16_kernel(isa), isa, job) }
+}
+
+unsafe fn run_serial_native(isa: Isa, job: Job) {
+    // SAFETY: forwarded; gemm_bf16_kernel checked that the kernel runs on isa.
+    unsafe { run_serial_kernel(Bf16Kernel::Native, isa, job) }
+}
+
+unsafe fn run_serial_rounded(isa: Isa, job: Job) {
+    // SAFETY: forwarded.
+    unsafe { run_serial_kernel(Bf16Kernel::Rounded, isa, job) }
+}
+
+unsafe fn run_serial_emulated(isa: Isa, job: Job) {
+    // SAFETY: forwarded.
+    unsafe { run_serial_kernel(Bf16Kernel::Emulated, isa, job) }
+}
+
+/// One bf16 GEMM job on the calling thread, on `kernel` (which runs on `isa`).
+///
+/// # Safety
+/// As [`run_serial_bf16`], and `kernel.runs_on(isa)`.
+unsafe fn run_serial_kernel(kernel: Bf16Kernel, isa: Isa, job: Job) {
     // SAFETY: the caller upholds this function's safety contract, which covers every
     // operation of the body.
     unsafe {
@@ -110,12 +254,13 @@ pub(crate) unsafe fn run_serial_bf16(isa: Isa, job: Job) {
             scale_c(job, job.beta);
             return;
         }
-        let blocking = bf16_blocking(isa).for_depth(job.k, bf16_tile(isa).0);
+        let blocking = kernel.blocking(isa).for_depth(job.k, kernel.tile(isa).0);
         struct K<'a> {
             job: Job,
             blocking: Blocking,
             ap: &'a mut [u32],
             bp: &'a mut [u32],
+            rounded: bool,
         }
         impl SimdKernel for K<'_> {
             type Output = ();
@@ -128,25 +273,25 @@ pub(crate) unsafe fn run_serial_bf16(isa: Isa, job: Job) {
             type Output = ();
             #[inline(always)]
             fn run<S: Simd, const MR: usize, const NV: usize>(self, s: S) {
-                // SAFETY: forwarded from run_serial_bf16's contract.
+                // SAFETY: forwarded from run_serial_kernel's contract.
                 unsafe {
-                    blocked(
-                        Emulated::<S, MR, NV>(s),
-                        self.job,
-                        self.blocking,
-                        self.ap,
-                        self.bp,
-                    )
+                    if self.rounded {
+                        let t = Rounded::<S, MR, NV>(s);
+                        blocked(t, self.job, self.blocking, self.ap, self.bp)
+                    } else {
+                        let t = Emulated::<S, MR, NV>(s);
+                        blocked(t, self.job, self.blocking, self.ap, self.bp)
+                    }
                 }
             }
         }
         with_buffers(
             &job,
             blocking,
-            bf16_tile(isa),
-            2,
+            kernel.tile(isa),
+            kernel.k_per(),
             |ap: &mut [u32], bp: &mut [u32]| {
-                if bf16_mode(isa) == "native" {
+                if kernel == Bf16Kernel::Native {
                     #[cfg(target_arch = "x86_64")]
                     blocked(Native, job, blocking, ap, bp);
                 } else {
@@ -157,6 +302,7 @@ pub(crate) unsafe fn run_serial_bf16(isa: Isa, job: Job) {
                             blocking,
                             ap,
                             bp,
+                            rounded: kernel == Bf16Kernel::Rounded,
                         },
                     );
                 }
@@ -166,7 +312,7 @@ pub(crate) unsafe fn run_serial_bf16(isa: Isa, job: Job) {
 }
 
 /// `vdpbf16ps`, 12 x 32: 2 loads of B words and 12 broadcasts per 24 dot products (the f32
-/// tile is 6 x 64; this one keeps the shape it was tuned with, see [`bf16_tile`]).
+/// tile is 6 x 64; this one keeps the shape it was tuned with, see [`Bf16Kernel::tile`]).
 #[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy)]
 pub(crate) struct Native;
@@ -187,8 +333,8 @@ impl Tile for Native {
         mc: usize,
         kc: usize,
     ) {
-        // SAFETY: the caller upholds this function's safety contract (and `bf16_mode` checked
-        // AVX512F before this tile was chosen).
+        // SAFETY: the caller upholds this function's safety contract (and `Bf16Kernel::runs_on`
+        // checked AVX512F before this tile was chosen).
         unsafe { native::pack_pairs(dst, a, rs, cs, mc, kc, Self::MR) }
     }
     #[inline(always)]
@@ -279,6 +425,89 @@ impl<S: Simd, const MR: usize, const NV: usize> Tile for Emulated<S, MR, NV> {
         // operation of the body.
         unsafe {
             emulated_kernel::<S, MR, NV>(self.0, kp, a, b, c, rsc, csc, alpha, beta, mr_eff, nr_eff)
+        }
+    }
+}
+
+/// The f32 tile over operands rounded to bf16 as they are packed: the packed slots are u32
+/// (like the pair-words, so every bf16 path shares its buffers) holding the rounded f32's
+/// bits, one k each.
+#[derive(Clone, Copy)]
+pub(crate) struct Rounded<S, const MR: usize, const NV: usize>(pub(crate) S);
+
+/// A packing buffer of u32 slots seen as f32: both are plain 4-byte values.
+#[inline(always)]
+fn as_f32(v: &mut [u32]) -> &mut [f32] {
+    // SAFETY: same size and alignment, every bit pattern valid for both, borrowed mutably.
+    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut f32, v.len()) }
+}
+
+impl<S: Simd, const MR: usize, const NV: usize> Tile for Rounded<S, MR, NV> {
+    type P = u32;
+    const MR: usize = MR;
+    const NR: usize = NV * S::LANES;
+    const K_PER: usize = 1;
+    #[inline(always)]
+    unsafe fn pack_a(
+        self,
+        dst: &mut [u32],
+        a: *const f32,
+        rs: usize,
+        cs: usize,
+        mc: usize,
+        kc: usize,
+    ) {
+        // SAFETY: the caller upholds this function's safety contract; the f32 packer writes
+        // mc.div_ceil(MR) slivers of kc * MR slots, which are then rounded.
+        unsafe {
+            F32Tile::<S, MR, NV>(self.0).pack_a(as_f32(dst), a, rs, cs, mc, kc);
+            round_to_bf16(&mut dst[..mc.div_ceil(MR) * MR * kc]);
+        }
+    }
+    #[inline(always)]
+    unsafe fn pack_b(
+        self,
+        dst: &mut [u32],
+        b: *const f32,
+        rs: usize,
+        cs: usize,
+        kc: usize,
+        nc: usize,
+    ) {
+        // SAFETY: as pack_a, with nc.div_ceil(NR) slivers of kc * NR slots.
+        unsafe {
+            F32Tile::<S, MR, NV>(self.0).pack_b(as_f32(dst), b, rs, cs, kc, nc);
+            round_to_bf16(&mut dst[..nc.div_ceil(Self::NR) * Self::NR * kc]);
+        }
+    }
+    #[inline(always)]
+    unsafe fn tile(
+        self,
+        kc: usize,
+        a: *const u32,
+        b: *const u32,
+        c: *mut f32,
+        rsc: usize,
+        csc: usize,
+        alpha: f32,
+        beta: f32,
+        mr_eff: usize,
+        nr_eff: usize,
+    ) {
+        // SAFETY: the caller upholds this function's safety contract; the slots hold f32s.
+        unsafe {
+            F32Tile::<S, MR, NV>(self.0).tile(
+                kc,
+                a as *const f32,
+                b as *const f32,
+                c,
+                rsc,
+                csc,
+                alpha,
+                beta,
+                mr_eff,
+                nr_eff,
+            )
         }
     }
 }
@@ -403,12 +632,66 @@ unsafe fn emulated_kernel<S: Simd, const MR: usize, const NV: usize>(
 mod native {
     use std::arch::x86_64::*;
 
+    /// (`vdpbf16ps` FLOP/s, f32 FMA FLOP/s) on this core: 16 independent accumulator chains
+    /// of each, best of 3 alternating rounds of about 0.1 ms (frequency ramps and
+    /// interruptions only lower a round). For [`super::bf16_kernel`]'s choice.
+    ///
+    /// # Safety
+    /// The CPU has AVX512F and AVX512-BF16.
+    pub(super) unsafe fn probe_rates() -> (f64, f64) {
+        const ITERS: usize = 8192;
+        let (mut dot, mut fma) = (0.0f64, 0.0f64);
+        for _ in 0..3 {
+            let t = std::time::Instant::now();
+            // SAFETY: the caller's contract.
+            std::hint::black_box(unsafe { dot_chains(std::hint::black_box(ITERS)) });
+            let flops = (ITERS * 16 * 16 * 4) as f64;
+            dot = dot.max(flops / t.elapsed().as_secs_f64().max(1e-9));
+            let t = std::time::Instant::now();
+            // SAFETY: the caller's contract.
+            std::hint::black_box(unsafe { fma_chains(std::hint::black_box(ITERS)) });
+            let flops = (ITERS * 16 * 16 * 2) as f64;
+            fma = fma.max(flops / t.elapsed().as_secs_f64().max(1e-9));
+        }
+        (dot, fma)
+    }
+
+    /// 16 chains of `vdpbf16ps`, `iters` each.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    unsafe fn dot_chains(iters: usize) -> f32 {
+        // SAFETY: register-only arithmetic on the features this function enables.
+        unsafe {
+            let a: __m512bh = std::mem::transmute(_mm512_set1_epi32(0x3F80_3F80));
+            let b: __m512bh = std::mem::transmute(_mm512_set1_epi32(0x3380_3380));
+            let mut acc = [_mm512_setzero_ps(); 16];
+            for _ in 0..iters {
+                for x in acc.iter_mut() {
+                    *x = _mm512_dpbf16_ps(*x, a, b);
+                }
+            }
+            acc.iter().map(|&x| _mm512_reduce_add_ps(x)).sum()
+        }
+    }
+
+    /// 16 chains of `vfmadd231ps`, `iters` each.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn fma_chains(iters: usize) -> f32 {
+        let (a, b) = (_mm512_set1_ps(0.999_999), _mm512_set1_ps(1e-7));
+        let mut acc = [_mm512_setzero_ps(); 16];
+        for _ in 0..iters {
+            for x in acc.iter_mut() {
+                *x = _mm512_fmadd_ps(*x, a, b);
+            }
+        }
+        acc.iter().map(|&x| _mm512_reduce_add_ps(x)).sum()
+    }
+
     /// 12 x 32 tile with `vdpbf16ps`: per k-pair, 2 loads of B pair-words (32 columns),
     /// 12 broadcasts of A pair-words, 24 dot-product-accumulates.
     ///
     /// # Safety
-    /// The CPU has AVX512F and AVX512-BF16 (checked by `bf16_mode`); `a` holds kp*12 words,
-    /// `b` kp*32 words; C addresses as in the f32 microkernel.
+    /// The CPU has AVX512F and AVX512-BF16 (checked by `Bf16Kernel::runs_on`); `a` holds
+    /// kp*12 words, `b` kp*32 words; C addresses as in the f32 microkernel.
     #[target_feature(enable = "avx512f,avx512bf16")]
     pub(super) unsafe fn kernel(
         kp: usize,
@@ -638,6 +921,56 @@ mod native {
                 super::pack_pairs(dst, src, ls, ks, count, kc, w);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod rounding_tests {
+    use super::*;
+
+    /// The rounded kernel's in-place rounding is `half`'s (round to nearest even, NaN quieted,
+    /// overflow to infinity), bit for bit: special values, ties, and a million random patterns.
+    #[test]
+    fn in_place_rounding_equals_half() {
+        let mut bits: Vec<u32> = vec![
+            0,
+            0x8000_0000,
+            0x3F80_8000, // a tie, even below: rounds down
+            0x3F81_8000, // a tie, odd below: rounds up
+            0x3F80_8001,
+            0x3F80_7FFF,
+            0x7FC0_0000,
+            0xFFC0_0000,
+            0x7F80_0001, // signalling NaN
+            0xFF80_0001,
+            0x7F80_0000,
+            0xFF80_0000,
+            0x7F7F_FFFF, // f32::MAX: rounds up to infinity
+            0xFF7F_FFFF,
+            1,
+            0x807F_FFFF,
+            0x0080_0000,
+        ];
+        let mut rng = crate::rng::SplitMix64::new(11);
+        bits.extend((0..1 << 20).map(|_| rng.next_u64() as u32));
+        let mut got = bits.clone();
+        round_to_bf16(&mut got);
+        for (&x, &g) in bits.iter().zip(&got) {
+            let want = (to_bf16_bits(f32::from_bits(x))) << 16;
+            assert_eq!(g, want, "{x:#010x}: {g:#010x}, want {want:#010x}");
+        }
+    }
+
+    /// The kernel chosen for each ISA runs there; the override names a kernel by its name.
+    #[test]
+    fn the_chosen_kernel_runs_on_its_isa() {
+        for isa in Isa::available() {
+            let k = bf16_kernel(isa);
+            assert!(k.runs_on(isa), "{isa:?}: {k:?}");
+            assert_eq!(bf16_mode(isa), k.name());
+            assert!(Bf16Kernel::available(isa).contains(&Bf16Kernel::Rounded));
+        }
+        assert!(!Bf16Kernel::Native.runs_on(Isa::Portable));
     }
 }
 

@@ -26,7 +26,7 @@ pub(crate) trait WithTile {
 
 /// Runs `w` with `S`'s register tile: 6 x 4 vectors on AVX-512 (24 zmm accumulators), 6 x 2 on
 /// AVX2 (12 ymm), 4 x 1 on the portable path. Used by the f32 GEMM, the prepacked one and the
-/// emulated bf16 tile alike.
+/// rounded and emulated bf16 tiles alike.
 ///
 /// AVX-512 was 12 x 2 (BLIS's Skylake-X shape): 2 loads of B and 12 broadcasts of A per 24
 /// FMAs. 6 x 4 needs 4 loads and 6 broadcasts, and divides BERT's widths (768, 3072, 384 and

@@ -28,7 +28,8 @@
 //! - `blocking.rs`: KC, MC, NC from the CPU's caches ([`Blocking`]).
 //! - `pack.rs` and `microkernel.rs`: the f32 tile: packing into slivers, the register-tiled
 //!   kernel; the ISA -> tile map (`with_tile`).
-//! - `bf16.rs`: the bf16 tiles (native `vdpbf16ps`, or emulated) over the same driver.
+//! - `bf16.rs`: the bf16 tiles (native `vdpbf16ps`, the f32 tile over rounded operands, or
+//!   emulated pairs) over the same driver, chosen per CPU by `bf16_kernel`.
 //! - `prepacked.rs` ([`PackedB`], B packed once), `batched.rs` ([`gemm_batched`]).
 //! - `memory.rs`: aligned, huge-page packing buffers and prefetch hints.
 //! - `attention.rs`: inference attention fused on the f32 tile (scores, softmax, `P v` per

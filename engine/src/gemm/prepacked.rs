@@ -1,6 +1,6 @@
 //! B packed once for many GEMMs against it (a weight matrix at inference).
 
-use super::bf16::{bf16_blocking, bf16_mode, bf16_tile, Emulated};
+use super::bf16::{bf16_kernel, Bf16Kernel, Emulated, Rounded};
 use super::blocking::{kc_block, mc_block, Blocking};
 use super::driver::{
     a_block, direct_a, pack_a_block, scale_c, split, Job, Tile, PARALLEL_MIN_FLOPS,
@@ -20,13 +20,15 @@ use crate::simd::{dispatch, Isa, Simd, SimdKernel};
 /// where npad = ceil(n / NR) * NR.
 ///
 /// [`PackedB::new_bf16`] packs for the bf16 GEMM instead (see `bf16.rs`): B rounded to bf16
-/// once, k in pairs, one u32 word per (k-pair, column), KC block `pc` at word `pc / 2 * npad`.
-/// Its GEMM then converts only A on each call: for a weight matrix at inference that halves the
-/// bytes of B and takes its rounding off the hot path.
+/// once, for the bf16 kernel chosen then. For the pair-word kernels, k in pairs, one u32 word
+/// per (k-pair, column), KC block `pc` at word `pc / 2 * npad`; for the rounded one, the f32
+/// layout above, each value rounded. Its GEMM then converts only A on each call: for a weight
+/// matrix at inference that takes B's rounding off the hot path (and, in pairs, halves its
+/// bytes).
 pub struct PackedB {
     isa: Isa,
-    /// Packed as bf16 pair-words (else f32).
-    bf16: bool,
+    /// Packed for this bf16 kernel (else f32).
+    bf16: Option<Bf16Kernel>,
     /// The KC it was packed with, in k (the blocking in force then; later calls follow it).
     kc: usize,
     k: usize,
@@ -39,22 +41,38 @@ pub struct PackedB {
 impl PackedB {
     /// Packs `b` (k x n, any strides) for `isa`'s microkernel.
     pub fn new(isa: Isa, b: MatRef) -> Result<PackedB, GemmError> {
-        Self::build(isa, b, false)
+        Self::build(isa, b, None)
     }
 
     /// Rounds `b` (k x n, any strides) to bf16 and packs it for `isa`'s bf16 microkernel
-    /// (`vdpbf16ps` with AVX512-BF16, else the emulated one): [`gemm_prepacked`] against it is
+    /// ([`bf16_kernel`]): [`gemm_prepacked`] against it is
     /// [`gemm_bf16`](super::bf16::gemm_bf16) with B packed once.
     pub fn new_bf16(isa: Isa, b: MatRef) -> Result<PackedB, GemmError> {
-        Self::build(isa, b, true)
+        Self::build(isa, b, Some(bf16_kernel(isa)))
     }
 
-    /// Whether it holds bf16 pair-words (built by [`PackedB::new_bf16`]).
+    /// [`PackedB::new_bf16`] for a given bf16 kernel; an error if it does not run on `isa`.
+    pub fn new_bf16_kernel(kernel: Bf16Kernel, isa: Isa, b: MatRef) -> Result<PackedB, GemmError> {
+        if !kernel.runs_on(isa) {
+            return Err(GemmError(format!(
+                "the {} bf16 kernel does not run on {isa:?} on this CPU",
+                kernel.name()
+            )));
+        }
+        Self::build(isa, b, Some(kernel))
+    }
+
+    /// Whether it holds bf16 values (built by [`PackedB::new_bf16`]).
     pub fn is_bf16(&self) -> bool {
+        self.bf16.is_some()
+    }
+
+    /// The bf16 kernel it was packed for (None: f32).
+    pub fn bf16_kernel(&self) -> Option<Bf16Kernel> {
         self.bf16
     }
 
-    fn build(isa: Isa, b: MatRef, bf16: bool) -> Result<PackedB, GemmError> {
+    fn build(isa: Isa, b: MatRef, bf16: Option<Bf16Kernel>) -> Result<PackedB, GemmError> {
         if !b.in_bounds() {
             return Err(GemmError(format!(
                 "B ({} x {}, strides {} {}) reaches past its {} elements",
@@ -66,13 +84,11 @@ impl PackedB {
             )));
         }
         let (k, n) = (b.rows, b.cols);
-        let nr = if bf16 { bf16_tile(isa) } else { tile(isa) }.1;
-        // k per packed element; KC blocks of k (even for bf16, so that blocks start on a pair).
-        let kper = if bf16 { 2 } else { 1 };
-        let kc = if bf16 {
-            kc_block(k, bf16_blocking(isa).kc)
-        } else {
-            kc_block(k, Blocking::current(isa).kc)
+        // The tile's width, k per packed element, KC blocks of k (even for pair-words, so
+        // that blocks start on a pair).
+        let (nr, kper, kc) = match bf16 {
+            Some(kn) => (kn.tile(isa).1, kn.k_per(), kc_block(k, kn.blocking(isa).kc)),
+            None => (tile(isa).1, 1, kc_block(k, Blocking::current(isa).kc)),
         };
         let npad = n.next_multiple_of(nr);
         let len = k.div_ceil(kper) * npad;
@@ -83,7 +99,7 @@ impl PackedB {
             dst: &'a mut [f32],
             npad: usize,
             kc: usize,
-            bf16: bool,
+            bf16: Option<Bf16Kernel>,
         }
         impl SimdKernel for Pack<'_> {
             type Output = ();
@@ -96,22 +112,20 @@ impl PackedB {
             type Output = ();
             #[inline(always)]
             fn run<S: Simd, const MR: usize, const NV: usize>(self, s: S) {
-                if self.bf16 {
-                    let dst = as_words(self.dst);
-                    pack_blocks(Emulated::<S, MR, NV>(s), self.b, dst, self.npad, self.kc);
-                } else {
-                    pack_blocks(
-                        F32Tile::<S, MR, NV>(s),
-                        self.b,
-                        self.dst,
-                        self.npad,
-                        self.kc,
-                    );
+                let (b, npad, kc) = (self.b, self.npad, self.kc);
+                match self.bf16 {
+                    Some(Bf16Kernel::Rounded) => {
+                        pack_blocks(Rounded::<S, MR, NV>(s), b, as_words(self.dst), npad, kc)
+                    }
+                    Some(_) => {
+                        pack_blocks(Emulated::<S, MR, NV>(s), b, as_words(self.dst), npad, kc)
+                    }
+                    None => pack_blocks(F32Tile::<S, MR, NV>(s), b, self.dst, npad, kc),
                 }
             }
         }
         // The native bf16 tile runs without a dispatch (its code carries its target features).
-        let native = cfg!(target_arch = "x86_64") && bf16 && bf16_mode(isa) == "native";
+        let native = bf16 == Some(Bf16Kernel::Native);
         if len > 0 {
             let dst = &mut v[off..off + len];
             if native {
@@ -210,16 +224,14 @@ pub fn gemm_prepacked(
     }
     let isa = b.isa;
     let bf16 = b.bf16;
-    let (mr, nr) = if bf16 { bf16_tile(isa) } else { tile(isa) };
-    let kper = if bf16 { 2 } else { 1 };
+    let (mr, nr) = bf16.map_or(tile(isa), |kn| kn.tile(isa));
+    let kper = bf16.map_or(1, |kn| kn.k_per());
     // The native bf16 tile runs without a dispatch (its code carries its target features).
-    let native = cfg!(target_arch = "x86_64") && bf16 && bf16_mode(isa) == "native";
+    let native = bf16 == Some(Bf16Kernel::Native);
     // KC is the one B was packed with; MC follows the blocking in force now, scaled to that KC.
-    let blocking = if bf16 {
-        bf16_blocking(isa).with_kc(b.kc, mr)
-    } else {
-        Blocking::current(isa).with_kc(b.kc, mr)
-    };
+    let blocking = bf16
+        .map_or(Blocking::current(isa), |kn| kn.blocking(isa))
+        .with_kc(b.kc, mr);
     let bp = b.data() as usize;
     let job = Job::new(alpha, a, MatRef::row_major(&stand_in, 1, 1), beta, c);
     if k == 0 {
@@ -236,7 +248,7 @@ pub fn gemm_prepacked(
             bp: *const f32,
             npad: usize,
             j0: usize,
-            bf16: bool,
+            bf16: Option<Bf16Kernel>,
         }
         impl SimdKernel for K<'_> {
             type Output = ();
@@ -251,26 +263,21 @@ pub fn gemm_prepacked(
             fn run<S: Simd, const MR: usize, const NV: usize>(self, s: S) {
                 // SAFETY: forwarded from the checks above; blocks of C are disjoint.
                 unsafe {
-                    if self.bf16 {
-                        blocked_prepacked(
-                            Emulated::<S, MR, NV>(s),
-                            self.job,
-                            self.blocking,
-                            as_words(self.ap),
-                            self.bp as *const u32,
-                            self.npad,
-                            self.j0,
-                        )
-                    } else {
-                        blocked_prepacked(
-                            F32Tile::<S, MR, NV>(s),
-                            self.job,
-                            self.blocking,
-                            self.ap,
-                            self.bp,
-                            self.npad,
-                            self.j0,
-                        )
+                    let (job, blk, npad, j0) = (self.job, self.blocking, self.npad, self.j0);
+                    let words = self.bp as *const u32;
+                    match self.bf16 {
+                        Some(Bf16Kernel::Rounded) => {
+                            let t = Rounded::<S, MR, NV>(s);
+                            blocked_prepacked(t, job, blk, as_words(self.ap), words, npad, j0)
+                        }
+                        Some(_) => {
+                            let t = Emulated::<S, MR, NV>(s);
+                            blocked_prepacked(t, job, blk, as_words(self.ap), words, npad, j0)
+                        }
+                        None => {
+                            let t = F32Tile::<S, MR, NV>(s);
+                            blocked_prepacked(t, job, blk, self.ap, self.bp, npad, j0)
+                        }
                     }
                 }
             }
@@ -285,7 +292,7 @@ pub fn gemm_prepacked(
             );
             let npad = n.next_multiple_of(nr);
             if native {
-                // SAFETY: as below; the native tile's features were checked by bf16_mode.
+                // SAFETY: as below; the native tile's features were checked by runs_on.
                 #[cfg(target_arch = "x86_64")]
                 unsafe {
                     blocked_prepacked(

@@ -94,7 +94,7 @@ pub enum Command {
         device: bert::train::TrainDevice,
         /// On the CPU: the Linear layers' GEMMs with bf16 operands and f32 sums (weights rounded
         /// once). About 1.6x faster where the CPU has AVX512-BF16 at full rate (AMD Zen 4),
-        /// slower where it has not (emulated); embeddings within cosine 0.9999 of f32.
+        /// about level with f32 elsewhere; embeddings within cosine 0.9999 of f32.
         #[arg(long)]
         bf16: bool,
     },
