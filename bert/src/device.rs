@@ -29,6 +29,21 @@ pub enum Devices {
     CudaBf16(engine::device::cuda::CudaBf16),
 }
 
+/// Says once on stderr which bf16 GEMM kernel this CPU runs (`engine::gemm::bf16::bf16_kernel`):
+/// the native `vdpbf16ps` where it outruns f32 FMA, else the f32 tile over bf16-rounded
+/// operands, which keeps bf16 about as fast as f32 rather than faster.
+pub fn note_bf16_kernel() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let kernel = engine::gemm::bf16::bf16_kernel(engine::simd::Isa::best());
+        let why = match kernel {
+            engine::gemm::bf16::Bf16Kernel::Native => "vdpbf16ps outruns f32 FMA on this CPU",
+            _ => "no vdpbf16ps in use here that outruns f32 FMA: bf16 runs about as fast as f32",
+        };
+        eprintln!("bf16 GEMMs: the {} kernel ({why})", kernel.name());
+    });
+}
+
 impl Devices {
     /// The device `kind` names (GPU 0 for the CUDA kinds); an error for CUDA in a build without
     /// the `cuda` feature.
@@ -37,7 +52,10 @@ impl Devices {
             TrainDevice::Cpu | TrainDevice::CpuTape | TrainDevice::CpuStep => {
                 Devices::Cpu(engine::device::Cpu)
             }
-            TrainDevice::CpuBf16 => Devices::CpuBf16(engine::device::CpuBf16),
+            TrainDevice::CpuBf16 => {
+                note_bf16_kernel();
+                Devices::CpuBf16(engine::device::CpuBf16)
+            }
             #[cfg(feature = "cuda")]
             TrainDevice::Cuda => Devices::Cuda(engine::device::cuda::Cuda::new(0)?),
             #[cfg(feature = "cuda")]

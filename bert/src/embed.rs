@@ -281,6 +281,7 @@ pub fn embed_stream(
             ))
             .into());
         }
+        crate::device::note_bf16_kernel();
         model
             .encoder
             .set_inference_precision(engine::Precision::Bf16);
