@@ -345,23 +345,18 @@ fn main() {
     }
     let kernels = engine::gemm::bf16::Bf16Kernel::available(isa);
     let chosen = engine::gemm::bf16::bf16_kernel(isa);
-    let mut names = if bf16 {
-        let mut v = vec!["ours"];
-        for kn in &kernels {
-            v.push(match (kn.name(), *kn == chosen) {
-                ("native", true) => "bf16 native*",
-                ("native", false) => "bf16 native",
-                ("rounded", true) => "bf16 rounded*",
-                ("rounded", false) => "bf16 rounded",
-                (_, true) => "bf16 emulated*",
-                _ => "bf16 emulated",
-            });
-        }
-        v
+    let star = |kn: &engine::gemm::bf16::Bf16Kernel| if *kn == chosen { "*" } else { "" };
+    let mut names: Vec<String> = if bf16 {
+        let each = kernels
+            .iter()
+            .map(|kn| format!("bf16 {}{}", kn.name(), star(kn)));
+        std::iter::once("ours".to_string()).chain(each).collect()
     } else {
-        vec!["ours", "gemm crate", "matrixmultiply"]
+        ["ours", "gemm crate", "matrixmultiply"]
+            .map(String::from)
+            .to_vec()
     };
-    names.extend(blas.iter().map(|b| b.name));
+    names.extend(blas.iter().map(|b| b.name.to_string()));
     if !markdown {
         println!(
             "engine ISA: {isa:?}; {threads} thread(s); GFLOP/s; B {}",
@@ -544,7 +539,7 @@ fn main() {
             let target = names
                 .iter()
                 .zip(&g)
-                .filter(|(n, _)| **n == "gemm crate" || **n == "MKL")
+                .filter(|(n, _)| *n == "gemm crate" || *n == "MKL")
                 .map(|(_, v)| *v)
                 .fold(0.0, f64::max);
             println!(
