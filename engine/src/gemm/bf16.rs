@@ -687,7 +687,9 @@ mod native {
     }
 
     /// 12 x 32 tile with `vdpbf16ps`: per k-pair, 2 loads of B pair-words (32 columns),
-    /// 12 broadcasts of A pair-words, 24 dot-product-accumulates.
+    /// 12 broadcasts of A pair-words, 24 dot-product-accumulates. A last sliver of 8 or 4
+    /// rows or fewer (m = 128 leaves 8) runs a tile of that many rows over the same packed
+    /// sliver (stride 12), rather than multiplying zero rows.
     ///
     /// # Safety
     /// The CPU has AVX512F and AVX512-BF16 (checked by `Bf16Kernel::runs_on`); `a` holds
@@ -708,6 +710,40 @@ mod native {
         // SAFETY: the caller upholds this function's safety contract, which covers every
         // operation of the body.
         unsafe {
+            let args = (kp, a, b, c, rsc, csc, alpha, beta, mr_eff, nr_eff);
+            match mr_eff {
+                0..=4 => rows::<4>(args),
+                5..=8 => rows::<8>(args),
+                _ => rows::<12>(args),
+            }
+        }
+    }
+
+    /// [`kernel`]'s arguments.
+    type KernelArgs = (
+        usize,
+        *const u32,
+        *const u32,
+        *mut f32,
+        usize,
+        usize,
+        f32,
+        f32,
+        usize,
+        usize,
+    );
+
+    /// [`kernel`] with a tile of MR (at most 12) of the packed sliver's 12 rows.
+    ///
+    /// # Safety
+    /// As [`kernel`], with `mr_eff <= MR`.
+    #[inline(always)]
+    unsafe fn rows<const MR: usize>(
+        (kp, a, b, c, rsc, csc, alpha, beta, mr_eff, nr_eff): KernelArgs,
+    ) {
+        // SAFETY: the caller upholds this function's safety contract, which covers every
+        // operation of the body.
+        unsafe {
             // C's rows into L2 now, into L1 for the last C_LEAD k-pairs (as the f32 tile does).
             let last = nr_eff.max(1) - 1;
             for i in 0..mr_eff {
@@ -715,7 +751,7 @@ mod native {
                 super::prefetch_l2(c.add(i * rsc + last * csc));
             }
             const C_LEAD: usize = 8;
-            let mut acc = [[_mm512_setzero_ps(); 2]; 12];
+            let mut acc = [[_mm512_setzero_ps(); 2]; MR];
             let lead = kp.saturating_sub(C_LEAD);
             for q in 0..lead {
                 pair(&mut acc, a, b, q);
@@ -763,13 +799,19 @@ mod native {
         }
     }
 
-    /// k-pair `q` of the 12 x 32 tile: 2 loads of B words, 12 broadcasts of A words, 24
-    /// `vdpbf16ps`. (A function, not a closure: it must inline into `kernel`'s features.)
+    /// k-pair `q` of an MR x 32 tile over a 12-row A sliver: 2 loads of B words, MR broadcasts
+    /// of A words, 2 MR `vdpbf16ps`. (A function, not a closure: it must inline into
+    /// `kernel`'s features.)
     ///
     /// # Safety
     /// As [`kernel`]: pair q of both slivers is readable, the CPU has AVX512-BF16.
     #[inline(always)]
-    unsafe fn pair(acc: &mut [[__m512; 2]; 12], a: *const u32, b: *const u32, q: usize) {
+    unsafe fn pair<const MR: usize>(
+        acc: &mut [[__m512; 2]; MR],
+        a: *const u32,
+        b: *const u32,
+        q: usize,
+    ) {
         // SAFETY: the caller upholds this function's safety contract, which covers every
         // operation of the body.
         unsafe {
