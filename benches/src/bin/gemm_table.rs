@@ -1,6 +1,7 @@
 //! Side-by-side GEMM table, all contenders in one process, timed round-robin (each round calls
 //! every library once; each keeps its best time), same inputs, one thread count per process:
-//! ours, the `gemm` crate (with `x86-v4`), `matrixmultiply`, and, when their shared libraries
+//! ours, the `gemm` crate (with `x86-v4` unless built without the default `peer-avx512`),
+//! `matrixmultiply`, and, when their shared libraries
 //! are given, MKL (`MKL_LIB`, libmkl_rt: the BLAS behind torch.mm on x86) and OpenBLAS
 //! (`OPENBLAS_LIB`, the `scipy-openblas32` build). Every output is checked before timing: ours
 //! against an f64 reference on sampled entries, every peer against ours.
