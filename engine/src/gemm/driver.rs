@@ -2,7 +2,7 @@
 //! (a register-tiled microkernel and the packing it reads), which the f32 and both bf16
 //! microkernels implement; plus the [`Job`] it runs and the split of a job across threads.
 
-use super::blocking::{mc_block, Blocking};
+use super::blocking::{fused_b_group, mc_block, Blocking};
 use super::memory::PACK;
 use super::{MatMut, MatRef};
 use crate::simd::Isa;
@@ -299,11 +299,17 @@ pub(crate) unsafe fn blocked<T: Tile>(
                 let kc = blk.kc.min(k - pc);
                 let kw = kc.div_ceil(T::K_PER);
                 // When all of M fits one MC block, the packed B panel would be used by a single
-                // block: pack each B sliver just before its microkernel calls instead, into an
-                // L1-sized buffer, rather than writing a KC x NC panel out to L3 and reading it back
-                // (for M = 128 that round trip costs about a tenth of the run).
+                // block: pack each B sliver just before its microkernel calls instead, into a
+                // cache-sized buffer, rather than writing a KC x NC panel out to L3 and reading it
+                // back (for M = 128 that round trip costs about a tenth of the run). A row-major
+                // B with narrow slivers is packed a group of slivers at a time (`fused_b_group`).
                 let mcb = mc_block(m, mr, blk.mc);
                 let fused = m <= mcb;
+                let group = if fused {
+                    fused_b_group(job.bcs, kw * nr * 4, nr * 4)
+                } else {
+                    1
+                };
                 if !fused {
                     t.pack_b(
                         bp,
@@ -322,9 +328,13 @@ pub(crate) unsafe fn blocked<T: Tile>(
                     for jr in (0..nc).step_by(nr) {
                         let nr_eff = nr.min(nc - jr);
                         let bsliver = if fused {
-                            let src = job.b.add(pc * job.brs + (jc + jr) * job.bcs);
-                            t.pack_b(bp, src, job.brs, job.bcs, kc, nr_eff);
-                            bp.as_ptr()
+                            let g = (jr / nr) % group;
+                            if g == 0 {
+                                let src = job.b.add(pc * job.brs + (jc + jr) * job.bcs);
+                                let cols = (group * nr).min(nc - jr);
+                                t.pack_b(bp, src, job.brs, job.bcs, kc, cols);
+                            }
+                            bp.as_ptr().add(g * kw * nr)
                         } else {
                             bp.as_ptr().add(jr * kw)
                         };
