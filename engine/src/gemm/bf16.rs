@@ -447,6 +447,8 @@ impl<S: Simd, const MR: usize, const NV: usize> Tile for Rounded<S, MR, NV> {
     const MR: usize = MR;
     const NR: usize = NV * S::LANES;
     const K_PER: usize = 1;
+    /// The f32 tile's rule (this is the f32 tile over rounded operands).
+    const FULL_RATE_ROWS: usize = <F32Tile<S, MR, NV> as Tile>::FULL_RATE_ROWS;
     #[inline(always)]
     unsafe fn pack_a(
         self,
