@@ -24,9 +24,16 @@ fn t(shape: &[usize], seed: u64) -> Tensor {
 }
 
 fn main() {
-    let threads: usize = std::env::args()
-        .nth(1)
-        .map_or(1, |a| a.parse().expect("THREADS"));
+    let threads: usize = match std::env::args().nth(1) {
+        None => 1,
+        Some(a) => match a.parse() {
+            Ok(t) if t > 0 => t,
+            _ => {
+                eprintln!("layer_profile: the one argument is a thread count (a positive integer), not {a:?}");
+                std::process::exit(2);
+            }
+        },
+    };
     let p = pool(threads);
     println!(
         "engine ISA: {:?}; {threads} thread(s); one layer, ms per op (best of interleaved rounds); GFLOP/s for the products",
