@@ -390,23 +390,16 @@ pub(crate) fn balanced_tail(mc: usize, mr: usize, full: usize) -> usize {
     }
 }
 
-/// The rows of the A sliver that starts at row `i` of a block of `mc` rows whose last `tail`
-/// rows are a [`balanced_tail`] (0: none): MR, or fewer for a last short sliver, or the
-/// tail's halves (the larger first).
+/// The two slivers of a [`balanced_tail`] of `tail` rows that starts at row `start`:
+/// (first row, rows) of each, the larger first.
 #[inline(always)]
-pub(crate) fn sliver_rows(i: usize, mc: usize, mr: usize, tail: usize) -> usize {
-    let body_end = mc - tail;
-    if i < body_end {
-        mr.min(body_end - i)
-    } else if i == body_end {
-        tail.div_ceil(2)
-    } else {
-        mc - i
-    }
+pub(crate) fn tail_halves(start: usize, tail: usize) -> [(usize, usize); 2] {
+    let h1 = tail.div_ceil(2);
+    [(start, h1), (start + h1, tail - h1)]
 }
 
-/// Packs the A block at `a0` (`mc` rows, `kc` deep) into `ap`, sliver by sliver as
-/// [`sliver_rows`] cuts it (sliver s at `s * MR * kw`); or, when A is read in place (`direct`),
+/// Packs the A block at `a0` (`mc` rows, `kc` deep) into `ap`: slivers of MR rows, the last
+/// two as [`tail_halves`] where there is a [`balanced_tail`] (sliver s at `s * MR * kw`); or, when A is read in place (`direct`),
 /// only the rows past its full MR-row slivers (those of a [`balanced_tail`] included), so that
 /// no row past the block is ever read. Returns the rows read in place.
 #[inline(always)]
@@ -434,11 +427,7 @@ pub(crate) unsafe fn pack_a_block<T: Tile>(
             // The tail's two halves, each a sliver of its own.
             let sliver = T::MR * kc.div_ceil(T::K_PER);
             let first = body.div_ceil(T::MR);
-            let h1 = sliver_rows(mc - tail, mc, T::MR, tail);
-            for (s, (i, h)) in [(mc - tail, h1), (mc - tail + h1, tail - h1)]
-                .into_iter()
-                .enumerate()
-            {
+            for (s, (i, h)) in tail_halves(mc - tail, tail).into_iter().enumerate() {
                 let dst = &mut ap[(first + s) * sliver..];
                 t.pack_a(dst, a0.add(i * job.ars), job.ars, job.acs, h, kc);
             }
@@ -491,9 +480,8 @@ pub(crate) unsafe fn a_block<T: Tile>(
         }
         if tail > 0 {
             // The balanced tail: two slivers of their own, after the full ones.
-            let h1 = sliver_rows(end, mc, T::MR, tail);
             let first = ap.as_ptr().add((end - inplace) * kw);
-            for (s, (ir, h)) in [(end, h1), (end + h1, tail - h1)].into_iter().enumerate() {
+            for (s, (ir, h)) in tail_halves(end, tail).into_iter().enumerate() {
                 let a = first.add(s * T::MR * kw);
                 let c = c.add(ir * job.crs);
                 t.tile(kw, a, bsliver, c, job.crs, job.ccs, alpha, beta, h, nr_eff);
@@ -506,15 +494,22 @@ pub(crate) unsafe fn a_block<T: Tile>(
 mod tests {
     use super::*;
 
-    /// The slivers [`sliver_rows`] cuts, from row 0 of a block of `mc` rows.
+    /// The rows of each sliver of a block of `mc` rows, as the driver cuts it: MR-row slivers
+    /// (the last one shorter), or, with a balanced tail, full slivers then the tail's halves.
     fn cut(mc: usize, mr: usize, full: usize) -> Vec<usize> {
         let tail = balanced_tail(mc, mr, full);
-        let (mut i, mut out) = (0, vec![]);
-        while i < mc {
-            let h = sliver_rows(i, mc, mr, tail);
+        let end = mc - tail;
+        let mut out: Vec<usize> = (0..end).step_by(mr).map(|i| mr.min(end - i)).collect();
+        let mut at = end;
+        if tail > 0 {
+            for (i, h) in tail_halves(end, tail) {
+                assert_eq!(i, at, "{mc} rows on {mr}: the halves are not contiguous");
+                out.push(h);
+                at += h;
+            }
+        }
+        for &h in &out {
             assert!(h > 0 && h <= mr, "{mc} rows on {mr}: a sliver of {h}");
-            out.push(h);
-            i += h;
         }
         out
     }
