@@ -399,9 +399,10 @@ pub(crate) fn tail_halves(start: usize, tail: usize) -> [(usize, usize); 2] {
 }
 
 /// Packs the A block at `a0` (`mc` rows, `kc` deep) into `ap`: slivers of MR rows, the last
-/// two as [`tail_halves`] where there is a [`balanced_tail`] (sliver s at `s * MR * kw`); or, when A is read in place (`direct`),
-/// only the rows past its full MR-row slivers (those of a [`balanced_tail`] included), so that
-/// no row past the block is ever read. Returns the rows read in place.
+/// two as [`tail_halves`] where there is a [`balanced_tail`] (sliver s at `s * MR * kw`); or,
+/// when A is read in place (`direct`), only the rows past its full MR-row slivers (those of a
+/// [`balanced_tail`] included), so that no row past the block is ever read. Returns the rows
+/// read in place.
 #[inline(always)]
 pub(crate) unsafe fn pack_a_block<T: Tile>(
     t: T,

@@ -55,7 +55,7 @@ impl<S: Simd, const MR: usize, const NV: usize> Tile for F32Tile<S, MR, NV> {
     /// 8 accumulators cover the FMA latency (4 cycles, 2 pipes): 4 rows of AVX2's 2 vectors,
     /// so a 1- or 2-row tail is balanced. AVX-512's 2-row tile (8 accumulators) already runs at
     /// the full rate; its tile says 1 (never balance), which leaves the code of its loops as it
-    /// was: with only the 1-row case balanced, m = 126 x 768 x 3072 (no tail at all) ran 2%
+    /// was: with only the 1-row case balanced, 126 x 768 x 3072 (no tail at all) ran 2%
     /// slower in median on a Zen 4, from the loops' code alone.
     const FULL_RATE_ROWS: usize = if NV >= 4 { 1 } else { 8usize.div_ceil(NV) };
 
